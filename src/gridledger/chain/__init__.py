@@ -1,0 +1,1 @@
+"""ICT layer: keys, transactions, blocks, Merkle trees, state store, contracts, consensus."""

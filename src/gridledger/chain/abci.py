@@ -1,0 +1,120 @@
+"""The one interface between the state machine (contracts) and consensus, shaped like ABCI 2.0.
+
+Consensus engines (the in-process solo engine, the Tendermint engine) drive an
+:class:`Application` and know nothing of transaction types or contracts; the application knows
+nothing of votes, rounds or peers.  Calls for one height come in this order::
+
+    prepare_proposal (proposer only) -> process_proposal (every validator)
+    -> finalize_block -> commit
+
+``check_tx`` may be called at any time (mempool admission) and must not change committed state.
+Times are block times in integer milliseconds since the Unix epoch (UTC), agreed by consensus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+OK = 0
+
+
+@dataclass(frozen=True)
+class Validator:
+    """A validator as consensus sees it: Ed25519 public key (32 bytes) and voting power."""
+
+    pub_key: bytes
+    power: int
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    last_block_height: int
+    last_block_app_hash: bytes
+    chain_id: str = ""
+
+
+@dataclass(frozen=True)
+class CheckTxResult:
+    code: int
+    log: str = ""
+    sender: bytes = b""
+    sequence: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """What consensus tells the application about a block being proposed or finalized."""
+
+    height: int
+    time_ms: int
+    proposer: bytes  # validator public key
+    prev_block_hash: bytes
+    misbehavior: tuple[bytes, ...] = ()  # encoded evidence of equivocation
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecTxResult:
+    code: int
+    log: str = ""
+    events: tuple[Event, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
+
+
+@dataclass(frozen=True)
+class FinalizeBlockResult:
+    tx_results: tuple[ExecTxResult, ...]
+    validator_updates: tuple[Validator, ...]  # power 0 removes a validator
+    app_hash: bytes  # state root after this block
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    code: int
+    value: bytes = b""
+    proof: bytes = b""
+    height: int = 0
+    log: str = ""
+
+
+@runtime_checkable
+class Application(Protocol):
+    def info(self) -> AppInfo: ...
+
+    def init_chain(self, genesis: bytes) -> bytes:
+        """Load the genesis document (canonical bytes); return the initial app hash."""
+        ...
+
+    def check_tx(self, tx: bytes) -> CheckTxResult: ...
+
+    def prepare_proposal(self, txs: list[bytes], max_bytes: int, info: ProposalInfo) -> list[bytes]:
+        """Order and filter the mempool's transactions for a block this node proposes."""
+        ...
+
+    def process_proposal(self, txs: list[bytes], info: ProposalInfo) -> bool:
+        """Accept or reject a proposed block's transactions (deterministic)."""
+        ...
+
+    def finalize_block(self, txs: list[bytes], info: ProposalInfo) -> FinalizeBlockResult:
+        """Execute a decided block against a pending state; nothing is durable until commit."""
+        ...
+
+    def commit(self) -> None:
+        """Make the state of the last finalized block durable (atomically with the block)."""
+        ...
+
+    def query(self, path: str, data: bytes = b"", height: int = 0, prove: bool = False) -> QueryResult: ...

@@ -1,0 +1,58 @@
+"""The ``gridledger`` command: a thin dispatcher over the per-area modules in ``commands/``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module registers its own sub-commands; a missing module is a packaging error, not a
+# reason to hide the others.
+COMMAND_MODULES = (
+    "gridledger.commands.physics",  # cases, pf, ropf, validate
+    "gridledger.commands.ledger",  # node, tx, query, verify, prove
+    "gridledger.commands.network",  # testnet, status
+    "gridledger.commands.schedule",  # schedule
+    "gridledger.commands.market",  # demo
+)
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridledger",
+        description="Network-aware energy trading on a permissioned blockchain.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except CliError as exc:
+        print(f"gridledger: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

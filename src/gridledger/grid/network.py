@@ -1,0 +1,253 @@
+"""The network as data: tables with units in their column names (pandapower style).
+
+A :class:`Network` holds engineering-unit tables (MW, Mvar, kV, per-unit on the system base for
+branches). Solvers never read these tables in their inner loops; they work on the arrays of
+:func:`gridledger.grid.compiled.compile_network`.
+
+Conventions
+-----------
+* Bus ids are the case's own bus numbers (the table index); solvers use positional indices.
+* ``branch`` holds lines and transformers alike in per-unit on ``base_mva`` (MATPOWER style):
+  ``r_pu, x_pu, b_pu`` (total line charging), ``ratio`` (off-nominal tap, 0 or 1 = none, on the
+  from side), ``shift_deg``, ``rate_mva`` (thermal rating; 0 = unlimited), ``kind``.
+  :func:`ohm_to_pu` converts line data given in ohm.
+* Generators have a ``role``: ``slack`` (angle reference, and a share of the balance when its
+  ``slack_weight`` > 0), ``regulator`` (PV: holds ``vm_pu``, may supply reactive power for voltage
+  support), or ``pq`` (fixed P and Q).  ``sn_mva`` is the rating of the capability circle
+  P² + Q² ≤ Sn².  ``slack_weight`` > 0 on several generators gives a distributed slack (islanded
+  microgrid: the DGs share the balance in proportion to their weights).
+* Loads consume ``p_mw, q_mvar``; shunts inject ``-g_mw + j b_mvar`` at 1 pu (b > 0: capacitor);
+  SVCs are reactive-only regulators with a range ``[qmin_mvar, qmax_mvar]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+
+class NetworkError(ValueError):
+    """A network that cannot be solved as given; the message names the element and the fault."""
+
+
+class GenRole(StrEnum):
+    SLACK = "slack"
+    REGULATOR = "regulator"
+    PQ = "pq"
+
+
+BUS_COLUMNS = {"name": str, "vn_kv": float, "vmin_pu": float, "vmax_pu": float}
+BRANCH_COLUMNS = {
+    "from_bus": int,
+    "to_bus": int,
+    "r_pu": float,
+    "x_pu": float,
+    "b_pu": float,
+    "ratio": float,
+    "shift_deg": float,
+    "rate_mva": float,
+    "kind": str,
+    "name": str,
+}
+GEN_COLUMNS = {
+    "name": str,
+    "bus": int,
+    "role": str,
+    "p_mw": float,
+    "q_mvar": float,
+    "vm_pu": float,
+    "sn_mva": float,
+    "pmin_mw": float,
+    "pmax_mw": float,
+    "qmin_mvar": float,
+    "qmax_mvar": float,
+    "slack_weight": float,
+}
+LOAD_COLUMNS = {"name": str, "bus": int, "p_mw": float, "q_mvar": float}
+SHUNT_COLUMNS = {"name": str, "bus": int, "g_mw": float, "b_mvar": float}
+SVC_COLUMNS = {"name": str, "bus": int, "qmin_mvar": float, "qmax_mvar": float, "q_mvar": float}
+
+DEFAULT_VMIN_PU = 0.9
+DEFAULT_VMAX_PU = 1.1
+
+
+def _empty(columns: dict[str, type]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object if t is str else t) for c, t in columns.items()})
+
+
+def table(rows: list[dict], columns: dict[str, type], defaults: dict | None = None) -> pd.DataFrame:
+    """Build a table with the given columns from row dicts, filling ``defaults``; unknown keys fail."""
+    defaults = defaults or {}
+    if not rows:
+        return _empty(columns)
+    filled = []
+    for i, row in enumerate(rows):
+        unknown = set(row) - set(columns)
+        if unknown:
+            raise NetworkError(f"row {i}: unknown column(s) {sorted(unknown)}; known: {list(columns)}")
+        merged = {**defaults, **row}
+        missing = [c for c in columns if c not in merged]
+        if missing:
+            raise NetworkError(f"row {i}: missing column(s) {missing}")
+        filled.append(merged)
+    frame = pd.DataFrame(filled, columns=list(columns))
+    return frame.astype({c: (object if t is str else t) for c, t in columns.items()})
+
+
+@dataclass(frozen=True)
+class Network:
+    """A balanced three-phase network in positive sequence.
+
+    ``bus`` is indexed by bus id; the other tables have a plain 0..n-1 index.
+    """
+
+    name: str
+    base_mva: float
+    bus: pd.DataFrame
+    branch: pd.DataFrame
+    gen: pd.DataFrame
+    load: pd.DataFrame = field(default_factory=lambda: _empty(LOAD_COLUMNS))
+    shunt: pd.DataFrame = field(default_factory=lambda: _empty(SHUNT_COLUMNS))
+    svc: pd.DataFrame = field(default_factory=lambda: _empty(SVC_COLUMNS))
+    f_hz: float = 50.0
+    notes: str = ""
+
+    def with_tables(self, **tables: pd.DataFrame) -> Network:
+        """A copy with some tables replaced (networks are values; never mutate one in place)."""
+        return replace(self, **tables)
+
+    def copy(self) -> Network:
+        return replace(
+            self,
+            bus=self.bus.copy(),
+            branch=self.branch.copy(),
+            gen=self.gen.copy(),
+            load=self.load.copy(),
+            shunt=self.shunt.copy(),
+            svc=self.svc.copy(),
+        )
+
+    @property
+    def bus_ids(self) -> np.ndarray:
+        return self.bus.index.to_numpy()
+
+    def bus_position(self) -> dict[int, int]:
+        """Map bus id -> position in the bus table (the solvers' index)."""
+        return {int(b): i for i, b in enumerate(self.bus.index)}
+
+    def gen_index(self, name: str) -> int:
+        hits = np.flatnonzero(self.gen["name"].to_numpy() == name)
+        if hits.size != 1:
+            raise NetworkError(f"{self.name}: no single generator named {name!r}")
+        return int(hits[0])
+
+
+def ohm_to_pu(r_ohm: float, x_ohm: float, vn_kv: float, base_mva: float) -> tuple[float, float]:
+    """Series impedance in ohm -> per-unit on (vn_kv, base_mva)."""
+    z_base = vn_kv**2 / base_mva
+    return r_ohm / z_base, x_ohm / z_base
+
+
+def validate(net: Network) -> Network:
+    """Check the network can be solved; raise :class:`NetworkError` naming the first fault."""
+    if not (net.base_mva > 0 and math.isfinite(net.base_mva)):
+        raise NetworkError(f"{net.name}: base_mva must be positive, got {net.base_mva}")
+    if net.bus.empty:
+        raise NetworkError(f"{net.name}: no buses")
+    if not net.bus.index.is_unique:
+        dup = net.bus.index[net.bus.index.duplicated()].tolist()
+        raise NetworkError(f"{net.name}: duplicate bus id(s) {dup}")
+    for bus_id, row in net.bus.iterrows():
+        if not row.vn_kv > 0:
+            raise NetworkError(f"{net.name}: bus {bus_id} has non-positive vn_kv={row.vn_kv}")
+        if not 0 < row.vmin_pu <= row.vmax_pu:
+            raise NetworkError(
+                f"{net.name}: bus {bus_id} voltage limits must satisfy 0 < vmin_pu <= vmax_pu, "
+                f"got [{row.vmin_pu}, {row.vmax_pu}]"
+            )
+    known = set(int(b) for b in net.bus.index)
+
+    def check_bus(kind: str, i: int, name: str, bus: int) -> None:
+        if int(bus) not in known:
+            raise NetworkError(f"{net.name}: {kind} {i} ({name}) connects to unknown bus {bus}")
+
+    for i, row in net.branch.iterrows():
+        check_bus("branch", i, row["name"], row.from_bus)
+        check_bus("branch", i, row["name"], row.to_bus)
+        if row.from_bus == row.to_bus:
+            raise NetworkError(f"{net.name}: branch {i} ({row['name']}) loops bus {row.from_bus}")
+        if row.r_pu < 0:
+            raise NetworkError(f"{net.name}: branch {i} ({row['name']}) has negative r_pu={row.r_pu}")
+        if row.r_pu == 0 and row.x_pu == 0:
+            raise NetworkError(f"{net.name}: branch {i} ({row['name']}) has zero impedance")
+        if row.ratio < 0 or row.rate_mva < 0:
+            raise NetworkError(
+                f"{net.name}: branch {i} ({row['name']}) has negative ratio or rate_mva"
+            )
+    for i, row in net.gen.iterrows():
+        check_bus("generator", i, row["name"], row.bus)
+        if row.role not in {r.value for r in GenRole}:
+            raise NetworkError(
+                f"{net.name}: generator {i} ({row['name']}) has unknown role {row.role!r}; "
+                f"expected one of {[r.value for r in GenRole]}"
+            )
+        if not row.sn_mva > 0:
+            raise NetworkError(
+                f"{net.name}: generator {i} ({row['name']}) needs a positive rating sn_mva, "
+                f"got {row.sn_mva}"
+            )
+        if row.role != GenRole.PQ and not row.vm_pu > 0:
+            raise NetworkError(f"{net.name}: generator {i} ({row['name']}) has vm_pu={row.vm_pu}")
+        if row.qmin_mvar > row.qmax_mvar or row.pmin_mw > row.pmax_mw:
+            raise NetworkError(f"{net.name}: generator {i} ({row['name']}) has min > max limits")
+        if row.slack_weight < 0:
+            raise NetworkError(f"{net.name}: generator {i} ({row['name']}) has negative weight")
+    for kind, frame in (("load", net.load), ("shunt", net.shunt), ("svc", net.svc)):
+        for i, row in frame.iterrows():
+            check_bus(kind, i, row["name"], row.bus)
+    for i, row in net.svc.iterrows():
+        if row.qmin_mvar > row.qmax_mvar:
+            raise NetworkError(f"{net.name}: svc {i} ({row['name']}) has qmin_mvar > qmax_mvar")
+    for frame, cols, kind in (
+        (net.branch, ["r_pu", "x_pu", "b_pu", "ratio", "shift_deg", "rate_mva"], "branch"),
+        (net.gen, ["p_mw", "q_mvar", "vm_pu", "sn_mva"], "generator"),
+        (net.load, ["p_mw", "q_mvar"], "load"),
+    ):
+        values = frame[cols].to_numpy(dtype=float) if len(frame) else np.zeros((0, len(cols)))
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise NetworkError(f"{net.name}: {kind} {i} has non-finite {cols[j]}")
+    _check_islands(net)
+    return net
+
+
+def _check_islands(net: Network) -> None:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pos = net.bus_position()
+    n = len(pos)
+    f = np.array([pos[int(b)] for b in net.branch.from_bus], dtype=int)
+    t = np.array([pos[int(b)] for b in net.branch.to_bus], dtype=int)
+    graph = coo_matrix((np.ones(f.size), (f, t)), shape=(n, n))
+    n_islands, label = connected_components(graph, directed=False)
+    slack_buses = net.gen.loc[net.gen.role == GenRole.SLACK, "bus"]
+    if slack_buses.empty:
+        raise NetworkError(f"{net.name}: no slack generator (set role='slack' on one generator)")
+    has_slack = {int(label[pos[int(b)]]) for b in slack_buses}
+    for island in range(n_islands):
+        if island not in has_slack:
+            members = [int(b) for b, lab in zip(net.bus.index, label, strict=True) if lab == island]
+            raise NetworkError(
+                f"{net.name}: island of buses {members[:10]}{'...' if len(members) > 10 else ''} "
+                "has no slack generator"
+            )
+    if n_islands > 1:
+        raise NetworkError(
+            f"{net.name}: network has {n_islands} islands; solve each island as its own network"
+        )

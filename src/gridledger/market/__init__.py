@@ -1,0 +1,1 @@
+"""Commercial layer: offers and bids, matching, the DSO's certificate, remuneration, settlement."""

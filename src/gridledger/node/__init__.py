@@ -1,0 +1,1 @@
+"""A running node: configuration, wiring, HTTP API, event stream."""
