@@ -9,7 +9,8 @@ import sys
 # Each module registers its own sub-commands; a missing module is a packaging error, not a
 # reason to hide the others.
 COMMAND_MODULES = (
-    "gridledger.commands.physics",  # cases, pf, ropf, validate
+    "gridledger.commands.physics",  # cases, pf
+    "gridledger.commands.certify",  # ropf, validate
     "gridledger.commands.ledger",  # node, tx, query, verify, prove
     "gridledger.commands.network",  # testnet, status
     "gridledger.commands.schedule",  # schedule
