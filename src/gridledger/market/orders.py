@@ -1,0 +1,161 @@
+"""Offers, bids and the integer arithmetic of energy and money (commercial layer, no chain).
+
+An offer is what a generator's owner posts (seed 000 Fig. 8a): the bus it injects at, the active
+power it makes available, the reactive regulation capacity it puts at the DSO's disposal, a price
+and a delivery window.  A bid is a buyer's order: bus, power, window and the highest price it
+accepts.  Windows are aligned to market slots (15 minutes by default) so that every slot of a
+window is fully covered and energies are exact multiples of a slot's energy.
+
+Units: power in W, reactive power in var, energy in Wh, money in micro-tokens (utoken), prices in
+utoken per kWh, times in integer milliseconds since the Unix epoch (block time).  No floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MS_PER_HOUR = 3_600_000
+WH_PER_KWH = 1_000
+PPM = 1_000_000
+DEFAULT_SLOT_MS = 900_000  # 15 minutes: the ecosystem's settlement interval
+# Bounds keep every product below 2**63 so state stays portable to fixed-width stores.
+MAX_POWER_W = 10**10  # 10 GW
+MAX_PRICE_UTOKEN_PER_KWH = 10**12
+MAX_WINDOW_MS = 7 * 24 * MS_PER_HOUR
+
+
+class OrderError(ValueError):
+    """An order that breaks a market rule; the message names the field and what was expected."""
+
+
+def energy_wh(power_w: int, duration_ms: int) -> int:
+    """Energy of a constant power over a duration, floored to whole Wh."""
+    return power_w * duration_ms // MS_PER_HOUR
+
+
+def cost_utoken(energy_wh_: int, price_utoken_per_kwh: int) -> int:
+    """Money for an energy at a price, floored to whole utoken (the payer never pays a fraction)."""
+    return energy_wh_ * price_utoken_per_kwh // WH_PER_KWH
+
+
+def slots_of(start_ms: int, end_ms: int, slot_ms: int) -> list[int]:
+    """Start times of the market slots that make up the window [start_ms, end_ms)."""
+    return list(range(start_ms, end_ms, slot_ms))
+
+
+def _int_field(data: Mapping[str, Any], name: str, lo: int, hi: int) -> int:
+    if name not in data:
+        raise OrderError(f"missing field {name!r}")
+    value = data[name]
+    # bool is an int subclass; a True power is a bug, not one watt
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OrderError(f"{name} must be an integer, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise OrderError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _window(data: Mapping[str, Any], slot_ms: int) -> tuple[int, int]:
+    start_ms = _int_field(data, "start_ms", 0, 2**53)
+    end_ms = _int_field(data, "end_ms", 0, 2**53)
+    if end_ms <= start_ms:
+        raise OrderError(f"window end_ms {end_ms} must be after start_ms {start_ms}")
+    if end_ms - start_ms > MAX_WINDOW_MS:
+        raise OrderError(f"window longer than {MAX_WINDOW_MS} ms")
+    if start_ms % slot_ms or end_ms % slot_ms:
+        raise OrderError(f"window [{start_ms}, {end_ms}) must be aligned to {slot_ms} ms slots")
+    return start_ms, end_ms
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A seller's signed offer (seed 000 Fig. 8a)."""
+
+    offer_id: str
+    seller: str
+    node: int
+    power_w: int
+    regulation_var: int
+    price_utoken_per_kwh: int
+    start_ms: int
+    end_ms: int
+    green: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Bid:
+    """A buyer's signed bid."""
+
+    bid_id: str
+    buyer: str
+    node: int
+    power_w: int
+    max_price_utoken_per_kwh: int
+    start_ms: int
+    end_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def max_cost_utoken(self) -> int:
+        """The most the bid can cost at its own price: what must be escrowed when it is posted."""
+        return cost_utoken(
+            energy_wh(self.power_w, self.end_ms - self.start_ms), self.max_price_utoken_per_kwh
+        )
+
+
+def parse_offer(
+    data: Mapping[str, Any], *, offer_id: str, seller: str, slot_ms: int = DEFAULT_SLOT_MS
+) -> Offer:
+    """Validate an offer payload; raise :class:`OrderError` naming the first bad field."""
+    node = _int_field(data, "node", 0, 10**9)
+    power_w = _int_field(data, "power_w", 1, MAX_POWER_W)
+    regulation_var = _int_field(data, "regulation_var", 0, MAX_POWER_W)
+    price = _int_field(data, "price_utoken_per_kwh", 0, MAX_PRICE_UTOKEN_PER_KWH)
+    start_ms, end_ms = _window(data, slot_ms)
+    green = data.get("green", False)
+    if not isinstance(green, bool):
+        raise OrderError("green must be true or false")
+    return Offer(
+        offer_id, seller, node, power_w, regulation_var, price, start_ms, end_ms, green=green
+    )
+
+
+def parse_bid(
+    data: Mapping[str, Any], *, bid_id: str, buyer: str, slot_ms: int = DEFAULT_SLOT_MS
+) -> Bid:
+    """Validate a bid payload; raise :class:`OrderError` naming the first bad field."""
+    node = _int_field(data, "node", 0, 10**9)
+    power_w = _int_field(data, "power_w", 1, MAX_POWER_W)
+    price = _int_field(data, "max_price_utoken_per_kwh", 0, MAX_PRICE_UTOKEN_PER_KWH)
+    start_ms, end_ms = _window(data, slot_ms)
+    return Bid(bid_id, buyer, node, power_w, price, start_ms, end_ms)
+
+
+def offer_from_dict(data: Mapping[str, Any]) -> Offer:
+    return Offer(**{k: data[k] for k in Offer.__dataclass_fields__})
+
+
+def bid_from_dict(data: Mapping[str, Any]) -> Bid:
+    return Bid(**{k: data[k] for k in Bid.__dataclass_fields__})
+
+
+__all__ = [
+    "DEFAULT_SLOT_MS",
+    "PPM",
+    "Bid",
+    "Offer",
+    "OrderError",
+    "bid_from_dict",
+    "cost_utoken",
+    "energy_wh",
+    "offer_from_dict",
+    "parse_bid",
+    "parse_offer",
+    "slots_of",
+]
