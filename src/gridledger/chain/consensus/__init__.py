@@ -1,0 +1,1 @@
+"""Consensus engines that drive a :class:`gridledger.chain.abci.Application`."""

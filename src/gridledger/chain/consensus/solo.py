@@ -1,0 +1,123 @@
+"""Single-validator ("solo") consensus, in process: the node's own key decides every block.
+
+Drives an application through the same calls and order as the BFT engine
+(prepare_proposal -> process_proposal -> finalize_block -> store.stage_block -> commit), so the
+application cannot tell the difference. Blocks are cut every ``block_interval_ms``, or, in eager
+mode, as soon as transactions are waiting (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from gridledger.chain.abci import ProposalInfo
+from gridledger.chain.app import LedgerApp
+from gridledger.chain.block import Block, Commit, genesis_hash, make_header
+from gridledger.chain.keys import KeyPair
+from gridledger.chain.mempool import Mempool
+from gridledger.chain.store import Store
+
+
+class SoloError(RuntimeError):
+    """The node's key cannot decide blocks for this chain."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SoloEngine:
+    def __init__(
+        self,
+        app: LedgerApp,
+        store: Store,
+        mempool: Mempool,
+        key: KeyPair,
+        block_interval_ms: int = 1000,
+        eager: bool = False,
+        create_empty: bool = False,
+        max_block_txs: int | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.app, self.store, self.mempool, self.key = app, store, mempool, key
+        self.block_interval_ms = block_interval_ms
+        self.eager = eager
+        self.create_empty = create_empty
+        self.max_block_txs = max_block_txs or app.params.get("max_block_txs", 20_000)
+        self.max_block_bytes = app.params.get("max_block_bytes", 8 << 20)
+        self.clock_ms = clock_ms
+        self.listeners: list[Callable[[Block, list], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        vals = {v.pub_key: v.power for v in app.validators()}
+        if vals.get(key.pub_key, 0) * 3 <= 2 * sum(vals.values()):
+            raise SoloError("the node key does not hold more than 2/3 of the voting power")
+
+    def produce_block(self, allow_empty: bool | None = None) -> Block | None:
+        """Decide and commit one block from the mempool; None when there is nothing to do."""
+        app = self.app
+        with self.mempool.lock:
+            txs = self.mempool.reap(self.max_block_bytes, self.max_block_txs)
+            if not txs and not (self.create_empty if allow_empty is None else allow_empty):
+                return None
+            height = app.height + 1
+            prev = self.store.meta("last_block_hash", None, writer=True)
+            prev_hash = bytes.fromhex(prev) if prev else genesis_hash(app.genesis.raw)
+            time_ms = max(self.clock_ms(), app.last_time_ms + 1)
+            info = ProposalInfo(height, time_ms, self.key.pub_key, prev_hash)
+            txs = app.prepare_proposal(txs, self.max_block_bytes, info)
+            with app.lock:
+                problem = app.proposal_problem(txs, info)
+                if problem is not None:
+                    raise SoloError(f"own proposal rejected: {problem}")
+                header = make_header(
+                    app.chain_id,
+                    height,
+                    time_ms,
+                    prev_hash,
+                    self.key.pub_key,
+                    txs,
+                    app.classify_tx,
+                    app.app_hash,
+                    app.last_results_hash,
+                    app.validators(),
+                )
+                result = app.finalize_block(txs, info)
+                block = Block(header, tuple(txs))
+                commit = Commit.sign(app.chain_id, height, 0, block.hash(), [self.key])
+                self.store.stage_block(block, commit)
+                app.commit()
+            self.mempool.update(txs)
+        for fn in list(self.listeners):
+            fn(block, list(result.tx_results))
+        return block
+
+    def _run(self) -> None:
+        try:
+            next_due = time.monotonic() + self.block_interval_ms / 1000
+            while not self._stop.is_set():
+                if self.eager:
+                    if self.mempool.wait(0.05):
+                        self.produce_block()
+                    continue
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                    continue
+                next_due += self.block_interval_ms / 1000
+                self.produce_block()
+        except BaseException as exc:  # surfaced to the node, which stops serving
+            self.error = exc
+            raise
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="solo-consensus", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

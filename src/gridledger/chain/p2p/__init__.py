@@ -1,0 +1,1 @@
+"""Authenticated asyncio TCP transport between validators, with test-only fault hooks."""
