@@ -1,0 +1,559 @@
+"""The market contract: signed offers and bids, matching, and the DSO's certificates.
+
+Transaction types (payload fields in integers; see docs/market.md):
+
+* ``market.offer`` (prosumer, vendor): node, power_w, regulation_var, price_utoken_per_kwh,
+  start_ms, end_ms, green.  Matched at once against resting bids.
+* ``market.bid`` (prosumer, vendor): node, power_w, max_price_utoken_per_kwh, start_ms, end_ms.
+  The bid's maximum cost is escrowed from the buyer's ``utoken`` balance (a bid above the balance
+  fails and changes nothing); it pays the buyer's side of settlement and the rest comes back
+  when the bid is done.
+* ``market.cancel`` (owner): withdraws an open order; matches already made stand.
+* ``market.ranking`` (dso): the DSO's seller ranking per buyer bus (seed 002 Table 5).
+* ``market.losses`` (dso, loss tree): loss shares of the trades running from ``from_ms`` on
+  (seed 000 eq. 5); re-issued whenever a new trade changes them.
+* ``market.reactive`` (dso, reactive tree): set-points of the regulator nodes for a match and
+  their remuneration per slot (seed 000 eqs. 7–8).
+* ``market.certificate`` (dso, active tree): approves or rejects one pending match, bound to
+  its exact content by ``match_digest``; approval needs the match's loss share and reactive
+  record first and must arrive before delivery starts.  A rejection records the reasons, gives
+  the power back to the book and lets the bid look for another seller.
+
+Matches and orders are in ``market/…`` state keys; the order book is one record (it holds open
+orders only: expired ones are dropped at every market transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from gridledger.chain import codes, encoding
+from gridledger.chain.contracts import tokens
+from gridledger.chain.contracts.base import (
+    Context,
+    Contract,
+    ContractError,
+    PayloadError,
+    TxType,
+    req_hash,
+    req_int,
+    req_key,
+    req_str,
+    require_fields,
+)
+from gridledger.market.matching import (
+    PRICING_RULES,
+    MarketParams,
+    Match,
+    OrderBook,
+    ranking_from_rows,
+)
+from gridledger.market.orders import (
+    DEFAULT_SLOT_MS,
+    MAX_POWER_W,
+    OrderError,
+    parse_bid,
+    parse_offer,
+)
+from gridledger.market.settlement import SettlementParams
+
+# Escrowed money sits on an account nobody holds a key for (sha256 of a fixed label), so the
+# supply is unchanged and the token contract's rules (never negative) still apply to it.
+ESCROW = hashlib.sha256(b"gridledger/market/escrow").hexdigest()
+TRADERS = frozenset({"prosumer", "vendor"})
+DSO_ONLY = frozenset({"dso"})
+MAX_ROWS = 256
+MAX_REASONS = 16
+
+BOOK = "market/book"
+PARAMS = "market/params"
+PENDING = "market/pending"
+RANKING = "market/ranking"
+
+
+# --- state helpers (shared with the settlement contract) ----------------------------------------
+def params(ctx: Context) -> dict[str, Any]:
+    p = ctx.state.get(PARAMS)
+    if p is None:
+        p = default_params()
+    return p
+
+
+def default_params() -> dict[str, Any]:
+    s = SettlementParams()
+    return {
+        "slot_ms": DEFAULT_SLOT_MS,
+        "pricing": "pay_as_bid",
+        "loss_buyer_share_ppm": s.loss_buyer_share_ppm,
+        "penalty_ppm": s.penalty_ppm,
+        "tolerance_ppm": s.tolerance_ppm,
+    }
+
+
+def market_params(ctx: Context) -> MarketParams:
+    p = params(ctx)
+    return MarketParams(slot_ms=p["slot_ms"], pricing=p["pricing"])
+
+
+def load_book(ctx: Context) -> OrderBook:
+    data = ctx.state.get(BOOK)
+    return OrderBook(market_params(ctx)) if data is None else OrderBook.from_dict(data)
+
+
+def save_book(ctx: Context, book: OrderBook) -> None:
+    ctx.state.set(BOOK, book.to_dict())
+
+
+def match_key(match_id: str) -> str:
+    return f"market/match/{match_id}"
+
+
+def get_match(ctx: Context, match_id: str) -> dict[str, Any]:
+    rec = ctx.state.get(match_key(match_id))
+    if rec is None:
+        raise ContractError(codes.NOT_FOUND, f"no match {match_id}")
+    return rec
+
+
+def match_digest(match: dict[str, Any]) -> str:
+    """What a certificate is bound to: the hash of the match's canonical encoding."""
+    return hashlib.sha256(b"gridledger/match/v1\x00" + encoding.encode(match)).hexdigest()
+
+
+def bid_key(bid_id: str) -> str:
+    return f"market/bid/{bid_id}"
+
+
+def ranking(ctx: Context) -> dict[int, Any]:
+    return ranking_from_rows(ctx.state.get(RANKING) or [])
+
+
+def _record_matches(ctx: Context, book: OrderBook, matches: list[Match]) -> None:
+    pending = ctx.state.get(PENDING) or []
+    for m in matches:
+        d = m.to_dict()
+        ctx.state.set(
+            match_key(m.match_id),
+            {
+                "match": d,
+                "digest": match_digest(d),
+                "status": "pending",
+                "reasons": [],
+                "certificate": "",
+                "matched_ms": ctx.time_ms,
+            },
+        )
+        bid = ctx.state.get(bid_key(m.bid_id))
+        bid["matches"].append(m.match_id)
+        ctx.state.set(bid_key(m.bid_id), bid)
+        pending.append(m.match_id)
+        ctx.emit(
+            "market.matched",
+            match=m.match_id,
+            offer=m.offer_id,
+            bid=m.bid_id,
+            power_w=m.power_w,
+            price=m.price_utoken_per_kwh,
+        )
+    ctx.state.set(PENDING, pending)
+
+
+def _drop_pending(ctx: Context, match_id: str) -> None:
+    pending = ctx.state.get(PENDING) or []
+    ctx.state.set(PENDING, [m for m in pending if m != match_id])
+
+
+def release_escrow_if_done(ctx: Context, book: OrderBook, bid_id: str) -> None:
+    """Give the buyer back what is left of a bid's escrow once nothing more can be charged:
+    the bid cannot be matched any more and each of its matches is rejected or fully settled."""
+    bid = ctx.state.get(bid_key(bid_id))
+    if bid is None or bid["escrow_utoken"] == 0:
+        return
+    if bid_id in book.bids and book.bid_left_w.get(bid_id, 0) > 0:
+        return
+    for mid in bid["matches"]:
+        if ctx.state.get(match_key(mid))["status"] not in ("rejected", "settled"):
+            return
+    amount = bid["escrow_utoken"]
+    tokens.debit(ctx, "utoken", ESCROW, amount)
+    tokens.credit(ctx, "utoken", bid["buyer"], amount)
+    bid["escrow_utoken"] = 0
+    ctx.state.set(bid_key(bid_id), bid)
+    ctx.emit("market.escrow_released", bid=bid_id, buyer=bid["buyer"], amount=amount)
+
+
+def housekeeping(ctx: Context, book: OrderBook) -> None:
+    """Expire orders whose window has ended (block time) and release idle escrow."""
+    for oid in book.expire(ctx.time_ms):
+        ctx.emit("market.expired", order=oid)
+        if ctx.state.get(bid_key(oid)) is not None:
+            release_escrow_if_done(ctx, book, oid)
+
+
+def _order(fn):
+    """Wrap order rule errors as invalid payloads, so they are reported with their message."""
+
+    def run(ctx: Context, p: dict[str, Any]) -> None:
+        try:
+            fn(ctx, p)
+        except OrderError as exc:
+            raise ContractError(codes.INVALID_PAYLOAD, str(exc)) from exc
+
+    return run
+
+
+# --- genesis and market.configure ---------------------------------------------------------------
+def _genesis(ctx: Context, doc: dict[str, Any]) -> None:
+    ctx.state.set(PARAMS, default_params())
+
+
+def _v_configure(p: dict[str, Any]) -> None:
+    require_fields(p, [], list(default_params()))
+    if "slot_ms" in p:
+        req_int(p, "slot_ms", 60_000, 86_400_000)
+    if "pricing" in p:
+        req_str(p, "pricing", choices=PRICING_RULES)
+    for name in ("loss_buyer_share_ppm", "tolerance_ppm"):
+        if name in p:
+            req_int(p, name, 0, 1_000_000)
+    if "penalty_ppm" in p:
+        req_int(p, "penalty_ppm", 0, 10_000_000)
+
+
+def _x_configure(ctx: Context, p: dict[str, Any]) -> None:
+    """The DSO sets the market rules before trading opens; they are frozen afterwards so that
+    no trade is ever settled under rules it was not made under."""
+    if ctx.state.get(BOOK) is not None:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            "market parameters are frozen once the first order has been posted",
+        )
+    ctx.state.set(PARAMS, {**params(ctx), **p})
+    ctx.emit("market.configured", **p)
+
+
+# --- market.offer / market.bid / market.cancel ---------------------------------------------------
+OFFER_FIELDS = ["end_ms", "node", "power_w", "price_utoken_per_kwh", "regulation_var", "start_ms"]
+BID_FIELDS = ["end_ms", "max_price_utoken_per_kwh", "node", "power_w", "start_ms"]
+
+
+def _v_offer(p: dict[str, Any]) -> None:
+    require_fields(p, OFFER_FIELDS, ["green"])
+    try:
+        # the slot alignment is checked in execute, where the chain's slot length is known
+        parse_offer(p, offer_id="-", seller="-", slot_ms=1)
+    except OrderError as exc:
+        raise PayloadError(str(exc)) from exc
+
+
+def _own_bus(ctx: Context, node: int) -> None:
+    bus = (ctx.member or {}).get("bus")
+    if ctx.member.get("role") == "prosumer" and bus != node:
+        raise ContractError(codes.UNAUTHORIZED, f"a prosumer at bus {bus} cannot trade at {node}")
+
+
+@_order
+def _x_offer(ctx: Context, p: dict[str, Any]) -> None:
+    _own_bus(ctx, p["node"])
+    book = load_book(ctx)
+    housekeeping(ctx, book)
+    offer = parse_offer(p, offer_id=ctx.txid, seller=ctx.sender, slot_ms=book.params.slot_ms)
+    matches = book.add_offer(offer, ctx.time_ms, ranking(ctx))
+    ctx.emit("market.offer", id=ctx.txid, seller=ctx.sender, node=offer.node, power_w=offer.power_w)
+    _record_matches(ctx, book, matches)
+    save_book(ctx, book)
+
+
+def _v_bid(p: dict[str, Any]) -> None:
+    require_fields(p, BID_FIELDS)
+    try:
+        parse_bid(p, bid_id="-", buyer="-", slot_ms=1)
+    except OrderError as exc:
+        raise PayloadError(str(exc)) from exc
+
+
+@_order
+def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
+    _own_bus(ctx, p["node"])
+    book = load_book(ctx)
+    housekeeping(ctx, book)
+    bid = parse_bid(p, bid_id=ctx.txid, buyer=ctx.sender, slot_ms=book.params.slot_ms)
+    escrow = bid.max_cost_utoken()
+    have = tokens.balance(ctx, "utoken", ctx.sender)
+    if have < escrow:
+        raise ContractError(
+            codes.INSUFFICIENT_FUNDS,
+            f"bid needs {escrow} utoken in escrow "
+            f"(power x window x max price); balance is {have} utoken",
+        )
+    tokens.debit(ctx, "utoken", ctx.sender, escrow)
+    tokens.credit(ctx, "utoken", ESCROW, escrow)
+    ctx.state.set(
+        bid_key(bid.bid_id), {"buyer": ctx.sender, "escrow_utoken": escrow, "matches": []}
+    )
+    matches = book.add_bid(bid, ctx.time_ms, ranking(ctx))
+    ctx.emit(
+        "market.bid",
+        id=ctx.txid,
+        buyer=ctx.sender,
+        node=bid.node,
+        power_w=bid.power_w,
+        escrow=escrow,
+    )
+    _record_matches(ctx, book, matches)
+    save_book(ctx, book)
+
+
+def _v_cancel(p: dict[str, Any]) -> None:
+    require_fields(p, ["order"])
+    req_hash(p, "order")
+
+
+@_order
+def _x_cancel(ctx: Context, p: dict[str, Any]) -> None:
+    book = load_book(ctx)
+    housekeeping(ctx, book)
+    if p["order"] not in book.offers and p["order"] not in book.bids:
+        raise ContractError(codes.NOT_FOUND, f"no open order {p['order'][:16]}…")
+    book.cancel(p["order"], ctx.sender)
+    ctx.emit("market.cancelled", order=p["order"])
+    if ctx.state.get(bid_key(p["order"])) is not None:
+        release_escrow_if_done(ctx, book, p["order"])
+    save_book(ctx, book)
+
+
+# --- market.ranking -------------------------------------------------------------------------------
+def _v_ranking(p: dict[str, Any]) -> None:
+    require_fields(p, ["rows"])
+    rows = p["rows"]
+    if not isinstance(rows, list) or len(rows) > MAX_ROWS:
+        raise PayloadError(f"rows must be a list of at most {MAX_ROWS} entries")
+    for row in rows:
+        if not isinstance(row, dict):
+            raise PayloadError("each ranking row must be an object")
+        require_fields(row, ["buyer_node", "loss_increase_ppm", "overloads", "seller_node"])
+        req_int(row, "buyer_node", 0, 10**9)
+        req_int(row, "seller_node", 0, 10**9)
+        req_int(row, "loss_increase_ppm", -(10**9), 10**9)
+        if not isinstance(row["overloads"], bool):
+            raise PayloadError("overloads must be true or false")
+
+
+def _x_ranking(ctx: Context, p: dict[str, Any]) -> None:
+    ctx.state.set(RANKING, p["rows"])
+    ctx.emit("market.ranking", rows=len(p["rows"]))
+
+
+# --- market.losses --------------------------------------------------------------------------------
+def _v_losses(p: dict[str, Any]) -> None:
+    require_fields(p, ["from_ms", "shares", "total_loss_w"], ["total_loss_w_without_ropf"])
+    req_int(p, "from_ms", 0)
+    req_int(p, "total_loss_w", 0, MAX_POWER_W)
+    if "total_loss_w_without_ropf" in p:
+        req_int(p, "total_loss_w_without_ropf", 0, MAX_POWER_W)
+    shares = p["shares"]
+    if not isinstance(shares, list) or not 1 <= len(shares) <= MAX_ROWS:
+        raise PayloadError(f"shares must be a list of 1..{MAX_ROWS} entries")
+    seen = set()
+    for s in shares:
+        if not isinstance(s, dict):
+            raise PayloadError("each share must be an object")
+        require_fields(s, ["loss_w", "match_id"], ["loss_w_without_ropf"])
+        req_str(s, "match_id", 32)
+        req_int(s, "loss_w", -MAX_POWER_W, MAX_POWER_W)
+        if "loss_w_without_ropf" in s:
+            req_int(s, "loss_w_without_ropf", -MAX_POWER_W, MAX_POWER_W)
+        if s["match_id"] in seen:
+            raise PayloadError(f"match {s['match_id']} listed twice")
+        seen.add(s["match_id"])
+
+
+def loss_steps_key(match_id: str) -> str:
+    return f"market/losses/{match_id}"
+
+
+def loss_w_at(ctx: Context, match_id: str, slot_ms: int) -> int:
+    """The match's loss share in force for a slot: the latest step starting at or before it."""
+    steps = ctx.state.get(loss_steps_key(match_id)) or []
+    loss = 0
+    for from_ms, loss_w in steps:
+        if from_ms <= slot_ms:
+            loss = loss_w
+    return loss
+
+
+def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
+    slot = params(ctx)["slot_ms"]
+    if p["from_ms"] % slot:
+        raise ContractError(codes.INVALID_PAYLOAD, f"from_ms must be aligned to {slot} ms slots")
+    for s in p["shares"]:
+        rec = get_match(ctx, s["match_id"])
+        m = rec["match"]
+        if rec["status"] in ("rejected", "settled"):
+            raise ContractError(
+                codes.INVALID_PAYLOAD, f"match {s['match_id']} is {rec['status']}: no loss share"
+            )
+        if not m["start_ms"] <= p["from_ms"] < m["end_ms"]:
+            raise ContractError(
+                codes.INVALID_PAYLOAD, f"match {s['match_id']} is not running at {p['from_ms']}"
+            )
+        if p["from_ms"] < ctx.time_ms - ctx.time_ms % slot:
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                "loss shares cannot be changed for a slot that has already started",
+            )
+        key = loss_steps_key(s["match_id"])
+        steps = [st for st in (ctx.state.get(key) or []) if st[0] != p["from_ms"]]
+        steps.append([p["from_ms"], s["loss_w"]])
+        ctx.state.set(key, sorted(steps))
+    ctx.state.set(f"market/lossrec/{p['from_ms']}", {**p, "tx": ctx.txid})
+    ctx.emit(
+        "market.losses",
+        from_ms=p["from_ms"],
+        trades=len(p["shares"]),
+        total_loss_w=p["total_loss_w"],
+    )
+
+
+# --- market.reactive ------------------------------------------------------------------------------
+def _v_reactive(p: dict[str, Any]) -> None:
+    require_fields(p, ["match_id", "setpoints"])
+    req_str(p, "match_id", 32)
+    sps = p["setpoints"]
+    if not isinstance(sps, list) or len(sps) > MAX_ROWS:
+        raise PayloadError(f"setpoints must be a list of at most {MAX_ROWS} entries")
+    for sp in sps:
+        if not isinstance(sp, dict):
+            raise PayloadError("each set-point must be an object")
+        require_fields(
+            sp, ["account", "delta_pq_w", "delta_q_var", "node", "q_var", "utoken_per_slot"]
+        )
+        req_key(sp, "account")
+        req_int(sp, "node", 0, 10**9)
+        req_int(sp, "q_var", -MAX_POWER_W, MAX_POWER_W)
+        req_int(sp, "delta_q_var", -MAX_POWER_W, MAX_POWER_W)
+        req_int(sp, "delta_pq_w", 0, MAX_POWER_W)
+        req_int(sp, "utoken_per_slot", 0, 10**15)
+
+
+def reactive_key(match_id: str) -> str:
+    return f"market/reactive/{match_id}"
+
+
+def _x_reactive(ctx: Context, p: dict[str, Any]) -> None:
+    rec = get_match(ctx, p["match_id"])
+    if rec["status"] != "pending":
+        raise ContractError(
+            codes.INVALID_PAYLOAD, f"match {p['match_id']} is {rec['status']}, not pending"
+        )
+    for sp in p["setpoints"]:
+        if ctx.state.get_raw(f"member/{sp['account']}".encode()) is None:
+            raise ContractError(codes.NOT_FOUND, f"regulator {sp['account'][:16]}… is not a member")
+    ctx.state.set(reactive_key(p["match_id"]), {"setpoints": p["setpoints"], "tx": ctx.txid})
+    for sp in p["setpoints"]:
+        ctx.emit(
+            "market.setpoint",
+            match=p["match_id"],
+            node=sp["node"],
+            q_var=sp["q_var"],
+            delta_q_var=sp["delta_q_var"],
+            delta_pq_w=sp["delta_pq_w"],
+        )
+
+
+# --- market.certificate ---------------------------------------------------------------------------
+def _v_certificate(p: dict[str, Any]) -> None:
+    require_fields(p, ["match_digest", "match_id", "reasons", "verdict"], ["document_digest"])
+    req_str(p, "match_id", 32)
+    req_hash(p, "match_digest")
+    if "document_digest" in p:
+        req_hash(p, "document_digest")
+    req_str(p, "verdict", choices=("approved", "rejected"))
+    reasons = p["reasons"]
+    if (
+        not isinstance(reasons, list)
+        or len(reasons) > MAX_REASONS
+        or not all(isinstance(r, str) and 0 < len(r) <= 200 for r in reasons)
+    ):
+        raise PayloadError(f"reasons must be a list of at most {MAX_REASONS} strings (1..200)")
+    if p["verdict"] == "rejected" and not reasons:
+        raise PayloadError("a rejection must give its reasons")
+
+
+def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
+    mid = p["match_id"]
+    rec = get_match(ctx, mid)
+    if rec["status"] != "pending":
+        raise ContractError(
+            codes.ALREADY_EXISTS,
+            f"match {mid} is already {rec['status']}: one certificate per match",
+        )
+    if p["match_digest"] != rec["digest"]:
+        raise ContractError(
+            codes.INVALID_PAYLOAD, f"certificate is for different trade terms than match {mid}"
+        )
+    m = Match.from_dict(rec["match"])
+    book = load_book(ctx)
+    housekeeping(ctx, book)
+    if p["verdict"] == "approved":
+        if ctx.time_ms >= m.start_ms:
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"match {mid} starts at {m.start_ms}: an approval must arrive before delivery",
+            )
+        if ctx.state.get(loss_steps_key(mid)) is None:
+            raise ContractError(codes.INVALID_PAYLOAD, f"no loss share recorded for match {mid}")
+        if ctx.state.get(reactive_key(mid)) is None:
+            raise ContractError(codes.INVALID_PAYLOAD, f"no reactive record for match {mid}")
+        rec["status"] = "approved"
+        slot = book.params.slot_ms
+        for s in range(m.start_ms, m.end_ms, slot):
+            key = f"market/slot/{s}"
+            ctx.state.set(key, [*(ctx.state.get(key) or []), mid])
+    else:
+        rec["status"] = "rejected"
+        book.release(m)
+    rec["reasons"] = p["reasons"]
+    rec["certificate"] = ctx.txid
+    rec["dso"] = ctx.sender
+    rec["document_digest"] = p.get("document_digest", "")
+    ctx.state.set(match_key(mid), rec)
+    _drop_pending(ctx, mid)
+    ctx.emit("market.certified", match=mid, verdict=p["verdict"], reasons="; ".join(p["reasons"]))
+    if p["verdict"] == "rejected":
+        _record_matches(ctx, book, book.match_bid(m.bid_id, ctx.time_ms, ranking(ctx)))
+        release_escrow_if_done(ctx, book, m.bid_id)
+    save_book(ctx, book)
+
+
+CONTRACT = Contract(
+    "market",
+    (
+        TxType("market.configure", DSO_ONLY, _v_configure, _x_configure),
+        TxType("market.offer", TRADERS, _v_offer, _x_offer),
+        TxType("market.bid", TRADERS, _v_bid, _x_bid),
+        TxType("market.cancel", TRADERS, _v_cancel, _x_cancel),
+        TxType("market.ranking", DSO_ONLY, _v_ranking, _x_ranking, max_payload_bytes=32 * 1024),
+        TxType(
+            "market.losses",
+            DSO_ONLY,
+            _v_losses,
+            _x_losses,
+            tree="loss",
+            max_payload_bytes=16 * 1024,
+        ),
+        TxType(
+            "market.reactive",
+            DSO_ONLY,
+            _v_reactive,
+            _x_reactive,
+            tree="reactive",
+            max_payload_bytes=16 * 1024,
+        ),
+        TxType("market.certificate", DSO_ONLY, _v_certificate, _x_certificate, tree="active"),
+    ),
+    genesis=_genesis,
+)
+
+__all__ = ["CONTRACT", "ESCROW", "PRICING_RULES"]

@@ -1,0 +1,283 @@
+"""The settlement contract (seed 001's billing contract S2; seed 004 §3.4 energy tokens).
+
+* ``settlement.reading`` (meter): the same payload as ``meter.reading`` and executed by the
+  metering contract first (signature must be the named meter's, intervals never overlap or go
+  back, exported Wh minted as ``ewh`` to the meter's prosumer, imported Wh burned up to its
+  balance).  Then, for a reading covering exactly one market slot that has ended in block time,
+  the reading is recorded for settlement, green generation earns renewable-energy certificates
+  (one per MWh, in the ``rec/<id>`` form of the certificates contract so they can be
+  transferred and retired there), and every approved trade of that slot whose two parties have
+  both been metered is settled: delivered energy paid buyer -> seller at the agreed price, the
+  loss share charged, the regulator nodes paid, deviations penalized (market/settlement.py), the
+  delivered ``ewh`` moved from seller to buyer and burned against the buyer's unbacked
+  consumption.  Each settlement record names its match, certificate and readings.
+* ``settlement.green`` (dso, vendor): declares a prosumer's generation renewable (or not).
+
+Payments never overdraw: the buyer's side is paid from the bid's escrow, then its balance; what
+cannot be paid is recorded as a shortfall.  Money only moves (supply changes only by mint/burn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from gridledger.chain import codes
+from gridledger.chain.contracts import metering, tokens
+from gridledger.chain.contracts.base import (
+    Context,
+    Contract,
+    ContractError,
+    PayloadError,
+    TxType,
+    req_key,
+    require_fields,
+)
+from gridledger.chain.contracts.market import (
+    ESCROW,
+    bid_key,
+    get_match,
+    housekeeping,
+    load_book,
+    loss_w_at,
+    match_key,
+    params,
+    reactive_key,
+    release_escrow_if_done,
+    save_book,
+)
+from gridledger.market.orders import energy_wh
+from gridledger.market.recs import REC_WH, recs_for_green
+from gridledger.market.settlement import (
+    BUYER,
+    DSO,
+    REGULATOR_PREFIX,
+    SELLER,
+    SettlementParams,
+    allocate_pro_rata,
+    pay_capped,
+    settle_slot,
+)
+
+READING = next(t for t in metering.CONTRACT.tx_types if t.name == "meter.reading")
+
+
+def reading_key(prosumer: str, slot_ms: int) -> str:
+    return f"settle/reading/{prosumer}/{slot_ms}"
+
+
+def done_key(match_id: str, slot_ms: int) -> str:
+    return f"settle/done/{match_id}/{slot_ms}"
+
+
+def rec_id(prosumer: str, serial: int) -> str:
+    return hashlib.sha256(f"gridledger/rec/v1\x00{prosumer}\x00{serial}".encode()).hexdigest()
+
+
+# --- settlement.reading ---------------------------------------------------------------------------
+def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
+    prosumer = (ctx.member or {}).get("prosumer") or ""
+    ewh_before = tokens.balance(ctx, "ewh", prosumer) if prosumer else 0
+    READING.execute(ctx, p)  # the metering rules, unchanged
+    slot = params(ctx)["slot_ms"]
+    start, dur_ms = p["start_ms"], 1000 * p["duration_s"]
+    if dur_ms != slot or start % slot:
+        return  # not a market-slot reading: metered, but nothing to settle
+    if start + slot > ctx.time_ms:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"the slot [{start}, {start + slot}) has not ended at block time {ctx.time_ms}",
+        )
+    key = reading_key(prosumer, start)
+    if ctx.state.get(key) is not None:
+        raise ContractError(
+            codes.ALREADY_EXISTS,
+            f"prosumer {prosumer[:16]}… is already metered for the slot starting {start}",
+        )
+    minted = p["export_wh"] if ctx.params.get("meter_tokens", True) else 0
+    burned = ewh_before + minted - tokens.balance(ctx, "ewh", prosumer)
+    ctx.state.set(
+        key,
+        {
+            "tx": ctx.txid,
+            "meter": p["meter"],
+            "export_wh": p["export_wh"],
+            "import_wh": p["import_wh"],
+            "unbacked_wh": p["import_wh"] - burned,
+        },
+    )
+    _issue_recs(ctx, prosumer, start, start + slot, p["export_wh"])
+    book = load_book(ctx)
+    housekeeping(ctx, book)
+    for mid in ctx.state.get(f"market/slot/{start}") or []:
+        rec = ctx.state.get(match_key(mid))
+        m = rec["match"]
+        if prosumer not in (m["seller"], m["buyer"]) or rec["status"] != "approved":
+            continue
+        if ctx.state.get(done_key(mid, start)) is not None:
+            continue
+        other = m["buyer"] if prosumer == m["seller"] else m["seller"]
+        if ctx.state.get(reading_key(other, start)) is not None:
+            _settle(ctx, book, mid, start)
+    save_book(ctx, book)
+
+
+def _issue_recs(ctx: Context, prosumer: str, start: int, end: int, export_wh: int) -> None:
+    if not export_wh or not ctx.state.get(f"settle/green/{prosumer}"):
+        return
+    carry_key, count_key = f"settle/rec_carry/{prosumer}", f"settle/rec_count/{prosumer}"
+    n, carry = recs_for_green(ctx.state.get_int(carry_key), export_wh)
+    serial = ctx.state.get_int(count_key)
+    bus = (ctx.member or {}).get("bus")
+    for i in range(n):
+        rid = rec_id(prosumer, serial + i)
+        ctx.state.set(
+            f"rec/{rid}",
+            {
+                "bus": bus,
+                "end_ms": end,
+                "energy_wh": REC_WH,
+                "owner": prosumer,
+                "start_ms": start,
+                "status": "active",
+            },
+        )
+        ctx.emit("rec.issued", id=rid, owner=prosumer, energy_wh=REC_WH, reading=ctx.txid)
+    ctx.state.set_int(carry_key, carry)
+    ctx.state.set_int(count_key, serial + n)
+
+
+def _share(ctx: Context, slot_start: int, mid: str, party: str, role: str, metered: int) -> int:
+    """This match's part of a party's metered energy: pro rata to the schedules of all the
+    party's approved trades in the slot (in the slot's deterministic order)."""
+    ids, weights = [], []
+    slot = params(ctx)["slot_ms"]
+    for other in ctx.state.get(f"market/slot/{slot_start}") or []:
+        rec = ctx.state.get(match_key(other))
+        if rec["status"] in ("approved", "settled") and rec["match"][role] == party:
+            ids.append(other)
+            weights.append(energy_wh(rec["match"]["power_w"], slot))
+    return allocate_pro_rata(metered, weights)[ids.index(mid)]
+
+
+def _settle(ctx: Context, book: Any, mid: str, slot_start: int) -> None:
+    rec = get_match(ctx, mid)
+    m = rec["match"]
+    prm = params(ctx)
+    slot = prm["slot_ms"]
+    seller_reading = ctx.state.get(reading_key(m["seller"], slot_start))
+    buyer_reading = ctx.state.get(reading_key(m["buyer"], slot_start))
+    injected = _share(ctx, slot_start, mid, m["seller"], "seller", seller_reading["export_wh"])
+    consumed = _share(ctx, slot_start, mid, m["buyer"], "buyer", buyer_reading["import_wh"])
+    if m["pricing"] == "pay_as_clear":
+        price = book.clearing_price(slot_start)
+    else:
+        price = m["price_utoken_per_kwh"]
+    reactive = ctx.state.get(reactive_key(mid))["setpoints"]
+    accounts = {BUYER: m["buyer"], SELLER: m["seller"], DSO: rec["dso"]}
+    for sp in reactive:
+        accounts[f"{REGULATOR_PREFIX}{sp['node']}"] = sp["account"]
+    result = settle_slot(
+        scheduled_wh=energy_wh(m["power_w"], slot),
+        injected_wh=injected,
+        consumed_wh=consumed,
+        price_utoken_per_kwh=price,
+        loss_w=loss_w_at(ctx, mid, slot_start),
+        slot_ms=slot,
+        reactive_utoken=[(sp["node"], sp["utoken_per_slot"]) for sp in reactive],
+        params=SettlementParams(
+            prm["loss_buyer_share_ppm"], prm["penalty_ppm"], prm["tolerance_ppm"]
+        ),
+    )
+    bid = ctx.state.get(bid_key(m["bid_id"]))
+    paid_rows = []
+    for t in result.transfers:
+        payer, payee = accounts[t.payer], accounts[t.payee]
+        if t.payer == BUYER:
+            from_escrow = min(bid["escrow_utoken"], t.amount_utoken)
+            bid["escrow_utoken"] -= from_escrow
+            tokens.debit(ctx, "utoken", ESCROW, from_escrow)
+            rest, short = pay_capped(
+                tokens.balance(ctx, "utoken", payer), t.amount_utoken - from_escrow
+            )
+            tokens.debit(ctx, "utoken", payer, rest)
+            paid = from_escrow + rest
+        else:
+            paid, short = pay_capped(tokens.balance(ctx, "utoken", payer), t.amount_utoken)
+            tokens.debit(ctx, "utoken", payer, paid)
+        tokens.credit(ctx, "utoken", payee, paid)
+        paid_rows.append(
+            {"kind": t.kind, "payer": payer, "payee": payee, "amount": paid, "shortfall": short}
+        )
+        ctx.emit(
+            "settlement.payment",
+            match=mid,
+            slot=slot_start,
+            kind=t.kind,
+            payer=payer,
+            payee=payee,
+            amount=paid,
+            shortfall=short,
+            certificate=rec["certificate"],
+        )
+    ctx.state.set(bid_key(m["bid_id"]), bid)
+    # energy tokens: the delivered Wh go from seller to buyer and back the buyer's consumption
+    moved = min(result.delivered_wh, tokens.balance(ctx, "ewh", m["seller"]))
+    tokens.debit(ctx, "ewh", m["seller"], moved)
+    tokens.credit(ctx, "ewh", m["buyer"], moved)
+    burn = min(moved, buyer_reading["unbacked_wh"])
+    tokens.burn(ctx, "ewh", m["buyer"], burn)
+    buyer_reading["unbacked_wh"] -= burn
+    ctx.state.set(reading_key(m["buyer"], slot_start), buyer_reading)
+    ctx.state.set(
+        done_key(mid, slot_start),
+        {
+            "match": mid,
+            "certificate": rec["certificate"],
+            "slot_start_ms": slot_start,
+            "readings": [seller_reading["tx"], buyer_reading["tx"]],
+            "scheduled_wh": result.scheduled_wh,
+            "injected_wh": injected,
+            "consumed_wh": consumed,
+            "delivered_wh": result.delivered_wh,
+            "loss_wh": result.loss_wh,
+            "price": price,
+            "payments": paid_rows,
+            "ewh_moved": moved,
+            "ewh_burned": burn,
+        },
+    )
+    ctx.emit("settlement.settled", match=mid, slot=slot_start, delivered_wh=result.delivered_wh)
+    rec["slots_settled"] = rec.get("slots_settled", 0) + 1
+    if rec["slots_settled"] == (m["end_ms"] - m["start_ms"]) // slot:
+        rec["status"] = "settled"
+    ctx.state.set(match_key(mid), rec)
+    if rec["status"] == "settled":
+        release_escrow_if_done(ctx, book, m["bid_id"])
+
+
+# --- settlement.green -----------------------------------------------------------------------------
+def _v_green(p: dict[str, Any]) -> None:
+    require_fields(p, ["green", "prosumer"])
+    req_key(p, "prosumer")
+    if not isinstance(p["green"], bool):
+        raise PayloadError("green must be true or false")
+
+
+def _x_green(ctx: Context, p: dict[str, Any]) -> None:
+    m = ctx.state.get(f"member/{p['prosumer']}")
+    if m is None or m["role"] != "prosumer":
+        raise ContractError(codes.NOT_FOUND, f"{p['prosumer'][:16]}… is not a prosumer")
+    if ctx.member["role"] == "vendor" and m.get("vendor") != ctx.sender:
+        raise ContractError(codes.UNAUTHORIZED, "a vendor may declare only its own prosumers")
+    ctx.state.set(f"settle/green/{p['prosumer']}", p["green"])
+    ctx.emit("settlement.green", prosumer=p["prosumer"], green=p["green"])
+
+
+CONTRACT = Contract(
+    "settlement",
+    (
+        TxType("settlement.reading", frozenset({"meter"}), READING.validate, _x_reading),
+        TxType("settlement.green", frozenset({"dso", "vendor"}), _v_green, _x_green),
+    ),
+)

@@ -1,0 +1,508 @@
+"""Market and settlement contracts on the real ledger application (solo engine, SQLite store),
+good path with hand-computed money, and the bad paths the issue names."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gridledger.chain import codes
+from gridledger.chain.contracts.market import ESCROW
+from gridledger.chain.contracts.settlement import rec_id
+from gridledger.chain.genesis import make_genesis
+from gridledger.chain.keys import KeyPair
+from gridledger.demo.localchain import LocalChain
+
+SLOT = 900_000
+T = 1_800_000_000_000 // SLOT * SLOT  # a slot boundary
+FUNDS = 100_000_000  # 100 tokens
+CONTRACTS = ["gridledger.chain.contracts.market", "gridledger.chain.contracts.settlement"]
+
+
+def key(name: str) -> KeyPair:
+    return KeyPair.from_seed(name.encode().ljust(32, b"\0"))
+
+
+VAL, DSO = key("validator"), key("dso")
+PARTIES = {"dg2": 2, "dg3": 3, "dg4": 4, "load5": 5, "load7": 7}
+
+
+class Kit:
+    def __init__(self, home: Path) -> None:
+        self.k = {n: key(n) for n in PARTIES}
+        self.meter = {n: key(f"meter-{n}") for n in PARTIES}
+        members = [{"pub_key": DSO.pub_hex, "role": "dso", "name": "dso"}]
+        members += [
+            {"pub_key": k.pub_hex, "role": "prosumer", "name": n, "bus": PARTIES[n]}
+            for n, k in self.k.items()
+        ]
+        balances = [
+            {"account": k.pub_hex, "denom": "utoken", "amount": FUNDS} for k in self.k.values()
+        ]
+        genesis = make_genesis(
+            "test-market", T - 10 * SLOT, [(VAL.pub_hex, 10)], members, balances, CONTRACTS
+        )
+        self.chain = LocalChain(home, genesis, VAL, T - 10 * SLOT)
+        for n in PARTIES:
+            self.ok(
+                DSO,
+                "member.bind_meter",
+                {"meter": self.meter[n].pub_hex, "prosumer": self.k[n].pub_hex},
+            )
+        self.ok(DSO, "settlement.green", {"prosumer": self.k["dg2"].pub_hex, "green": True})
+        self.block(T - 9 * SLOT)
+
+    def send(self, who: KeyPair, tx_type: str, payload: dict):
+        return self.chain.submit(who, tx_type, payload)
+
+    def ok(self, who: KeyPair, tx_type: str, payload: dict):
+        out = self.send(who, tx_type, payload)
+        assert out.ok, out.log
+        return out
+
+    def block(self, time_ms: int) -> None:
+        self.chain.produce(time_ms)
+
+    def final(self, out):
+        return self.chain.result(out.txid)
+
+    def bal(self, name: str, denom: str = "utoken") -> int:
+        pub = self.k[name].pub_hex if name in self.k else name
+        return self.chain.balance(denom, pub)
+
+    def match(self, mid: str) -> dict:
+        return self.chain.state(f"market/match/{mid}")
+
+    def offer(self, name: str, power_w: int, price: int, start: int, end: int, **kw):
+        return self.send(
+            self.k[name],
+            "market.offer",
+            {
+                "node": PARTIES[name],
+                "power_w": power_w,
+                "regulation_var": 0,
+                "price_utoken_per_kwh": price,
+                "start_ms": start,
+                "end_ms": end,
+                **kw,
+            },
+        )
+
+    def bid(self, name: str, power_w: int, price: int, start: int, end: int):
+        return self.send(
+            self.k[name],
+            "market.bid",
+            {
+                "node": PARTIES[name],
+                "power_w": power_w,
+                "max_price_utoken_per_kwh": price,
+                "start_ms": start,
+                "end_ms": end,
+            },
+        )
+
+    def certify(
+        self,
+        mid: str,
+        loss_w: int = 0,
+        reactive=(),
+        verdict: str = "approved",
+        reasons=(),
+        sender: KeyPair = DSO,
+        start: int = T,
+    ):
+        if verdict == "approved":
+            self.ok(
+                DSO,
+                "market.losses",
+                {
+                    "from_ms": start,
+                    "total_loss_w": loss_w,
+                    "shares": [{"match_id": mid, "loss_w": loss_w}],
+                },
+            )
+            self.ok(DSO, "market.reactive", {"match_id": mid, "setpoints": list(reactive)})
+        return self.send(
+            sender,
+            "market.certificate",
+            {
+                "match_id": mid,
+                "match_digest": self.match(mid)["digest"],
+                "verdict": verdict,
+                "reasons": list(reasons),
+            },
+        )
+
+    def read(
+        self,
+        name: str,
+        slot_start: int,
+        export_wh: int = 0,
+        import_wh: int = 0,
+        signer: KeyPair | None = None,
+    ):
+        return self.send(
+            signer or self.meter[name],
+            "settlement.reading",
+            {
+                "meter": self.meter[name].pub_hex,
+                "start_ms": slot_start,
+                "duration_s": SLOT // 1000,
+                "export_wh": export_wh,
+                "import_wh": import_wh,
+            },
+        )
+
+    def supply_matches_balances(self) -> None:
+        for denom in ("utoken", "ewh"):
+            prefix = f"bal/{denom}/".encode()
+            total = sum(
+                int(v) for k, v in self.chain.app._committed.items() if k.startswith(prefix)
+            )
+            negative = [
+                k
+                for k, v in self.chain.app._committed.items()
+                if k.startswith(prefix) and int(v) < 0
+            ]
+            assert negative == []
+            assert total == self.chain.state_int(f"supply/{denom}")
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Kit:
+    k = Kit(tmp_path / "home")
+    yield k
+    k.chain.close()
+
+
+def test_trade_certified_delivered_and_settled(kit: Kit) -> None:
+    kit.offer("dg2", 300_000, 100_000, T, T + 4 * SLOT)
+    b = kit.bid("load5", 300_000, 120_000, T, T + 2 * SLOT)
+    kit.block(T - 8 * SLOT)
+    # escrow: 300 kW x 0.5 h x 0.12 token/kWh = 18 tokens
+    assert kit.bal("load5") == FUNDS - 18_000_000 and kit.bal(ESCROW) == 18_000_000
+    m = kit.match("m0")
+    assert m["status"] == "pending" and m["match"]["price_utoken_per_kwh"] == 100_000
+    assert m["match"]["bid_id"] == b.txid
+    regulator = {
+        "node": 3,
+        "account": kit.k["dg3"].pub_hex,
+        "q_var": 540_000,
+        "delta_q_var": 540_000,
+        "delta_pq_w": 81_300,
+        "utoken_per_slot": 10_000,
+    }
+    cert = kit.certify("m0", loss_w=5_367, reactive=[regulator])
+    kit.block(T - 7 * SLOT)
+    assert kit.final(cert).ok
+    assert kit.match("m0")["status"] == "approved"
+    # slot 1 delivered exactly; meters post after the slot has ended
+    kit.block(T + SLOT)
+    r1 = kit.read("dg2", T, export_wh=75_000)
+    r2 = kit.read("load5", T, import_wh=75_000)
+    kit.block(T + SLOT + 1000)
+    assert kit.final(r1).ok and kit.final(r2).ok
+    done = kit.chain.state(f"settle/done/m0/{T}")
+    assert done["certificate"] == cert.txid and done["readings"] == [r1.txid, r2.txid]
+    pays = {p["kind"]: p["amount"] for p in done["payments"]}
+    # 75 kWh x 0.1 = 7.5 tokens; 5 367 W x 0.25 h = 1 341 Wh of loss x 0.1 = 134 100 utoken
+    assert pays == {"energy": 7_500_000, "loss": 134_100, "reactive": 10_000}
+    assert kit.bal("dg2") == FUNDS + 7_500_000 and kit.bal("dg3") == FUNDS + 10_000
+    assert kit.chain.balance("utoken", DSO.pub_hex) == 134_100
+    # ewh minted to the seller, moved to the buyer and burned against its consumption
+    assert kit.bal("dg2", "ewh") == 0 and kit.bal("load5", "ewh") == 0
+    assert done["ewh_moved"] == 75_000 and done["ewh_burned"] == 75_000
+    # slot 2: the seller under-delivers by 10 % (penalized beyond the 5 % tolerance)
+    kit.block(T + 2 * SLOT)
+    kit.ok(
+        kit.meter["dg2"],
+        "settlement.reading",
+        {
+            "meter": kit.meter["dg2"].pub_hex,
+            "start_ms": T + SLOT,
+            "duration_s": SLOT // 1000,
+            "export_wh": 67_500,
+            "import_wh": 0,
+        },
+    )
+    kit.read("load5", T + SLOT, import_wh=75_000)
+    kit.block(T + 2 * SLOT + 1000)
+    done2 = kit.chain.state(f"settle/done/m0/{T + SLOT}")
+    pays2 = {(p["kind"], p["payer"]): p["amount"] for p in done2["payments"]}
+    # 3 750 Wh beyond tolerance x 0.1 token/kWh x 20 % = 75 000 utoken
+    assert pays2[("penalty", kit.k["dg2"].pub_hex)] == 75_000
+    # the buyer consumed 75 kWh, 67.5 delivered and paid: 6.75 tokens
+    assert pays2[("energy", kit.k["load5"].pub_hex)] == 6_750_000
+    assert kit.match("m0")["status"] == "settled"
+    # escrow comes back: 18 - (7.5 + 0.1341 + 0.01) - (6.75 + 0.1341 + 0.01) tokens
+    assert kit.bal(ESCROW) == 0
+    assert kit.bal("load5") == FUNDS - 2 * (134_100 + 10_000) - 7_500_000 - 6_750_000
+    # 1 MWh of green generation not reached yet: no certificate
+    assert kit.chain.state(f"rec/{rec_id(kit.k['dg2'].pub_hex, 0)}") is None
+    kit.supply_matches_balances()
+
+
+def test_bad_certificates(kit: Kit) -> None:
+    kit.offer("dg2", 300_000, 100_000, T, T + 4 * SLOT)
+    kit.bid("load5", 100_000, 120_000, T, T + SLOT)
+    kit.block(T - 8 * SLOT)
+    digest = kit.match("m0")["digest"]
+    forged = kit.send(
+        kit.k["dg3"],
+        "market.certificate",
+        {"match_id": "m0", "match_digest": digest, "verdict": "approved", "reasons": []},
+    )
+    assert forged.code == codes.ROLE_NOT_ALLOWED
+    unknown = kit.send(
+        DSO,
+        "market.certificate",
+        {"match_id": "m9", "match_digest": digest, "verdict": "approved", "reasons": []},
+    )
+    assert unknown.code == codes.NOT_FOUND
+    wrong = kit.send(
+        DSO,
+        "market.certificate",
+        {"match_id": "m0", "match_digest": "00" * 32, "verdict": "rejected", "reasons": ["x"]},
+    )
+    assert wrong.code == codes.INVALID_PAYLOAD and "different trade terms" in wrong.log
+    no_loss = kit.send(
+        DSO,
+        "market.certificate",
+        {"match_id": "m0", "match_digest": digest, "verdict": "approved", "reasons": []},
+    )
+    assert no_loss.code == codes.INVALID_PAYLOAD and "no loss share" in no_loss.log
+    assert kit.final(kit.certify("m0")).code == codes.OK
+    kit.block(T - 7 * SLOT)
+    again = kit.send(
+        DSO,
+        "market.certificate",
+        {"match_id": "m0", "match_digest": digest, "verdict": "rejected", "reasons": ["late"]},
+    )
+    assert again.code == codes.ALREADY_EXISTS
+    # a certificate after delivery started is refused
+    kit.bid("load7", 100_000, 120_000, T + SLOT, T + 2 * SLOT)
+    kit.block(T - 6 * SLOT)
+    kit.block(T + SLOT)
+    late = kit.certify("m1", start=T + SLOT)
+    assert late.code == codes.INVALID_PAYLOAD
+    assert kit.match("m1")["status"] == "pending"
+    # settled match: still refused
+    kit.read("dg2", T, export_wh=25_000)
+    kit.read("load5", T, import_wh=25_000)
+    kit.block(T + SLOT + 10)
+    assert kit.match("m0")["status"] == "settled"
+    settled = kit.send(
+        DSO,
+        "market.certificate",
+        {"match_id": "m0", "match_digest": digest, "verdict": "approved", "reasons": []},
+    )
+    assert settled.code == codes.ALREADY_EXISTS and "settled" in settled.log
+    kit.supply_matches_balances()
+
+
+def test_overloading_trade_rejected_and_bid_goes_to_next_seller(kit: Kit) -> None:
+    kit.offer("dg3", 200_000, 90_000, T, T + 4 * SLOT)
+    kit.offer("dg2", 200_000, 110_000, T, T + 4 * SLOT)
+    kit.bid("load5", 200_000, 120_000, T, T + 2 * SLOT)
+    kit.block(T - 8 * SLOT)
+    assert kit.match("m0")["match"]["seller"] == kit.k["dg3"].pub_hex  # cheapest first
+    rej = kit.certify(
+        "m0",
+        verdict="rejected",
+        reasons=["line 3-6 loaded 112.4 % > 100 %", "bus 6 at 0.894 pu < 0.9"],
+    )
+    kit.block(T - 7 * SLOT)
+    assert kit.final(rej).ok
+    m0 = kit.match("m0")
+    assert m0["status"] == "rejected" and m0["reasons"][0].startswith("line 3-6")
+    m1 = kit.match("m1")
+    assert m1["status"] == "pending" and m1["match"]["seller"] == kit.k["dg2"].pub_hex
+    assert kit.chain.state("market/pending") == ["m1"]
+    # and a rejection of that one too: nothing left, the escrow goes back in full
+    kit.certify("m1", verdict="rejected", reasons=["bus 5 at 0.89 pu"])
+    kit.block(T - 6 * SLOT)
+    assert kit.bal("load5") == FUNDS - 12_000_000  # bid still open for other sellers
+    kit.ok(kit.k["load5"], "market.cancel", {"order": m1["match"]["bid_id"]})
+    kit.block(T - 5 * SLOT)
+    assert kit.bal("load5") == FUNDS and kit.bal(ESCROW) == 0
+    kit.supply_matches_balances()
+
+
+def test_bid_above_balance_and_cancelled_offer(kit: Kit) -> None:
+    # 10 MW for an hour at 0.2 token/kWh = 2 000 tokens > 100
+    big = kit.bid("load7", 10_000_000, 200_000, T, T + 4 * SLOT)
+    assert big.code == codes.INSUFFICIENT_FUNDS and "escrow" in big.log
+    assert kit.bal("load7") == FUNDS
+    o = kit.offer("dg2", 300_000, 100_000, T, T + 4 * SLOT)
+    kit.block(T - 8 * SLOT)
+    stranger = kit.send(kit.k["dg3"], "market.cancel", {"order": o.txid})
+    assert stranger.code == codes.INVALID_PAYLOAD and "another account" in stranger.log
+    kit.ok(kit.k["dg2"], "market.cancel", {"order": o.txid})
+    kit.block(T - 7 * SLOT)
+    kit.bid("load5", 100_000, 120_000, T, T + SLOT)
+    kit.block(T - 6 * SLOT)
+    assert kit.match("m0") is None  # the cancelled offer is never matched
+    # orders at a foreign bus, or starting in the past, are refused
+    foreign = kit.send(
+        kit.k["load7"],
+        "market.bid",
+        {"node": 5, "power_w": 1, "max_price_utoken_per_kwh": 1, "start_ms": T, "end_ms": T + SLOT},
+    )
+    assert foreign.code == codes.UNAUTHORIZED
+    past = kit.bid("load7", 1_000, 100, T - 9 * SLOT, T - 8 * SLOT)
+    assert past.code == codes.INVALID_PAYLOAD and "not after the current time" in past.log
+    kit.supply_matches_balances()
+
+
+def test_bad_meter_readings(kit: Kit) -> None:
+    kit.offer("dg2", 100_000, 100_000, T, T + 4 * SLOT)
+    kit.bid("load5", 100_000, 120_000, T, T + SLOT)
+    kit.block(T - 8 * SLOT)
+    kit.certify("m0")
+    kit.block(T - 7 * SLOT)
+    early = kit.read("dg2", T, export_wh=25_000)
+    assert early.code == codes.INVALID_PAYLOAD and "has not ended" in early.log
+    kit.block(T + SLOT)
+    spoof = kit.read("dg2", T, export_wh=25_000, signer=kit.meter["dg3"])
+    assert spoof.code == codes.UNAUTHORIZED
+    not_meter = kit.read("dg2", T, export_wh=25_000, signer=kit.k["dg2"])
+    assert not_meter.code == codes.ROLE_NOT_ALLOWED
+    kit.read("dg2", T, export_wh=25_000)
+    kit.read("load5", T, import_wh=25_000)
+    kit.block(T + SLOT + 10)
+    assert kit.match("m0")["status"] == "settled"
+    supply = kit.chain.state_int("supply/ewh")
+    again = kit.read("dg2", T, export_wh=25_000)
+    assert again.code != codes.OK and "before the end of the previous" in again.log
+    assert kit.chain.state_int("supply/ewh") == supply  # nothing minted twice
+    kit.supply_matches_balances()
+
+
+def test_green_generation_earns_one_rec_per_mwh(kit: Kit) -> None:
+    kit.block(T + 3 * SLOT)
+    kit.ok(
+        kit.meter["dg2"],
+        "settlement.reading",
+        {
+            "meter": kit.meter["dg2"].pub_hex,
+            "start_ms": T,
+            "duration_s": SLOT // 1000,
+            "export_wh": 1_500_000,
+            "import_wh": 0,
+        },
+    )
+    kit.ok(
+        kit.meter["dg3"],
+        "settlement.reading",
+        {  # not declared green
+            "meter": kit.meter["dg3"].pub_hex,
+            "start_ms": T,
+            "duration_s": SLOT // 1000,
+            "export_wh": 1_500_000,
+            "import_wh": 0,
+        },
+    )
+    kit.block(T + 3 * SLOT + 10)
+    kit.ok(
+        kit.meter["dg2"],
+        "settlement.reading",
+        {
+            "meter": kit.meter["dg2"].pub_hex,
+            "start_ms": T + SLOT,
+            "duration_s": SLOT // 1000,
+            "export_wh": 600_000,
+            "import_wh": 0,
+        },
+    )
+    kit.block(T + 3 * SLOT + 20)
+    dg2 = kit.k["dg2"].pub_hex
+    recs = [kit.chain.state(f"rec/{rec_id(dg2, i)}") for i in range(3)]
+    assert recs[0]["owner"] == dg2 and recs[1]["start_ms"] == T + SLOT and recs[2] is None
+    assert kit.chain.state(f"rec/{rec_id(kit.k['dg3'].pub_hex, 0)}") is None
+    # the certificates contract transfers and retires them
+    kit.ok(kit.k["dg2"], "rec.transfer", {"id": rec_id(dg2, 0), "to": kit.k["load5"].pub_hex})
+    kit.block(T + 3 * SLOT + 30)
+    retire = kit.send(kit.k["load5"], "rec.retire", {"id": rec_id(dg2, 0)})
+    kit.block(T + 3 * SLOT + 40)
+    assert kit.final(retire).ok
+    assert kit.chain.state(f"rec/{rec_id(dg2, 0)}")["status"] == "retired"
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["dg2", "dg3", "dg4"]), st.integers(1, 4), st.integers(80, 130)),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["load5", "load7"]),
+            st.integers(1, 4),
+            st.integers(90, 140),
+            st.integers(1, 2),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+    st.lists(st.integers(0, 150), min_size=20, max_size=20),
+    st.integers(0, 1_000_000),
+)
+def test_invariants_over_random_markets(offers, bids, verdicts, deviations, split) -> None:
+    """Supply = sum of balances, no negative balance, and every payment traceable to a match,
+    its certificate and two meter readings, whatever is traded and metered."""
+    with tempfile.TemporaryDirectory() as tmp:
+        k = Kit(Path(tmp) / "home")
+        try:
+            k.ok(DSO, "market.configure", {"loss_buyer_share_ppm": split})
+            for name, p100, price in offers:
+                k.offer(name, p100 * 100_000, price * 1000, T, T + 4 * SLOT)
+            for name, p100, price, length in bids:
+                k.bid(name, p100 * 100_000, price * 1000, T, T + length * SLOT)
+            k.block(T - 8 * SLOT)
+            for i, mid in enumerate(k.chain.state("market/pending") or []):
+                if verdicts[i % 6]:
+                    k.certify(
+                        mid,
+                        loss_w=3_000 + 500 * i,
+                        reactive=[
+                            {
+                                "node": 4,
+                                "account": k.k["dg4"].pub_hex,
+                                "q_var": 1,
+                                "delta_q_var": 1,
+                                "delta_pq_w": 1,
+                                "utoken_per_slot": 5_000,
+                            }
+                        ],
+                    )
+                else:
+                    k.certify(mid, verdict="rejected", reasons=["overload"])
+                k.block(T - 7 * SLOT + i)
+            for s in range(2):
+                k.block(T + (s + 1) * SLOT)
+                for j, name in enumerate(PARTIES):
+                    dev = deviations[s * 5 + j]
+                    amount = 25_000 * dev // 100
+                    if name.startswith("dg"):
+                        k.read(name, T + s * SLOT, export_wh=amount * 4)
+                    else:
+                        k.read(name, T + s * SLOT, import_wh=amount * 4)
+                k.block(T + (s + 1) * SLOT + 100)
+            k.supply_matches_balances()
+            for key_ in list(k.chain.app._committed):
+                if key_.startswith(b"settle/done/"):
+                    done = k.chain.state(key_.decode())
+                    m = k.match(done["match"])
+                    assert m["status"] in ("approved", "settled")
+                    assert done["certificate"] == m["certificate"] != ""
+                    assert all(k.chain.result(t).ok for t in done["readings"])
+                    assert len(done["readings"]) == 2
+            assert k.chain.state_int("supply/utoken") == FUNDS * len(PARTIES)
+        finally:
+            k.chain.close()
