@@ -1,0 +1,272 @@
+"""Consensus ADMM over per-node DistFlow subproblems (seed 001 §IV.D, eqs. 12–19).
+
+Each node i keeps local copies ``x̃_i = (P_i, Q_i, v_i, v_π(i), P_δ(i), Q_δ(i))`` of the global
+``z = (P, Q, v)``.  One iteration:
+
+1. every node solves eq. 15 given ``z̃_i = B_i z`` and its duals ``ξ_i`` (:class:`LocalModel`);
+2. the aggregator (eq. 16) averages the copies of each global entry — with over-relaxation
+   ``x̂ = α x̃ + (1 − α) z̃`` when ``α ≠ 1`` (Boyd et al. 2011, §3.4.3);
+3. the duals move by ``ξ ← ξ + ρ (x̂ − z̃)`` (eq. 17);
+4. residuals (eq. 18) ``r = ‖x̃ − B z‖`` and ``s = ‖z − z_prev‖``; stop when ``r ≤ ε_pri`` and
+   ``s ≤ ε_dual`` (eq. 19).  With ``adaptive=True`` ρ follows residual balancing (Boyd §3.4.1)
+   on ``r`` and the dual residual ``ρ‖B(z − z_prev)‖``.  The duals ξ are unscaled, so they need
+   no rescaling when ρ changes.
+
+Because every global entry's duals start at zero and each update adds ``ρ(x̂ − mean x̂)``, the
+duals of one entry always sum to zero, which is why the plain average (eq. 16) is the exact
+z-minimization.
+
+The aggregator state (:class:`Aggregator`) is pure numpy so the on-chain contract can mirror it in
+fixed-point integers.  Subproblems run either batched (one block-separable solve for a group of
+nodes — mathematically the per-node decomposition, since no constraint or objective term links
+two nodes) or one node at a time, optionally in a process pool.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from gridledger.grid.distflow import LocalModel, global_rows
+from gridledger.grid.feeders import Feeder
+
+
+@dataclass(frozen=True)
+class AdmmOptions:
+    rho: float = 100.0  # $/pu² (seed 001 used ρ = 100)
+    max_iter: int = 100
+    eps_pri: float = 1e-3  # pu, on ‖r‖₂ over all copies and hours
+    eps_dual: float = 1e-3  # pu, on ‖z − z_prev‖₂
+    adaptive: bool = True
+    balance_mu: float = 10.0
+    balance_tau: float = 2.0
+    over_relaxation: float = 1.6
+    groups: int = 1  # node groups solved as one block-separable problem each (1 = all batched)
+    workers: int = 1  # processes for the groups (1 = in this process)
+    warm_start: bool = True  # initial z from subtree net loads (a flat start when False)
+
+    def __post_init__(self) -> None:
+        if self.rho <= 0 or self.max_iter < 1 or self.eps_pri <= 0 or self.eps_dual <= 0:
+            raise ValueError("rho, max_iter, eps_pri and eps_dual must be positive")
+        if not 0 < self.over_relaxation < 2:
+            raise ValueError(f"over_relaxation {self.over_relaxation} not in (0, 2)")
+        if self.groups < 1 or self.workers < 1:
+            raise ValueError("groups and workers must be ≥ 1")
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    primal_residual: float
+    dual_residual: float
+    rho: float
+    objective_usd: float
+
+
+class Aggregator:
+    """S1's arithmetic (eqs. 16–19) over all copies, given where each copy sits in z."""
+
+    def __init__(self, z_rows: np.ndarray, n_global: int, z0: np.ndarray, rho: float) -> None:
+        self.z_rows = z_rows
+        k = len(z_rows)
+        self.gather = sp.csr_matrix((np.ones(k), (z_rows, np.arange(k))), shape=(n_global, k))
+        self.counts = np.asarray(self.gather.sum(axis=1)).ravel()
+        if np.any(self.counts == 0):
+            raise ValueError("a global variable has no local copy")
+        self.z = z0.copy()
+        self.xi = np.zeros((k, z0.shape[1]))
+        self.rho = rho
+
+    def z_tilde(self) -> np.ndarray:
+        return self.z[self.z_rows]
+
+    def step(self, x_tilde: np.ndarray, alpha: float) -> tuple[float, float, float]:
+        """Eqs. 16–18; return (primal r, dual s = ‖Δz‖, Boyd dual ρ‖BΔz‖)."""
+        z_tilde_old = self.z_tilde()
+        x_hat = alpha * x_tilde + (1 - alpha) * z_tilde_old
+        z_old = self.z
+        self.z = (self.gather @ x_hat) / self.counts[:, None]
+        z_tilde = self.z_tilde()
+        self.xi = self.xi + self.rho * (x_hat - z_tilde)
+        primal = float(np.linalg.norm(x_tilde - z_tilde))
+        dz = self.z - z_old
+        dual = float(np.linalg.norm(dz))
+        boyd_dual = self.rho * float(np.linalg.norm(dz[self.z_rows]))
+        return primal, dual, boyd_dual
+
+
+def initial_z(feeder: Feeder) -> np.ndarray:
+    """A warm start: line flows = subtree net load, voltages by LinDistFlow from v_0 = 1."""
+    n, horizon = feeder.n_nodes, feeder.horizon_h
+    net_p = np.array([np.subtract(d.load_kw, d.solar_kw) for d in feeder.ders]) / 1000.0
+    net_q = np.array([np.subtract(d.load_kvar, 0.0) for d in feeder.ders]) / 1000.0
+    net_q -= np.array([d.capacitor_kvar for d in feeder.ders])[:, None] / 1000.0
+    flow_p, flow_q = net_p.copy(), net_q.copy()
+    depth = np.zeros(n, dtype=int)
+    for i in range(1, n):
+        depth[i] = depth[feeder.parent[i]] + 1
+    for i in sorted(range(1, n), key=lambda k: -depth[k]):
+        flow_p[feeder.parent[i]] += flow_p[i]
+        flow_q[feeder.parent[i]] += flow_q[i]
+    v = np.ones((n, horizon))
+    for i in sorted(range(1, n), key=lambda k: depth[k]):
+        # flow toward the root is -flow (our P is power into the parent)
+        v[i] = v[feeder.parent[i]] - 2 * (feeder.r_pu[i] * flow_p[i] + feeder.x_pu[i] * flow_q[i])
+    lo, hi = feeder.vmin_pu**2, feeder.vmax_pu**2
+    return np.vstack([-flow_p[1:], -flow_q[1:], np.clip(v, lo, hi)])
+
+
+@dataclass
+class AdmmResult:
+    objective_usd: float
+    iterations: int
+    converged: bool
+    primal_residual: float
+    dual_residual: float
+    seconds: float
+    z: np.ndarray
+    p_mw: np.ndarray  # N × T net injections
+    dlmp_usd_per_mwh: np.ndarray  # N × T, duals of the local balances
+    history: list[IterationRecord] = field(default_factory=list)
+
+
+# --- subproblem groups, in this process or in a pool -----------------------------------------
+
+_WORKER_MODELS: dict[int, LocalModel] = {}
+
+
+def _worker_init(feeder: Feeder, groups: list[list[int]], indices: list[int]) -> None:
+    for gi in indices:
+        _WORKER_MODELS[gi] = LocalModel(feeder, groups[gi])
+
+
+def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: float) -> tuple:
+    model = _WORKER_MODELS[gi]
+    x = model.solve_admm(z_tilde, xi, rho)
+    return x, model.cost_usd(), model.injections_mw(), model.dlmp_usd_per_mwh()
+
+
+def _partition(n_nodes: int, groups: int) -> list[list[int]]:
+    groups = min(groups, n_nodes)
+    return [list(range(n_nodes))[g::groups] for g in range(groups)]
+
+
+class SubproblemRunner:
+    """Solves eq. 15 for all node groups; `solve` returns stacked x̃ and per-node outputs."""
+
+    def __init__(self, feeder: Feeder, options: AdmmOptions) -> None:
+        self.feeder = feeder
+        self.groups = _partition(feeder.n_nodes, options.groups)
+        self.models: list[LocalModel] | None = None
+        self.pools: list[ProcessPoolExecutor] = []
+        layouts = (
+            [LocalModel(feeder, g, admm=False).layout for g in self.groups]
+            if (options.workers > 1)
+            else None
+        )
+        if options.workers > 1:
+            assert layouts is not None
+            n_workers = min(options.workers, len(self.groups))
+            self.assign = [list(range(len(self.groups)))[w::n_workers] for w in range(n_workers)]
+            # one single-process pool per worker so a group always meets its compiled model
+            for idx in self.assign:
+                pool = ProcessPoolExecutor(
+                    max_workers=1, initializer=_worker_init, initargs=(feeder, self.groups, idx)
+                )
+                self.pools.append(pool)
+            self.z_rows_per_group = [lay.z_rows for lay in layouts]
+        else:
+            self.models = [LocalModel(feeder, g) for g in self.groups]
+            self.z_rows_per_group = [m.layout.z_rows for m in self.models]
+        self.offsets = np.cumsum([0] + [len(r) for r in self.z_rows_per_group])
+        self.z_rows = np.concatenate(self.z_rows_per_group)
+
+    def solve(self, z_tilde: np.ndarray, xi: np.ndarray, rho: float):
+        n, horizon = self.feeder.n_nodes, self.feeder.horizon_h
+        x = np.zeros_like(z_tilde)
+        p_mw = np.zeros((n, horizon))
+        dlmp = np.zeros((n, horizon))
+        cost = 0.0
+        parts = [slice(self.offsets[g], self.offsets[g + 1]) for g in range(len(self.groups))]
+        if self.models is not None:
+            outputs = [
+                (m.solve_admm(z_tilde[s], xi[s], rho), m.cost_usd(), m.injections_mw(),
+                 m.dlmp_usd_per_mwh())
+                for m, s in zip(self.models, parts, strict=True)
+            ]  # fmt: skip
+        else:
+            futures = {}
+            for pool, idx in zip(self.pools, self.assign, strict=True):
+                for gi in idx:
+                    s = parts[gi]
+                    futures[gi] = pool.submit(_worker_solve, gi, z_tilde[s], xi[s], rho)
+            outputs = [futures[gi].result() for gi in range(len(self.groups))]
+        for g, (xg, cg, pg, dg) in enumerate(outputs):
+            x[parts[g]] = xg
+            cost += cg
+            p_mw[self.groups[g]] = pg
+            dlmp[self.groups[g]] = dg
+        return x, cost, p_mw, dlmp
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown()
+
+
+def solve_admm(
+    feeder: Feeder,
+    options: AdmmOptions | None = None,
+    on_iteration: Callable[[IterationRecord], None] | None = None,
+) -> AdmmResult:
+    """Run ADMM to the stopping rule (eq. 19) or ``max_iter``."""
+    options = options or AdmmOptions()
+    started = time.perf_counter()
+    runner = SubproblemRunner(feeder, options)
+    try:
+        n_global = global_rows(feeder.n_nodes)
+        z0 = initial_z(feeder) if options.warm_start else _flat_z(feeder)
+        agg = Aggregator(runner.z_rows, n_global, z0, options.rho)
+        history: list[IterationRecord] = []
+        converged = False
+        primal = dual = math.inf
+        for k in range(1, options.max_iter + 1):
+            x, cost, p_mw, dlmp = runner.solve(agg.z_tilde(), agg.xi, agg.rho)
+            rho_used = agg.rho
+            primal, dual, boyd_dual = agg.step(x, options.over_relaxation)
+            record = IterationRecord(k, primal, dual, rho_used, cost)
+            history.append(record)
+            if on_iteration is not None:
+                on_iteration(record)
+            if primal <= options.eps_pri and dual <= options.eps_dual:
+                converged = True
+                break
+            if options.adaptive:
+                if primal > options.balance_mu * boyd_dual:
+                    agg.rho *= options.balance_tau
+                elif boyd_dual > options.balance_mu * primal:
+                    agg.rho /= options.balance_tau
+    finally:
+        runner.close()
+    return AdmmResult(
+        objective_usd=cost,
+        iterations=len(history),
+        converged=converged,
+        primal_residual=primal,
+        dual_residual=dual,
+        seconds=time.perf_counter() - started,
+        z=agg.z,
+        p_mw=p_mw,
+        dlmp_usd_per_mwh=dlmp,
+        history=history,
+    )
+
+
+def _flat_z(feeder: Feeder) -> np.ndarray:
+    n, horizon = feeder.n_nodes, feeder.horizon_h
+    return np.vstack([np.zeros((2 * (n - 1), horizon)), np.ones((n, horizon))])
