@@ -1,0 +1,478 @@
+"""The ledger application: the ABCI-shaped state machine over the contract registry.
+
+Every transaction passes the same gate, in this order (each failure has its own result code,
+``chain/codes.py``): canonical form and size, chain id, known type, Ed25519 signature, sender is
+a member, member active, role (or grant) allows the type, sequence number is exactly the next one,
+payload valid. Then the type's contract executes. A gate failure changes nothing; an execution
+failure changes nothing but consumes the sequence number (as in Cosmos/Ethereum, so the sender's
+later transactions stay valid).
+
+``check_tx`` runs the same gate and execution against a *check state*: committed state plus the
+effects of transactions already admitted to the mempool since the last commit, so the next
+expected sequence number counts pending transactions, and a second transfer that would overdraw
+is refused at admission. After ``commit`` the check state is reset; the mempool re-checks what it
+still holds (:class:`gridledger.chain.mempool.Mempool` does this).
+
+Thread safety: one lock serialises every call that reads or changes state; signature checks (the
+expensive, pure part) run before taking it and are cached by transaction id.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from gridledger.chain import codes, encoding
+from gridledger.chain.abci import (
+    AppInfo,
+    CheckTxResult,
+    ExecTxResult,
+    FinalizeBlockResult,
+    ProposalInfo,
+    QueryResult,
+    Validator,
+)
+from gridledger.chain.block import results_hash
+from gridledger.chain.contracts import Context, ContractError, Registry, State, build_registry
+from gridledger.chain.contracts.membership import may_send, new_member
+from gridledger.chain.contracts.tokens import mint
+from gridledger.chain.contracts.validators import VALIDATORS_KEY
+from gridledger.chain.genesis import Genesis, parse_genesis
+from gridledger.chain.merkle import EMPTY_ROOT
+from gridledger.chain.statetree import StateTree
+from gridledger.chain.store import Store
+from gridledger.chain.tx import Tx, TxError, decode_tx, tx_id
+
+_GATE = "gate"  # failure before execution: nothing changes
+_EXEC = "exec"  # failure in the contract: sequence consumed, writes discarded
+_SIG_CACHE_MAX = 500_000
+
+
+class AppError(RuntimeError):
+    """The application was driven out of order (a consensus bug, not bad input)."""
+
+
+@dataclass
+class _Pending:
+    height: int
+    time_ms: int
+    txs: list[bytes]
+    txids: list[bytes]
+    overlay: dict[bytes, bytes | None]
+    results: list[ExecTxResult]
+    app_hash: bytes
+    results_hash: bytes
+
+
+class LedgerApp:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.lock = threading.RLock()
+        self._committed: dict[bytes, bytes] = {}
+        self._tree = StateTree()
+        self._sig_ok: set[bytes] = set()
+        self._check_overlay: dict[bytes, bytes | None] = {}
+        self._pending: _Pending | None = None
+        self.genesis: Genesis | None = None
+        self.registry: Registry = build_registry()
+        self.params: dict[str, Any] = {}
+        self.height = 0
+        self.app_hash = b""
+        self.last_results_hash = EMPTY_ROOT
+        self.last_time_ms = 0
+        raw = store.meta("genesis", None, writer=True)
+        if raw is not None:
+            self._load(bytes.fromhex(raw))
+
+    # --- loading -------------------------------------------------------------------------------
+    def _load(self, genesis_raw: bytes) -> None:
+        self.genesis = parse_genesis(genesis_raw)
+        self.registry = build_registry(self.genesis.contracts)
+        self.params = self.genesis.params
+        for k, v in self.store.state_items(writer=True):
+            k, v = bytes(k), bytes(v)
+            self._committed[k] = v
+            self._tree.set(k, v)
+        self.height = self.store.height(writer=True)
+        self.app_hash = bytes.fromhex(self.store.meta("app_hash", writer=True))
+        self.last_results_hash = bytes.fromhex(self.store.meta("last_results_hash", writer=True))
+        self.last_time_ms = int(self.store.meta("last_time_ms", 0, writer=True))
+        if self._tree.root() != self.app_hash:
+            raise AppError("stored state does not match the stored state root: database damaged")
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id if self.genesis else ""
+
+    def validators(self) -> list[Validator]:
+        raw = self._committed.get(VALIDATORS_KEY.encode())
+        if raw is None:
+            return []
+        return [Validator(bytes.fromhex(v["pub_key"]), v["power"]) for v in encoding.decode(raw)]
+
+    def classify_tx(self, raw: bytes) -> str:
+        """The Merkle tree a transaction belongs to (declared by its type's contract)."""
+        try:
+            tx = decode_tx(raw, self.params.get("max_tx_bytes", 32 * 1024))
+        except TxError:
+            return "other"
+        t = self.registry.types.get(tx.type)
+        return t.tree if t else "other"
+
+    # --- ABCI ----------------------------------------------------------------------------------
+    def info(self) -> AppInfo:
+        with self.lock:
+            return AppInfo(self.height, self.app_hash, self.chain_id)
+
+    def init_chain(self, genesis: bytes) -> bytes:
+        with self.lock:
+            if self.genesis is not None:
+                if self.genesis.raw != genesis:
+                    raise AppError("this database was initialised with a different genesis")
+                return bytes.fromhex(self.store.meta("genesis_app_hash", writer=True))
+            g = parse_genesis(genesis)
+            registry = build_registry(g.contracts)
+            overlay: dict[bytes, bytes | None] = {}
+            state = State({}, overlay)
+            ctx = Context(state, g.chain_id, 0, g.doc["genesis_time_ms"], params=g.params)
+            for m in g.doc["members"]:
+                state.set(
+                    f"member/{m['pub_key']}",
+                    new_member(m["role"], 0, m.get("name", ""), m.get("bus")),
+                )
+            for v in g.doc["validators"]:
+                if state.get(f"member/{v['pub_key']}") is None:
+                    state.set(f"member/{v['pub_key']}", new_member("validator", 0, "validator"))
+            state.set(
+                VALIDATORS_KEY,
+                sorted(
+                    ({"power": v["power"], "pub_key": v["pub_key"]} for v in g.doc["validators"]),
+                    key=lambda v: v["pub_key"],
+                ),
+            )
+            state.set("chain/params", g.params)
+            for b in g.doc["balances"]:
+                mint(ctx, b["denom"], b["account"], b["amount"])
+            for c in registry.contracts:
+                if c.genesis is not None:
+                    c.genesis(ctx, g.doc)
+            state.commit_tx()
+            values = {k: v for k, v in overlay.items() if v is not None}
+            tree = StateTree()
+            for k, v in values.items():
+                tree.set(k, v)
+            root = tree.root()
+            self.store.init_genesis(
+                {
+                    "app_hash": root.hex(),
+                    "chain_id": g.chain_id,
+                    "genesis": genesis.hex(),
+                    "genesis_app_hash": root.hex(),
+                    "height": 0,
+                    "last_results_hash": EMPTY_ROOT.hex(),
+                    "last_time_ms": g.doc["genesis_time_ms"],
+                },
+                values,
+            )
+            self._committed, self._tree = {}, StateTree()
+            self._load(genesis)
+            return root
+
+    def _sig_verified(self, tx: Tx) -> bool:
+        txid = tx.id
+        if txid in self._sig_ok:
+            return True
+        if not tx.signature_ok():
+            return False
+        if len(self._sig_ok) > _SIG_CACHE_MAX:
+            self._sig_ok.clear()
+        self._sig_ok.add(txid)
+        return True
+
+    def _precheck(self, raw: bytes) -> tuple[Tx | None, int, str]:
+        """Stateless part of the gate: form, size, chain id, type, signature."""
+        limit = self.params.get("max_tx_bytes", 32 * 1024)
+        if len(raw) > limit:
+            return None, codes.TOO_LARGE, f"transaction of {len(raw)} bytes exceeds {limit}"
+        try:
+            tx = decode_tx(raw, limit)
+        except TxError as exc:
+            return None, codes.MALFORMED, str(exc)
+        if tx.chain_id != self.chain_id:
+            return (
+                tx,
+                codes.WRONG_CHAIN,
+                f"chain id {tx.chain_id!r}, this chain is {self.chain_id!r}",
+            )
+        ttype = self.registry.types.get(tx.type)
+        if ttype is None:
+            return tx, codes.UNKNOWN_TYPE, f"unknown transaction type {tx.type!r}"
+        if len(raw) > ttype.max_payload_bytes + 1024:
+            return tx, codes.TOO_LARGE, f"{tx.type} payload exceeds {ttype.max_payload_bytes} bytes"
+        if not self._sig_verified(tx):
+            return tx, codes.BAD_SIGNATURE, "signature does not verify for the sender's key"
+        return tx, codes.OK, ""
+
+    def _execute(
+        self,
+        tx: Tx,
+        state: State,
+        height: int,
+        time_ms: int,
+        updates: list[Validator] | None = None,
+    ) -> tuple[int, str, tuple, str]:
+        sender = tx.sender.hex()
+        raw_member = state.get_raw(f"member/{sender}".encode())
+        if raw_member is None:
+            return codes.NOT_MEMBER, f"sender {sender[:16]}… is not a registered member", (), _GATE
+        member = encoding.decode(raw_member)
+        if member["status"] != "active":
+            return codes.MEMBER_INACTIVE, f"sender is {member['status']}", (), _GATE
+        ttype = self.registry.types[tx.type]
+        if not may_send(member, tx.type, ttype.roles):
+            return (
+                codes.ROLE_NOT_ALLOWED,
+                f"role {member['role']} may not send {tx.type}",
+                (),
+                _GATE,
+            )
+        seq_key = f"seq/{sender}"
+        expected = state.get_int(seq_key)
+        if tx.seq != expected:
+            why = "already used (replay)" if tx.seq < expected else "skips ahead"
+            return (
+                codes.BAD_SEQUENCE,
+                f"expected sequence {expected}, got {tx.seq}: {why}",
+                (),
+                _GATE,
+            )
+        try:
+            ttype.validate(tx.payload)
+        except ContractError as exc:
+            return codes.INVALID_PAYLOAD, f"{tx.type}: {exc.log}", (), _GATE
+        ctx = Context(
+            state, self.chain_id, height, time_ms, sender, member, tx.id.hex(), tx.type, self.params
+        )
+        try:
+            ttype.execute(ctx, tx.payload)
+            code, log, stage = codes.OK, "", ""
+        except ContractError as exc:
+            code, log, stage = exc.code, exc.log, _EXEC
+        except Exception as exc:  # a contract bug: deterministic, recorded, never a node crash
+            code, log, stage = codes.INTERNAL, f"contract error {type(exc).__name__}", _EXEC
+        if code != codes.OK:
+            state.discard_tx()
+            state.set_int(seq_key, expected + 1)
+            return code, log, (), stage
+        state.set_int(seq_key, expected + 1)
+        if updates is not None:
+            updates.extend(ctx.validator_updates)
+        return codes.OK, "", tuple(ctx.events), ""
+
+    def check_tx(self, tx: bytes) -> CheckTxResult:
+        raw = bytes(tx)
+        parsed, code, log = self._precheck(raw)
+        if code != codes.OK:
+            return CheckTxResult(
+                code, log, parsed.sender if parsed else b"", parsed.seq if parsed else 0
+            )
+        with self.lock:
+            if self.store.tx_exists(parsed.id):
+                return CheckTxResult(
+                    codes.DUPLICATE, "transaction is already committed", parsed.sender, parsed.seq
+                )
+            state = State(self._committed, self._check_overlay)
+            code, log, _, _stage = self._execute(parsed, state, self.height + 1, self.last_time_ms)
+            if code == codes.OK:
+                state.commit_tx()
+            else:
+                state.discard_tx()
+            return CheckTxResult(code, log, parsed.sender, parsed.seq)
+
+    def prepare_proposal(self, txs: list[bytes], max_bytes: int, info: ProposalInfo) -> list[bytes]:
+        limit = min(max_bytes, self.params.get("max_block_bytes", max_bytes))
+        max_txs = self.params.get("max_block_txs", 20_000)
+        out, size, seen = [], 0, set()
+        for raw in txs:
+            if len(out) >= max_txs or size + len(raw) > limit:
+                break
+            parsed, code, _ = self._precheck(raw)
+            if code != codes.OK or parsed.id in seen:
+                continue
+            seen.add(parsed.id)
+            out.append(raw)
+            size += len(raw)
+        return out
+
+    def process_proposal(self, txs: list[bytes], info: ProposalInfo) -> bool:
+        with self.lock:
+            return self.proposal_problem(txs, info) is None
+
+    def proposal_problem(self, txs: list[bytes], info: ProposalInfo) -> str | None:
+        """Why a proposed block is invalid (None: valid). Bad signatures, malformed or duplicate
+        transactions make the whole block invalid; wrong sequence numbers etc. are results."""
+        if info.height != self.height + 1:
+            return f"proposal for height {info.height}, expected {self.height + 1}"
+        if info.time_ms <= self.last_time_ms:
+            return f"block time {info.time_ms} is not after {self.last_time_ms}"
+        if len(txs) > self.params.get("max_block_txs", 20_000):
+            return "too many transactions"
+        if sum(len(t) for t in txs) > self.params.get("max_block_bytes", 8 << 20):
+            return "block too large"
+        seen: set[bytes] = set()
+        for i, raw in enumerate(txs):
+            parsed, code, log = self._precheck(raw)
+            if code != codes.OK:
+                return f"tx {i}: {log}"
+            if parsed.id in seen or self.store.tx_exists(parsed.id):
+                return f"tx {i}: duplicate transaction"
+            seen.add(parsed.id)
+        return None
+
+    def finalize_block(self, txs: list[bytes], info: ProposalInfo) -> FinalizeBlockResult:
+        with self.lock:
+            if info.height != self.height + 1:
+                raise AppError(
+                    f"finalize_block for height {info.height}, expected {self.height + 1}"
+                )
+            overlay: dict[bytes, bytes | None] = {}
+            state = State(self._committed, overlay)
+            results: list[ExecTxResult] = []
+            updates: list[Validator] = []
+            txids: list[bytes] = []
+            seen: set[bytes] = set()
+            for raw in txs:
+                raw = bytes(raw)
+                txid = tx_id(raw)
+                txids.append(txid)
+                if txid in seen or self.store.tx_exists(txid):
+                    results.append(ExecTxResult(codes.DUPLICATE, "duplicate transaction"))
+                    continue
+                seen.add(txid)
+                parsed, code, log = self._precheck(raw)
+                if code == codes.OK:
+                    code, log, events, _ = self._execute(
+                        parsed, state, info.height, info.time_ms, updates
+                    )
+                    state.commit_tx()
+                else:
+                    events = ()
+                results.append(ExecTxResult(code, log, events))
+            for k, v in overlay.items():
+                if v is None:
+                    self._tree.delete(k)
+                else:
+                    self._tree.set(k, v)
+            app_hash = self._tree.root()
+            rh = results_hash([(r.code, r.log) for r in results])
+            self._pending = _Pending(
+                info.height,
+                info.time_ms,
+                [bytes(t) for t in txs],
+                txids,
+                overlay,
+                results,
+                app_hash,
+                rh,
+            )
+            return FinalizeBlockResult(tuple(results), tuple(updates), app_hash)
+
+    def commit(self) -> None:
+        with self.lock:
+            p = self._pending
+            if p is None:
+                raise AppError("commit without finalize_block")
+            block, commit = self.store.take_staged(p.height)
+            if list(block.txs) != p.txs:
+                raise AppError("the staged block is not the finalized one")
+            rows = [
+                (
+                    txid,
+                    p.height,
+                    i,
+                    r.code,
+                    r.log,
+                    encoding.encode(
+                        [{"attributes": e.attributes, "type": e.type} for e in r.events]
+                    ),
+                )
+                for i, (txid, r) in enumerate(zip(p.txids, p.results, strict=True))
+            ]
+            self.store.commit_height(
+                block,
+                commit,
+                p.overlay,
+                rows,
+                {
+                    "app_hash": p.app_hash.hex(),
+                    "last_block_hash": block.hash().hex(),
+                    "last_results_hash": p.results_hash.hex(),
+                    "last_time_ms": p.time_ms,
+                },
+            )
+            for k, v in p.overlay.items():
+                if v is None:
+                    self._committed.pop(k, None)
+                else:
+                    self._committed[k] = v
+            self.height, self.app_hash = p.height, p.app_hash
+            self.last_results_hash, self.last_time_ms = p.results_hash, p.time_ms
+            self._check_overlay = {}
+            for txid in p.txids:
+                self._sig_ok.discard(txid)
+            self._pending = None
+
+    def query(
+        self, path: str, data: bytes = b"", height: int = 0, prove: bool = False
+    ) -> QueryResult:
+        with self.lock:
+            if height not in (0, self.height):
+                return QueryResult(
+                    codes.NOT_FOUND,
+                    log=f"only the latest state is kept; query height 0 or {self.height}",
+                    height=self.height,
+                )
+            if path.startswith("state/"):
+                key = path[len("state/") :].encode()
+                value = self._committed.get(key)
+                proof = encoding.encode(self._tree.proof(key).to_json()) if prove else b""
+                code = codes.OK if value is not None else codes.NOT_FOUND
+                return QueryResult(
+                    code,
+                    value or b"",
+                    proof,
+                    self.height,
+                    "" if value is not None else "no such key",
+                )
+            if path.startswith("account/"):
+                who = path[len("account/") :]
+                get = self._committed.get
+                member = get(f"member/{who}".encode())
+                doc = {
+                    "balances": {
+                        d: int(get(f"bal/{d}/{who}".encode(), b"0")) for d in ("utoken", "ewh")
+                    },
+                    "member": None if member is None else encoding.decode(member),
+                    "seq": int(get(f"seq/{who}".encode(), b"0")),
+                }
+                return QueryResult(codes.OK, encoding.encode(doc), height=self.height)
+            if path == "validators":
+                return QueryResult(
+                    codes.OK,
+                    self._committed.get(VALIDATORS_KEY.encode(), b"[]"),
+                    height=self.height,
+                )
+            return QueryResult(codes.UNKNOWN_TYPE, log=f"unknown query path {path!r}")
+
+    def next_seq(self, sender_hex: str) -> int:
+        """The next sequence number ``check_tx`` will accept from a sender (pending counted)."""
+        with self.lock:
+            return State(self._committed, self._check_overlay).get_int(f"seq/{sender_hex}")
+
+    def state_root_from_disk(self) -> bytes:
+        """Recompute the state root from the database (audit)."""
+        tree = StateTree()
+        for k, v in self.store.state_items(writer=False):
+            tree.set(bytes(k), bytes(v))
+        return tree.root()

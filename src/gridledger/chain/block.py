@@ -1,0 +1,354 @@
+"""Blocks: header, body (transactions) and commit (validator signatures), and their hashes.
+
+The header follows CometBFT's execution model: block ``h`` carries the state root (``app_hash``)
+and the results hash of block ``h-1``, because a block's own effects are only known once it is
+decided and executed. Transactions are committed to by four RFC 6962 trees (seed 000 §II.B):
+active-power records, loss records, reactive-power records and everything else; which tree a
+transaction belongs to is declared by its contract (``classify`` below).
+
+Precommit signatures use exactly the sign bytes of the Tendermint engine's votes
+(``consensus/tendermint/types.py``: domain, chain id, type=3, height, round, block hash), so a
+commit gathered by that engine is a valid :class:`Commit` here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gridledger.chain import encoding, merkle
+from gridledger.chain.abci import Validator
+from gridledger.chain.keys import KeyPair, verify
+
+TREES = ("active", "loss", "reactive", "other")
+HEADER_DOMAIN = b"gridledger/header/v1\x00"
+RESULT_DOMAIN = b"gridledger/result/v1\x00"
+HEADER_VERSION = 1
+PRECOMMIT = 3
+_VOTE_HEAD = struct.Struct(">BQiB")
+
+
+class BlockError(ValueError):
+    """A block, header or commit that does not decode or does not hold together."""
+
+
+def hash_header_bytes(header_bytes: bytes) -> bytes:
+    return hashlib.sha256(HEADER_DOMAIN + header_bytes).digest()
+
+
+def genesis_hash(genesis_bytes: bytes) -> bytes:
+    """The ``prev_block_hash`` of block 1: ties the chain to its genesis document."""
+    return hashlib.sha256(b"gridledger/genesis/v1\x00" + genesis_bytes).digest()
+
+
+def validator_set_hash(validators: Iterable[Validator]) -> bytes:
+    """Same bytes as the Tendermint engine's ``ValidatorSet.hash`` (order: power desc, address)."""
+    vals = sorted(validators, key=lambda v: (-v.power, hashlib.sha256(v.pub_key).digest()[:20]))
+    h = hashlib.sha256(b"gridledger/valset/v1")
+    for v in vals:
+        h.update(v.pub_key + struct.pack(">Q", v.power))
+    return h.digest()
+
+
+def precommit_sign_bytes(chain_id: str, height: int, round_: int, block_hash: bytes) -> bytes:
+    cid = chain_id.encode()
+    return (
+        b"gridledger/vote/v1"
+        + bytes([len(cid)])
+        + cid
+        + _VOTE_HEAD.pack(PRECOMMIT, height, round_, 1)
+        + block_hash
+    )
+
+
+def result_leaf(code: int, log: str) -> bytes:
+    return RESULT_DOMAIN + encoding.encode_trusted({"code": code, "log": log})
+
+
+def results_hash(results: Sequence[tuple[int, str]]) -> bytes:
+    return merkle.root([result_leaf(c, lg) for c, lg in results])
+
+
+@dataclass(frozen=True)
+class TxRoots:
+    active: bytes = merkle.EMPTY_ROOT
+    loss: bytes = merkle.EMPTY_ROOT
+    reactive: bytes = merkle.EMPTY_ROOT
+    other: bytes = merkle.EMPTY_ROOT
+
+
+def split_trees(txs: Sequence[bytes], classify: Callable[[bytes], str]) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = {t: [] for t in TREES}
+    for raw in txs:
+        tree = classify(raw)
+        out[tree if tree in out else "other"].append(raw)
+    return out
+
+
+def compute_tx_roots(txs: Sequence[bytes], classify: Callable[[bytes], str]) -> TxRoots:
+    trees = split_trees(txs, classify)
+    return TxRoots(**{t: merkle.root(trees[t]) for t in TREES})
+
+
+@dataclass(frozen=True)
+class Header:
+    chain_id: str
+    height: int
+    time_ms: int
+    prev_block_hash: bytes
+    proposer: bytes
+    num_txs: int
+    tx_roots: TxRoots
+    app_hash: bytes  # state root after block height-1 (after genesis for height 1)
+    last_results_hash: bytes  # results of block height-1
+    validators_hash: bytes  # the set that signs this block
+    version: int = HEADER_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.tx_roots
+        return {
+            "active_root": r.active.hex(),
+            "app_hash": self.app_hash.hex(),
+            "chain_id": self.chain_id,
+            "height": self.height,
+            "last_results_hash": self.last_results_hash.hex(),
+            "loss_root": r.loss.hex(),
+            "num_txs": self.num_txs,
+            "other_root": r.other.hex(),
+            "prev_block_hash": self.prev_block_hash.hex(),
+            "proposer": self.proposer.hex(),
+            "reactive_root": r.reactive.hex(),
+            "time_ms": self.time_ms,
+            "validators_hash": self.validators_hash.hex(),
+            "version": self.version,
+        }
+
+    def encode(self) -> bytes:
+        return encoding.encode(self.to_json())
+
+    def hash(self) -> bytes:
+        return hash_header_bytes(self.encode())
+
+    def root_of(self, tree: str) -> bytes:
+        return getattr(self.tx_roots, tree)
+
+    @staticmethod
+    def from_json(d: Any) -> Header:
+        keys = [
+            "active_root",
+            "app_hash",
+            "chain_id",
+            "height",
+            "last_results_hash",
+            "loss_root",
+            "num_txs",
+            "other_root",
+            "prev_block_hash",
+            "proposer",
+            "reactive_root",
+            "time_ms",
+            "validators_hash",
+            "version",
+        ]
+        if not isinstance(d, dict) or sorted(d) != keys:
+            raise BlockError(f"header must have the fields {keys}")
+        try:
+            h32 = {
+                k: encoding.hex_bytes(d[k], k, 32) for k in keys if k.endswith(("_root", "hash"))
+            }
+            proposer = encoding.hex_bytes(d["proposer"], "proposer", 32)
+        except encoding.EncodingError as exc:
+            raise BlockError(str(exc)) from exc
+        for k in ("height", "num_txs", "time_ms", "version"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool) or d[k] < 0:
+                raise BlockError(f"header field {k} must be a non-negative integer")
+        if not isinstance(d["chain_id"], str):
+            raise BlockError("header chain_id must be a string")
+        return Header(
+            d["chain_id"],
+            d["height"],
+            d["time_ms"],
+            h32["prev_block_hash"],
+            proposer,
+            d["num_txs"],
+            TxRoots(h32["active_root"], h32["loss_root"], h32["reactive_root"], h32["other_root"]),
+            h32["app_hash"],
+            h32["last_results_hash"],
+            h32["validators_hash"],
+            d["version"],
+        )
+
+    @staticmethod
+    def decode(data: bytes) -> Header:
+        try:
+            return Header.from_json(encoding.decode(data))
+        except encoding.EncodingError as exc:
+            raise BlockError(f"header: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CommitSig:
+    validator: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Precommit signatures of validators for ``block_hash`` at (height, round)."""
+
+    height: int
+    round: int
+    block_hash: bytes
+    signatures: tuple[CommitSig, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "block_hash": self.block_hash.hex(),
+            "height": self.height,
+            "round": self.round,
+            "signatures": [
+                {"signature": s.signature.hex(), "validator": s.validator.hex()}
+                for s in self.signatures
+            ],
+        }
+
+    def encode(self) -> bytes:
+        return encoding.encode(self.to_json())
+
+    @staticmethod
+    def decode(data: bytes) -> Commit:
+        try:
+            d = encoding.decode(data)
+            if not isinstance(d, dict) or sorted(d) != [
+                "block_hash",
+                "height",
+                "round",
+                "signatures",
+            ]:
+                raise BlockError("commit must have block_hash, height, round, signatures")
+            sigs = tuple(
+                CommitSig(
+                    encoding.hex_bytes(s["validator"], "validator", 32),
+                    encoding.hex_bytes(s["signature"], "signature", 64),
+                )
+                for s in d["signatures"]
+            )
+            return Commit(
+                d["height"], d["round"], encoding.hex_bytes(d["block_hash"], "block_hash", 32), sigs
+            )
+        except (encoding.EncodingError, KeyError, TypeError) as exc:
+            raise BlockError(f"commit: {exc}") from exc
+
+    @staticmethod
+    def sign(
+        chain_id: str, height: int, round_: int, block_hash: bytes, keys: Iterable[KeyPair]
+    ) -> Commit:
+        msg = precommit_sign_bytes(chain_id, height, round_, block_hash)
+        return Commit(
+            height, round_, block_hash, tuple(CommitSig(k.pub_key, k.sign(msg)) for k in keys)
+        )
+
+    def check(
+        self, chain_id: str, validators: Sequence[Validator], block_hash: bytes, height: int
+    ) -> str | None:
+        """None when more than 2/3 of the voting power validly signed; else what is wrong."""
+        if self.height != height or self.block_hash != block_hash:
+            return f"commit is for height {self.height} block {self.block_hash.hex()[:16]}"
+        power = {v.pub_key: v.power for v in validators}
+        total = sum(power.values())
+        msg = precommit_sign_bytes(chain_id, height, self.round, block_hash)
+        signed = 0
+        seen: set[bytes] = set()
+        for s in self.signatures:
+            if s.validator not in power:
+                return f"commit signed by non-validator {s.validator.hex()[:16]}"
+            if s.validator in seen:
+                return f"validator {s.validator.hex()[:16]} signed the commit twice"
+            if not verify(s.validator, msg, s.signature):
+                return f"bad commit signature from validator {s.validator.hex()[:16]}"
+            seen.add(s.validator)
+            signed += power[s.validator]
+        if 3 * signed <= 2 * total:
+            return f"commit carries {signed} of {total} voting power (needs > 2/3)"
+        return None
+
+
+def encode_txs(txs: Sequence[bytes]) -> bytes:
+    return b"".join(struct.pack(">I", len(t)) + t for t in txs)
+
+
+def decode_txs(data: bytes) -> list[bytes]:
+    out, i, n = [], 0, len(data)
+    while i < n:
+        if i + 4 > n:
+            raise BlockError("truncated transaction list")
+        (ln,) = struct.unpack_from(">I", data, i)
+        if i + 4 + ln > n:
+            raise BlockError("transaction length runs past the end of the block body")
+        out.append(bytes(data[i + 4 : i + 4 + ln]))
+        i += 4 + ln
+    return out
+
+
+@dataclass(frozen=True)
+class Block:
+    header: Header
+    txs: tuple[bytes, ...]
+
+    def hash(self) -> bytes:
+        return self.header.hash()
+
+    def check_body(self, classify: Callable[[bytes], str]) -> str | None:
+        """None when the body matches the header's count and Merkle roots; else what differs."""
+        if self.header.num_txs != len(self.txs):
+            return f"header says {self.header.num_txs} txs, body has {len(self.txs)}"
+        roots = compute_tx_roots(self.txs, classify)
+        for t in TREES:
+            if getattr(roots, t) != self.header.root_of(t):
+                return f"{t} Merkle root does not match the transactions"
+        return None
+
+
+def make_header(
+    chain_id: str,
+    height: int,
+    time_ms: int,
+    prev_block_hash: bytes,
+    proposer: bytes,
+    txs: Sequence[bytes],
+    classify: Callable[[bytes], str],
+    app_hash: bytes,
+    last_results_hash: bytes,
+    validators: Sequence[Validator],
+) -> Header:
+    return Header(
+        chain_id,
+        height,
+        time_ms,
+        prev_block_hash,
+        proposer,
+        len(txs),
+        compute_tx_roots(txs, classify),
+        app_hash,
+        last_results_hash,
+        validator_set_hash(validators),
+    )
+
+
+__all__ = [
+    "Block",
+    "BlockError",
+    "Commit",
+    "CommitSig",
+    "Header",
+    "TxRoots",
+    "compute_tx_roots",
+    "genesis_hash",
+    "make_header",
+    "precommit_sign_bytes",
+    "results_hash",
+    "validator_set_hash",
+]

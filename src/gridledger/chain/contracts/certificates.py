@@ -1,0 +1,104 @@
+"""Renewable energy certificates (seed 004 §2.2): issued by the DSO, transferred, retired.
+
+A certificate's id is the id of the transaction that issued it. Only its owner may transfer or
+retire it; a retired certificate can do neither again (no double counting of green energy).
+State: ``rec/<id>`` -> {"bus", "end_ms", "energy_wh", "owner", "start_ms", "status"}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gridledger.chain import codes
+from gridledger.chain.contracts.base import (
+    Context,
+    Contract,
+    ContractError,
+    PayloadError,
+    TxType,
+    req_hash,
+    req_int,
+    req_key,
+    require_fields,
+)
+
+
+def _v_issue(p: dict[str, Any]) -> None:
+    require_fields(p, ["end_ms", "energy_wh", "owner", "start_ms"], ["bus", "reading"])
+    req_key(p, "owner")
+    req_int(p, "energy_wh", 1, 10**12)
+    req_int(p, "start_ms", 0)
+    req_int(p, "end_ms", 0)
+    if p["end_ms"] <= p["start_ms"]:
+        raise PayloadError("end_ms must be after start_ms")
+    if "bus" in p:
+        req_int(p, "bus", 0, 100_000)
+    if "reading" in p:
+        req_hash(p, "reading")
+
+
+def _x_issue(ctx: Context, p: dict[str, Any]) -> None:
+    if ctx.state.get_raw(f"member/{p['owner']}".encode()) is None:
+        raise ContractError(codes.NOT_FOUND, f"owner {p['owner'][:16]}… is not a member")
+    ctx.state.set(
+        f"rec/{ctx.txid}",
+        {
+            "bus": p.get("bus"),
+            "end_ms": p["end_ms"],
+            "energy_wh": p["energy_wh"],
+            "owner": p["owner"],
+            "start_ms": p["start_ms"],
+            "status": "active",
+        },
+    )
+    ctx.emit("rec.issued", id=ctx.txid, owner=p["owner"], energy_wh=p["energy_wh"])
+
+
+def _owned(ctx: Context, rec_id: str) -> dict[str, Any]:
+    rec = ctx.state.get(f"rec/{rec_id}")
+    if rec is None:
+        raise ContractError(codes.NOT_FOUND, f"no certificate {rec_id[:16]}…")
+    if rec["owner"] != ctx.sender:
+        raise ContractError(codes.UNAUTHORIZED, "only the certificate's owner may do this")
+    if rec["status"] != "active":
+        raise ContractError(codes.INVALID_PAYLOAD, "the certificate is already retired")
+    return rec
+
+
+def _v_transfer(p: dict[str, Any]) -> None:
+    require_fields(p, ["id", "to"])
+    req_hash(p, "id")
+    req_key(p, "to")
+
+
+def _x_transfer(ctx: Context, p: dict[str, Any]) -> None:
+    rec = _owned(ctx, p["id"])
+    if ctx.state.get_raw(f"member/{p['to']}".encode()) is None:
+        raise ContractError(codes.NOT_FOUND, f"recipient {p['to'][:16]}… is not a member")
+    rec["owner"] = p["to"]
+    ctx.state.set(f"rec/{p['id']}", rec)
+    ctx.emit("rec.transferred", id=p["id"], to=p["to"])
+
+
+def _v_retire(p: dict[str, Any]) -> None:
+    require_fields(p, ["id"])
+    req_hash(p, "id")
+
+
+def _x_retire(ctx: Context, p: dict[str, Any]) -> None:
+    rec = _owned(ctx, p["id"])
+    rec["status"] = "retired"
+    ctx.state.set(f"rec/{p['id']}", rec)
+    ctx.emit("rec.retired", id=p["id"], owner=ctx.sender)
+
+
+OWNERS = frozenset({"prosumer", "vendor", "dso", "ict"})
+
+CONTRACT = Contract(
+    "certificates",
+    (
+        TxType("rec.issue", frozenset({"dso"}), _v_issue, _x_issue),
+        TxType("rec.transfer", OWNERS, _v_transfer, _x_transfer),
+        TxType("rec.retire", OWNERS, _v_retire, _x_retire),
+    ),
+)

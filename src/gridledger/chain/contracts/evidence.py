@@ -1,0 +1,96 @@
+"""Evidence of validator equivocation, committed on chain (``evidence.submit``).
+
+A validator node that sees two conflicting signed votes of one validator for one (height, round,
+step) gossips them and submits them in this transaction. The contract re-verifies both
+signatures against the chain id (deterministic: Ed25519 verification has one answer), checks the
+accused is a validator member and the evidence is recent, and records it once. What follows is
+governance: the DSO may suspend the member (``member.suspend``) and the validators may vote its
+power to 0 (``validator.propose``); the record here is what they point to.
+
+State: ``evidence/<sha256 hex>`` -> {"at_height", "height", "reporter", "round", "step",
+"validator"}; ``misbehavior/<pubkey hex>`` -> number of distinct equivocations recorded.
+Load it by naming ``gridledger.chain.contracts.evidence`` in the genesis ``contracts`` list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gridledger.chain import codes
+from gridledger.chain.consensus.tendermint.evidence import (
+    MAX_EVIDENCE_AGE_HEIGHTS,
+    DuplicateVoteEvidence,
+)
+from gridledger.chain.consensus.tendermint.types import ConsensusError
+from gridledger.chain.contracts.base import (
+    Context,
+    Contract,
+    ContractError,
+    PayloadError,
+    TxType,
+    require_fields,
+)
+
+MAX_EVIDENCE_HEX = 2048
+
+
+def _decode(p: dict[str, Any]) -> DuplicateVoteEvidence:
+    raw = p.get("evidence")
+    if not isinstance(raw, str) or len(raw) > MAX_EVIDENCE_HEX:
+        raise PayloadError(f"evidence must be a hex string of at most {MAX_EVIDENCE_HEX} chars")
+    try:
+        return DuplicateVoteEvidence.decode(bytes.fromhex(raw))
+    except (ValueError, ConsensusError) as exc:
+        raise PayloadError(f"evidence does not decode: {exc}") from exc
+
+
+def _v_submit(p: dict[str, Any]) -> None:
+    require_fields(p, ["evidence"])
+    ev = _decode(p)
+    if not ev.vote_a.same_slot(ev.vote_b):
+        raise PayloadError("evidence votes are for different slots or validators")
+    if ev.vote_a.block_id == ev.vote_b.block_id:
+        raise PayloadError("evidence votes do not conflict")
+
+
+def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
+    ev = _decode(p)
+    if ev.height > ctx.height or ctx.height - ev.height > MAX_EVIDENCE_AGE_HEIGHTS:
+        raise ContractError(
+            codes.INVALID_PAYLOAD, f"evidence height {ev.height} is in the future or too old"
+        )
+    accused = ev.validator.hex()
+    member = ctx.state.get(f"member/{accused}")
+    if member is None or member["role"] != "validator":
+        raise ContractError(codes.NOT_FOUND, "the accused key is not a validator member")
+    if not ev.vote_a.verify(ctx.chain_id) or not ev.vote_b.verify(ctx.chain_id):
+        raise ContractError(codes.BAD_SIGNATURE, "an evidence vote is not validly signed")
+    key = f"evidence/{ev.hash().hex()}"
+    if ctx.state.get(key) is not None:
+        raise ContractError(codes.ALREADY_EXISTS, "this evidence is already recorded")
+    ctx.state.set(
+        key,
+        {
+            "at_height": ctx.height,
+            "height": ev.height,
+            "reporter": ctx.sender,
+            "round": ev.vote_a.round,
+            "step": int(ev.vote_a.type),
+            "validator": accused,
+        },
+    )
+    count_key = f"misbehavior/{accused}"
+    ctx.state.set_int(count_key, ctx.state.get_int(count_key) + 1)
+    ctx.emit(
+        "validator.equivocation",
+        validator=accused,
+        height=ev.height,
+        round=ev.vote_a.round,
+        evidence=ev.hash().hex(),
+    )
+
+
+CONTRACT = Contract(
+    "evidence",
+    (TxType("evidence.submit", frozenset({"validator"}), _v_submit, _x_submit),),
+)

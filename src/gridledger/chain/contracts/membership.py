@@ -1,0 +1,201 @@
+"""Membership and dynamic permissions (seed 000 §II.B white list; seed 004 §3.2).
+
+The genesis names the DSO, the vendors and the validators. Vendors register prosumers (with the
+bus they are connected to); meters are bound to exactly one prosumer and its bus. Permissions are
+per transaction type: a member may send a type when its role allows it or it was granted, unless
+that permission was revoked; a suspended member can send nothing until reinstated; a revoked
+member never again. The DSO governs everyone; a vendor governs the prosumers it registered and
+their meters.
+
+State: ``member/<pubkey hex>`` -> {"bus", "grants", "denied", "name", "prosumer", "role",
+"since", "status", "vendor"}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gridledger.chain import codes
+from gridledger.chain.contracts.base import (
+    Context,
+    Contract,
+    ContractError,
+    PayloadError,
+    TxType,
+    req_int,
+    req_key,
+    req_str,
+    require_fields,
+)
+from gridledger.chain.keys import ROLES
+
+MAX_BUS = 100_000
+
+
+def member_key(pub_hex: str) -> str:
+    return f"member/{pub_hex}"
+
+
+def new_member(
+    role: str,
+    height: int,
+    name: str = "",
+    bus: int | None = None,
+    vendor: str | None = None,
+    prosumer: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "bus": bus,
+        "denied": [],
+        "grants": [],
+        "name": name,
+        "prosumer": prosumer,
+        "role": role,
+        "since": height,
+        "status": "active",
+        "vendor": vendor,
+    }
+
+
+def get_member(ctx: Context, pub_hex: str) -> dict[str, Any]:
+    m = ctx.state.get(member_key(pub_hex))
+    if m is None:
+        raise ContractError(codes.NOT_FOUND, f"{pub_hex[:16]}… is not a member")
+    return m
+
+
+def may_send(member: dict[str, Any], tx_type: str, roles: frozenset[str]) -> bool:
+    return (member["role"] in roles or tx_type in member["grants"]) and tx_type not in member[
+        "denied"
+    ]
+
+
+def _governs(ctx: Context, target: dict[str, Any]) -> None:
+    """The sender may change ``target``: the DSO always; a vendor for its own prosumers/meters."""
+    role = ctx.member["role"]
+    if role == "dso":
+        if target["role"] == "dso":
+            raise ContractError(codes.UNAUTHORIZED, "the DSO's own membership cannot be changed")
+        return
+    owner = target.get("vendor")
+    if target["role"] == "meter" and target.get("prosumer"):
+        owner = ctx.state.get(member_key(target["prosumer"])).get("vendor")
+    if role == "vendor" and owner == ctx.sender:
+        return
+    raise ContractError(codes.UNAUTHORIZED, "only the DSO or the member's own vendor may do this")
+
+
+# --- member.register -----------------------------------------------------------------------------
+def _v_register(p: dict[str, Any]) -> None:
+    require_fields(p, ["pub_key", "role"], ["bus", "name"])
+    req_key(p, "pub_key")
+    req_str(p, "role", choices=[r for r in ROLES if r not in ("dso", "meter")])
+    req_str(p, "name", 64) if "name" in p else None
+    if "bus" in p:
+        req_int(p, "bus", 0, MAX_BUS)
+    if p["role"] == "prosumer" and "bus" not in p:
+        raise PayloadError("a prosumer must be registered with its bus")
+
+
+def _x_register(ctx: Context, p: dict[str, Any]) -> None:
+    if ctx.member["role"] == "vendor" and p["role"] != "prosumer":
+        raise ContractError(codes.UNAUTHORIZED, "a vendor may register prosumers only")
+    if ctx.state.get(member_key(p["pub_key"])) is not None:
+        raise ContractError(codes.ALREADY_EXISTS, f"{p['pub_key'][:16]}… is already a member")
+    vendor = ctx.sender if ctx.member["role"] == "vendor" else None
+    ctx.state.set(
+        member_key(p["pub_key"]),
+        new_member(p["role"], ctx.height, p.get("name", ""), p.get("bus"), vendor),
+    )
+    ctx.emit("member.registered", member=p["pub_key"], role=p["role"], bus=p.get("bus"))
+
+
+# --- member.bind_meter ---------------------------------------------------------------------------
+def _v_bind(p: dict[str, Any]) -> None:
+    require_fields(p, ["meter", "prosumer"])
+    req_key(p, "meter")
+    req_key(p, "prosumer")
+    if p["meter"] == p["prosumer"]:
+        raise PayloadError("a meter needs its own key, not the prosumer's")
+
+
+def _x_bind(ctx: Context, p: dict[str, Any]) -> None:
+    prosumer = get_member(ctx, p["prosumer"])
+    if prosumer["role"] != "prosumer":
+        raise ContractError(codes.INVALID_PAYLOAD, "meters are bound to prosumers only")
+    _governs(ctx, prosumer)
+    if ctx.state.get(member_key(p["meter"])) is not None:
+        raise ContractError(codes.ALREADY_EXISTS, f"{p['meter'][:16]}… is already a member")
+    ctx.state.set(
+        member_key(p["meter"]),
+        new_member("meter", ctx.height, "", prosumer["bus"], None, p["prosumer"]),
+    )
+    ctx.emit("member.meter_bound", meter=p["meter"], prosumer=p["prosumer"], bus=prosumer["bus"])
+
+
+# --- permissions and status ----------------------------------------------------------------------
+def _v_perm(p: dict[str, Any]) -> None:
+    require_fields(p, ["member", "permission"])
+    req_key(p, "member")
+    req_str(p, "permission", 64)
+
+
+def _x_grant(ctx: Context, p: dict[str, Any]) -> None:
+    m = get_member(ctx, p["member"])
+    _governs(ctx, m)
+    if ctx.member["role"] != "dso" and p["permission"].startswith("member."):
+        raise ContractError(codes.UNAUTHORIZED, "only the DSO grants membership permissions")
+    m["grants"] = sorted(set(m["grants"]) | {p["permission"]})
+    m["denied"] = sorted(set(m["denied"]) - {p["permission"]})
+    ctx.state.set(member_key(p["member"]), m)
+    ctx.emit("member.granted", member=p["member"], permission=p["permission"])
+
+
+def _x_revoke_perm(ctx: Context, p: dict[str, Any]) -> None:
+    m = get_member(ctx, p["member"])
+    _governs(ctx, m)
+    m["grants"] = sorted(set(m["grants"]) - {p["permission"]})
+    m["denied"] = sorted(set(m["denied"]) | {p["permission"]})
+    ctx.state.set(member_key(p["member"]), m)
+    ctx.emit("member.permission_revoked", member=p["member"], permission=p["permission"])
+
+
+def _v_member(p: dict[str, Any]) -> None:
+    require_fields(p, ["member"])
+    req_key(p, "member")
+
+
+def _status_change(new_status: str, allowed_from: tuple[str, ...]):
+    def run(ctx: Context, p: dict[str, Any]) -> None:
+        m = get_member(ctx, p["member"])
+        _governs(ctx, m)
+        if m["status"] not in allowed_from:
+            raise ContractError(
+                codes.INVALID_PAYLOAD, f"member is {m['status']}; cannot become {new_status}"
+            )
+        m["status"] = new_status
+        ctx.state.set(member_key(p["member"]), m)
+        ctx.emit(f"member.{new_status}", member=p["member"])
+
+    return run
+
+
+GOVERNORS = frozenset({"dso", "vendor"})
+
+CONTRACT = Contract(
+    "membership",
+    (
+        TxType("member.register", GOVERNORS, _v_register, _x_register),
+        TxType("member.bind_meter", GOVERNORS, _v_bind, _x_bind),
+        TxType("member.grant", GOVERNORS, _v_perm, _x_grant),
+        TxType("member.revoke_permission", GOVERNORS, _v_perm, _x_revoke_perm),
+        TxType("member.suspend", GOVERNORS, _v_member, _status_change("suspended", ("active",))),
+        TxType("member.reinstate", GOVERNORS, _v_member, _status_change("active", ("suspended",))),
+        TxType(
+            "member.revoke",
+            GOVERNORS,
+            _v_member,
+            _status_change("revoked", ("active", "suspended")),
+        ),
+    ),
+)

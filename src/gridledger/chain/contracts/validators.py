@@ -1,0 +1,76 @@
+"""Validator set changes by vote of the current validators (> 2/3 of voting power).
+
+``validator.propose`` opens (or votes for) a change ``{pub_key, power}`` (power 0 removes); each
+current validator votes with the same transaction; when the voters hold more than 2/3 of the
+power, the change is applied and returned to consensus as a validator update (it takes effect
+from the next height). A new validator must already be a member with role ``validator``.
+
+State: ``chain/validators`` -> [{"power", "pub_key"}], ``valvote/<pub>/<power>`` -> [voters].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gridledger.chain import codes
+from gridledger.chain.abci import Validator
+from gridledger.chain.contracts.base import (
+    Context,
+    Contract,
+    ContractError,
+    TxType,
+    req_int,
+    req_key,
+    require_fields,
+)
+
+VALIDATORS_KEY = "chain/validators"
+
+
+def _v_propose(p: dict[str, Any]) -> None:
+    require_fields(p, ["power", "pub_key"])
+    req_key(p, "pub_key")
+    req_int(p, "power", 0, 2**40)
+
+
+def _x_propose(ctx: Context, p: dict[str, Any]) -> None:
+    vals = {v["pub_key"]: v["power"] for v in ctx.state.get(VALIDATORS_KEY)}
+    if ctx.sender not in vals:
+        raise ContractError(codes.UNAUTHORIZED, "only current validators vote on the set")
+    if p["power"] > 0:
+        m = ctx.state.get(f"member/{p['pub_key']}")
+        if m is None or m["role"] != "validator" or m["status"] != "active":
+            raise ContractError(
+                codes.NOT_FOUND, "a new validator must be an active member with role validator"
+            )
+    key = f"valvote/{p['pub_key']}/{p['power']}"
+    voters = set(ctx.state.get(key) or [])
+    voters.add(ctx.sender)
+    total = sum(vals.values())
+    voted = sum(vals[v] for v in voters if v in vals)
+    if 3 * voted > 2 * total:
+        if p["power"] == 0:
+            vals.pop(p["pub_key"], None)
+            if not vals:
+                raise ContractError(codes.INVALID_PAYLOAD, "cannot remove the last validator")
+        else:
+            vals[p["pub_key"]] = p["power"]
+        ctx.state.set(VALIDATORS_KEY, [{"power": w, "pub_key": k} for k, w in sorted(vals.items())])
+        ctx.state.delete(key)
+        ctx.validator_updates.append(Validator(bytes.fromhex(p["pub_key"]), p["power"]))
+        ctx.emit("validator.updated", pub_key=p["pub_key"], power=p["power"])
+    else:
+        ctx.state.set(key, sorted(voters))
+        ctx.emit(
+            "validator.vote",
+            pub_key=p["pub_key"],
+            power=p["power"],
+            voted_power=voted,
+            total_power=total,
+        )
+
+
+CONTRACT = Contract(
+    "validators",
+    (TxType("validator.propose", frozenset({"validator"}), _v_propose, _x_propose),),
+)
