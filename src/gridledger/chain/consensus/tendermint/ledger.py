@@ -1,0 +1,291 @@
+"""The bridge between the Tendermint engine and the ledger: blocks, the store and the application.
+
+The engine agrees on opaque values; here a value is a ledger :class:`~gridledger.chain.block.Block`
+(``u32 header length | header | transactions``) and its id is the header hash. This module builds
+proposals from the mempool (``prepare_proposal``), judges them (header fields that must follow
+from our own chain, Merkle roots, ``process_proposal``), executes decided blocks
+(``finalize_block`` -> store -> ``commit``) and keeps the validator set of each height.
+
+Validator updates returned by ``finalize_block`` at height ``H`` take effect at ``H + 2`` (as in
+CometBFT): the block at ``H + 1`` may already be proposed while ``H`` executes, and every node
+must agree on who signs each height. The schedule and the proposer priorities are persisted in
+``consensus_state.json`` before the block is committed to the store, holding the sets for the
+last two heights, so a crash between the two writes is recovered from either side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridledger.chain.abci import Application, ProposalInfo, Validator
+from gridledger.chain.block import (
+    Block,
+    BlockError,
+    CommitSig,
+    Header,
+    decode_txs,
+    encode_txs,
+    genesis_hash,
+    make_header,
+)
+from gridledger.chain.block import Commit as LedgerCommit
+from gridledger.chain.mempool import Mempool
+from gridledger.chain.store import Store
+
+from .types import Commit, ConsensusError, Vote, VoteType
+from .validators import ValidatorSet, ValidatorSetError
+
+MAX_CLOCK_DRIFT_MS = 30_000
+UPDATE_DELAY_HEIGHTS = 2
+
+
+def encode_block(block: Block) -> bytes:
+    hb = block.header.encode()
+    return struct.pack(">I", len(hb)) + hb + encode_txs(block.txs)
+
+
+def decode_block(data: bytes) -> Block:
+    if len(data) < 4:
+        raise BlockError("block shorter than its header length")
+    (n,) = struct.unpack_from(">I", data)
+    if len(data) < 4 + n:
+        raise BlockError("block header runs past the end of the block")
+    return Block(Header.decode(data[4 : 4 + n]), tuple(decode_txs(data[4 + n :])))
+
+
+def to_ledger_commit(c: Commit) -> LedgerCommit:
+    sigs = tuple(CommitSig(v.validator, v.signature) for v in c.precommits)
+    return LedgerCommit(c.height, c.round, c.block_id, sigs)
+
+
+def from_ledger_commit(c: LedgerCommit) -> Commit:
+    votes = tuple(
+        Vote(VoteType.PRECOMMIT, c.height, c.round, c.block_hash, s.validator, s.signature)
+        for s in c.signatures
+    )
+    return Commit(c.height, c.round, c.block_hash, votes)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass
+class AppliedBlock:
+    height: int
+    block: Block
+    n_txs: int
+
+
+class LedgerChain:
+    """Block production, validation and execution for one validator or full node."""
+
+    def __init__(
+        self,
+        app: Application,
+        store: Store,
+        mempool: Mempool,
+        genesis: bytes,
+        state_path: str | Path,
+        proposer_key: bytes | None = None,
+        max_block_bytes: int = 4 * 1024 * 1024,
+        max_block_txs: int = 5_000,
+        clock_ms=None,
+    ):
+        self.app, self.store, self.mempool = app, store, mempool
+        self.proposer_key = proposer_key
+        self.max_block_bytes, self.max_block_txs = max_block_bytes, max_block_txs
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.state_path = Path(state_path)
+        info = app.info()
+        if info.last_block_height == 0 and not info.chain_id:
+            app.init_chain(genesis)
+            info = app.info()
+        self.chain_id = info.chain_id
+        self.genesis_block_hash = genesis_hash(genesis)
+        self.height = store.height(writer=True)
+        if info.last_block_height != self.height:
+            raise ConsensusError(
+                f"application at height {info.last_block_height}, store at {self.height}"
+            )
+        self._classify = getattr(app, "classify_tx", lambda raw: "other")
+        self._load_valsets(genesis)
+        self.on_applied: list = []
+
+    # --- validator sets -------------------------------------------------------------------------
+    def _load_valsets(self, genesis: bytes) -> None:
+        from gridledger.chain.genesis import parse_genesis
+
+        if self.state_path.exists():
+            d = json.loads(self.state_path.read_text())
+            sets = {int(h): ValidatorSet.from_json(v) for h, v in d["valsets"].items()}
+            nxt = self.height + 1
+            if nxt not in sets:
+                raise ConsensusError(
+                    f"{self.state_path} has validator sets for {sorted(sets)}, need {nxt}"
+                )
+            self.valsets = {h: s for h, s in sets.items() if h in (nxt - 1, nxt)}
+            self.pending = {
+                int(h): [Validator(bytes.fromhex(k), p) for k, p in u]
+                for h, u in d["pending"].items()
+                if int(h) > nxt
+            }
+            return
+        if self.height != 0:
+            raise ConsensusError(f"{self.state_path} missing for a store at height {self.height}")
+        g = parse_genesis(genesis)
+        vals = [Validator(bytes.fromhex(v["pub_key"]), v["power"]) for v in g.doc["validators"]]
+        self.valsets = {1: ValidatorSet(vals)}
+        self.pending: dict[int, list[Validator]] = {}
+        self._save_valsets()
+
+    def _save_valsets(self) -> None:
+        d = {
+            "height": self.height,
+            "valsets": {str(h): s.to_json() for h, s in self.valsets.items()},
+            "pending": {
+                str(h): [[v.pub_key.hex(), v.power] for v in u] for h, u in self.pending.items()
+            },
+        }
+        _write_atomic(self.state_path, json.dumps(d, sort_keys=True).encode())
+
+    def valset(self, height: int) -> ValidatorSet:
+        s = self.valsets.get(height)
+        if s is None:
+            raise ConsensusError(f"no validator set known for height {height}")
+        return s.copy()
+
+    # --- values for the state machine -----------------------------------------------------------
+    def last_block_hash(self) -> bytes:
+        if self.height == 0:
+            return self.genesis_block_hash
+        return bytes.fromhex(self.store.meta("last_block_hash", writer=True))
+
+    def _last_time_ms(self) -> int:
+        return int(self.store.meta("last_time_ms", 0, writer=True))
+
+    def make_block(
+        self, height: int, rnd: int, proposer: bytes, time_offset_ms: int = 0
+    ) -> tuple[bytes, bytes]:
+        time_ms = max(self.clock_ms(), self._last_time_ms() + 1) + time_offset_ms
+        info = ProposalInfo(height, time_ms, proposer, self.last_block_hash())
+        candidates = self.mempool.reap(self.max_block_bytes, self.max_block_txs)
+        txs = self.app.prepare_proposal(candidates, self.max_block_bytes, info)
+        header = make_header(
+            self.chain_id,
+            height,
+            time_ms,
+            info.prev_block_hash,
+            proposer,
+            txs,
+            self._classify,
+            self.app.info().last_block_app_hash,
+            self._last_results_hash(),
+            self.valsets[height].validators,
+        )
+        block = Block(header, tuple(txs))
+        return encode_block(block), header.hash()
+
+    def _last_results_hash(self) -> bytes:
+        return bytes.fromhex(self.store.meta("last_results_hash", writer=True))
+
+    def block_id_of(self, data: bytes) -> bytes | None:
+        try:
+            block = decode_block(data)
+        except BlockError:
+            return None
+        if block.check_body(self._classify) is not None:
+            return None
+        return block.hash()
+
+    def problem(self, height: int, data: bytes) -> str | None:
+        """Why ``data`` is not a valid block for ``height`` on our chain (None: valid)."""
+        try:
+            block = decode_block(data)
+        except BlockError as exc:
+            return str(exc)
+        h = block.header
+        if h.chain_id != self.chain_id or h.height != height:
+            return f"block for chain {h.chain_id!r} height {h.height}"
+        if height != self.height + 1:
+            return f"block for height {height}, we are at {self.height}"
+        if h.prev_block_hash != self.last_block_hash():
+            return "block does not extend our last block"
+        if h.app_hash != self.app.info().last_block_app_hash:
+            return "block's app_hash differs from our state root"
+        if h.last_results_hash != self._last_results_hash():
+            return "block's last_results_hash differs from ours"
+        vs = self.valsets[height]
+        if h.validators_hash != vs.hash():
+            return "block's validators_hash is not this height's validator set"
+        if h.proposer not in vs:
+            return "block proposer is not a validator"
+        if h.time_ms <= self._last_time_ms() or h.time_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
+            return f"block time {h.time_ms} not after the last block or too far ahead"
+        why = block.check_body(self._classify)
+        if why is not None:
+            return why
+        info = ProposalInfo(height, h.time_ms, h.proposer, h.prev_block_hash)
+        if not self.app.process_proposal(list(block.txs), info):
+            return "the application rejected the block's transactions"
+        return None
+
+    def apply(self, height: int, data: bytes, commit: Commit) -> AppliedBlock:
+        """Execute and durably commit a decided block; advance the validator sets."""
+        if height != self.height + 1:
+            raise ConsensusError(f"apply height {height} on top of {self.height}")
+        block = decode_block(data)
+        h = block.header
+        info = ProposalInfo(height, h.time_ms, h.proposer, h.prev_block_hash)
+        res = self.app.finalize_block(list(block.txs), info)
+        # Next heights' sets, saved before the store commit (see the module docstring).
+        if res.validator_updates:
+            self.pending[height + UPDATE_DELAY_HEIGHTS] = list(res.validator_updates)
+        nxt = self.valsets[height].copy()
+        upd = self.pending.get(height + 1)
+        if upd:
+            try:
+                nxt = nxt.with_updates(upd)
+            except ValidatorSetError:
+                # The contract refuses impossible changes; should one slip through, keeping the
+                # old set is safer than halting every node at once.
+                nxt = self.valsets[height].copy()
+        nxt.increment_proposer_priority(1)
+        self.valsets = {height: self.valsets[height], height + 1: nxt}
+        # Entries for height + 1 stay until the next block: a crash before the store commit
+        # re-executes this height and must find them again.
+        self.pending = {k: u for k, u in self.pending.items() if k >= height + 1}
+        self._save_valsets_for(height)
+        self.store.stage_block(block, to_ledger_commit(commit))
+        self.app.commit()
+        self.height = height
+        self.mempool.update(list(block.txs))
+        applied = AppliedBlock(height, block, len(block.txs))
+        for cb in self.on_applied:
+            cb(applied)
+        return applied
+
+    def _save_valsets_for(self, height: int) -> None:
+        saved, self.height = self.height, height
+        try:
+            self._save_valsets()
+        finally:
+            self.height = saved
+
+    def load(self, height: int) -> tuple[bytes, Commit] | None:
+        sb = self.store.get_block(height, writer=True)
+        if sb is None:
+            return None
+        return encode_block(sb.block()), from_ledger_commit(sb.commit())

@@ -1,0 +1,300 @@
+"""The asyncio side of a validator: consensus messages, transaction gossip and block sync.
+
+One event loop per process runs the :class:`~.state.ConsensusState`, the transport and the
+timers; nothing blocks but block execution (the application and the store are synchronous).
+
+Gossip rules (all peers are connected directly; the consortium is a full mesh):
+
+* own proposals and votes go to every peer; a newly seen vote from another validator is relayed
+  to ``relay_fanout`` random peers (lost links heal, and both halves of an equivocation meet);
+* every ``status_interval_s`` each node announces (height, round). A peer that is behind gets
+  committed blocks with their commits (block sync, up to ``sync_batch`` per announcement);
+  a peer at our height that has been stuck gets our own messages of this height again;
+* transactions accepted from clients are gossiped in batches (one frame per flush), and each
+  node checks a transaction's signature once (the application caches it by transaction id);
+* evidence of equivocation is gossiped and turned into an ``evidence.submit`` transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .evidence import DuplicateVoteEvidence
+from .ledger import LedgerChain
+from .privval import PrivValidator
+from .state import COMMITTED, ConsensusState, Timeouts
+from .types import Commit, ConsensusError, Proposal, Step, Vote, VoteType
+
+log = logging.getLogger(__name__)
+
+K_PROPOSAL, K_VOTE, K_STATUS, K_TXS, K_BLOCK, K_EVIDENCE = 1, 2, 3, 4, 5, 6
+_STATUS = struct.Struct(">QI")
+_BLOCK_HEAD = struct.Struct(">QI")
+
+
+@dataclass
+class ReactorConfig:
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    status_interval_s: float = 0.5
+    stuck_after_s: float = 1.0
+    relay_fanout: int = 2
+    sync_batch: int = 32
+    tx_flush_s: float = 0.005
+    byzantine: frozenset[str] = frozenset()  # test-only: "equivocate", "split_proposal"
+
+
+@dataclass
+class PeerState:
+    height: int = 0
+    round: int = 0
+    last_sync_sent: tuple[int, float] = (0, 0.0)
+
+
+class Reactor:
+    def __init__(
+        self,
+        chain: LedgerChain,
+        privval: PrivValidator | None,
+        config: ReactorConfig | None = None,
+        submit_evidence: Callable[[DuplicateVoteEvidence], None] | None = None,
+    ):
+        self.chain = chain
+        self.privval = privval
+        self.config = config or ReactorConfig()
+        self.cs = ConsensusState(chain.chain_id, self, privval, self.config.timeouts)
+        self.transport = None  # set by attach()
+        self.peers: dict[bytes, PeerState] = {}
+        self.submit_evidence = submit_evidence
+        self.evidence: dict[bytes, DuplicateVoteEvidence] = {}
+        self._tx_buf: list[bytes] = []
+        self._tx_flush_scheduled = False
+        self._future_blocks: dict[int, tuple[bytes, Commit]] = {}
+        self._height_started = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._rng = random.Random()
+        self.rejected_msgs = 0
+        self.commit_listeners: list[Callable[[int], None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def attach(self, transport) -> None:
+        self.transport = transport
+        transport.handler = self.on_frame
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._start_height()
+        self._tasks.append(self._loop.create_task(self._status_loop()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+
+    def _start_height(self) -> None:
+        h = self.chain.height + 1
+        self._height_started = time.monotonic()
+        self.cs.start_height(h, self.chain.valset(h))
+        self._drain_future_blocks()
+
+    # --- Environment for the state machine --------------------------------------------------------
+    def broadcast_proposal(self, p: Proposal) -> None:
+        if "split_proposal" in self.config.byzantine:
+            self._split_proposal(p)
+            return
+        self.transport.broadcast(K_PROPOSAL, p.encode())
+
+    def broadcast_vote(self, v: Vote) -> None:
+        if "equivocate" in self.config.byzantine and v.type == VoteType.PREVOTE:
+            self._equivocate(v)
+            return
+        self.transport.broadcast(K_VOTE, v.encode())
+
+    def relay_vote(self, v: Vote) -> None:
+        peers = self.transport.connected()
+        if not peers:
+            return
+        frame = v.encode()
+        for pk in self._rng.sample(peers, min(self.config.relay_fanout, len(peers))):
+            if pk != v.validator:
+                self.transport.send(pk, K_VOTE, frame)
+
+    def schedule_timeout(self, height: int, rnd: int, step: Step, delay_s: float) -> None:
+        self._loop.call_later(delay_s, self._fire_timeout, height, rnd, step)
+
+    def _fire_timeout(self, height: int, rnd: int, step: Step) -> None:
+        self.cs.on_timeout(height, rnd, step)
+
+    def get_value(self, height: int, rnd: int) -> tuple[bytes, bytes]:
+        return self.chain.make_block(height, rnd, self.privval.pub_key)
+
+    def block_id_of(self, height: int, block: bytes) -> bytes | None:
+        return self.chain.block_id_of(block)
+
+    def validate(self, height: int, block: bytes) -> bool:
+        why = self.chain.problem(height, block)
+        if why is not None:
+            log.warning("height %d: rejecting block: %s", height, why)
+        return why is None
+
+    def decide(self, height: int, block: bytes, commit: Commit) -> None:
+        self.chain.apply(height, block, commit)
+        for cb in self.commit_listeners:
+            cb(height)
+        delay = self.config.timeouts.commit_s
+        if self._future_blocks:
+            delay = 0.0  # catching up: no reason to wait for transactions
+        self._loop.call_later(delay, self._start_height)
+
+    def on_evidence(self, ev: DuplicateVoteEvidence) -> None:
+        h = ev.hash()
+        if h in self.evidence:
+            return
+        log.warning("equivocation by %s at height %d", ev.validator.hex()[:16], ev.height)
+        self.evidence[h] = ev
+        self.transport.broadcast(K_EVIDENCE, ev.encode())
+        if self.submit_evidence is not None:
+            self.submit_evidence(ev)
+
+    # --- byzantine test behaviours ----------------------------------------------------------------
+    def _halves(self) -> tuple[list[bytes], list[bytes]]:
+        peers = sorted(self.transport.peers)
+        return peers[: len(peers) // 2], peers[len(peers) // 2 :]
+
+    def _split_proposal(self, p: Proposal) -> None:
+        # A second, different block for the same (height, round) to half of the peers.
+        alt_block, alt_id = self.chain.make_block(
+            p.height, p.round, self.privval.pub_key, time_offset_ms=1
+        )
+        alt = self.privval.sign_unguarded_proposal(
+            p.height, p.round, p.pol_round, alt_id, alt_block
+        )
+        a, b = self._halves()
+        for pk in a:
+            self.transport.send(pk, K_PROPOSAL, p.encode())
+        for pk in b:
+            self.transport.send(pk, K_PROPOSAL, alt.encode())
+
+    def _equivocate(self, v: Vote) -> None:
+        other = None if v.block_id is not None else b"\xee" * 32
+        alt = self.privval.sign_unguarded_vote(v.type, v.height, v.round, other)
+        a, b = self._halves()
+        for pk in a:
+            self.transport.send(pk, K_VOTE, v.encode())
+        for pk in b:
+            self.transport.send(pk, K_VOTE, alt.encode())
+
+    # --- inbound ----------------------------------------------------------------------------------
+    def on_frame(self, peer: bytes, kind: int, payload: bytes) -> None:
+        try:
+            if kind == K_VOTE:
+                self.cs.on_vote(Vote.decode(payload))
+            elif kind == K_PROPOSAL:
+                self.cs.on_proposal(Proposal.decode(payload))
+            elif kind == K_STATUS:
+                self._on_status(peer, payload)
+            elif kind == K_TXS:
+                self._on_txs(payload)
+            elif kind == K_BLOCK:
+                self._on_block(payload)
+            elif kind == K_EVIDENCE:
+                self._on_evidence(payload)
+            else:
+                raise ConsensusError(f"unknown frame kind {kind}")
+        except (ConsensusError, ValueError) as exc:
+            self.rejected_msgs += 1
+            log.info("rejected frame kind %d from %s: %s", kind, peer.hex()[:16], exc)
+
+    def _on_status(self, peer: bytes, payload: bytes) -> None:
+        height, rnd = _STATUS.unpack(payload)
+        ps = self.peers.setdefault(peer, PeerState())
+        ps.height, ps.round = height, rnd
+        now = time.monotonic()
+        if height <= self.chain.height:
+            last_h, last_t = ps.last_sync_sent
+            if last_h == height and now - last_t < 1.0:
+                return  # blocks already on their way; do not flood a slow peer
+            ps.last_sync_sent = (height, now)
+            top = min(self.chain.height, height + self.config.sync_batch - 1)
+            for h in range(height, top + 1):
+                loaded = self.chain.load(h)
+                if loaded is None:
+                    break
+                block, commit = loaded
+                frame = _BLOCK_HEAD.pack(h, len(block)) + block + commit.encode()
+                self.transport.send(peer, K_BLOCK, frame)
+        elif height == self.cs.height and now - self._height_started > self.config.stuck_after_s:
+            for m in self.cs.own_messages():
+                kind = K_PROPOSAL if isinstance(m, Proposal) else K_VOTE
+                self.transport.send(peer, kind, m.encode())
+            prop = self.cs.proposal_for(rnd)
+            if prop is not None:
+                self.transport.send(peer, K_PROPOSAL, prop.encode())
+            for v in self.cs.round_votes(rnd):
+                self.transport.send(peer, K_VOTE, v.encode())
+
+    def _on_block(self, payload: bytes) -> None:
+        h, blen = _BLOCK_HEAD.unpack_from(payload)
+        off = _BLOCK_HEAD.size
+        block = payload[off : off + blen]
+        commit = Commit.decode(payload[off + blen :])
+        if commit.height != h:
+            raise ConsensusError("block frame height differs from its commit")
+        if h <= self.chain.height:
+            return
+        if len(self._future_blocks) < 4 * self.config.sync_batch:
+            self._future_blocks[h] = (block, commit)
+        self._drain_future_blocks()
+
+    def _drain_future_blocks(self) -> None:
+        h = self.cs.height
+        item = self._future_blocks.pop(h, None)
+        for k in [k for k in self._future_blocks if k < h]:
+            del self._future_blocks[k]
+        if item is None or self.cs.step == COMMITTED:
+            return
+        block, commit = item
+        # The state machine verifies the commit against this height's validator set.
+        self.cs.on_commit(block, commit)
+
+    def _on_evidence(self, payload: bytes) -> None:
+        ev = DuplicateVoteEvidence.decode(payload)
+        if ev.hash() in self.evidence:
+            return
+        ev.verify(self.chain.chain_id, self.chain.valset(self.chain.height + 1), self.cs.height)
+        self.on_evidence(ev)
+
+    # --- transactions -----------------------------------------------------------------------------
+    def gossip_tx(self, raw: bytes) -> None:
+        """Queue a client's accepted transaction for the next batch to peers."""
+        self._tx_buf.append(raw)
+        if not self._tx_flush_scheduled:
+            self._tx_flush_scheduled = True
+            self._loop.call_later(self.config.tx_flush_s, self._flush_txs)
+
+    def _flush_txs(self) -> None:
+        self._tx_flush_scheduled = False
+        buf, self._tx_buf = self._tx_buf, []
+        if buf:
+            payload = b"".join(struct.pack(">I", len(t)) + t for t in buf)
+            self.transport.broadcast(K_TXS, payload)
+
+    def _on_txs(self, payload: bytes) -> None:
+        i, n = 0, len(payload)
+        mempool = self.chain.mempool
+        while i < n:
+            (ln,) = struct.unpack_from(">I", payload, i)
+            mempool.add(payload[i + 4 : i + 4 + ln])
+            i += 4 + ln
+
+    # --- status -----------------------------------------------------------------------------------
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_interval_s)
+            if self.transport is not None:
+                self.transport.broadcast(K_STATUS, _STATUS.pack(self.cs.height, self.cs.round))

@@ -1,0 +1,341 @@
+"""A validator process of a BFT network: ledger app + store + Tendermint engine + TCP + HTTP API.
+
+Run one per validator: ``python -m gridledger.node.bft --home NODE_DIR`` (``gridledger testnet
+up`` does this for every node of a test network). ``NODE_DIR`` holds ``config.json``,
+``genesis.json`` (canonical bytes), ``key.json`` (the validator's Ed25519 key) and ``data/``
+(SQLite store, double-sign guard state, validator-set schedule).
+
+The HTTP API (FastAPI on the same event loop, so handlers never race the engine) serves
+``GET /status``, ``POST /txs`` (JSON hex list or binary length-prefixed batch),
+``GET /block/{h}``, ``GET /hashes``, ``GET /commits``, ``GET /tx/{id}``, ``GET /state/{key}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gridledger.chain.app import LedgerApp
+from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
+from gridledger.chain.consensus.tendermint.ledger import LedgerChain
+from gridledger.chain.consensus.tendermint.privval import PrivValidator
+from gridledger.chain.consensus.tendermint.reactor import Reactor, ReactorConfig
+from gridledger.chain.consensus.tendermint.state import Timeouts
+from gridledger.chain.keys import KeyPair, load_key
+from gridledger.chain.mempool import Mempool
+from gridledger.chain.p2p.faults import FaultControl
+from gridledger.chain.p2p.transport import PeerAddress, Transport
+from gridledger.chain.store import Store
+from gridledger.chain.tx import make_tx, tx_id
+
+log = logging.getLogger("gridledger.node.bft")
+
+RECENT_COMMITS = 4096
+
+
+class ConfigError(ValueError):
+    """A node configuration that is missing or wrong (names the field)."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    chain_id: str
+    listen_host: str
+    listen_port: int
+    api_host: str
+    api_port: int
+    peers: tuple[dict[str, Any], ...]
+    timeouts: Timeouts
+    status_interval_s: float
+    stuck_after_s: float
+    byzantine: frozenset[str]
+    faults_file: str | None
+    store_sync: str
+    max_block_txs: int
+
+    @staticmethod
+    def load(home: Path) -> NodeConfig:
+        path = home / "config.json"
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        try:
+            t = d.get("timeouts", {})
+            return NodeConfig(
+                name=str(d["name"]),
+                chain_id=str(d["chain_id"]),
+                listen_host=str(d["listen"][0]),
+                listen_port=int(d["listen"][1]),
+                api_host=str(d["api"][0]),
+                api_port=int(d["api"][1]),
+                peers=tuple(d.get("peers", [])),
+                timeouts=Timeouts(**t),
+                status_interval_s=float(d.get("status_interval_s", 0.5)),
+                stuck_after_s=float(d.get("stuck_after_s", 1.0)),
+                byzantine=frozenset(d.get("byzantine", [])),
+                faults_file=d.get("faults_file"),
+                store_sync=str(d.get("store_sync", "FULL")),
+                max_block_txs=int(d.get("max_block_txs", 5000)),
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: bad or missing field: {exc!r}") from exc
+
+
+class BftNode:
+    """Everything one validator process runs, wired together (see the module docstring)."""
+
+    def __init__(self, home: Path | str):
+        self.home = Path(home)
+        self.config = NodeConfig.load(self.home)
+        self.key, _ = load_key(self.home / "key.json")
+        genesis = (self.home / "genesis.json").read_bytes().rstrip(b"\n")
+        data = self.home / "data"
+        data.mkdir(exist_ok=True)
+        self.store = Store(data / "chain.db", synchronous=self.config.store_sync)
+        self.app = LedgerApp(self.store)
+        self.app.init_chain(genesis)
+        self.mempool = Mempool(self.app)
+        self.chain = LedgerChain(
+            self.app,
+            self.store,
+            self.mempool,
+            genesis,
+            data / "consensus_state.json",
+            proposer_key=self.key.pub_key,
+            max_block_txs=self.config.max_block_txs,
+        )
+        if self.chain.chain_id != self.config.chain_id:
+            raise ConfigError(
+                f"config chain_id {self.config.chain_id!r} differs from genesis "
+                f"{self.chain.chain_id!r}"
+            )
+        self.privval = PrivValidator(
+            self.key.signing_key, data / "privval_state.json", self.chain.chain_id
+        )
+        c = self.config
+        self.reactor = Reactor(
+            self.chain,
+            self.privval,
+            ReactorConfig(
+                timeouts=c.timeouts,
+                status_interval_s=c.status_interval_s,
+                stuck_after_s=c.stuck_after_s,
+                byzantine=c.byzantine,
+            ),
+            submit_evidence=self._submit_evidence,
+        )
+        self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in c.peers}
+        faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
+        allowed = set(self.peer_names) | {v.pub_key for v in self.chain.valset(1).validators}
+        self.transport = Transport(
+            self.chain.chain_id,
+            self.key.signing_key,
+            c.listen_host,
+            c.listen_port,
+            [PeerAddress(bytes.fromhex(p["pub_key"]), p["host"], int(p["port"])) for p in c.peers],
+            allowed,
+            self.reactor.on_frame,
+            faults,
+        )
+        self.reactor.attach(self.transport)
+        self.recent: collections.deque = collections.deque(maxlen=RECENT_COMMITS)
+        self.chain.on_applied.append(self._on_applied)
+
+    # --- hooks ----------------------------------------------------------------------------------
+    def _on_applied(self, applied) -> None:
+        self.recent.append(
+            (applied.height, time.time(), [tx_id(t).hex() for t in applied.block.txs])
+        )
+
+    def _submit_evidence(self, ev: DuplicateVoteEvidence) -> None:
+        if "evidence.submit" not in self.app.registry.types:
+            return
+        if self.app.query(f"state/evidence/{ev.hash().hex()}").code == 0:
+            return
+        kp = KeyPair(self.key.signing_key)
+        seq = self.app.next_seq(kp.pub_hex)
+        tx = make_tx(
+            kp, self.chain.chain_id, seq, "evidence.submit", {"evidence": ev.encode().hex()}
+        )
+        res = self.mempool.add(tx.raw)
+        if res.ok:
+            self.reactor.gossip_tx(tx.raw)
+        else:
+            log.info("evidence tx not admitted: %s", res.log)
+
+    # --- API --------------------------------------------------------------------------------------
+    def submit(self, raws: list[bytes]) -> list[tuple[str, int, str]]:
+        out = []
+        for raw in raws:
+            res = self.mempool.add(raw)
+            if res.ok:
+                self.reactor.gossip_tx(raw)
+            out.append((tx_id(raw).hex(), res.code, res.log))
+        return out
+
+    def status(self) -> dict[str, Any]:
+        h = self.chain.height
+        vs = self.chain.valset(h + 1)
+        return {
+            "node": self.config.name,
+            "chain_id": self.chain.chain_id,
+            "height": h,
+            "last_block_hash": self.chain.last_block_hash().hex() if h else "",
+            "consensus": {
+                "height": self.reactor.cs.height,
+                "round": self.reactor.cs.round,
+                "step": int(self.reactor.cs.step),
+            },
+            "peers": sorted(
+                self.peer_names.get(pk, pk.hex()[:16]) for pk in self.transport.connected()
+            ),
+            "validators": [{"pub_key": v.pub_key.hex(), "power": v.power} for v in vs.validators],
+            "mempool": len(self.mempool),
+            "pub_key": self.key.pub_hex,
+            "rejected_msgs": self.reactor.rejected_msgs,
+        }
+
+    def build_api(self):
+        from fastapi import FastAPI, HTTPException, Request
+
+        api = FastAPI(title="gridledger BFT node", docs_url=None, redoc_url=None)
+
+        @api.get("/status")
+        async def status() -> dict:
+            return self.status()
+
+        @api.post("/txs")
+        async def txs(request: Request) -> dict:
+            body = await request.body()
+            if request.headers.get("content-type", "").startswith("application/octet-stream"):
+                raws, i = [], 0
+                while i < len(body):
+                    if i + 4 > len(body):
+                        raise HTTPException(400, "truncated length prefix in binary batch")
+                    (n,) = struct.unpack_from(">I", body, i)
+                    raws.append(body[i + 4 : i + 4 + n])
+                    i += 4 + n
+            else:
+                try:
+                    raws = [bytes.fromhex(t) for t in json.loads(body)["txs"]]
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise HTTPException(400, f'expected {{"txs": [hex, ...]}}: {exc}') from exc
+            res = self.submit(raws)
+            return {
+                "accepted": sum(1 for _, c, _ in res if c == 0),
+                "results": [{"txid": t, "code": c, "log": lg} for t, c, lg in res],
+            }
+
+        @api.get("/block/{height}")
+        async def block(height: int) -> dict:
+            sb = self.store.get_block(height, writer=True)
+            if sb is None:
+                raise HTTPException(404, f"no block at height {height}")
+            b = sb.block()
+            return {
+                "hash": sb.hash.hex(),
+                "header": b.header.to_json(),
+                "txs": [t.hex() for t in b.txs],
+                "commit": sb.commit().to_json(),
+            }
+
+        @api.get("/hashes")
+        async def hashes(start: int = 1, end: int = 0) -> dict:
+            end = end or self.chain.height
+            out = {}
+            for h in range(max(1, start), min(end, self.chain.height) + 1):
+                sb = self.store.get_block(h, writer=True)
+                out[h] = sb.hash.hex()
+            return {"height": self.chain.height, "hashes": out}
+
+        @api.get("/commits")
+        async def commits(start: int = 1) -> dict:
+            return {
+                "commits": [
+                    {"height": h, "time": t, "txids": ids}
+                    for h, t, ids in self.recent
+                    if h >= start
+                ]
+            }
+
+        @api.get("/tx/{txid}")
+        async def tx(txid: str) -> dict:
+            try:
+                rec = self.store.get_tx(bytes.fromhex(txid), writer=True)
+            except ValueError as exc:
+                raise HTTPException(400, "txid must be hex") from exc
+            if rec is None:
+                raise HTTPException(404, "transaction not committed")
+            return {"height": rec.height, "index": rec.index, "code": rec.code, "log": rec.log}
+
+        @api.get("/state/{key:path}")
+        async def state(key: str) -> dict:
+            q = self.app.query(f"state/{key}")
+            if q.code != 0:
+                raise HTTPException(404, q.log)
+            return {"key": key, "value": q.value.decode(), "height": q.height}
+
+        return api
+
+    # --- run --------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        import uvicorn
+
+        await self.transport.start()
+        await self.reactor.start()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.build_api(),
+                host=self.config.api_host,
+                port=self.config.api_port,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+            )
+        )
+        (self.home / "node.pid").write_text(str(os.getpid()))
+        try:
+            await server.serve()
+        finally:
+            await self.reactor.stop()
+            await self.transport.close()
+            self.store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gridledger.node.bft")
+    p.add_argument("--home", required=True, type=Path)
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        node = BftNode(args.home)
+    except (ConfigError, OSError) as exc:
+        print(f"gridledger bft node: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(node.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
