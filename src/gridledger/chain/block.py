@@ -221,7 +221,13 @@ class Commit:
     @staticmethod
     def decode(data: bytes) -> Commit:
         try:
-            d = encoding.decode(data)
+            return Commit.from_json(encoding.decode(data))
+        except encoding.EncodingError as exc:
+            raise BlockError(f"commit: {exc}") from exc
+
+    @staticmethod
+    def from_json(d: Any) -> Commit:
+        try:
             if not isinstance(d, dict) or sorted(d) != [
                 "block_hash",
                 "height",
