@@ -1,0 +1,883 @@
+"""AC power flow by Newton–Raphson: one sparse solve, or a batch of dense solves at once.
+
+Formulation (both kernels)
+--------------------------
+Unknowns: the voltage angle of every bus but the angle reference, the voltage magnitude of every
+PQ bus, and one scalar ``slack_pu``: the active power the slack generators supply beyond their
+scheduled ``gen_p``.  Equations: the active power balance at *every* bus (the reference included)
+and the reactive balance at PQ buses.  Bus ``i`` receives ``w_i * slack_pu`` where ``w_i`` is the
+sum of the normalised ``slack_weight`` of its generators.  With one slack generator this is the
+textbook single-slack power flow (``slack_pu`` is the slack's extra output); with weights on
+several generators it is the distributed slack of an islanded microgrid.  One formulation for both
+keeps a single code path to test.
+
+Units: every array argument and every ``*_pu`` field is per-unit on ``compiled.base_mva`` (power)
+and per-unit of the bus nominal voltage (voltage).  Engineering-unit fields say so (``*_mw``,
+``*_mvar``, ``*_deg``).
+
+Regulator control
+-----------------
+``regulator_control="vm"``: generators with role ``regulator`` make their bus a PV bus holding
+``gen_vm``; their reactive power is a result.  ``"q"``: they inject the fixed ``gen_q`` and their
+bus is a PQ bus (the reactive OPF moves these set-points).  Slack generators always hold
+``gen_vm``.  Generators with role ``pq`` always inject ``gen_q``.  SVCs inject ``svc_q``.
+
+Branch loading is current-based, as in pandapower: ``max(|I_from|, |I_to|) / rate_pu``, where
+``rate_pu = rate_mva / base_mva`` is read as the current the branch carries at its rating and
+nominal voltage.  Unrated branches (``rate_mva == 0``) report a loading of 0 (they never bind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .compiled import BUS_PQ, BUS_PV, BUS_REF, CompiledNetwork, compile_network
+from .network import GenRole, Network
+
+RegulatorControl = Literal["vm", "q"]
+
+# Above this the iterate is diverging: stop early rather than iterate on overflowing numbers.
+_DIVERGED_MISMATCH_PU = 1e10
+
+
+class PowerFlowDidNotConverge(RuntimeError):
+    """Newton–Raphson stopped without meeting the tolerance; carries the last result."""
+
+    def __init__(self, message: str, result: PowerFlowResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+# --------------------------------------------------------------------------------------------
+# The problem for one control mode: bus types, index sets, per-bus weights.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Setup:
+    bus_type: np.ndarray  # (nb,) for this control mode
+    ref: int
+    pv: np.ndarray
+    pq: np.ndarray
+    nonref: np.ndarray  # every bus but ref, ascending
+    vm_gen: np.ndarray  # (nb,) index of the generator whose gen_vm sets the bus voltage, -1: none
+    q_fixed_gen: np.ndarray  # (ng,) bool: generator injects its gen_q in this mode
+    bus_weight: np.ndarray  # (nb,) share of the slack power each bus receives
+    q_share: np.ndarray  # (ng,) share of its bus' free Q each voltage-holding generator takes
+
+
+def _setup(c: CompiledNetwork, control: RegulatorControl) -> _Setup:
+    if control not in ("vm", "q"):
+        raise ValueError(f"regulator_control must be 'vm' or 'q', got {control!r}")
+    role = c.gen_role
+    holds_v = role == GenRole.SLACK if control == "q" else role != GenRole.PQ
+    return _setup_from_holds(c, holds_v)
+
+
+def _setup_from_holds(c: CompiledNetwork, holds_v: np.ndarray) -> _Setup:
+    """Bus types and shares when exactly the generators in ``holds_v`` hold their voltage."""
+    nb = c.n_bus
+    bus_type = np.full(nb, BUS_PQ, dtype=np.int8)
+    bus_type[c.gen_bus[holds_v]] = BUS_PV
+    bus_type[c.ref] = BUS_REF
+    vm_gen = np.full(nb, -1, dtype=np.int64)
+    # The first voltage-holding generator of a bus sets its voltage (reverse order so the first
+    # assignment wins).
+    for g in np.flatnonzero(holds_v)[::-1]:
+        vm_gen[c.gen_bus[g]] = g
+    # Generators sharing a voltage-controlled bus split its free reactive power by rating.
+    sn_bus = np.bincount(c.gen_bus[holds_v], weights=c.gen_sn[holds_v], minlength=nb)
+    sn_at = sn_bus[c.gen_bus]
+    q_share = np.where(holds_v, c.gen_sn / np.where(sn_at > 0, sn_at, 1.0), 0.0)
+    return _Setup(
+        bus_type=bus_type,
+        ref=c.ref,
+        pv=np.flatnonzero(bus_type == BUS_PV),
+        pq=np.flatnonzero(bus_type == BUS_PQ),
+        nonref=np.flatnonzero(np.arange(nb) != c.ref),
+        vm_gen=vm_gen,
+        q_fixed_gen=~holds_v,
+        bus_weight=np.bincount(c.gen_bus, weights=c.slack_weight, minlength=nb),
+        q_share=q_share,
+    )
+
+
+def _as_compiled(net: Network | CompiledNetwork) -> CompiledNetwork:
+    if isinstance(net, CompiledNetwork):
+        return net
+    if isinstance(net, Network):
+        return compile_network(net)
+    raise TypeError(f"expected a Network or CompiledNetwork, got {type(net).__name__}")
+
+
+def _check_vector(name: str, value: Any, n: int, default: np.ndarray) -> np.ndarray:
+    if value is None:
+        return default
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has non-finite entries at {np.flatnonzero(~np.isfinite(arr))}")
+    return arr
+
+
+def _check_batch(name: str, value: Any, n: int, default: np.ndarray, batch: int) -> np.ndarray:
+    if value is None:
+        return np.broadcast_to(default, (batch, n))
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != n or arr.shape[0] not in (1, batch):
+        raise ValueError(f"{name} must have shape ({batch}, {n}) or ({n},), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has non-finite entries")
+    return np.broadcast_to(arr, (batch, n))
+
+
+# --------------------------------------------------------------------------------------------
+# Single solve: sparse Jacobian, sparse LU.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PowerFlowResult:
+    """One solved (or failed) power flow; arrays follow the case's own bus and branch order."""
+
+    converged: bool
+    iterations: int
+    max_mismatch_pu: float
+    base_mva: float
+    bus_ids: np.ndarray
+    vm_pu: np.ndarray
+    va_deg: np.ndarray
+    bus_p_mw: np.ndarray  # net injection (generation - load), shunts excluded
+    bus_q_mvar: np.ndarray
+    gen_p_mw: np.ndarray
+    gen_q_mvar: np.ndarray
+    slack_mw: float  # the balance the slack generator(s) supplied beyond their schedule
+    branch_from: np.ndarray  # bus ids
+    branch_to: np.ndarray
+    p_from_mw: np.ndarray
+    q_from_mvar: np.ndarray
+    p_to_mw: np.ndarray
+    q_to_mvar: np.ndarray
+    loading_pct: np.ndarray  # 0 for unrated branches
+    rated: np.ndarray  # bool: branch has a rating
+    loss_mw: float
+    regulator_control: str = "vm"
+    v_complex: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def max_mismatch_mva(self) -> float:
+        return self.max_mismatch_pu * self.base_mva
+
+    @property
+    def branch_loss_mw(self) -> np.ndarray:
+        return self.p_from_mw + self.p_to_mw
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``gridledger pf --json`` (plain Python types)."""
+        return {
+            "converged": bool(self.converged),
+            "iterations": int(self.iterations),
+            "max_mismatch_mva": float(self.max_mismatch_mva),
+            "loss_mw": float(self.loss_mw),
+            "buses": [
+                {"bus": _plain(b), "vm_pu": float(v), "va_deg": float(a)}
+                for b, v, a in zip(self.bus_ids, self.vm_pu, self.va_deg, strict=True)
+            ],
+            "lines": [
+                {
+                    "from": _plain(f),
+                    "to": _plain(t),
+                    "loading_pct": float(ld) if r else None,
+                    "p_from_mw": float(p),
+                    "q_from_mvar": float(q),
+                }
+                for f, t, ld, r, p, q in zip(
+                    self.branch_from,
+                    self.branch_to,
+                    self.loading_pct,
+                    self.rated,
+                    self.p_from_mw,
+                    self.q_from_mvar,
+                    strict=True,
+                )
+            ],
+            "generators": [
+                {"index": i, "p_mw": float(p), "q_mvar": float(q)}
+                for i, (p, q) in enumerate(zip(self.gen_p_mw, self.gen_q_mvar, strict=True))
+            ],
+        }
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x
+
+
+def _mismatch(
+    ybus: sp.csr_matrix,
+    v: np.ndarray,
+    sbus: np.ndarray,
+    w: np.ndarray,
+    slack: float,
+    pq: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    s = v * np.conj(ybus @ v)
+    mis = s - sbus - w * slack
+    return np.concatenate([mis.real, mis[pq].imag]), s
+
+
+def _jacobian(
+    ybus: sp.csr_matrix, v: np.ndarray, nonref: np.ndarray, pq: np.ndarray, w: np.ndarray
+) -> sp.csc_matrix:
+    ibus = ybus @ v
+    vm = np.abs(v)
+    diag_v = sp.diags(v)
+    ds_dvm = diag_v @ np.conj(ybus @ sp.diags(v / vm)) + sp.diags(np.conj(ibus) * v / vm)
+    ds_dva = 1j * diag_v @ np.conj(sp.diags(ibus) - ybus @ diag_v)
+    ds_dva = ds_dva.tocsc()
+    ds_dvm = ds_dvm.tocsc()
+    top = sp.hstack([ds_dva[:, nonref].real, ds_dvm[:, pq].real, sp.csc_matrix(-w.reshape(-1, 1))])
+    bottom = sp.hstack(
+        [ds_dva[pq][:, nonref].imag, ds_dvm[pq][:, pq].imag, sp.csc_matrix((pq.size, 1))]
+    )
+    return sp.vstack([top, bottom], format="csc")
+
+
+def _newton_sparse(
+    c: CompiledNetwork,
+    st: _Setup,
+    v0: np.ndarray,
+    sbus: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, float, bool, int, float]:
+    ybus = c.ybus
+    v = v0.copy()
+    va = np.angle(v)
+    vm = np.abs(v)
+    slack = 0.0
+    w = st.bus_weight
+    nn = st.nonref.size
+    npq = st.pq.size
+    f, _ = _mismatch(ybus, v, sbus, w, slack, st.pq)
+    norm = float(np.max(np.abs(f))) if f.size else 0.0
+    it = 0
+    while norm > tol and it < max_iter and norm < _DIVERGED_MISMATCH_PU:
+        jac = _jacobian(ybus, v, st.nonref, st.pq, w)
+        try:
+            dx = spla.splu(jac).solve(-f)
+        except RuntimeError:  # singular Jacobian: voltage collapse or a degenerate case
+            break
+        it += 1
+        va[st.nonref] += dx[:nn]
+        vm[st.pq] += dx[nn : nn + npq]
+        slack += dx[-1]
+        v = vm * np.exp(1j * va)
+        f, _ = _mismatch(ybus, v, sbus, w, slack, st.pq)
+        norm = float(np.max(np.abs(f)))
+        if not np.isfinite(norm):
+            norm = np.inf
+            break
+    return v, slack, bool(norm <= tol), it, norm
+
+
+def run_pf(
+    net: Network | CompiledNetwork,
+    gen_vm: Any = None,
+    gen_q: Any = None,
+    svc_q: Any = None,
+    regulator_control: RegulatorControl = "vm",
+    tol: float = 1e-8,
+    max_iter: int = 30,
+    *,
+    gen_p: Any = None,
+    check: bool = True,
+    v0: np.ndarray | None = None,
+    enforce_q_limits: bool = False,
+) -> PowerFlowResult:
+    """Solve one AC power flow by Newton–Raphson on the sparse admittance matrix.
+
+    ``gen_vm`` (ng,) pu voltage set-points of voltage-holding generators; ``gen_q`` (ng,) and
+    ``gen_p`` (ng,) pu on ``base_mva`` for generators injecting fixed power; ``svc_q`` (ns,) pu.
+    ``None`` takes the network's own values.  ``tol`` is the largest power mismatch in pu.
+    ``check=True`` raises :class:`PowerFlowDidNotConverge` (with the result attached) instead of
+    returning ``converged=False``.  ``enforce_q_limits`` switches regulators that violate
+    ``[qmin, qmax]`` to PQ at the limit and solves again (``vm`` control only).
+    """
+    c = _as_compiled(net)
+    ng = c.gen_bus.size
+    vm_set = _check_vector("gen_vm", gen_vm, ng, c.gen_vm)
+    q_set = _check_vector("gen_q", gen_q, ng, c.gen_q)
+    p_set = _check_vector("gen_p", gen_p, ng, c.gen_p)
+    s_set = _check_vector("svc_q", svc_q, c.svc_bus.size, c.svc_q)
+    if np.any(vm_set <= 0):
+        raise ValueError("gen_vm must be positive")
+    if not (tol > 0 and max_iter >= 1):
+        raise ValueError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
+    st = _setup(c, regulator_control)
+    if v0 is not None:
+        v0 = np.asarray(v0, dtype=complex)
+        if v0.shape != (c.n_bus,):
+            raise ValueError(f"v0 must have shape ({c.n_bus},), got {v0.shape}")
+    result = _solve_one(c, st, vm_set, q_set, p_set, s_set, tol, max_iter, v0, regulator_control)
+    if enforce_q_limits and regulator_control == "vm" and result.converged:
+        result = _enforce_q_limits(c, st, vm_set, q_set, p_set, s_set, tol, max_iter, result)
+    if check and not result.converged:
+        raise PowerFlowDidNotConverge(
+            f"{c.name}: power flow did not converge after {result.iterations} iterations; "
+            f"largest mismatch {result.max_mismatch_mva:.3g} MVA "
+            f"({result.max_mismatch_pu:.3g} pu, tolerance {tol:g} pu)",
+            result,
+        )
+    return result
+
+
+def _solve_one(
+    c: CompiledNetwork,
+    st: _Setup,
+    vm_set: np.ndarray,
+    q_set: np.ndarray,
+    p_set: np.ndarray,
+    s_set: np.ndarray,
+    tol: float,
+    max_iter: int,
+    v0: np.ndarray | None,
+    control: str,
+) -> PowerFlowResult:
+    nb = c.n_bus
+    held = st.vm_gen >= 0
+    if v0 is None:
+        vm0 = np.ones(nb)
+        v0 = vm0.astype(complex)
+    else:
+        vm0 = np.abs(v0)
+    vm0 = vm0.copy()
+    vm0[held] = vm_set[st.vm_gen[held]]
+    v0 = vm0 * np.exp(1j * np.angle(v0))
+    sbus = _sbus(c, st, p_set, q_set, s_set)
+    v, slack, converged, it, norm = _newton_sparse(c, st, v0, sbus, tol, max_iter)
+    return _result(c, st, v, slack, converged, it, norm, p_set, q_set, s_set, control)
+
+
+def _sbus(
+    c: CompiledNetwork, st: _Setup, p_set: np.ndarray, q_set: np.ndarray, s_set: np.ndarray
+) -> np.ndarray:
+    nb = c.n_bus
+    p = np.bincount(c.gen_bus, weights=p_set, minlength=nb) - c.load_p
+    qg = np.where(st.q_fixed_gen, q_set, 0.0)
+    q = np.bincount(c.gen_bus, weights=qg, minlength=nb) - c.load_q
+    if c.svc_bus.size:
+        q = q + np.bincount(c.svc_bus, weights=s_set, minlength=nb)
+    return p + 1j * q
+
+
+def _gen_q(
+    c: CompiledNetwork, st: _Setup, s_calc_q: np.ndarray, q_set: np.ndarray, s_set: np.ndarray
+) -> np.ndarray:
+    """Generator Q: set-point for fixed-Q units, a share of the bus' free Q for the others.
+
+    Works on (nb,) or (B, nb) bus arrays; ``q_set``/``s_set`` broadcast the same way.
+    """
+    nb = c.n_bus
+    fixed_q = np.where(st.q_fixed_gen, q_set, 0.0)
+    other = _bincount_last(c.gen_bus, fixed_q, nb) - c.load_q
+    if c.svc_bus.size:
+        other = other + _bincount_last(c.svc_bus, s_set, nb)
+    free = s_calc_q - other  # what the voltage-holding generators of each bus supply
+    return np.where(st.q_fixed_gen, q_set, free[..., c.gen_bus] * st.q_share)
+
+
+def _bincount_last(idx: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """``np.bincount`` along the last axis of a 1-D or 2-D ``weights``."""
+    if weights.ndim == 1:
+        return np.bincount(idx, weights=weights, minlength=n)
+    onehot = np.zeros((idx.size, n))
+    onehot[np.arange(idx.size), idx] = 1.0
+    return weights @ onehot
+
+
+def _result(
+    c: CompiledNetwork,
+    st: _Setup,
+    v: np.ndarray,
+    slack: float,
+    converged: bool,
+    it: int,
+    norm: float,
+    p_set: np.ndarray,
+    q_set: np.ndarray,
+    s_set: np.ndarray,
+    control: str,
+) -> PowerFlowResult:
+    base = c.base_mva
+    s_calc = v * np.conj(c.ybus @ v)
+    i_f = c.yf @ v
+    i_t = c.yt @ v
+    s_f = v[c.branch_from] * np.conj(i_f)
+    s_t = v[c.branch_to] * np.conj(i_t)
+    rated = c.rate_pu > 0
+    loading = np.where(
+        rated, np.maximum(np.abs(i_f), np.abs(i_t)) / np.where(rated, c.rate_pu, 1.0), 0.0
+    )
+    gen_p = p_set + c.slack_weight * slack
+    gen_q = _gen_q(c, st, s_calc.imag, q_set, s_set)
+    ids = c.bus_ids
+    return PowerFlowResult(
+        converged=converged,
+        iterations=it,
+        max_mismatch_pu=float(norm),
+        base_mva=base,
+        bus_ids=ids,
+        vm_pu=np.abs(v),
+        va_deg=np.rad2deg(np.angle(v)),
+        bus_p_mw=s_calc.real * base,
+        bus_q_mvar=s_calc.imag * base,
+        gen_p_mw=gen_p * base,
+        gen_q_mvar=gen_q * base,
+        slack_mw=float(slack * base),
+        branch_from=ids[c.branch_from],
+        branch_to=ids[c.branch_to],
+        p_from_mw=s_f.real * base,
+        q_from_mvar=s_f.imag * base,
+        p_to_mw=s_t.real * base,
+        q_to_mvar=s_t.imag * base,
+        loading_pct=loading * 100.0,
+        rated=rated,
+        loss_mw=float(np.sum(s_f.real + s_t.real) * base),
+        regulator_control=control,
+        v_complex=v,
+    )
+
+
+def _enforce_q_limits(
+    c: CompiledNetwork,
+    st: _Setup,
+    vm_set: np.ndarray,
+    q_set: np.ndarray,
+    p_set: np.ndarray,
+    s_set: np.ndarray,
+    tol: float,
+    max_iter: int,
+    result: PowerFlowResult,
+) -> PowerFlowResult:
+    """PV→PQ switching: a regulator beyond its Q range is fixed at the violated limit."""
+    q = q_set.copy()
+    fixed = st.q_fixed_gen.copy()
+    regulators = c.gen_role == GenRole.REGULATOR
+    for _ in range(c.gen_bus.size + 1):
+        gq = result.gen_q_mvar / c.base_mva
+        over = regulators & ~fixed & (gq > c.gen_qmax + 1e-9)
+        under = regulators & ~fixed & (gq < c.gen_qmin - 1e-9)
+        if not (over.any() or under.any()):
+            return result
+        q[over] = c.gen_qmax[over]
+        q[under] = c.gen_qmin[under]
+        fixed |= over | under
+        st = _setup_from_holds(c, ~fixed)
+        result = _solve_one(
+            c,
+            st,
+            vm_set,
+            q,
+            p_set,
+            s_set,
+            tol,
+            max_iter,
+            result.v_complex,
+            result.regulator_control,
+        )
+        if not result.converged:
+            return result
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Batched solve: many operating points of one network at once, dense.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchPowerFlowResult:
+    """``B`` power flows of one network; per-unit on ``base_mva``, one row per operating point."""
+
+    converged: np.ndarray  # (B,) bool
+    iterations: np.ndarray  # (B,) int
+    max_mismatch: np.ndarray  # (B,) pu
+    vm_pu: np.ndarray  # (B, nb)
+    va_rad: np.ndarray  # (B, nb)
+    loss_pu: np.ndarray  # (B,) sum of branch losses
+    gen_p_pu: np.ndarray  # (B, ng)
+    gen_q_pu: np.ndarray  # (B, ng)
+    branch_loading: np.ndarray  # (B, nl) fraction of rating; 0 where unrated
+    slack_pu: np.ndarray  # (B,) balance supplied by the slack generator(s) beyond schedule
+    base_mva: float
+
+    @property
+    def loss_mw(self) -> np.ndarray:
+        return self.loss_pu * self.base_mva
+
+    def __len__(self) -> int:
+        return int(self.converged.size)
+
+
+@dataclass(frozen=True)
+class _DenseModel:
+    """Dense per-unit matrices of a compiled network, cached per (network, control mode)."""
+
+    ybus: np.ndarray
+    yf: np.ndarray
+    yt: np.ndarray
+    setup: _Setup
+    n_eq: int  # equations = unknowns: nb active balances + npq reactive balances
+    # [e f] @ y_real = [Re I, Im I] for V = e + jf: real arithmetic is ~3x faster than complex
+    y_real: np.ndarray
+
+
+_DENSE_CACHE: dict[tuple[int, str], tuple[CompiledNetwork, _DenseModel]] = {}
+
+
+def _dense(c: CompiledNetwork, control: RegulatorControl) -> _DenseModel:
+    key = (id(c), control)
+    hit = _DENSE_CACHE.get(key)
+    if hit is not None and hit[0] is c:
+        return hit[1]
+    st = _setup(c, control)
+    ybus = c.ybus.toarray()
+    g, b = ybus.real.T, ybus.imag.T
+    model = _DenseModel(
+        ybus=ybus,
+        yf=c.yf.toarray(),
+        yt=c.yt.toarray(),
+        setup=st,
+        n_eq=c.n_bus + st.pq.size,
+        y_real=np.block([[g, b], [-b, g]]),
+    )
+    if len(_DENSE_CACHE) > 64:
+        _DENSE_CACHE.clear()
+    _DENSE_CACHE[key] = (c, model)
+    return model
+
+
+def run_pf_batch(
+    compiled: Network | CompiledNetwork,
+    gen_vm: Any = None,
+    gen_q: Any = None,
+    svc_q: Any = None,
+    regulator_control: RegulatorControl = "vm",
+    tol: float = 1e-8,
+    max_iter: int = 20,
+    *,
+    gen_p: Any = None,
+    batch_size: int | None = None,
+    v0: np.ndarray | None = None,
+    chord: bool = True,
+) -> BatchPowerFlowResult:
+    """Solve ``B`` power flows of one network at once (a metaheuristic's whole population).
+
+    ``gen_vm``, ``gen_q``, ``gen_p``: (B, ng) pu on ``base_mva`` (a 1-D (ng,) row is shared by
+    all); ``svc_q``: (B, ns).  ``B`` comes from whichever array is given, or ``batch_size``.
+    ``v0`` (nb,) or (B, nb) complex start voltages (default: flat start at the set-points).
+    Never raises on non-convergence: check ``converged``.
+
+    Why dense numpy and not lightsim2grid or a sparse solver: for the small networks the
+    optimisers search over (9-30 buses) the work per Newton step is a few (n × n) products, so
+    stacking all candidates into (B, n, n) arrays and calling one batched ``np.linalg.solve``
+    removes the per-solve Python and library-call overhead that dominates a single small solve
+    (bench/pf.py measures both; lightsim2grid's per-call cost is about an order of magnitude
+    higher per power flow on 9 buses).  Memory is O(B·n²): use ``run_pf`` for big networks.
+    """
+    c = _as_compiled(compiled)
+    ng, ns, nb = c.gen_bus.size, c.svc_bus.size, c.n_bus
+    sizes = {
+        np.asarray(a).shape[0]
+        for a in (gen_vm, gen_q, svc_q, gen_p)
+        if a is not None and np.asarray(a).ndim == 2
+    }
+    if batch_size is not None:
+        sizes.add(int(batch_size))
+    if len(sizes) > 1:
+        raise ValueError(f"batch arrays disagree on the batch size: {sorted(sizes)}")
+    batch = sizes.pop() if sizes else 1
+    if batch < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch}")
+    if not (tol > 0 and max_iter >= 1):
+        raise ValueError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
+    vm_set = _check_batch("gen_vm", gen_vm, ng, c.gen_vm, batch)
+    if np.any(vm_set <= 0):
+        raise ValueError("gen_vm must be positive")
+    q_set = _check_batch("gen_q", gen_q, ng, c.gen_q, batch)
+    p_set = _check_batch("gen_p", gen_p, ng, c.gen_p, batch)
+    s_set = _check_batch("svc_q", svc_q, ns, c.svc_q, batch)
+    m = _dense(c, regulator_control)
+    st = m.setup
+
+    # Specified injections (B, nb).
+    qg = np.where(st.q_fixed_gen, q_set, 0.0)
+    p_spec = _bincount_last(c.gen_bus, p_set, nb) - c.load_p
+    q_spec = _bincount_last(c.gen_bus, qg, nb) - c.load_q
+    if ns:
+        q_spec = q_spec + _bincount_last(c.svc_bus, s_set, nb)
+    s_spec = p_spec + 1j * q_spec
+
+    held = np.flatnonzero(st.vm_gen >= 0)
+    slack = np.zeros(batch)
+    base = None
+    if v0 is None:
+        # Shared warm start: the power flow at the batch's mean set-points.
+        base = _solve_one(
+            c,
+            st,
+            vm_set.mean(axis=0),
+            q_set.mean(axis=0),
+            p_set.mean(axis=0),
+            s_set.mean(axis=0),
+            tol,
+            max_iter,
+            None,
+            regulator_control,
+        )
+        if not base.converged:
+            base = None
+        start = np.ones(nb, dtype=complex) if base is None else base.v_complex
+        if base is not None:
+            slack[:] = base.slack_mw / c.base_mva
+        v0 = start
+    v0 = np.broadcast_to(np.asarray(v0, dtype=complex), (batch, nb))
+    vm, va = np.abs(v0).copy(), np.angle(v0).copy()
+    vm[:, held] = vm_set[:, st.vm_gen[held]]
+    vm_start, va_start, slack_start = vm.copy(), va.copy(), slack.copy()
+
+    iters = np.zeros(batch, dtype=np.int64)
+    norm = np.full(batch, np.inf)
+    done = np.zeros(batch, dtype=bool)
+    if chord and base is not None:
+        jinv_t = np.linalg.inv(_dense_jacobian(m, base.v_complex)).T
+        done, norm = _chord(m, vm, va, slack, s_spec, iters, jinv_t, tol, min(max_iter, 12))
+        # A member the chord step drove away from its start restarts Newton from the start.
+        lost = ~done & ~(norm < 1.0)
+        vm[lost], va[lost], slack[lost] = vm_start[lost], va_start[lost], slack_start[lost]
+    rest = np.flatnonzero(~done)
+    if rest.size:
+        vm_r, va_r, sl_r = vm[rest], va[rest], slack[rest]
+        it_r, nrm_r = _newton_dense(m, vm_r, va_r, sl_r, s_spec[rest], tol, max_iter)
+        vm[rest], va[rest], slack[rest] = vm_r, va_r, sl_r
+        iters[rest] += it_r
+        norm[rest] = nrm_r
+    converged = norm <= tol
+    v = vm * np.exp(1j * va)
+    return _batch_result(c, m, v, slack, converged, iters, norm, p_set, q_set, s_set)
+
+
+def _dense_jacobian(m: _DenseModel, v: np.ndarray) -> np.ndarray:
+    """The Newton Jacobian of one operating point (nb,) -> (n_eq, n_eq); see ``_newton_dense``."""
+    return _jacobian_stack(m, v[None, :], (v * np.conj(m.ybus @ v))[None, :])[0]
+
+
+def _jacobian_stack(m: _DenseModel, v: np.ndarray, s: np.ndarray) -> np.ndarray:
+    st = m.setup
+    nb = v.shape[1]
+    nonref, pq = st.nonref, st.pq
+    nn, npq = nonref.size, pq.size
+    vm = np.abs(v)
+    # G_ij = V_i conj(Y_ij V_j); dS/dVa = j(diag(S) - G); dS/dVm = G / |V_j| + diag(S / |V|)
+    g = v[:, :, None] * np.conj(m.ybus[None, :, :] * v[:, None, :])
+    diag = np.arange(nb)
+    ds_dva = -1j * g
+    ds_dva[:, diag, diag] += 1j * s
+    ds_dvm = g / vm[:, None, :]
+    ds_dvm[:, diag, diag] += s / vm
+    jac = np.empty((v.shape[0], m.n_eq, m.n_eq))
+    jac[:, :nb, :nn] = ds_dva[:, :, nonref].real
+    jac[:, :nb, nn : nn + npq] = ds_dvm[:, :, pq].real
+    jac[:, nb:, :nn] = ds_dva[:, pq][:, :, nonref].imag
+    jac[:, nb:, nn : nn + npq] = ds_dvm[:, pq][:, :, pq].imag
+    # The slack column is constant: -w on the P rows, 0 on the Q rows.
+    jac[:, :nb, -1] = -st.bus_weight
+    jac[:, nb:, -1] = 0.0
+    return jac
+
+
+def _residual(
+    m: _DenseModel, vm: np.ndarray, va: np.ndarray, slack: np.ndarray, s_spec: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mismatch vectors (B, n_eq) and the real/imaginary parts (B, 2nb) of V and of S."""
+    nb = vm.shape[1]
+    ef = np.empty((vm.shape[0], 2 * nb))
+    e, f = ef[:, :nb], ef[:, nb:]
+    np.cos(va, out=e)
+    np.sin(va, out=f)
+    e *= vm
+    f *= vm
+    cur = ef @ m.y_real
+    ir, ii = cur[:, :nb], cur[:, nb:]
+    pq = m.setup.pq
+    out = np.empty((vm.shape[0], m.n_eq))
+    p = e * ir
+    p += f * ii
+    q = f * ir
+    q -= e * ii
+    np.subtract(p, s_spec.real, out=out[:, :nb])
+    out[:, :nb] -= m.setup.bus_weight * slack[:, None]
+    np.subtract(q[:, pq], s_spec.imag[:, pq], out=out[:, nb:])
+    return out, ef, np.concatenate([p, q], axis=1)
+
+
+def _complex(parts: np.ndarray) -> np.ndarray:
+    nb = parts.shape[1] // 2
+    return parts[:, :nb] + 1j * parts[:, nb:]
+
+
+def _max_abs(f: np.ndarray) -> np.ndarray:
+    nrm = np.max(np.abs(f), axis=1)
+    nrm[~np.isfinite(nrm)] = np.inf
+    return nrm
+
+
+def _chord(
+    m: _DenseModel,
+    vm: np.ndarray,
+    va: np.ndarray,
+    slack: np.ndarray,
+    s_spec: np.ndarray,
+    iters: np.ndarray,
+    jinv_t: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Newton steps that reuse one Jacobian (at the shared warm start) for the whole batch.
+
+    Measured on the 9-bus cases: a batched ``np.linalg.solve`` of B 14×14 systems costs
+    ~2.7 µs per system per iteration, which alone caps full Newton near 100k PF/s; with the
+    Jacobian frozen the step is one (B, n)×(n, n) product.  Convergence is linear instead of
+    quadratic, so members whose mismatch does not at least halve per step leave the chord and
+    finish with full Newton.  Updates ``vm, va, slack, iters`` in place; returns (done, norm).
+    """
+    st = m.setup
+    nonref, pq = st.nonref, st.pq
+    nn, npq = nonref.size, pq.size
+    batch = vm.shape[0]
+    done = np.zeros(batch, dtype=bool)
+    stalled = np.zeros(batch, dtype=bool)
+    norm = np.full(batch, np.inf)
+    prev = np.full(batch, np.inf)
+    # Whole-batch arithmetic with masks: nearly all members converge in the same step, so
+    # gathering the active ones each step would cost more than it saves.
+    for k in range(max_iter + 1):
+        f, _, _ = _residual(m, vm, va, slack, s_spec)
+        nrm = _max_abs(f)
+        running = ~(done | stalled)
+        norm = np.where(running, nrm, norm)
+        done |= running & (nrm <= tol)
+        stalled |= running & ~done & ~(nrm < 0.5 * prev)
+        step = ~(done | stalled)
+        if k == max_iter or not step.any():
+            break
+        prev = np.where(step, nrm, prev)
+        dx = -(f @ jinv_t)
+        dx[~step] = 0.0
+        iters += step
+        va[:, nonref] += dx[:, :nn]
+        vm[:, pq] += dx[:, nn : nn + npq]
+        slack += dx[:, -1]
+    return done, norm
+
+
+def _newton_dense(
+    m: _DenseModel,
+    vm: np.ndarray,
+    va: np.ndarray,
+    slack: np.ndarray,
+    s_spec: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full Newton on a stack of states, each with its own Jacobian; updates in place.
+
+    Returns (iterations, final max mismatch) per member.
+    """
+    st = m.setup
+    nonref, pq = st.nonref, st.pq
+    nn, npq = nonref.size, pq.size
+    batch = vm.shape[0]
+    iters = np.zeros(batch, dtype=np.int64)
+    norm = np.full(batch, np.inf)
+    active = np.arange(batch)
+    for it in range(max_iter + 1):
+        f, v_a, s_a = _residual(m, vm[active], va[active], slack[active], s_spec[active])
+        v_a, s_a = _complex(v_a), _complex(s_a)
+        nrm = _max_abs(f)
+        norm[active] = nrm
+        keep = (nrm > tol) & (nrm < _DIVERGED_MISMATCH_PU)
+        if it == max_iter or not keep.any():
+            break
+        active, f, v_a, s_a = active[keep], f[keep], v_a[keep], s_a[keep]
+        jac = _jacobian_stack(m, v_a, s_a)
+        try:
+            dx = np.linalg.solve(jac, -f[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            dx = _solve_each(jac, -f)
+        bad = ~np.isfinite(dx).all(axis=1)
+        if bad.any():
+            norm[active[bad]] = np.inf
+            active, dx = active[~bad], dx[~bad]
+            if not active.size:
+                break
+        iters[active] += 1
+        va[np.ix_(active, nonref)] += dx[:, :nn]
+        vm[np.ix_(active, pq)] += dx[:, nn : nn + npq]
+        slack[active] += dx[:, -1]
+    return iters, norm
+
+
+def _solve_each(jac: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Fallback when one matrix of the stack is singular: solve one by one, NaN for failures."""
+    out = np.full(rhs.shape, np.nan)
+    for k in range(jac.shape[0]):
+        with contextlib.suppress(np.linalg.LinAlgError):
+            out[k] = np.linalg.solve(jac[k], rhs[k])
+    return out
+
+
+def _batch_result(
+    c: CompiledNetwork,
+    m: _DenseModel,
+    v: np.ndarray,
+    slack: np.ndarray,
+    converged: np.ndarray,
+    iters: np.ndarray,
+    norm: np.ndarray,
+    p_set: np.ndarray,
+    q_set: np.ndarray,
+    s_set: np.ndarray,
+) -> BatchPowerFlowResult:
+    st = m.setup
+    s_calc = v * np.conj(v @ m.ybus.T)
+    i_f = v @ m.yf.T
+    i_t = v @ m.yt.T
+    s_f = v[:, c.branch_from] * np.conj(i_f)
+    s_t = v[:, c.branch_to] * np.conj(i_t)
+    rated = c.rate_pu > 0
+    loading = np.where(
+        rated, np.maximum(np.abs(i_f), np.abs(i_t)) / np.where(rated, c.rate_pu, 1.0), 0.0
+    )
+    return BatchPowerFlowResult(
+        converged=converged,
+        iterations=iters,
+        max_mismatch=norm,
+        vm_pu=np.abs(v),
+        va_rad=np.angle(v),
+        loss_pu=np.sum(s_f.real + s_t.real, axis=1),
+        gen_p_pu=p_set + slack[:, None] * c.slack_weight,
+        gen_q_pu=_gen_q(c, st, s_calc.imag, q_set, s_set),
+        branch_loading=loading,
+        slack_pu=slack,
+        base_mva=c.base_mva,
+    )
