@@ -43,8 +43,12 @@ class LocalChain:
         self, home: Path | str, genesis: bytes, validator_key: KeyPair, start_ms: int
     ) -> None:
         self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.home / "chain.db", synchronous="NORMAL")
+        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        # the node home layout (node/home.py), so `gridledger verify --home` finds the chain
+        genesis_file = self.home / "genesis.json"
+        if not genesis_file.exists():
+            genesis_file.write_bytes(genesis + b"\n")
+        self.store = Store(self.home / "data" / "chain.db", synchronous="NORMAL")
         self.app = LedgerApp(self.store)
         self.app.init_chain(genesis)
         self.mempool = Mempool(self.app)
@@ -105,6 +109,13 @@ class LocalChain:
 
     def balance(self, denom: str, pub_hex: str) -> int:
         return self.state_int(f"bal/{denom}/{pub_hex}")
+
+    def time_ms(self) -> int:
+        """Block time of the last committed block (the only clock contracts and agents share)."""
+        return self.app.last_time_ms
+
+    def height(self) -> int:
+        return self.app.height
 
     def close(self) -> None:
         self.store.close()
