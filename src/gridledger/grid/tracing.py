@@ -230,8 +230,9 @@ def allocate_to_loads(
         idx = [i for i, e in enumerate(result.sources) if e.name == name]
         row = share[idx].sum(axis=0) if idx else np.zeros(len(loads))
         weights = row if row.sum() > 0 else demand
-        if weights.sum() <= 0:
+        if weights.max() <= 0:
             weights = np.ones(len(loads))
+        weights = weights / weights.max()  # first, so that denormal shares still add up to 1
         split = amount * weights / weights.sum()
         out[name] = {ld.name: float(v) for ld, v in zip(loads, split, strict=True)}
     return out

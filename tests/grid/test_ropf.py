@@ -1,0 +1,175 @@
+"""Reactive OPF: the exact solver against pandapower's OPF, the searches against the exact one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandapower as pp
+import pandapower.networks as pn
+import pytest
+
+from gridledger.grid.cases import load_case
+from gridledger.grid.compiled import compile_network
+from gridledger.grid.network import SVC_COLUMNS, table
+from gridledger.grid.ropf import RopfOptions, RopfProblem, solve_ropf
+
+
+def pandapower_min_loss_case9() -> tuple[float, np.ndarray]:
+    """runopp on case9 with cost = slack P, other generators' P fixed, slack at 1.0 pu.
+
+    Returns pandapower's losses (MW) and its generator voltage set-points.
+    """
+    net = pn.case9()
+    net.poly_cost.drop(net.poly_cost.index, inplace=True)
+    pp.create_poly_cost(net, 0, "ext_grid", cp1_eur_per_mw=1.0)
+    net.gen["min_p_mw"] = net.gen.p_mw
+    net.gen["max_p_mw"] = net.gen.p_mw
+    net.bus["min_vm_pu"] = 0.9
+    net.bus["max_vm_pu"] = 1.1
+    slack_bus = net.ext_grid.bus.iloc[0]
+    net.bus.loc[slack_bus, ["min_vm_pu", "max_vm_pu"]] = 1.0
+    pp.runopp(net, calculate_voltage_angles=True)
+    assert net.OPF_converged
+    loss = float(net.res_line.pl_mw.sum())
+    return loss, net.res_gen.vm_pu.to_numpy()
+
+
+@pytest.fixture(scope="module")
+def pp_case9():
+    return pandapower_min_loss_case9()
+
+
+@pytest.mark.parametrize("case", ["pandapower:case9", "ieee9"])
+def test_exact_matches_pandapower_runopp(case, pp_case9):
+    pp_loss, pp_vm = pp_case9
+    prob = RopfProblem(compile_network(load_case(case)), "vm")
+    res = solve_ropf(prob, "exact")
+    assert res.feasible
+    assert res.loss_before_pu * 100 == pytest.approx(4.9547, abs=1e-4)  # MATPOWER's 4.95 MW
+    # Same optimum as the interior-point OPF: losses to 1e-5 relative, set-points to 1e-3 pu.
+    assert res.loss_after_pu * 100 == pytest.approx(pp_loss, rel=1e-5)
+    np.testing.assert_allclose(res.x, pp_vm, atol=1e-3)
+    # And it is a real power-flow solution at those set-points, not a relaxation's number.
+    assert res.pf_after.converged and res.pf_after.max_mismatch_pu < 1e-8
+
+
+def test_exact_is_a_local_optimum_on_the_microgrid():
+    prob = RopfProblem(compile_network(load_case("microgrid9")), "q")
+    res = solve_ropf(prob, "exact")
+    assert res.feasible and res.loss_after_pu < res.loss_before_pu
+    # No feasible neighbour (±1 kvar on any DG) is better.
+    for i in range(prob.dim):
+        for step in (-1e-3, 1e-3):
+            x = res.x.copy()
+            x[i] += step
+            loss, viol, ok = prob.evaluate_x(x[None, :])
+            assert ok[0] and (viol[0] > 0 or loss[0] >= res.loss_after_pu - 1e-12)
+
+
+def test_vm_and_q_control_reach_the_same_optimum():
+    c = compile_network(load_case("microgrid9"))
+    by_q = solve_ropf(RopfProblem(c, "q"), "exact")
+    by_vm = solve_ropf(RopfProblem(c, "vm"), "exact")
+    assert by_q.loss_after_pu == pytest.approx(by_vm.loss_after_pu, rel=1e-6)
+    np.testing.assert_allclose(by_q.pf_after.gen_q_mvar, by_vm.pf_after.gen_q_mvar, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("case", "control"), [("microgrid9", "q"), ("microgrid9-islanded", "q"), ("ieee9", "vm")]
+)
+@pytest.mark.parametrize("method", ["gso", "sbde", "de"])
+def test_searches_reach_the_exact_optimum_one_seed(case, control, method):
+    prob = RopfProblem(compile_network(load_case(case)), control)
+    exact = solve_ropf(prob, "exact")
+    res = solve_ropf(prob, method, rng=7)
+    assert res.feasible
+    gap = res.loss_after_pu / exact.loss_after_pu - 1
+    assert -1e-7 < gap < 1e-3
+    assert res.evaluations > 100 and len(res.history) == res.iterations
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case", "control"), [("microgrid9", "q"), ("ieee9", "vm")])
+@pytest.mark.parametrize("method", ["gso", "sbde"])
+def test_searches_median_gap_over_ten_seeds(case, control, method):
+    prob = RopfProblem(compile_network(load_case(case)), control)
+    exact = solve_ropf(prob, "exact")
+    gaps = [
+        solve_ropf(prob, method, rng=s).loss_after_pu / exact.loss_after_pu - 1 for s in range(10)
+    ]
+    assert np.median(gaps) < 1e-3
+    assert min(gaps) > -1e-7  # nobody beats the exact optimum
+
+
+@pytest.mark.parametrize("method", ["gso", "sbde", "de"])
+def test_searches_are_reproducible(method):
+    prob = RopfProblem(compile_network(load_case("microgrid9")), "q")
+    a = solve_ropf(prob, method, rng=np.random.default_rng(3), iterations=10)
+    b = solve_ropf(prob, method, rng=np.random.default_rng(3), iterations=10)
+    c = solve_ropf(prob, method, rng=np.random.default_rng(4), iterations=10)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.history == b.history
+    assert not np.array_equal(a.x, c.x)
+
+
+def test_unknown_method_is_refused():
+    prob = RopfProblem(compile_network(load_case("ieee9")), "vm")
+    with pytest.raises(ValueError, match=r"unknown R-OPF method 'pso'.*exact, gso, sbde, de"):
+        solve_ropf(prob, "pso")
+    with pytest.raises(ValueError, match="control must be"):
+        RopfProblem(prob.compiled, "angle")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="vmin_pu < vmax_pu"):
+        RopfOptions(vmin_pu=1.1, vmax_pu=0.9)
+
+
+def test_nothing_to_optimize_is_refused():
+    with pytest.raises(ValueError, match="nothing to optimize"):
+        RopfProblem(compile_network(load_case("case33bw")), "vm")
+
+
+def with_svc(net, bus: int, qmin_mvar: float, qmax_mvar: float):
+    svc = table(
+        [
+            {
+                "name": f"SVC{bus}",
+                "bus": bus,
+                "qmin_mvar": qmin_mvar,
+                "qmax_mvar": qmax_mvar,
+                "q_mvar": 0.0,
+            }
+        ],
+        SVC_COLUMNS,
+    )
+    return net.with_tables(svc=svc)
+
+
+def test_infeasible_case_names_the_limit_and_an_svc_repairs_it():
+    # Seed 002: with 200 Mvar at bus 9, generator voltages alone cannot hold bus 9 above 0.9 pu.
+    net = load_case("ieee9-q200")
+    res = solve_ropf(RopfProblem(compile_network(net), "vm"), "exact")
+    assert not res.feasible
+    assert any(v.kind == "voltage" and v.element == "bus 9" for v in res.violations)
+    assert "voltage limit at bus 9" in str(res.violations[0])
+    # Seed 002 case 2: an SVC of -100..300 Mvar at bus 9.
+    fixed = solve_ropf(RopfProblem(compile_network(with_svc(net, 9, -100, 300)), "vm"), "exact")
+    assert fixed.feasible
+    assert fixed.x[-1] > 0  # the SVC injects
+    sbde = solve_ropf(RopfProblem(compile_network(with_svc(net, 9, -100, 300)), "vm"), "sbde", 1)
+    assert sbde.feasible
+    assert sbde.loss_after_pu == pytest.approx(fixed.loss_after_pu, rel=1e-3)
+
+
+def test_tighter_voltage_limits_bind():
+    c = compile_network(load_case("ieee9"))
+    free = solve_ropf(RopfProblem(c, "vm"), "exact")
+    tight = solve_ropf(RopfProblem(c, "vm", RopfOptions(vmin_pu=0.95, vmax_pu=1.05)), "exact")
+    assert tight.feasible
+    assert tight.pf_after.vm_pu.max() <= 1.05 + 1e-6
+    assert tight.loss_after_pu > free.loss_after_pu
+
+
+def test_q_bounds_follow_the_capability_circle():
+    c = compile_network(load_case("microgrid9"))
+    prob = RopfProblem(c, "q")
+    p = c.gen_p[prob.reg]
+    np.testing.assert_allclose(prob.upper, np.sqrt(c.gen_sn[prob.reg] ** 2 - p**2))
+    np.testing.assert_allclose(prob.lower, -prob.upper)
