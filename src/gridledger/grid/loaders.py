@@ -92,7 +92,9 @@ def parse_matpower(text: str, source: str = "<text>") -> dict[str, Any]:
 
 def _parse_matrix(body: str, where: str) -> np.ndarray:
     rows = []
-    for chunk in re.split(r"[;\n]", body.replace("...", " ")):
+    # '...' continues a row on the next line (anything after it on the line is ignored).
+    body = re.sub(r"\.\.\.[^\n]*(\n|$)", " ", body)
+    for chunk in re.split(r"[;\n]", body):
         tokens = chunk.replace(",", " ").split()
         if not tokens:
             continue
