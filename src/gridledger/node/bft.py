@@ -140,7 +140,9 @@ class BftNode:
         )
         self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in c.peers}
         faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
-        allowed = set(self.peer_names) | {v.pub_key for v in self.chain.valset(1).validators}
+        allowed = set(self.peer_names) | {
+            v.pub_key for v in self.chain.valset(self.chain.height + 1).validators
+        }
         self.transport = Transport(
             self.chain.chain_id,
             self.key.signing_key,

@@ -51,6 +51,8 @@ EVIDENCE_CONTRACT = "gridledger.chain.contracts.evidence"
 class TestnetError(RuntimeError):
     """The test network is missing, misconfigured, or did not reach the expected state."""
 
+    __test__ = False  # not a pytest test class
+
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     socks, ports = [], []
@@ -176,6 +178,8 @@ class NodeHandle:
 
 class Testnet:
     """Control of the validator processes of a network written by :func:`init_testnet`."""
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, home: str | Path):
         self.home = Path(home)
