@@ -102,7 +102,7 @@ def test_tx_proof_checks_offline(tmp_path):
     block_hash = chain.store.get_block(proof["header"]["height"]).hash
     assert verify_proof(proof, trusted_block_hash=block_hash)[0]
     assert not verify_proof(proof, trusted_block_hash=b"\0" * 32)[0]
-    forged = dict(proof, path=[("0" * 64)] + proof["path"][1:])
+    forged = dict(proof, path=["0" * 64, *proof["path"][1:]])
     assert verify_proof(forged) == (False, "transaction is not in the header's other tree")
     other = [Validator(chain.keys["mallory"].pub_key, 10)]
     ok, msg = verify_proof(proof, validators=other)

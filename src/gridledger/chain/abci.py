@@ -114,7 +114,13 @@ class Application(Protocol):
         ...
 
     def commit(self) -> None:
-        """Make the state of the last finalized block durable (atomically with the block)."""
+        """Make the state of the last finalized block durable (atomically with the block).
+
+        The ledger app writes the block too: consensus first hands it the decided block and its
+        commit with ``Store.stage_block(block, commit)`` (see docs/ledger.md).
+        """
         ...
 
-    def query(self, path: str, data: bytes = b"", height: int = 0, prove: bool = False) -> QueryResult: ...
+    def query(
+        self, path: str, data: bytes = b"", height: int = 0, prove: bool = False
+    ) -> QueryResult: ...

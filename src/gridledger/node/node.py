@@ -1,0 +1,182 @@
+"""A running solo node: store, application, mempool, consensus, off-chain store, event feed.
+
+The node object is transport-free; ``node/api.py`` puts HTTP in front of it and the CLI runs
+both. Everything here is safe to call from API threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gridledger.chain import codes, encoding
+from gridledger.chain.abci import ExecTxResult
+from gridledger.chain.app import LedgerApp
+from gridledger.chain.block import Block
+from gridledger.chain.consensus.solo import SoloEngine
+from gridledger.chain.keys import load_key
+from gridledger.chain.mempool import Mempool
+from gridledger.chain.proofs import state_proof, tx_proof
+from gridledger.chain.store import Store
+from gridledger.chain.tx import TxError, decode_tx, tx_id
+from gridledger.node.home import NodeConfig, read_genesis
+from gridledger.node.offchain import OffchainStore
+
+
+@dataclass(frozen=True)
+class BlockEvent:
+    height: int
+    hash: str
+    time_ms: int
+    txs: list[dict[str, Any]]
+
+
+class EventFeed:
+    """The last few hundred committed blocks' summaries, for streaming clients."""
+
+    def __init__(self, keep: int = 512) -> None:
+        self._items: deque[BlockEvent] = deque(maxlen=keep)
+        self._cond = threading.Condition()
+        self.height = 0
+
+    def publish(self, block: Block, results: list[ExecTxResult]) -> None:
+        ev = BlockEvent(
+            block.header.height,
+            block.hash().hex(),
+            block.header.time_ms,
+            [
+                {
+                    "code": r.code,
+                    "events": [{"attributes": e.attributes, "type": e.type} for e in r.events],
+                    "log": r.log,
+                    "txid": tx_id(raw).hex(),
+                }
+                for raw, r in zip(block.txs, results, strict=True)
+            ],
+        )
+        with self._cond:
+            self._items.append(ev)
+            self.height = ev.height
+            self._cond.notify_all()
+
+    def since(self, height: int) -> list[BlockEvent]:
+        with self._cond:
+            return [e for e in self._items if e.height > height]
+
+
+class Node:
+    def __init__(self, home: Path, config: NodeConfig | None = None) -> None:
+        self.home = Path(home)
+        self.config = config or NodeConfig.load(self.home)
+        (self.home / "data").mkdir(exist_ok=True)
+        self.store = Store(self.home / "data" / "chain.db", synchronous=self.config.synchronous)
+        self.app = LedgerApp(self.store)
+        if self.app.genesis is None:
+            self.app.init_chain(read_genesis(self.home))
+        key, _ = load_key(self.home / self.config.validator_key)
+        self.mempool = Mempool(self.app)
+        self.engine = SoloEngine(
+            self.app,
+            self.store,
+            self.mempool,
+            key,
+            block_interval_ms=self.config.block_interval_ms,
+            eager=self.config.eager,
+        )
+        self.feed = EventFeed()
+        self.feed.height = self.app.height
+        self.engine.listeners.append(self.feed.publish)
+        self.offchain = OffchainStore(self.home / "data" / "offchain.db")
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.store.close()
+        self.offchain.close()
+
+    # --- transactions -----------------------------------------------------------------------
+    def submit(self, raw: bytes) -> dict[str, Any]:
+        res = self.mempool.add(raw)
+        return {
+            "code": res.code,
+            "code_name": codes.NAMES.get(res.code, "?"),
+            "log": res.log,
+            "txid": tx_id(raw).hex(),
+        }
+
+    def tx_status(self, txid: bytes) -> dict[str, Any] | None:
+        rec = self.store.get_tx(txid)
+        if rec is not None:
+            raw = self.store.get_block(rec.height).block().txs[rec.index]
+            return {
+                "code": rec.code,
+                "code_name": codes.NAMES.get(rec.code, "?"),
+                "events": rec.events,
+                "height": rec.height,
+                "index": rec.index,
+                "log": rec.log,
+                "status": "committed",
+                "tx": _tx_json(raw),
+                "txid": txid.hex(),
+            }
+        if txid in self.mempool:
+            return {"status": "pending", "txid": txid.hex()}
+        return None
+
+    # --- reads ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        h = self.store.height()
+        return {
+            "app_hash": self.store.meta("app_hash"),
+            "chain_id": self.app.chain_id,
+            "height": h,
+            "last_block_hash": self.store.meta("last_block_hash"),
+            "last_time_ms": self.store.meta("last_time_ms"),
+            "mempool": len(self.mempool),
+            "validators": [
+                {"power": v.power, "pub_key": v.pub_key.hex()} for v in self.app.validators()
+            ],
+        }
+
+    def block(self, height: int | None) -> dict[str, Any] | None:
+        h = self.store.height() if height is None else height
+        sb = self.store.get_block(h)
+        if sb is None:
+            return None
+        b = sb.block()
+        return {
+            "commit": sb.commit().to_json(),
+            "hash": sb.hash.hex(),
+            "header": b.header.to_json(),
+            "txs": [tx_id(t).hex() for t in b.txs],
+        }
+
+    def account(self, pub_hex: str) -> dict[str, Any]:
+        doc = encoding.decode(self.app.query(f"account/{pub_hex}").value)
+        doc["next_seq"] = self.app.next_seq(pub_hex)
+        return doc
+
+    def state(self, key: str, prove: bool) -> dict[str, Any]:
+        if prove:
+            return state_proof(self.store, self.app, key)
+        q = self.app.query(f"state/{key}")
+        return {
+            "height": q.height,
+            "key": key,
+            "value": q.value.hex() if q.code == codes.OK else None,
+        }
+
+    def tx_proof(self, txid: bytes) -> dict[str, Any]:
+        return tx_proof(self.store, txid, self.app.classify_tx)
+
+
+def _tx_json(raw: bytes) -> dict[str, Any]:
+    try:
+        return decode_tx(raw, max_bytes=len(raw)).to_json()
+    except TxError as exc:
+        return {"error": str(exc), "raw": raw.hex()}

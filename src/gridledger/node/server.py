@@ -1,0 +1,45 @@
+"""Run a node with its HTTP API until SIGINT/SIGTERM (``gridledger node start``)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from gridledger.node.api import create_api
+from gridledger.node.node import Node
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def serve(node: Node, api: str) -> None:
+    host, port = parse_hostport(api)
+    # bind ourselves so that port 0 works and the real address is known before serving
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    addr = f"{host}:{sock.getsockname()[1]}"
+    app = create_api(node)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    node.start()
+    addr_file = Path(node.home) / "node.addr"
+    addr_file.write_text(f"http://{addr}\n")
+    print(
+        f"gridledger node {node.app.chain_id} at height {node.app.height}: API on http://{addr}",
+        flush=True,
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        node.stop()
+        addr_file.unlink(missing_ok=True)
+        if node.engine.error is not None:
+            print(f"consensus stopped: {node.engine.error!r}", file=sys.stderr)
