@@ -107,6 +107,11 @@ class LocalChain:
         raw = self.app._committed.get(key.encode())
         return 0 if raw is None else int(raw)
 
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Committed state keys under a prefix, sorted (for reports and audits)."""
+        p = prefix.encode()
+        return sorted(k.decode() for k in self.app._committed if k.startswith(p))
+
     def balance(self, denom: str, pub_hex: str) -> int:
         return self.state_int(f"bal/{denom}/{pub_hex}")
 

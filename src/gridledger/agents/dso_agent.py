@@ -1,0 +1,280 @@
+"""DSO agent: follows the chain, certifies each pending match, re-issues loss shares.
+
+For a pending match the agent takes the trades that run in the match's window (approved on
+chain, seed 000 Fig. 3), and for every instant in that window where the set of running trades
+changes it evaluates the operating point with all of them superposed (seed 000 §II.B steps 1–8:
+other generators fixed, trades added to seller generation and buyer load, R-OPF, losses of every
+trade by the Global method, change of total losses, reactive set-points).  Then it posts, in one
+block:
+
+1. ``market.losses`` for each such instant (loss tree): the shares of every running trade,
+   re-issued because the new trade changes them;
+2. ``market.reactive`` (reactive tree): the regulator nodes' set-points at the match's start,
+   their ΔQ against the previous interval, ΔPQ (seed 000 eq. 7) and remuneration per slot
+   (eq. 8);
+3. ``market.certificate`` (active tree): approved, or rejected with the violated limits as
+   reasons, bound to the match's digest and to the digest of the full off-chain document.
+
+The physics is behind :class:`Evaluator` (``gridledger.market.certificate``'s workflow); the
+agent itself does chain bookkeeping only.  Set-points and losses go on chain as integers
+(W, var), rounded to the nearest unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from gridledger.agents.client import ChainClient, must
+from gridledger.chain import encoding
+from gridledger.chain.keys import KeyPair
+
+
+@dataclass(frozen=True)
+class TradeSpec:
+    trade_id: str
+    seller_bus: int
+    buyer_bus: int
+    power_kw: float
+
+
+@dataclass
+class Evaluation:
+    """One interval's operating point with every running trade superposed."""
+
+    feasible: bool
+    reasons: list[str]
+    loss_kw: float  # total active losses with R-OPF
+    loss_kw_without_ropf: float
+    share_kw: dict[str, float]  # Global-method loss share per trade, with R-OPF
+    share_kw_without_ropf: dict[str, float]
+    q_kvar: dict[int, float]  # regulator bus -> reactive set-point after R-OPF
+    sn_kva: dict[int, float]  # regulator bus -> rating
+    vm_pu: list[float] = field(default_factory=list)
+    vm_pu_without_ropf: list[float] = field(default_factory=list)
+    document: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+    def evaluate(self, trades: Sequence[TradeSpec]) -> Evaluation: ...
+
+    def initial_q_kvar(self) -> dict[int, float]: ...
+
+    def remuneration_utoken(
+        self,
+        bus: int,
+        q_prev_kvar: float,
+        q_new_kvar: float,
+        loss_reduction_kw: float,
+        price_utoken_per_kwh: int,
+        hours: float,
+    ) -> tuple[float, float, int]:
+        """(ΔQ kvar, ΔPQ kW, remuneration utoken) of one regulator over ``hours``."""
+        ...
+
+
+@dataclass
+class RankingSpec:
+    """A seller ranking (seed 002 Table 5) the DSO publishes at ``post_at_ms``."""
+
+    post_at_ms: int
+    rows: Callable[[], list[dict[str, Any]]]
+    posted: bool = False
+
+
+@dataclass
+class GridPhase:
+    """The grid in force from ``from_ms`` on (e.g. islanding switches the model) and the member
+    paid for reactive support at each regulator bus."""
+
+    from_ms: int
+    evaluator: Evaluator
+    regulator_accounts: dict[int, str]
+
+
+@dataclass
+class DsoAgent:
+    key: KeyPair
+    phases: list[GridPhase]
+    slot_ms: int = 900_000
+    documents_dir: Path | None = None
+    rankings: list[RankingSpec] = field(default_factory=list)
+    handled: dict[str, str] = field(default_factory=dict)  # match id -> verdict
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def phase_at(self, time_ms: int) -> GridPhase:
+        current = None
+        for ph in sorted(self.phases, key=lambda x: x.from_ms):
+            if ph.from_ms <= time_ms:
+                current = ph
+        if current is None:
+            raise ValueError(f"no grid model in force at {time_ms}")
+        return current
+
+    def step(self, client: ChainClient) -> int:
+        """Publish due rankings and certify the first pending match; return txs posted."""
+        posted = 0
+        now = client.time_ms()
+        for r in self.rankings:
+            if not r.posted and r.post_at_ms <= now:
+                must(
+                    client.submit(self.key, "market.ranking", {"rows": r.rows()}), "seller ranking"
+                )
+                r.posted = True
+                posted += 1
+        for mid in client.state("market/pending") or []:
+            if mid in self.handled:
+                continue
+            posted += self.certify(client, mid)
+            break  # one per block: the next sees this one's approval on chain
+        return posted
+
+    # -- one certificate ---------------------------------------------------------------------
+
+    def _running(self, client: ChainClient, m: dict[str, Any]) -> list[dict[str, Any]]:
+        """Approved matches overlapping the new match's window (from the chain's slot index)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for s in range(m["start_ms"], m["end_ms"], self.slot_ms):
+            for mid in client.state(f"market/slot/{s}") or []:
+                if mid not in seen:
+                    rec = client.state(f"market/match/{mid}")
+                    if rec["status"] == "approved":
+                        seen[mid] = rec["match"]
+        return list(seen.values())
+
+    def certify(self, client: ChainClient, mid: str) -> int:
+        rec = client.state(f"market/match/{mid}")
+        m = rec["match"]
+        phase = self.phase_at(m["start_ms"])
+        ev = phase.evaluator
+        others = self._running(client, m)
+        everyone = [*others, m]
+        instants = {m["start_ms"]}
+        last_end = max(x["end_ms"] for x in everyone)
+        for x in others:
+            for t in (x["start_ms"], x["end_ms"]):
+                if m["start_ms"] < t <= m["end_ms"] and t < last_end:
+                    instants.add(t)
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]] = {}
+        for t in sorted(instants):
+            running = [x for x in everyone if x["start_ms"] <= t < x["end_ms"]]
+            evaluations[t] = (running, ev.evaluate([_spec(x) for x in running]))
+        reasons = [r for _, e in evaluations.values() for r in e.reasons]
+        feasible = all(e.feasible for _, e in evaluations.values())
+        # the previous interval: the trades running at the start without the new one
+        before = [x for x in others if x["start_ms"] <= m["start_ms"] < x["end_ms"]]
+        q_prev = ev.evaluate([_spec(x) for x in before]).q_kvar if before else ev.initial_q_kvar()
+        start_eval = evaluations[m["start_ms"]][1]
+        document = {
+            "match": m,
+            "match_digest": rec["digest"],
+            "feasible": feasible,
+            "reasons": reasons,
+            "intervals": [
+                {"from_ms": t, "trades": [x["match_id"] for x in run], "evaluation": e.document}
+                for t, (run, e) in sorted(evaluations.items())
+            ],
+            "q_prev_kvar": {str(b): q for b, q in q_prev.items()},
+        }
+        raw = encoding.encode(_integral(document))
+        digest = hashlib.sha256(raw).hexdigest()
+        if self.documents_dir is not None:
+            self.documents_dir.mkdir(parents=True, exist_ok=True)
+            (self.documents_dir / f"{mid}.json").write_text(json.dumps(document, indent=1))
+        n = 0
+        if feasible:
+            for t, (run, e) in sorted(evaluations.items()):
+                shares = [
+                    {
+                        "match_id": x["match_id"],
+                        "loss_w": round(1000 * e.share_kw[x["match_id"]]),
+                        "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
+                    }
+                    for x in run
+                ]
+                must(
+                    client.submit(
+                        self.key,
+                        "market.losses",
+                        {
+                            "from_ms": t,
+                            "shares": shares,
+                            "total_loss_w": round(1000 * e.loss_kw),
+                            "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
+                        },
+                    ),
+                    f"loss shares from {t}",
+                )
+                n += 1
+            setpoints = []
+            hours = self.slot_ms / 3_600_000
+            reduction = start_eval.loss_kw_without_ropf - start_eval.loss_kw
+            for bus in sorted(start_eval.q_kvar):
+                q_new = start_eval.q_kvar[bus]
+                dq, dpq, pay = ev.remuneration_utoken(
+                    bus, q_prev.get(bus, 0.0), q_new, reduction, m["price_utoken_per_kwh"], hours
+                )
+                account = phase.regulator_accounts.get(bus)
+                if account is None:
+                    continue
+                setpoints.append(
+                    {
+                        "account": account,
+                        "node": bus,
+                        "q_var": round(1000 * q_new),
+                        "delta_q_var": round(1000 * dq),
+                        "delta_pq_w": round(1000 * dpq),
+                        "utoken_per_slot": pay,
+                    }
+                )
+            must(
+                client.submit(
+                    self.key, "market.reactive", {"match_id": mid, "setpoints": setpoints}
+                ),
+                f"reactive set-points for {mid}",
+            )
+            n += 1
+        must(
+            client.submit(
+                self.key,
+                "market.certificate",
+                {
+                    "match_id": mid,
+                    "match_digest": rec["digest"],
+                    "document_digest": digest,
+                    "verdict": "approved" if feasible else "rejected",
+                    "reasons": [r[:200] for r in reasons[:16]] if not feasible else [],
+                },
+            ),
+            f"certificate for {mid}",
+        )
+        self.handled[mid] = "approved" if feasible else "rejected"
+        self.log.append(
+            {
+                "match": mid,
+                "verdict": self.handled[mid],
+                "reasons": reasons,
+                "document_digest": digest,
+            }
+        )
+        return n + 1
+
+
+def _spec(m: dict[str, Any]) -> TradeSpec:
+    return TradeSpec(m["match_id"], m["seller_node"], m["buyer_node"], m["power_w"] / 1000)
+
+
+def _integral(doc: Any) -> Any:
+    """The document with floats written as fixed-point strings: canonical JSON has no floats,
+    and the digest must be reproducible from the stored file."""
+    if isinstance(doc, float):
+        return f"{doc:.9g}"
+    if isinstance(doc, dict):
+        return {str(k): _integral(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_integral(v) for v in doc]
+    return doc
