@@ -30,6 +30,7 @@ nominal voltage.  Unrated branches (``rate_mva == 0``) report a loading of 0 (th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -539,6 +540,8 @@ class _DenseModel:
     n_eq: int  # equations = unknowns: nb active balances + npq reactive balances
     # [e f] @ y_real = [Re I, Im I] for V = e + jf: real arithmetic is ~3x faster than complex
     y_real: np.ndarray
+    # (n_eq, 2nb+1) 0/1: places a Newton step [dva_nonref, dvm_pq, dslack] on [va, vm, slack]
+    scatter: np.ndarray
 
 
 _DENSE_CACHE: dict[tuple[int, str], tuple[CompiledNetwork, _DenseModel]] = {}
@@ -558,12 +561,22 @@ def _dense(c: CompiledNetwork, control: RegulatorControl) -> _DenseModel:
         yt=c.yt.toarray(),
         setup=st,
         n_eq=c.n_bus + st.pq.size,
-        y_real=np.block([[g, b], [-b, g]]),
+        y_real=np.ascontiguousarray(np.block([[g, b], [-b, g]])),
+        scatter=_scatter(st, c.n_bus),
     )
     if len(_DENSE_CACHE) > 64:
         _DENSE_CACHE.clear()
     _DENSE_CACHE[key] = (c, model)
     return model
+
+
+def _scatter(st: _Setup, nb: int) -> np.ndarray:
+    nn, npq = st.nonref.size, st.pq.size
+    out = np.zeros((nn + npq + 1, 2 * nb + 1))
+    out[np.arange(nn), st.nonref] = 1.0
+    out[nn + np.arange(npq), nb + st.pq] = 1.0
+    out[-1, -1] = 1.0
+    return out
 
 
 def run_pf_batch(
@@ -619,61 +632,138 @@ def run_pf_batch(
     m = _dense(c, regulator_control)
     st = m.setup
 
-    # Specified injections (B, nb).
+    # Specified injections (B, nb), real and reactive apart (real arithmetic is cheaper).
     qg = np.where(st.q_fixed_gen, q_set, 0.0)
     p_spec = _bincount_last(c.gen_bus, p_set, nb) - c.load_p
     q_spec = _bincount_last(c.gen_bus, qg, nb) - c.load_q
     if ns:
         q_spec = q_spec + _bincount_last(c.svc_bus, s_set, nb)
-    s_spec = p_spec + 1j * q_spec
+    q_spec_pq = np.ascontiguousarray(q_spec[:, st.pq])
 
     held = np.flatnonzero(st.vm_gen >= 0)
-    slack = np.zeros(batch)
     base = None
     if v0 is None:
         # Shared warm start: the power flow at the batch's mean set-points.
-        base = _solve_one(
-            c,
-            st,
-            vm_set.mean(axis=0),
-            q_set.mean(axis=0),
-            p_set.mean(axis=0),
-            s_set.mean(axis=0),
-            tol,
-            max_iter,
-            None,
-            regulator_control,
+        base = _base_state(
+            m, p_spec.mean(axis=0), q_spec_pq.mean(axis=0), vm_set.mean(axis=0), tol, max_iter
         )
-        if not base.converged:
-            base = None
-        start = np.ones(nb, dtype=complex) if base is None else base.v_complex
-        if base is not None:
-            slack[:] = base.slack_mw / c.base_mva
-        v0 = start
+        v0 = np.ones(nb, dtype=complex) if base is None else base[0]
     v0 = np.broadcast_to(np.asarray(v0, dtype=complex), (batch, nb))
-    vm, va = np.abs(v0).copy(), np.angle(v0).copy()
-    vm[:, held] = vm_set[:, st.vm_gen[held]]
-    vm_start, va_start, slack_start = vm.copy(), va.copy(), slack.copy()
-
-    iters = np.zeros(batch, dtype=np.int64)
-    norm = np.full(batch, np.inf)
-    done = np.zeros(batch, dtype=bool)
+    # Full state per member: [va (nb), vm (nb), slack]; the solvers update it in place.
+    state = np.empty((batch, 2 * nb + 1))
+    state[:, :nb] = np.angle(v0)
+    state[:, nb : 2 * nb] = np.abs(v0)
+    state[:, nb + held] = vm_set[:, st.vm_gen[held]]
+    state[:, -1] = 0.0 if base is None else base[1]
+    step_map = None
     if chord and base is not None:
-        jinv_t = np.linalg.inv(_dense_jacobian(m, base.v_complex)).T
-        done, norm = _chord(m, vm, va, slack, s_spec, iters, jinv_t, tol, min(max_iter, 12))
-        # A member the chord step drove away from its start restarts Newton from the start.
+        jac0 = _dense_jacobian(m, base[0])
+        with contextlib.suppress(np.linalg.LinAlgError):
+            step_map = np.linalg.inv(jac0).T @ m.scatter
+
+    chunks = []
+    for lo in range(0, batch, _CHUNK):
+        hi = min(lo + _CHUNK, batch)
+        chunks.append(
+            _solve_chunk(
+                c,
+                m,
+                state[lo:hi],
+                p_spec[lo:hi],
+                q_spec_pq[lo:hi],
+                step_map,
+                tol,
+                max_iter,
+                p_set[lo:hi],
+                q_set[lo:hi],
+                s_set[lo:hi],
+            )
+        )
+    return BatchPowerFlowResult(
+        **{
+            f.name: (
+                c.base_mva
+                if f.name == "base_mva"
+                else np.concatenate([getattr(ch, f.name) for ch in chunks])
+            )
+            for f in dataclasses.fields(BatchPowerFlowResult)
+        }
+    )
+
+
+# Members solved together: small enough that the (chunk, n) temporaries stay in cache, large
+# enough that numpy's per-call overhead is spread thin (measured on 9 buses: 1024 is ~2x faster
+# per power flow than one 10,000-member block).
+_CHUNK = 1024
+# Chord steps before a member that still converges slowly is handed to full Newton.
+_MAX_CHORD_STEPS = 12
+
+
+def _base_state(
+    m: _DenseModel,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
+    vm_set: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, float] | None:
+    """Solve one operating point (dense Newton from a flat start); None if it fails."""
+    st = m.setup
+    nb = p_spec.size
+    held = np.flatnonzero(st.vm_gen >= 0)
+    vm = np.ones((1, nb))
+    vm[0, held] = vm_set[st.vm_gen[held]]
+    va = np.zeros((1, nb))
+    slack = np.zeros(1)
+    _, norm = _newton_dense(m, vm, va, slack, p_spec[None, :], q_spec_pq[None, :], tol, max_iter)
+    if not norm[0] <= tol:
+        return None
+    return vm[0] * np.exp(1j * va[0]), float(slack[0])
+
+
+def _solve_chunk(
+    c: CompiledNetwork,
+    m: _DenseModel,
+    state: np.ndarray,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
+    step_map: np.ndarray | None,
+    tol: float,
+    max_iter: int,
+    p_set: np.ndarray,
+    q_set: np.ndarray,
+    s_set: np.ndarray,
+) -> BatchPowerFlowResult:
+    nb = c.n_bus
+    n = state.shape[0]
+    start = state.copy()
+    iters = np.zeros(n, dtype=np.int64)
+    norm = np.full(n, np.inf)
+    done = np.zeros(n, dtype=bool)
+    if step_map is not None:
+        done, norm = _chord(
+            m, state, p_spec, q_spec_pq, iters, step_map, tol, min(max_iter, _MAX_CHORD_STEPS)
+        )
+        # A member the chord drove away from its start begins Newton again from the start.
         lost = ~done & ~(norm < 1.0)
-        vm[lost], va[lost], slack[lost] = vm_start[lost], va_start[lost], slack_start[lost]
+        state[lost] = start[lost]
     rest = np.flatnonzero(~done)
     if rest.size:
-        vm_r, va_r, sl_r = vm[rest], va[rest], slack[rest]
-        it_r, nrm_r = _newton_dense(m, vm_r, va_r, sl_r, s_spec[rest], tol, max_iter)
-        vm[rest], va[rest], slack[rest] = vm_r, va_r, sl_r
+        vm_r = state[rest, nb : 2 * nb]
+        va_r = state[rest, :nb]
+        sl_r = state[rest, -1]
+        it_r, nrm_r = _newton_dense(
+            m, vm_r, va_r, sl_r, p_spec[rest], q_spec_pq[rest], tol, max_iter
+        )
+        state[rest, nb : 2 * nb] = vm_r
+        state[rest, :nb] = va_r
+        state[rest, -1] = sl_r
         iters[rest] += it_r
         norm[rest] = nrm_r
-    converged = norm <= tol
-    v = vm * np.exp(1j * va)
-    return _batch_result(c, m, v, slack, converged, iters, norm, p_set, q_set, s_set)
+    v = state[:, nb : 2 * nb] * np.exp(1j * state[:, :nb])
+    return _batch_result(
+        c, m, v, state[:, -1].copy(), norm <= tol, iters, norm, p_set, q_set, s_set
+    )
 
 
 def _dense_jacobian(m: _DenseModel, v: np.ndarray) -> np.ndarray:
@@ -706,7 +796,12 @@ def _jacobian_stack(m: _DenseModel, v: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def _residual(
-    m: _DenseModel, vm: np.ndarray, va: np.ndarray, slack: np.ndarray, s_spec: np.ndarray
+    m: _DenseModel,
+    vm: np.ndarray,
+    va: np.ndarray,
+    slack: np.ndarray,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mismatch vectors (B, n_eq) and the real/imaginary parts (B, 2nb) of V and of S."""
     nb = vm.shape[1]
@@ -724,9 +819,9 @@ def _residual(
     p += f * ii
     q = f * ir
     q -= e * ii
-    np.subtract(p, s_spec.real, out=out[:, :nb])
+    np.subtract(p, p_spec, out=out[:, :nb])
     out[:, :nb] -= m.setup.bus_weight * slack[:, None]
-    np.subtract(q[:, pq], s_spec.imag[:, pq], out=out[:, nb:])
+    np.subtract(q[:, pq], q_spec_pq, out=out[:, nb:])
     return out, ef, np.concatenate([p, q], axis=1)
 
 
@@ -743,12 +838,11 @@ def _max_abs(f: np.ndarray) -> np.ndarray:
 
 def _chord(
     m: _DenseModel,
-    vm: np.ndarray,
-    va: np.ndarray,
-    slack: np.ndarray,
-    s_spec: np.ndarray,
+    state: np.ndarray,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
     iters: np.ndarray,
-    jinv_t: np.ndarray,
+    step_map: np.ndarray,
     tol: float,
     max_iter: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -756,37 +850,36 @@ def _chord(
 
     Measured on the 9-bus cases: a batched ``np.linalg.solve`` of B 14×14 systems costs
     ~2.7 µs per system per iteration, which alone caps full Newton near 100k PF/s; with the
-    Jacobian frozen the step is one (B, n)×(n, n) product.  Convergence is linear instead of
-    quadratic, so members whose mismatch does not at least halve per step leave the chord and
-    finish with full Newton.  Updates ``vm, va, slack, iters`` in place; returns (done, norm).
+    Jacobian frozen the step is one (B, n_eq)×(n_eq, 2nb+1) product (``step_map`` is the
+    inverse Jacobian already scattered onto the full state [va, vm, slack]).  Convergence is
+    linear instead of quadratic, so members whose mismatch does not at least halve per step
+    leave the chord and finish with full Newton.  Updates ``state`` and ``iters`` in place;
+    returns (done, norm).
     """
-    st = m.setup
-    nonref, pq = st.nonref, st.pq
-    nn, npq = nonref.size, pq.size
-    batch = vm.shape[0]
-    done = np.zeros(batch, dtype=bool)
-    stalled = np.zeros(batch, dtype=bool)
-    norm = np.full(batch, np.inf)
-    prev = np.full(batch, np.inf)
-    # Whole-batch arithmetic with masks: nearly all members converge in the same step, so
+    nb = (state.shape[1] - 1) // 2
+    n = state.shape[0]
+    done = np.zeros(n, dtype=bool)
+    stalled = np.zeros(n, dtype=bool)
+    norm = np.full(n, np.inf)
+    prev = np.full(n, np.inf)
+    va, vm, slack = state[:, :nb], state[:, nb : 2 * nb], state[:, 2 * nb]
+    # Whole-chunk arithmetic with masks: nearly all members converge in the same step, so
     # gathering the active ones each step would cost more than it saves.
     for k in range(max_iter + 1):
-        f, _, _ = _residual(m, vm, va, slack, s_spec)
+        f, _, _ = _residual(m, vm, va, slack, p_spec, q_spec_pq)
         nrm = _max_abs(f)
         running = ~(done | stalled)
-        norm = np.where(running, nrm, norm)
+        np.copyto(norm, nrm, where=running)
         done |= running & (nrm <= tol)
         stalled |= running & ~done & ~(nrm < 0.5 * prev)
         step = ~(done | stalled)
         if k == max_iter or not step.any():
             break
-        prev = np.where(step, nrm, prev)
-        dx = -(f @ jinv_t)
-        dx[~step] = 0.0
+        np.copyto(prev, nrm, where=step)
+        upd = f @ step_map
+        upd *= step[:, None]
+        state -= upd
         iters += step
-        va[:, nonref] += dx[:, :nn]
-        vm[:, pq] += dx[:, nn : nn + npq]
-        slack += dx[:, -1]
     return done, norm
 
 
@@ -795,7 +888,8 @@ def _newton_dense(
     vm: np.ndarray,
     va: np.ndarray,
     slack: np.ndarray,
-    s_spec: np.ndarray,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
     tol: float,
     max_iter: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -811,7 +905,9 @@ def _newton_dense(
     norm = np.full(batch, np.inf)
     active = np.arange(batch)
     for it in range(max_iter + 1):
-        f, v_a, s_a = _residual(m, vm[active], va[active], slack[active], s_spec[active])
+        f, v_a, s_a = _residual(
+            m, vm[active], va[active], slack[active], p_spec[active], q_spec_pq[active]
+        )
         v_a, s_a = _complex(v_a), _complex(s_a)
         nrm = _max_abs(f)
         norm[active] = nrm
