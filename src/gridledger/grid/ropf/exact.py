@@ -100,7 +100,7 @@ class _FullSpace:
         slack_held[c.gen_bus[c.gen_role == GenRole.SLACK]] = True
         self.layout = _Layout(
             nonref=np.flatnonzero(np.arange(nb) != c.ref),
-            vm_free=np.flatnonzero(~slack_held),
+            vm_free=np.flatnonzero(~slack_held | prob.options.slack_vm_free),
             q_free=np.flatnonzero(c.gen_role != GenRole.PQ),
             n_svc=prob.n_svc,
         )
@@ -259,6 +259,10 @@ class _FullSpace:
             nr = prob.reg.size
             lo_v[c.gen_bus[prob.reg]] = np.maximum(lo_v[c.gen_bus[prob.reg]], prob.lower[:nr])
             hi_v[c.gen_bus[prob.reg]] = np.minimum(hi_v[c.gen_bus[prob.reg]], prob.upper[:nr])
+        if prob.slk.size:
+            nr, nk = prob.reg.size, prob.slk.size
+            lo_v[c.gen_bus[prob.slk]] = prob.lower[nr : nr + nk]
+            hi_v[c.gen_bus[prob.slk]] = prob.upper[nr : nr + nk]
         b += [(float(lo_v[i]), float(hi_v[i])) for i in lay.vm_free]
         q_lo = (
             c.gen_qmin.copy() if prob.options.capability_limits else np.full(c.gen_q.size, -np.inf)
@@ -283,7 +287,7 @@ class _FullSpace:
                 np.angle(v)[lay.nonref] - np.angle(v)[c.ref],
                 np.abs(v)[lay.vm_free],
                 (pf.gen_q_mvar / base)[lay.q_free] if pf.converged else c.gen_q[lay.q_free],
-                self.prob.current_x()[self.prob.reg.size :],
+                self.prob.current_x()[self.prob.reg.size + self.prob.slk.size :],
                 [pf.slack_mw / base if pf.converged else 0.0],
             ]
         )
@@ -299,7 +303,8 @@ class _FullSpace:
         else:
             _, q = self._gen_pq(qg, slack)
             reg = q[prob.reg]
-        return np.clip(np.concatenate([reg, qs]), prob.lower, prob.upper)
+        slack_vm = vm[c.gen_bus[prob.slk]]
+        return np.clip(np.concatenate([reg, slack_vm, qs]), prob.lower, prob.upper)
 
 
 def _fin(x: float) -> float | None:

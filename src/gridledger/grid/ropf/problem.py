@@ -53,6 +53,9 @@ class RopfOptions:
     vmax_pu: float | None = None
     line_limits: bool = True
     capability_limits: bool = True
+    # Islanded microgrid: the DG holding the angle reference has no grid behind it, so its
+    # voltage set-point is a variable too (seed 000 CASE 2 moves all three DGs).
+    slack_vm_free: bool = False
     penalty_per_pu: float = PENALTY_PER_PU
 
     def __post_init__(self) -> None:
@@ -114,8 +117,13 @@ class RopfProblem:
         if np.any(self.vmin >= self.vmax):
             raise ValueError("voltage limits must satisfy vmin < vmax at every bus")
         self.reg = np.flatnonzero(c.gen_role == GenRole.REGULATOR)
+        self.slk = (
+            np.flatnonzero(c.gen_role == GenRole.SLACK)
+            if self.options.slack_vm_free
+            else np.zeros(0, dtype=np.int64)
+        )
         self.n_svc = int(c.svc_bus.size)
-        if self.reg.size + self.n_svc == 0:
+        if self.reg.size + self.slk.size + self.n_svc == 0:
             raise ValueError(f"{c.name}: no regulator generator and no SVC, nothing to optimize")
         if self.control == "vm":
             lo = self.vmin[c.gen_bus[self.reg]]
@@ -125,8 +133,9 @@ class RopfProblem:
             lo = np.maximum(c.gen_qmin[self.reg], -cap)
             hi = np.minimum(c.gen_qmax[self.reg], cap)
             hi = np.maximum(hi, lo)  # a DG whose P exceeds its rating: Q pinned, violation reported
-        self.lower = np.concatenate([lo, c.svc_qmin])
-        self.upper = np.concatenate([hi, c.svc_qmax])
+        slack_bus = c.gen_bus[self.slk]
+        self.lower = np.concatenate([lo, self.vmin[slack_bus], c.svc_qmin])
+        self.upper = np.concatenate([hi, self.vmax[slack_bus], c.svc_qmax])
 
     # ---- variables ---------------------------------------------------------------------------
 
@@ -145,6 +154,7 @@ class RopfProblem:
         c = self.compiled
         what = "vm_pu" if self.control == "vm" else "q_pu"
         names = [f"gen{int(g)}@bus{c.bus_ids[c.gen_bus[g]]}:{what}" for g in self.reg]
+        names += [f"gen{int(g)}@bus{c.bus_ids[c.gen_bus[g]]}:vm_pu" for g in self.slk]
         names += [f"svc{i}@bus{c.bus_ids[b]}:q_pu" for i, b in enumerate(c.svc_bus)]
         return names
 
@@ -160,7 +170,7 @@ class RopfProblem:
         """The network's own set-points (the "before R-OPF" point), clipped into the bounds."""
         c = self.compiled
         x = c.gen_vm[self.reg] if self.control == "vm" else c.gen_q[self.reg]
-        return np.clip(np.concatenate([x, c.svc_q]), self.lower, self.upper)
+        return np.clip(np.concatenate([x, c.gen_vm[self.slk], c.svc_q]), self.lower, self.upper)
 
     def setpoints(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Variables -> (gen_vm, gen_q, svc_q) full vectors for the power flow; batched if 2-D."""
@@ -176,7 +186,9 @@ class RopfProblem:
             gen_vm[:, self.reg] = xb[:, :nr]
         else:
             gen_q[:, self.reg] = xb[:, :nr]
-        svc_q = xb[:, nr:].copy()
+        nk = self.slk.size
+        gen_vm[:, self.slk] = xb[:, nr : nr + nk]
+        svc_q = xb[:, nr + nk :].copy()
         if not batch:
             return gen_vm[0], gen_q[0], svc_q[0]
         return gen_vm, gen_q, svc_q

@@ -1,0 +1,195 @@
+"""``gridledger ropf`` and ``gridledger validate``: the reactive OPF and the DSO's certificates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from gridledger.cli import CliError
+
+METHODS = ("exact", "gso", "sbde", "de")
+
+
+def register(sub: Any) -> None:
+    ropf = sub.add_parser(
+        "ropf",
+        help="reactive optimal power flow: minimize losses with reactive set-points",
+        description=(
+            "Minimize the active losses of CASE by moving the regulator generators' reactive "
+            "set-points (voltages or reactive injections), active power fixed."
+        ),
+    )
+    ropf.add_argument("case", metavar="CASE", help="case name, pandapower:<name>, or a file")
+    ropf.add_argument("--method", choices=METHODS, default="exact")
+    ropf.add_argument("--seed", type=int, default=0, help="seed of the population solvers")
+    ropf.add_argument(
+        "--control",
+        choices=("auto", "vm", "q"),
+        default="auto",
+        help="variables: voltage set-points (vm) or reactive injections (q); auto: q on the "
+        "seed-000 microgrids, vm elsewhere",
+    )
+    ropf.add_argument("--vmin", type=float, default=None, help="lower voltage limit, pu")
+    ropf.add_argument("--vmax", type=float, default=None, help="upper voltage limit, pu")
+    ropf.add_argument("--json", action="store_true", help="machine-readable output")
+    ropf.set_defaults(handler=_ropf)
+
+    val = sub.add_parser(
+        "validate",
+        help="run the DSO's 8-step validation on a scenario: one certificate per interval",
+        description=(
+            "SCENARIO is a YAML file or the name of a shipped scenario "
+            "(seed000_case1, seed000_case2, seed002_ieee9)."
+        ),
+    )
+    val.add_argument("scenario", metavar="SCENARIO")
+    val.add_argument("--method", choices=METHODS, default=None, help="override the scenario's")
+    val.add_argument("--json", action="store_true", help="machine-readable output")
+    val.set_defaults(handler=_validate)
+
+
+def _auto_control(case: str) -> str:
+    return "q" if str(case).startswith("microgrid9") else "vm"
+
+
+def _ropf(args: argparse.Namespace) -> int:
+    from gridledger.grid.cases import load_case
+    from gridledger.grid.compiled import compile_network
+    from gridledger.grid.network import NetworkError
+    from gridledger.grid.ropf import RopfOptions, RopfProblem, solve_ropf
+
+    if args.seed < 0:
+        raise CliError(f"--seed must be >= 0, got {args.seed}")
+    control = _auto_control(args.case) if args.control == "auto" else args.control
+    try:
+        net = load_case(args.case)
+        options = RopfOptions(
+            vmin_pu=args.vmin,
+            vmax_pu=args.vmax,
+            slack_vm_free=str(args.case) == "microgrid9-islanded",
+        )
+        problem = RopfProblem(compile_network(net), control, options)
+    except (NetworkError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    res = solve_ropf(problem, args.method, rng=args.seed)
+    base = net.base_mva
+    names = [str(n) for n in net.gen["name"]]
+    setpoints: dict[str, float] = {}
+    nr, nk = problem.reg.size, problem.slk.size
+    for i, g in enumerate(problem.reg):
+        key = f"{names[g]}:{'vm_pu' if control == 'vm' else 'q_mvar'}"
+        setpoints[key] = float(res.x[i]) if control == "vm" else float(res.x[i] * base)
+    for j, g in enumerate(problem.slk):
+        setpoints[f"{names[g]}:vm_pu"] = float(res.x[nr + j])
+    for j, svc in enumerate(net.svc["name"]):
+        setpoints[f"{svc}:q_mvar"] = float(res.x[nr + nk + j] * base)
+    out = {
+        "case": net.name,
+        "method": res.method,
+        "control": control,
+        "seed": args.seed if args.method != "exact" else None,
+        "loss_before_mw": res.loss_before_pu * base,
+        "loss_after_mw": res.loss_after_pu * base,
+        "setpoints": setpoints,
+        "feasible": res.feasible,
+        "violations": [str(v) for v in res.violations],
+        "evaluations": res.evaluations,
+        "iterations": res.iterations,
+        "seconds": res.seconds,
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"R-OPF on {net.name} by {res.method} ({control} control)")
+    print(f"  losses before  {out['loss_before_mw']:12.6f} MW")
+    print(f"  losses after   {out['loss_after_mw']:12.6f} MW")
+    saved = out["loss_before_mw"] - out["loss_after_mw"]
+    pct = saved / out["loss_before_mw"] * 100 if out["loss_before_mw"] else 0.0
+    print(f"  reduction      {saved:12.6f} MW ({pct:.2f} %)")
+    print("  set-points:")
+    for k, v in setpoints.items():
+        print(f"    {k:<24} {v:12.6f}")
+    verdict = "feasible" if res.feasible else "INFEASIBLE: " + "; ".join(out["violations"])
+    print(f"  {verdict}")
+    print(
+        f"  {res.evaluations} power-flow evaluations, {res.iterations} iterations, "
+        f"{res.seconds:.3f} s"
+    )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from gridledger.grid.network import NetworkError
+    from gridledger.market.certificate import WorkflowError, validate_scenario
+    from gridledger.market.scenario import ScenarioError, load_scenario
+    from gridledger.market.seller_ranking import rank_scenario
+
+    try:
+        scenario = load_scenario(args.scenario)
+        certificates = validate_scenario(scenario, args.method)
+        ranking = rank_scenario(scenario, args.method) if scenario.ranking else []
+    except (ScenarioError, WorkflowError, NetworkError) as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        doc: dict[str, Any] = {
+            "scenario": scenario.name,
+            "certificates": [c.to_dict() for c in certificates],
+        }
+        if ranking:
+            doc["seller_ranking"] = ranking
+        print(json.dumps(doc))
+        return 0
+    print(f"Scenario {scenario.name}: {scenario.description}")
+    for c in certificates:
+        _print_certificate(c)
+    for r in ranking:
+        _print_ranking(r)
+    return 0
+
+
+def _f(x: float | None, fmt: str = "10.3f") -> str:
+    return format(x, fmt) if x is not None and math.isfinite(x) else " " * 7 + "n/a"
+
+
+def _print_certificate(c: Any) -> None:
+    print()
+    head = f"Interval {c.interval}  (new trade: {c.new_trade or '-'}; {c.method})"
+    print(head)
+    print("-" * len(head))
+    print(f"  losses without R-OPF {_f(c.loss_without_ropf_kw)} kW")
+    print(f"  losses with R-OPF    {_f(c.loss_with_ropf_kw)} kW")
+    print(f"  change vs previous   {_f(c.loss_change_kw)} kW")
+    print(f"  {'trade':<8}{'seller':<10}{'buyer':>6}{'kW':>10}{'loss kW':>10}{'(no R-OPF)':>12}")
+    for t in c.trades:
+        print(
+            f"  {t.id:<8}{t.seller:<10}{t.buyer_bus:>6}{t.power_kw:>10.1f}"
+            f"{_f(t.loss_share_kw)}{_f(t.loss_share_without_ropf_kw, '12.3f')}"
+        )
+    print(f"  {'node':<8}{'bus':>4}{'Q kvar':>10}{'dQ kvar':>10}{'dPQ kW':>10}{'paid utoken':>14}")
+    for r in c.regulators:
+        print(
+            f"  {r.node:<8}{r.bus:>4}{r.q_kvar:>10.1f}{r.delta_q_kvar:>10.1f}"
+            f"{r.delta_pq_kw:>10.2f}{r.remuneration_utoken:>14d}"
+        )
+    vm = ", ".join(f"{b}:{v:.4f}" for b, v in c.bus_vm_pu.items())
+    print(f"  voltages pu  {vm}")
+    if c.line_loading_pct:
+        worst = max(c.line_loading_pct.items(), key=lambda kv: kv[1])
+        print(f"  highest line loading {worst[1]:.1f} % ({worst[0]})")
+    print("  verdict: " + ("FEASIBLE" if c.feasible else "REJECTED — " + "; ".join(c.reasons)))
+
+
+def _print_ranking(r: dict) -> None:
+    print()
+    running = ", ".join(r["running_trades"]) or "none"
+    print(f"Seller ranking for {r['power_kw']:g} kW at bus {r['buyer_bus']} (running: {running})")
+    print(f"  {'rank':<6}{'seller':<10}{'loss +%':>10}{'max line %':>12}  excluded because")
+    for o in sorted(r["options"], key=lambda o: (o["rank"] is None, o["rank"] or 0)):
+        rank = str(o["rank"]) if o["rank"] is not None else "-"
+        why = "; ".join(o["reasons"])
+        print(
+            f"  {rank:<6}{o['seller']:<10}{_f(o['loss_increase_pct'], '10.2f')}"
+            f"{o['max_line_loading_pct']:>12.1f}  {why}"
+        )
