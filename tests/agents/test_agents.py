@@ -77,7 +77,7 @@ def test_prosumer_agent_posts_when_due(world) -> None:
 
 def test_dso_certifies_overlapping_trades_and_meters_settle(world, tmp_path: Path) -> None:
     chain, keys, meters, dso = world
-    ev = make_evaluator("microgrid9")
+    ev = make_evaluator("seed000_case1")
     agent = DsoAgent(
         dso,
         [
@@ -111,9 +111,12 @@ def test_dso_certifies_overlapping_trades_and_meters_settle(world, tmp_path: Pat
     assert agent.step(chain) == 3
     chain.produce(T - 5 * SLOT + 1)
     assert chain.state("market/match/m1")["status"] == "approved"
+    # the same intervals evaluated directly: t1 with tr1 alone, t2 with both superposed
+    tr1, tr2 = TradeSpec("m0", 2, 5, 300.0), TradeSpec("m1", 3, 7, 200.0)
+    alone, state = ev.certify([tr1], T, SLOT, ev.initial_state(), 100_000, "m0")
+    both, _ = ev.certify([tr1, tr2], T + SLOT, SLOT, state, 100_000, "m1")
     # the second trade re-issued tr1's share from t2: both are in the loss record of t2
     rec_t2 = chain.state(f"market/lossrec/{T + SLOT}")
-    both = ev.evaluate([TradeSpec("m0", 2, 5, 300.0), TradeSpec("m1", 3, 7, 200.0)])
     assert {s["match_id"]: s["loss_w"] for s in rec_t2["shares"]} == {
         "m0": round(1000 * both.share_kw["m0"]),
         "m1": round(1000 * both.share_kw["m1"]),
@@ -121,7 +124,6 @@ def test_dso_certifies_overlapping_trades_and_meters_settle(world, tmp_path: Pat
     assert rec_t2["total_loss_w"] == round(1000 * both.loss_kw)
     assert sum(s["loss_w"] for s in rec_t2["shares"]) < rec_t2["total_loss_w"]
     # tr1 alone in t1: its own record, unchanged by tr2
-    alone = ev.evaluate([TradeSpec("m0", 2, 5, 300.0)])
     assert chain.state(f"market/lossrec/{T}")["shares"] == [
         {
             "match_id": "m0",
@@ -129,11 +131,14 @@ def test_dso_certifies_overlapping_trades_and_meters_settle(world, tmp_path: Pat
             "loss_w_without_ropf": round(1000 * alone.share_kw_without_ropf["m0"]),
         }
     ]
-    # the R-OPF reduces losses and the set-points are the evaluator's
+    # the R-OPF reduces losses; set-points and remuneration are the workflow's
     assert alone.loss_kw < alone.loss_kw_without_ropf
     sps = {sp["node"]: sp for sp in chain.state("market/reactive/m0")["setpoints"]}
-    assert sps[2]["q_var"] == round(1000 * alone.q_kvar[2])
-    assert sps[2]["delta_q_var"] == round(1000 * (alone.q_kvar[2] - ev.initial_q_kvar()[2]))
+    regs = {r.bus: r for r in alone.regulators}
+    assert set(sps) == {2, 3, 4}
+    assert sps[2]["q_var"] == round(1000 * regs[2].q_kvar)
+    assert sps[2]["delta_q_var"] == round(1000 * regs[2].delta_q_kvar)  # from Q = 0 before t1
+    assert sps[2]["utoken_per_slot"] == regs[2].utoken_per_slot > 0
     # the off-chain document is stored and its digest is on chain
     assert (tmp_path / "docs" / "m0.json").exists()
     assert chain.state("market/match/m0")["document_digest"] == agent.log[0]["document_digest"]
@@ -162,7 +167,7 @@ def test_meter_deviation_is_bounded_and_repeatable(world) -> None:
 
 def test_dso_rejects_an_overloading_trade_with_reasons(world, tmp_path: Path) -> None:
     chain, keys, _, dso = world
-    agent = DsoAgent(dso, [GridPhase(0, make_evaluator("microgrid9"), {})], SLOT)
+    agent = DsoAgent(dso, [GridPhase(0, make_evaluator("seed000_case1"), {})], SLOT)
     # 5 MW more from DG2 (rated 1.5 MVA) into bus 9: beyond what the DG and the cables carry
     ProsumerAgent("DG2", keys["DG2"], 2, [OrderSpec("offer", 5_000_000, 1, T, T + SLOT)]).step(
         chain

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +42,17 @@ class TradeSpec:
     power_kw: float
 
 
+@dataclass(frozen=True)
+class RegulatorOut:
+    """One regulator node in one interval: its set-point, ΔQ, ΔPQ and pay for one slot."""
+
+    bus: int
+    q_kvar: float
+    delta_q_kvar: float
+    delta_pq_kw: float
+    utoken_per_slot: int
+
+
 @dataclass
 class Evaluation:
     """One interval's operating point with every running trade superposed."""
@@ -52,37 +63,52 @@ class Evaluation:
     loss_kw_without_ropf: float
     share_kw: dict[str, float]  # Global-method loss share per trade, with R-OPF
     share_kw_without_ropf: dict[str, float]
-    q_kvar: dict[int, float]  # regulator bus -> reactive set-point after R-OPF
-    sn_kva: dict[int, float]  # regulator bus -> rating
-    vm_pu: list[float] = field(default_factory=list)
-    vm_pu_without_ropf: list[float] = field(default_factory=list)
+    regulators: list[RegulatorOut]
     document: dict[str, Any] = field(default_factory=dict)
 
 
 class Evaluator(Protocol):
-    def evaluate(self, trades: Sequence[TradeSpec]) -> Evaluation: ...
+    """The DSO's physics (see agents/evaluator.py)."""
 
-    def initial_q_kvar(self) -> dict[int, float]: ...
+    def initial_state(self) -> Any:
+        """Reactive set-points before the first interval."""
+        ...
 
-    def remuneration_utoken(
+    def certify(
         self,
-        bus: int,
-        q_prev_kvar: float,
-        q_new_kvar: float,
-        loss_reduction_kw: float,
+        trades: Sequence[TradeSpec],
+        start_ms: int,
+        slot_ms: int,
+        previous: Any,
         price_utoken_per_kwh: int,
-        hours: float,
-    ) -> tuple[float, float, int]:
-        """(ΔQ kvar, ΔPQ kW, remuneration utoken) of one regulator over ``hours``."""
+        new_trade: str | None,
+    ) -> tuple[Evaluation, Any]:
+        """Steps 2–8 for the interval starting at ``start_ms``; returns the evaluation and the
+        optimized set-points (the next interval's "previous")."""
+        ...
+
+    def rank(
+        self,
+        buyer_bus: int,
+        power_kw: float,
+        sellers: Sequence[int],
+        running: Sequence[TradeSpec],
+        previous: Any,
+    ) -> list[dict[str, Any]]:
+        """Seed 002 Table 5 rows for one buyer, in the chain's integer form."""
         ...
 
 
 @dataclass
 class RankingSpec:
-    """A seller ranking (seed 002 Table 5) the DSO publishes at ``post_at_ms``."""
+    """A seller ranking request (seed 002 Table 5) the DSO answers at ``post_at_ms``, with the
+    trades approved on chain that run at ``at_ms``."""
 
     post_at_ms: int
-    rows: Callable[[], list[dict[str, Any]]]
+    at_ms: int
+    buyer_bus: int
+    power_kw: float
+    sellers: tuple[int, ...]
     posted: bool = False
 
 
@@ -94,6 +120,12 @@ class GridPhase:
     from_ms: int
     evaluator: Evaluator
     regulator_accounts: dict[int, str]
+    states: dict[int, Any] = field(default_factory=dict)  # interval start -> optimized state
+
+    def previous(self, t_ms: int) -> Any:
+        """The optimized state of the latest evaluated interval before ``t_ms``."""
+        before = [t for t in self.states if t < t_ms]
+        return self.states[max(before)] if before else self.evaluator.initial_state()
 
 
 @dataclass
@@ -116,15 +148,12 @@ class DsoAgent:
         return current
 
     def step(self, client: ChainClient) -> int:
-        """Publish due rankings and certify the first pending match; return txs posted."""
+        """Answer due ranking requests and certify the first pending match; return txs posted."""
         posted = 0
         now = client.time_ms()
         for r in self.rankings:
             if not r.posted and r.post_at_ms <= now:
-                must(
-                    client.submit(self.key, "market.ranking", {"rows": r.rows()}), "seller ranking"
-                )
-                r.posted = True
+                self.publish_ranking(client, r)
                 posted += 1
         for mid in client.state("market/pending") or []:
             if mid in self.handled:
@@ -132,6 +161,30 @@ class DsoAgent:
             posted += self.certify(client, mid)
             break  # one per block: the next sees this one's approval on chain
         return posted
+
+    def _approved_at(self, client: ChainClient, t_ms: int) -> list[dict[str, Any]]:
+        slot_start = t_ms - t_ms % self.slot_ms
+        out = []
+        for mid in client.state(f"market/slot/{slot_start}") or []:
+            rec = client.state(f"market/match/{mid}")
+            if rec["status"] in ("approved", "settled"):
+                out.append(rec["match"])
+        return out
+
+    def publish_ranking(self, client: ChainClient, r: RankingSpec) -> None:
+        phase = self.phase_at(r.at_ms)
+        running = [_spec(m) for m in self._approved_at(client, r.at_ms)]
+        rows = phase.evaluator.rank(
+            r.buyer_bus, r.power_kw, r.sellers, running, phase.previous(r.at_ms)
+        )
+        # one ranking record on chain: keep the other buyers' rows, replace this buyer's
+        kept = [x for x in client.state("market/ranking") or [] if x["buyer_node"] != r.buyer_bus]
+        must(
+            client.submit(self.key, "market.ranking", {"rows": kept + rows}),
+            f"seller ranking for bus {r.buyer_bus}",
+        )
+        r.posted = True
+        self.log.append({"ranking": r.buyer_bus, "rows": rows})
 
     # -- one certificate ---------------------------------------------------------------------
 
@@ -142,7 +195,7 @@ class DsoAgent:
             for mid in client.state(f"market/slot/{s}") or []:
                 if mid not in seen:
                     rec = client.state(f"market/match/{mid}")
-                    if rec["status"] == "approved":
+                    if rec["status"] in ("approved", "settled"):
                         seen[mid] = rec["match"]
         return list(seen.values())
 
@@ -160,14 +213,22 @@ class DsoAgent:
                 if m["start_ms"] < t <= m["end_ms"] and t < last_end:
                     instants.add(t)
         evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]] = {}
+        new_states = {}
         for t in sorted(instants):
             running = [x for x in everyone if x["start_ms"] <= t < x["end_ms"]]
-            evaluations[t] = (running, ev.evaluate([_spec(x) for x in running]))
+            prev = new_states[max(new_states)] if new_states else phase.previous(t)
+            evaluation, state = ev.certify(
+                [_spec(x) for x in running],
+                t,
+                self.slot_ms,
+                prev,
+                m["price_utoken_per_kwh"],
+                mid if t == m["start_ms"] else None,
+            )
+            evaluations[t] = (running, evaluation)
+            new_states[t] = state
         reasons = [r for _, e in evaluations.values() for r in e.reasons]
         feasible = all(e.feasible for _, e in evaluations.values())
-        # the previous interval: the trades running at the start without the new one
-        before = [x for x in others if x["start_ms"] <= m["start_ms"] < x["end_ms"]]
-        q_prev = ev.evaluate([_spec(x) for x in before]).q_kvar if before else ev.initial_q_kvar()
         start_eval = evaluations[m["start_ms"]][1]
         document = {
             "match": m,
@@ -178,15 +239,14 @@ class DsoAgent:
                 {"from_ms": t, "trades": [x["match_id"] for x in run], "evaluation": e.document}
                 for t, (run, e) in sorted(evaluations.items())
             ],
-            "q_prev_kvar": {str(b): q for b, q in q_prev.items()},
         }
-        raw = encoding.encode(_integral(document))
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(encoding.encode(_integral(document))).hexdigest()
         if self.documents_dir is not None:
             self.documents_dir.mkdir(parents=True, exist_ok=True)
             (self.documents_dir / f"{mid}.json").write_text(json.dumps(document, indent=1))
         n = 0
         if feasible:
+            phase.states.update(new_states)
             for t, (run, e) in sorted(evaluations.items()):
                 shares = [
                     {
@@ -210,27 +270,18 @@ class DsoAgent:
                     f"loss shares from {t}",
                 )
                 n += 1
-            setpoints = []
-            hours = self.slot_ms / 3_600_000
-            reduction = start_eval.loss_kw_without_ropf - start_eval.loss_kw
-            for bus in sorted(start_eval.q_kvar):
-                q_new = start_eval.q_kvar[bus]
-                dq, dpq, pay = ev.remuneration_utoken(
-                    bus, q_prev.get(bus, 0.0), q_new, reduction, m["price_utoken_per_kwh"], hours
-                )
-                account = phase.regulator_accounts.get(bus)
-                if account is None:
-                    continue
-                setpoints.append(
-                    {
-                        "account": account,
-                        "node": bus,
-                        "q_var": round(1000 * q_new),
-                        "delta_q_var": round(1000 * dq),
-                        "delta_pq_w": round(1000 * dpq),
-                        "utoken_per_slot": pay,
-                    }
-                )
+            setpoints = [
+                {
+                    "account": phase.regulator_accounts[r.bus],
+                    "node": r.bus,
+                    "q_var": round(1000 * r.q_kvar),
+                    "delta_q_var": round(1000 * r.delta_q_kvar),
+                    "delta_pq_w": round(1000 * r.delta_pq_kw),
+                    "utoken_per_slot": r.utoken_per_slot,
+                }
+                for r in start_eval.regulators
+                if r.bus in phase.regulator_accounts
+            ]
             must(
                 client.submit(
                     self.key, "market.reactive", {"match_id": mid, "setpoints": setpoints}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.chain.contracts.market import ESCROW
-from gridledger.demo.scenario import SLOT_MS
+from gridledger.demo.scenario import SELLERS, SLOT_MS
 
 KINDS = ("energy", "loss", "reactive", "penalty")
 
@@ -123,11 +123,11 @@ def build_report(world: Any, audit: Any) -> Report:
                 }
             )
         rep.table3[ph.key] = rows
-        if ph.ranking_buyers:
+        if ph.scenario.ranking:
+            sellers = SELLERS[ph.case]
             for row in chain.state("market/ranking") or []:
-                rep.ranking.append(
-                    {**row, "seller": _party_at(world, ph.regulators, row["seller_node"])}
-                )
+                name = sellers.get(row["seller_node"], f"bus {row['seller_node']}")
+                rep.ranking.append({**row, "seller": name})
             for r in by_phase.get(ph.key, []):
                 rep.selection.append(
                     {
@@ -218,10 +218,6 @@ def build_report(world: Any, audit: Any) -> Report:
     return rep
 
 
-def _party_at(world: Any, regulators: dict[int, str], bus: int) -> str:
-    return regulators.get(bus, f"bus {bus}")
-
-
 def _voltages(world: Any) -> dict[str, list[dict[str, Any]]]:
     """Voltage profiles with and without R-OPF per case and interval (DSO documents)."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -236,14 +232,15 @@ def _voltages(world: Any) -> dict[str, list[dict[str, Any]]]:
         t1 = world.timeline.t1(idx)
         for itv in doc["intervals"]:
             ev = itv["evaluation"]
-            if "vm_pu" not in ev:
+            if "bus_vm_pu" not in ev or "bus_vm_pu_without_ropf" not in ev:
                 continue
             k = (itv["from_ms"] - t1) // SLOT_MS
+            buses = sorted(ev["bus_vm_pu"], key=int)
             entry = {
                 "interval": f"t{k + 1}–t{k + 2}",
-                "buses": ev.get("buses", []),
-                "vm_pu": ev["vm_pu"],
-                "vm_pu_without_ropf": ev["vm_pu_without_ropf"],
+                "buses": [int(b) for b in buses],
+                "vm_pu": [ev["bus_vm_pu"][b] for b in buses],
+                "vm_pu_without_ropf": [ev["bus_vm_pu_without_ropf"][b] for b in buses],
             }
             rows = out.setdefault(phase, [])
             rows[:] = [r for r in rows if r["interval"] != entry["interval"]] + [entry]
@@ -271,7 +268,7 @@ def render_text(rep: Report, world: Any) -> str:
         rows = rep.table3.get(ph.key, [])
         lines.append("")
         lines.append(ph.title)
-        regs = list(ph.regulators.values())
+        regs = list(world.regulators[ph.key].values())
         head = f"{'interval':<8} {'R-OPF':<5} {'trade':<5} {'ΔP_Gi,Li kW':>11} {'ΔPtot kW':>9}"
         head += "".join(f" {'ΔQ kvar/ΔPQ kW ' + r:>22}" for r in regs)
         lines.append(head)
@@ -293,7 +290,7 @@ def render_text(rep: Report, world: Any) -> str:
                     elif j == 0:
                         line += "".join(f" {'–':>22}" for _ in regs)
                     lines.append(line.rstrip() if j else line)
-        if ph.ranking_buyers:
+        if ph.scenario.ranking:
             lines.append("  DSO ranking on chain (seed 002 Table 5): loss increase, overload")
             for r in rep.ranking:
                 lines.append(
@@ -401,7 +398,7 @@ def write_html(rep: Report, world: Any, text: str, path: Path) -> Path:
     ]
     for ph in world.timeline.phases:
         parts.append(f"<h2>{html.escape(ph.title)}</h2>")
-        regs = list(ph.regulators.values())
+        regs = list(world.regulators[ph.key].values())
         rows = []
         for row in rep.table3.get(ph.key, []):
             for ropf in ("N", "Y"):
@@ -432,7 +429,7 @@ def write_html(rep: Report, world: Any, text: str, path: Path) -> Path:
                 rows,
             )
         )
-        if ph.ranking_buyers:
+        if ph.scenario.ranking:
             parts.append(
                 _table(
                     ["buyer bus", "seller", "loss increase [%]", "overloads"],

@@ -21,7 +21,7 @@ from gridledger.agents.prosumer_agent import OrderSpec, ProsumerAgent
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair, save_key
 from gridledger.demo.localchain import LocalChain
-from gridledger.demo.scenario import MIN_MS, PARTIES, SLOT_MS, Party, Phase, Timeline
+from gridledger.demo.scenario import MIN_MS, PARTIES, SLOT_MS, Party, Timeline
 
 CONTRACTS = ["gridledger.chain.contracts.market", "gridledger.chain.contracts.settlement"]
 STEP_MS = 5 * MIN_MS
@@ -39,6 +39,7 @@ class DemoWorld:
     prosumers: dict[str, ProsumerAgent]
     meters: dict[str, MeterSim]
     dso: DsoAgent
+    regulators: dict[str, dict[int, str]]  # phase -> bus -> party paid for reactive support
     order_labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # txid -> phase, label
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -125,17 +126,19 @@ def build_world(
     prosumers: dict[str, ProsumerAgent] = {}
     grid_phases: list[GridPhase] = []
     rankings: list[RankingSpec] = []
+    regulators: dict[str, dict[int, str]] = {}
     for i, ph in enumerate(timeline.phases):
         t1 = timeline.t1(i)
-        ev = evaluator_factory(ph.case)
+        ev = evaluator_factory(ph.scenario_name)
+        regulators[ph.key] = ph.regulators(ev.regulator_buses)
         grid_phases.append(
             GridPhase(
                 t1 - 30 * MIN_MS if i else 0,
                 ev,
-                {b: keys[n].pub_hex for b, n in ph.regulators.items()},
+                {b: keys[n].pub_hex for b, n in regulators[ph.key].items()},
             )
         )
-        for o in ph.orders:
+        for o in ph.orders():
             start, end = t1 + o.start_slot * SLOT_MS, t1 + o.end_slot * SLOT_MS
             spec = OrderSpec(
                 o.kind,
@@ -144,7 +147,6 @@ def build_world(
                 start,
                 end,
                 post_at_ms=start - o.post_min_before_start * MIN_MS,
-                regulation_var=round(o.regulation_kvar * 1000),
                 green=parties[o.party].green,
                 label=f"{ph.key}:{o.label}",
             )
@@ -152,8 +154,17 @@ def build_world(
                 o.party, ProsumerAgent(o.party, keys[o.party], parties[o.party].bus, [])
             )
             agent.profile.append(spec)
-        if ph.ranking_buyers:
-            rankings.append(RankingSpec(t1 - 35 * MIN_MS, _ranking_rows(ev, ph)))
+        for req in ph.scenario.ranking:
+            at = t1 + ph.slot_of(req.at_ms) * SLOT_MS
+            rankings.append(
+                RankingSpec(
+                    at - 15 * MIN_MS,
+                    at,
+                    req.buyer_bus,
+                    req.power_kw,
+                    tuple(int(c.split()[1]) for c in req.candidates),
+                )
+            )
     meters = {
         p.name: MeterSim(
             p.name,
@@ -168,14 +179,7 @@ def build_world(
         for k, p in enumerate(PARTIES)
     }
     dso = DsoAgent(keys["dso"], grid_phases, SLOT_MS, home / "dso" / "certificates", rankings)
-    return DemoWorld(home, chain, timeline, keys, parties, prosumers, meters, dso)
-
-
-def _ranking_rows(ev: Any, ph: Phase) -> Callable[[], list[dict[str, Any]]]:
-    def rows() -> list[dict[str, Any]]:
-        return ev.seller_ranking(ph.ranking_buyers, ph.ranking_sellers)
-
-    return rows
+    return DemoWorld(home, chain, timeline, keys, parties, prosumers, meters, dso, regulators)
 
 
 def run_market(world: DemoWorld, progress: Callable[[str], None]) -> None:

@@ -1,25 +1,26 @@
-"""The demo's market: who trades what, when, on which grid.
+"""The demo's market, built from the shipped scenarios (one source of truth for the trades).
 
-Three phases on one chain, one hour of market time each (four 15-minute slots t1..t4 and a
-spare slot for the last readings):
+Three phases on one chain, each one hour and a quarter of market time: the scenario's instants
+t1 < t2 < ... become consecutive 15-minute slots, then a slot for the last readings and a spare.
 
-* **CASE 1** (seed 000 §VI, grid-connected 9-bus microgrid): tr1 DG2 -> L5 300 kW over t1–t4,
-  tr2 DG3 -> L7 200 kW over t2–t4, tr3 "DG1" (the grid supply at bus 1) -> L9 250 kW over
-  t3–t4.  Each seller offers exactly its trade when the buyer bids, ten minutes before the
-  trade starts, so the book pairs them as in the paper (Fig. 3's overlapping trades).
-* **CASE 2** (islanded): the same three trades; bus 1 has no generator when islanded, so tr3 is
-  sold by DG4, the third DG.
-* **Seller selection** (seed 002 §6, IEEE 9-bus): the generators at buses 1, 2, 3 all offer; the
-  DSO publishes its ranking (loss increase, line overloads: Table 5); L7 buys 100 MW over t1–t4
-  and L5 125 MW over t2–t4 and the market gives each the seller the ranking prefers, although a
-  cheaper one is on offer.
+* ``seed000_case1`` (seed 000 §VI, grid-connected): tr1 DG2 -> L5 300 kW over t1–t4, tr2 DG3 ->
+  L7 200 kW over t2–t4, tr3 bus 1 -> L9 250 kW over t3–t4.  Each seller offers exactly its trade
+  when the buyer bids, ten minutes before the trade starts, so the book pairs them as in the
+  paper (Fig. 3's overlapping trades).
+* ``seed000_case2``: the same trades on the islanded microgrid.
+* ``seed002_ieee9`` (seed 002 §6): every candidate generator offers; before each buyer bids the
+  DSO publishes its ranking (loss increase, excluded sellers: Table 5) and the market gives the
+  buyer the seller the ranking prefers, although a cheaper one is on offer.
 
-Prices are in utoken per kWh (1 token = 10^6 utoken).  All the numbers are here, in one place.
+Parties are the prosumers at the buses; prices are in utoken per kWh (1 token = 10^6 utoken).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from gridledger.market.scenario import Scenario, load_scenario
 
 SLOT_MS = 900_000
 MIN_MS = 60_000
@@ -43,26 +44,11 @@ class OrderPlan:
     start_slot: int  # 0 = t1
     end_slot: int  # exclusive
     post_min_before_start: int = 10
-    regulation_kvar: float = 0.0
     label: str = ""
 
 
-@dataclass(frozen=True)
-class Phase:
-    key: str
-    title: str
-    case: str  # gridledger.grid.cases name
-    regulators: dict[int, str]  # bus -> party paid for reactive support there
-    orders: tuple[OrderPlan, ...]
-    trades: tuple[tuple[str, str, str], ...]  # (label, seller, buyer) as the paper names them
-    ranking_buyers: tuple[tuple[int, float], ...] = ()  # (bus, kW) the DSO ranks sellers for
-    ranking_sellers: tuple[int, ...] = ()
-    n_slots: int = 3
-    power_scale_kw: float = 1.0  # MW-sized transmission case: 1000
-
-
 MICROGRID_PARTIES = (
-    Party("GRID", 1, 10**9),
+    Party("B1", 1, 10**9),  # the supply at bus 1: the main grid in CASE 1, a PV plant in CASE 2
     Party("DG2", 2, 10**9, green=True),
     Party("DG3", 3, 10**9, green=True),
     Party("DG4", 4, 10**9, green=True),
@@ -76,63 +62,114 @@ IEEE9_PARTIES = (
     Party("G3", 3, 10**9),
 )
 PARTIES = MICROGRID_PARTIES + IEEE9_PARTIES
+SELLERS = {
+    "microgrid9": {1: "B1", 2: "DG2", 3: "DG3", 4: "DG4"},
+    "microgrid9-islanded": {1: "B1", 2: "DG2", 3: "DG3", 4: "DG4"},
+    "ieee9": {1: "G1", 2: "G2", 3: "G3"},
+}
+BUYERS = {5: "L5", 7: "L7", 9: "L9"}
+# seed 002 selection: G2 is the cheapest, so price alone would pick it
+SELECTION_PRICES = {1: 52_000, 2: 40_000, 3: 46_000}
+BID_MARGIN_PPM = 200_000  # buyers accept up to 20 % above the scenario's energy price
 
 
-def _seed000_orders(tr3_seller: str, prices: tuple[int, int, int]) -> tuple[OrderPlan, ...]:
-    p1, p2, p3 = prices
-    return (
-        OrderPlan("DG2", "offer", 300, p1, 0, 3, regulation_kvar=1500, label="tr1"),
-        OrderPlan("L5", "bid", 300, p1 + 20_000, 0, 3, label="tr1"),
-        OrderPlan("DG3", "offer", 200, p2, 1, 3, regulation_kvar=1500, label="tr2"),
-        OrderPlan("L7", "bid", 200, p2 + 20_000, 1, 3, label="tr2"),
-        OrderPlan(tr3_seller, "offer", 250, p3, 2, 3, label="tr3"),
-        OrderPlan("L9", "bid", 250, p3 + 20_000, 2, 3, label="tr3"),
-    )
+@dataclass(frozen=True)
+class Phase:
+    key: str
+    title: str
+    scenario_name: str
+
+    @cached_property
+    def scenario(self) -> Scenario:
+        return load_scenario(self.scenario_name)
+
+    @property
+    def case(self) -> str:
+        return self.scenario.case
+
+    def instants(self) -> list[int]:
+        s = self.scenario
+        return sorted(
+            {t.start_ms for t in s.trades}
+            | {t.end_ms for t in s.trades}
+            | {r.at_ms for r in s.ranking}
+        )
+
+    def slot_of(self, t_ms: int) -> int:
+        return self.instants().index(t_ms)
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.instants()) - 1
+
+    def seller_bus(self, seller: str) -> int:
+        if seller.startswith("bus "):
+            return int(seller.split()[1])
+        from gridledger.grid.cases import load_case
+
+        gen = load_case(self.case).gen
+        return int(gen.bus[gen["name"] == seller].iloc[0])
+
+    def orders(self) -> list[OrderPlan]:
+        s = self.scenario
+        price = s.price_utoken_per_kwh
+        cap = price + price * BID_MARGIN_PPM // 1_000_000
+        out = []
+        if s.ranking:  # seed 002: the candidates offer for the whole phase, buyers bid
+            buses = sorted({int(c.split()[1]) for r in s.ranking for c in r.candidates})
+            power = max(r.power_kw for r in s.ranking)
+            for b in buses:
+                out.append(
+                    OrderPlan(
+                        SELLERS[self.case][b],
+                        "offer",
+                        power,
+                        SELECTION_PRICES[b],
+                        0,
+                        self.n_slots,
+                        post_min_before_start=40,
+                    )
+                )
+            for t in s.trades:
+                out.append(
+                    OrderPlan(
+                        BUYERS[t.buyer_bus],
+                        "bid",
+                        t.power_kw,
+                        max(SELECTION_PRICES.values()) + 10_000,
+                        self.slot_of(t.start_ms),
+                        self.slot_of(t.end_ms),
+                        label=t.id,
+                    )
+                )
+            return out
+        for t in s.trades:
+            start, end = self.slot_of(t.start_ms), self.slot_of(t.end_ms)
+            seller = SELLERS[self.case][self.seller_bus(t.seller)]
+            out.append(OrderPlan(seller, "offer", t.power_kw, price, start, end, label=t.id))
+            out.append(
+                OrderPlan(BUYERS[t.buyer_bus], "bid", t.power_kw, cap, start, end, label=t.id)
+            )
+        return out
+
+    def regulators(self, regulator_buses: dict[int, str]) -> dict[int, str]:
+        """Bus -> party paid for reactive support."""
+        return {b: SELLERS[self.case][b] for b in regulator_buses if b in SELLERS[self.case]}
 
 
 PHASES = (
-    Phase(
-        key="case1",
-        title="CASE 1 — grid-connected microgrid (seed 000 Table III)",
-        case="microgrid9",
-        regulators={2: "DG2", 3: "DG3", 4: "DG4"},
-        orders=_seed000_orders("GRID", (110_000, 105_000, 120_000)),
-        trades=(("tr1", "DG2", "L5"), ("tr2", "DG3", "L7"), ("tr3", "GRID", "L9")),
-    ),
-    Phase(
-        key="case2",
-        title="CASE 2 — islanded microgrid (seed 000 Table III)",
-        case="microgrid9-islanded",
-        regulators={2: "DG2", 3: "DG3", 4: "DG4"},
-        orders=_seed000_orders("DG4", (115_000, 112_000, 118_000)),
-        trades=(("tr1", "DG2", "L5"), ("tr2", "DG3", "L7"), ("tr3", "DG4", "L9")),
-    ),
-    Phase(
-        key="select",
-        title="Seller selection — IEEE 9-bus (seed 002 Table 5)",
-        case="ieee9",
-        regulators={1: "G1", 2: "G2", 3: "G3"},
-        orders=(
-            # G2 is the cheapest: price-only matching would pick it for both buyers
-            OrderPlan("G1", "offer", 250_000, 52_000, 0, 3, post_min_before_start=40),
-            OrderPlan("G2", "offer", 250_000, 40_000, 0, 3, post_min_before_start=40),
-            OrderPlan("G3", "offer", 250_000, 46_000, 0, 3, post_min_before_start=40),
-            OrderPlan("L7", "bid", 100_000, 60_000, 0, 3, label="tr1"),
-            OrderPlan("L5", "bid", 125_000, 60_000, 1, 3, label="tr2"),
-        ),
-        trades=(("tr1", "?", "L7"), ("tr2", "?", "L5")),
-        ranking_buyers=((7, 100_000), (5, 125_000)),
-        ranking_sellers=(1, 2, 3),
-    ),
+    Phase("case1", "CASE 1 — grid-connected microgrid (seed 000 Table III)", "seed000_case1"),
+    Phase("case2", "CASE 2 — islanded microgrid (seed 000 Table III)", "seed000_case2"),
+    Phase("select", "Seller selection — IEEE 9-bus (seed 002 Table 5)", "seed002_ieee9"),
 )
 
 
 @dataclass
 class Timeline:
-    """Block times of the phases: phase k's t1 is ``start_ms + k * phase_ms``."""
+    """Block times of the phases: phase k's t1 is ``start_ms + lead_ms + k * phase_ms``."""
 
     start_ms: int
-    phase_ms: int = 5 * SLOT_MS  # three trading slots, one for readings, one spare
+    phase_ms: int = 5 * SLOT_MS  # up to three trading slots, one for readings, one spare
     lead_ms: int = 60 * MIN_MS  # time before t1 of the first phase (registrations)
     phases: tuple[Phase, ...] = field(default=PHASES)
 
