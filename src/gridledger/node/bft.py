@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, HTTPException, Request
+
 from gridledger.chain.app import LedgerApp
 from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
 from gridledger.chain.consensus.tendermint.ledger import LedgerChain
@@ -212,8 +214,6 @@ class BftNode:
         }
 
     def build_api(self):
-        from fastapi import FastAPI, HTTPException, Request
-
         api = FastAPI(title="gridledger BFT node", docs_url=None, redoc_url=None)
 
         @api.get("/status")
@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gridledger.node.bft")
     p.add_argument("--home", required=True, type=Path)
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--profile", type=Path, help="write a cProfile of the run here (diagnosis)")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -334,8 +335,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gridledger bft node: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
+
+    def _terminate(signum, frame):
+        raise SystemExit(0)
+
+    # uvicorn re-raises the signal after its graceful shutdown; make that a clean exit so the
+    # store is closed (and a diagnosis profile written) instead of dying on the default action.
+    signal.signal(signal.SIGTERM, _terminate)
+    if args.profile is not None:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
         asyncio.run(node.run())
+    if args.profile is not None:
+        prof.disable()
+        prof.dump_stats(args.profile)
     return 0
 
 

@@ -211,8 +211,11 @@ class Testnet:
             if node.proc is not None and node.proc.poll() is None:
                 continue
             logf = open(node.home / "node.log", "ab")  # noqa: SIM115 - owned by the child
+            cmd = [sys.executable, "-m", "gridledger.node.bft", "--home", str(node.home)]
+            if os.environ.get("GRIDLEDGER_BFT_PROFILE"):  # diagnosis: cProfile per node
+                cmd += ["--profile", str(node.home / "profile.out")]
             node.proc = subprocess.Popen(
-                [sys.executable, "-m", "gridledger.node.bft", "--home", str(node.home)],
+                cmd,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -19,6 +19,7 @@ import json
 import os
 import struct
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,13 @@ from gridledger.chain.block import (
 from gridledger.chain.block import Commit as LedgerCommit
 from gridledger.chain.mempool import Mempool
 from gridledger.chain.store import Store
+from gridledger.chain.tx import tx_id
 
 from .types import Commit, ConsensusError, Vote, VoteType
 from .validators import ValidatorSet, ValidatorSetError
 
 MAX_CLOCK_DRIFT_MS = 30_000
+MAX_PEER_TXS = 200_000
 UPDATE_DELAY_HEIGHTS = 2
 
 
@@ -121,6 +124,10 @@ class LedgerChain:
                 f"application at height {info.last_block_height}, store at {self.height}"
             )
         self._classify = getattr(app, "classify_tx", lambda raw: "other")
+        # Stateless admission (form + signature, cached by the app) when the app offers it.
+        self._precheck = getattr(app, "_precheck", None)
+        self.peer_txs: OrderedDict[bytes, bytes] = OrderedDict()
+        self._recent_committed: OrderedDict[bytes, None] = OrderedDict()
         self._load_valsets(genesis)
         self.on_applied: list = []
 
@@ -182,6 +189,17 @@ class LedgerChain:
         time_ms = max(self.clock_ms(), self._last_time_ms() + 1) + time_offset_ms
         info = ProposalInfo(height, time_ms, proposer, self.last_block_hash())
         candidates = self.mempool.reap(self.max_block_bytes, self.max_block_txs)
+        if self.peer_txs and len(candidates) < self.max_block_txs:
+            have = {tx_id(t) for t in candidates}
+            room = self.max_block_txs - len(candidates)
+            # A transaction committed before its gossip arrived would make the whole block
+            # invalid (and every later proposer's too): check the store for each one.
+            for k, t in self.peer_txs.items():
+                if room == 0:
+                    break
+                if k not in have and not self.store.tx_exists(k):
+                    candidates.append(t)
+                    room -= 1
         txs = self.app.prepare_proposal(candidates, self.max_block_bytes, info)
         header = make_header(
             self.chain_id,
@@ -271,6 +289,12 @@ class LedgerChain:
         self.store.stage_block(block, to_ledger_commit(commit))
         self.app.commit()
         self.height = height
+        for t in block.txs:
+            k = tx_id(t)
+            self.peer_txs.pop(k, None)
+            self._recent_committed[k] = None
+        while len(self._recent_committed) > MAX_PEER_TXS:
+            self._recent_committed.popitem(last=False)
         self.mempool.update(list(block.txs))
         applied = AppliedBlock(height, block, len(block.txs))
         for cb in self.on_applied:
@@ -283,6 +307,28 @@ class LedgerChain:
             self._save_valsets()
         finally:
             self.height = saved
+
+    def add_peer_tx(self, raw: bytes) -> bool:
+        """A transaction gossiped by a peer validator, which already admitted it with check_tx.
+
+        Here only its form and signature are checked (the app caches the verdict, so the block
+        that carries it is not verified twice); executing it against the check state again on
+        every node would cost one more full execution per node, and a transaction that has
+        become invalid meanwhile only ends up as a failed result in a block.
+        """
+        txid = tx_id(raw)
+        if txid in self.peer_txs or txid in self.mempool or len(self.peer_txs) >= MAX_PEER_TXS:
+            return False
+        if txid in self._recent_committed:
+            return False
+        if self._precheck is not None:
+            _, code, _ = self._precheck(raw)
+            ok = code == 0
+        else:
+            ok = self.app.check_tx(raw).ok
+        if ok:
+            self.peer_txs[txid] = raw
+        return ok
 
     def load(self, height: int) -> tuple[bytes, Commit] | None:
         sb = self.store.get_block(height, writer=True)

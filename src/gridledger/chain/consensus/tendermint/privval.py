@@ -8,6 +8,7 @@ returns the stored signature (a restarted node may legitimately re-send its last
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,20 +32,22 @@ class LastSigned:
     signature: bytes = b""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+RECORD_BYTES = 512  # one disk sector: the record is rewritten in place with one fsync
+
+
+def _encode_record(state: dict) -> bytes:
+    body = json.dumps(state, sort_keys=True).encode()
+    line = body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n"
+    if len(line) > RECORD_BYTES:
+        raise DoubleSignError("signer state record too large")
+    return line.ljust(RECORD_BYTES, b" ")
+
+
+def _decode_record(data: bytes) -> dict:
+    body, _, check = data.rstrip(b" ").rstrip(b"\n").partition(b"\n")
+    if hashlib.sha256(body).hexdigest().encode() != check:
+        raise ValueError("checksum mismatch (torn or edited record)")
+    return json.loads(body)
 
 
 class PrivValidator:
@@ -56,12 +59,13 @@ class PrivValidator:
         self.chain_id = chain_id
         self._path = Path(state_path)
         self.last = self._load()
+        self._fd: int | None = None
 
     def _load(self) -> LastSigned:
         if not self._path.exists():
             return LastSigned()
         try:
-            d = json.loads(self._path.read_text())
+            d = _decode_record(self._path.read_bytes())
             return LastSigned(
                 int(d["height"]),
                 int(d["round"]),
@@ -90,9 +94,25 @@ class PrivValidator:
             "sign_bytes": sign_bytes.hex(),
             "signature": sig.hex(),
         }
-        _write_atomic(self._path, json.dumps(state).encode())
+        self._persist(_encode_record(state))
         self.last = LastSigned(height, rnd, int(step), sign_bytes, sig)
         return sig
+
+    def _persist(self, record: bytes) -> None:
+        # In-place rewrite of one sector plus fsync: one disk flush per signature (a temp file
+        # and rename would need two, the file's and the directory's). A torn record fails its
+        # checksum at the next start and the signer refuses to run rather than sign blind.
+        if self._fd is None:
+            new = not self._path.exists()
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            if new:
+                dfd = os.open(self._path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        os.pwrite(self._fd, record, 0)
+        os.fsync(self._fd)
 
     def sign_vote(self, vtype: VoteType, height: int, rnd: int, block_id: bytes | None) -> Vote:
         v = Vote(vtype, height, rnd, block_id, self.pub_key)

@@ -79,6 +79,7 @@ class Reactor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._rng = random.Random()
+        self._stopped = False
         self.rejected_msgs = 0
         self.commit_listeners: list[Callable[[int], None]] = []
 
@@ -93,10 +94,13 @@ class Reactor:
         self._tasks.append(self._loop.create_task(self._status_loop()))
 
     async def stop(self) -> None:
+        self._stopped = True
         for t in self._tasks:
             t.cancel()
 
     def _start_height(self) -> None:
+        if self._stopped:
+            return
         h = self.chain.height + 1
         self._height_started = time.monotonic()
         self.cs.start_height(h, self.chain.valset(h))
@@ -128,7 +132,8 @@ class Reactor:
         self._loop.call_later(delay_s, self._fire_timeout, height, rnd, step)
 
     def _fire_timeout(self, height: int, rnd: int, step: Step) -> None:
-        self.cs.on_timeout(height, rnd, step)
+        if not self._stopped:
+            self.cs.on_timeout(height, rnd, step)
 
     def get_value(self, height: int, rnd: int) -> tuple[bytes, bytes]:
         return self.chain.make_block(height, rnd, self.privval.pub_key)
@@ -286,10 +291,9 @@ class Reactor:
 
     def _on_txs(self, payload: bytes) -> None:
         i, n = 0, len(payload)
-        mempool = self.chain.mempool
         while i < n:
             (ln,) = struct.unpack_from(">I", payload, i)
-            mempool.add(payload[i + 4 : i + 4 + ln])
+            self.chain.add_peer_tx(payload[i + 4 : i + 4 + ln])
             i += 4 + ln
 
     # --- status -----------------------------------------------------------------------------------

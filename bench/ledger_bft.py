@@ -1,0 +1,340 @@
+"""Throughput and commit latency of the BFT ledger: N validator processes on loopback.
+
+For each N in ``--validators``: start a fresh N-validator network (separate OS processes, one
+SQLite store each, fsync per block), offer signed ``token.transfer`` transactions at a fixed
+rate for ``--seconds`` (each sender's transactions to one node, round-robin over nodes, in
+binary batches every 20 ms), then read each committed block's transaction ids and commit time
+from node 0. Figures: committed tx/s over the load window, commit latency p50/p99 from
+submission to commit (same machine, same clock).
+
+Reference measured in the same run: the same transactions through the ledger application alone
+in this process (check_tx + finalize_block + commit, no network, no consensus) — the ceiling one
+core reaches, so ``ratio_to_app_ceiling`` says what consensus and N copies of the state cost.
+Published references: seed 003 (PoA, 5-20 validators) 150 TPS and < 76.6 ms.
+
+Ends with one JSON line; writes the ``ledger_bft`` section of docs/benchmarks.md and a plot
+like seed 003 Fig. 4 (docs/ledger_bft.png). Figures of other N from earlier runs are kept in
+docs/ledger_bft.json so the plot shows every N measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from gridledger.chain.app import LedgerApp
+from gridledger.chain.keys import KeyPair
+from gridledger.chain.mempool import Mempool
+from gridledger.chain.store import Store
+from gridledger.chain.tx import make_tx, tx_id
+from gridledger.node.bft_testnet import Testnet, init_testnet
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+FIGS = ROOT / "docs" / "ledger_bft.json"
+PLOT = ROOT / "docs" / "ledger_bft.png"
+SEED003 = {"tps": 150.0, "latency_ms": 76.6}
+CHAIN = "bench-bft"
+BUDGET = {4: (2000.0, 250.0), 20: (500.0, None)}
+
+
+def make_accounts(n_senders: int) -> tuple[list[KeyPair], list[dict], list[dict]]:
+    keys = [KeyPair.from_seed(bytes([i % 256, i // 256]) + b"\x01" * 30) for i in range(n_senders)]
+    members = [
+        {"name": f"p{i}", "pub_key": k.pub_hex, "role": "prosumer"} for i, k in enumerate(keys)
+    ]
+    balances = [{"account": k.pub_hex, "amount": 10**12, "denom": "utoken"} for k in keys]
+    return keys, members, balances
+
+
+def make_txs(keys: list[KeyPair], per_sender: int) -> list[list[bytes]]:
+    out = []
+    for i, k in enumerate(keys):
+        to = keys[(i + 1) % len(keys)].pub_hex
+        out.append(
+            [
+                make_tx(
+                    k, CHAIN, s, "token.transfer", {"amount": 1, "denom": "utoken", "to": to}
+                ).raw
+                for s in range(per_sender)
+            ]
+        )
+    return out
+
+
+def app_ceiling(genesis: bytes, txs: list[bytes], tmp: Path) -> float:
+    """tx/s of the application alone: admission, execution and commit in one process."""
+    from gridledger.chain.abci import ProposalInfo
+    from gridledger.chain.block import Block, Commit, make_header
+
+    store = Store(tmp / "ref.db")
+    app = LedgerApp(store)
+    app.init_chain(genesis)
+    mempool = Mempool(app)
+    t0 = time.perf_counter()
+    batch = 1000
+    prev = b"\x00" * 32
+    for h, i in enumerate(range(0, len(txs), batch), start=1):
+        for raw in txs[i : i + batch]:
+            mempool.add(raw)
+        block_txs = mempool.reap(1 << 30, batch)
+        info = ProposalInfo(h, app.last_time_ms + 1, b"\x01" * 32, prev)
+        app.finalize_block(block_txs, info)
+        header = make_header(
+            CHAIN,
+            h,
+            info.time_ms,
+            prev,
+            info.proposer,
+            block_txs,
+            app.classify_tx,
+            app.app_hash,
+            app.last_results_hash,
+            [],
+        )
+        block = Block(header, tuple(block_txs))
+        store.stage_block(block, Commit(h, 0, block.hash(), ()))
+        app.commit()
+        mempool.update(block_txs)
+        prev = block.hash()
+    return len(txs) / (time.perf_counter() - t0)
+
+
+async def offer_load(
+    urls: list[str], per_sender: list[list[bytes]], rate: float, seconds: float
+) -> dict[bytes, float]:
+    """Send txs at ``rate``/s; sender i's txs all go to node i % len(urls), in order."""
+    n_nodes = len(urls)
+    queues: list[list[bytes]] = [[] for _ in urls]
+    # Interleave senders so that every node gets a steady stream of in-order transactions.
+    depth = max(len(s) for s in per_sender)
+    for j in range(depth):
+        for i, txs in enumerate(per_sender):
+            if j < len(txs):
+                queues[i % n_nodes].append(txs[j])
+    submitted: dict[bytes, float] = {}
+    tick_s = 0.02
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        t0 = time.perf_counter()
+        sent = [0] * n_nodes
+        pending: set[asyncio.Task] = set()
+        while time.perf_counter() - t0 < seconds:
+            # Catch up on the schedule if the loop was late (the machine is shared).
+            due = int(rate * (time.perf_counter() - t0) / n_nodes)
+            for n, url in enumerate(urls):
+                batch = queues[n][sent[n] : due]
+                if not batch:
+                    continue
+                sent[n] += len(batch)
+                body = b"".join(struct.pack(">I", len(t)) + t for t in batch)
+                now = time.time()
+                for t in batch:
+                    submitted[tx_id(t)] = now
+                task = asyncio.create_task(
+                    client.post(
+                        url + "/txs",
+                        content=body,
+                        headers={"content-type": "application/octet-stream"},
+                    )
+                )
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.sleep(tick_s)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    return submitted
+
+
+def run_one(n: int, rate: float, seconds: float, senders: int) -> dict:
+    keys, members, balances = make_accounts(senders)
+    per_sender_n = int(rate * seconds / senders) + 1
+    print(f"[N={n}] signing {senders * per_sender_n} transactions ...", file=sys.stderr)
+    per_sender = make_txs(keys, per_sender_n)
+    with tempfile.TemporaryDirectory(prefix="bench-bft-") as tmp:
+        tmp = Path(tmp)
+        timeouts = {
+            "propose_s": 1.0,
+            "propose_delta_s": 0.5,
+            "prevote_s": 0.5,
+            "prevote_delta_s": 0.25,
+            "precommit_s": 0.5,
+            "precommit_delta_s": 0.25,
+            "commit_s": 0.05,
+        }
+        desc = init_testnet(
+            tmp / "net",
+            n,
+            chain_id=CHAIN,
+            members=members,
+            balances=balances,
+            timeouts=timeouts,
+            status_interval_s=0.5,
+            stuck_after_s=2.0,
+            max_block_txs=5000,
+        )
+        genesis = (Path(desc["nodes"][0]["home"]) / "genesis.json").read_bytes().rstrip(b"\n")
+        flat = [t for j in range(per_sender_n) for s in per_sender for t in s[j : j + 1]]
+        ceiling = app_ceiling(genesis, flat[: min(len(flat), 20_000)], tmp)
+        print(f"[N={n}] app ceiling {ceiling:.0f} tx/s; starting {n} validators", file=sys.stderr)
+        net = Testnet(tmp / "net")
+        net.start()
+        try:
+            net.wait_height(2, timeout_s=120)
+            start_h = net.heights([0])[0]
+            submitted = asyncio.run(offer_load(net.api_urls, per_sender, rate, seconds))
+            load_end = time.time()
+            commit_time: dict[bytes, float] = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                r = httpx.get(
+                    net.api_urls[0] + "/commits", params={"start": start_h + 1}, timeout=30
+                )
+                commit_time = {
+                    bytes.fromhex(t): c["time"] for c in r.json()["commits"] for t in c["txids"]
+                }
+                if len(commit_time) >= len(submitted) * 0.999:
+                    break
+                time.sleep(0.5)
+            net.check_agreement()
+            final_h = net.heights([0])[0]
+        finally:
+            net.close()
+    lat = sorted((commit_time[t] - s) * 1000 for t, s in submitted.items() if t in commit_time)
+    t_first = min(submitted.values())
+    in_window = [commit_time[t] for t in submitted if t in commit_time]
+    window_s = max(in_window) - t_first if in_window else float("nan")
+    tps = len(in_window) / window_s if in_window else 0.0
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99
+    fig = {
+        "validators": n,
+        "offered_tx_per_s": rate,
+        "submitted": len(submitted),
+        "committed": len(in_window),
+        "committed_tx_per_s": round(tps, 1),
+        "latency_p50_ms": round(q[49], 1),
+        "latency_p99_ms": round(q[98], 1),
+        "blocks": final_h - start_h,
+        "app_ceiling_tx_per_s": round(ceiling, 1),
+        "ratio_to_app_ceiling": round(tps / ceiling, 3),
+        "ratio_tps_to_seed003": round(tps / SEED003["tps"], 1),
+        "load_seconds": seconds,
+        "drain_seconds": round(max(in_window) - load_end, 2) if in_window else None,
+    }
+    print(f"[N={n}] {json.dumps(fig)}", file=sys.stderr)
+    return fig
+
+
+def write_doc(figs: dict[int, dict]) -> None:
+    rows = [
+        "| validators | offered tx/s | committed tx/s | p50 ms | p99 ms | app ceiling tx/s "
+        "| ratio | budget |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted(figs):
+        f = figs[n]
+        budget = BUDGET.get(n)
+        verdict = ""
+        if budget:
+            ok = f["committed_tx_per_s"] >= budget[0] and (
+                budget[1] is None or f["latency_p50_ms"] <= budget[1]
+            )
+            verdict = (
+                ("met" if ok else "MISSED")
+                + f" (≥ {budget[0]:.0f} tx/s"
+                + (f", p50 ≤ {budget[1]:.0f} ms)" if budget[1] else ")")
+            )
+        rows.append(
+            f"| {n} | {f['offered_tx_per_s']:.0f} | {f['committed_tx_per_s']:.0f} | "
+            f"{f['latency_p50_ms']:.0f} | {f['latency_p99_ms']:.0f} | "
+            f"{f['app_ceiling_tx_per_s']:.0f} | {f['ratio_to_app_ceiling']:.2f} | "
+            f"{verdict} |"
+        )
+    body = "\n".join(
+        [
+            "## ledger_bft — BFT network of N validator processes (`bench/ledger_bft.py`)",
+            "",
+            "Signed `token.transfer` transactions offered at a fixed rate for the load window; "
+            "every validator is a separate process (Tendermint engine, SQLite store with one fsync "
+            "per block), all on this 2-core machine together with the load generator. Latency is "
+            "from submission to the commit of the block holding the transaction (node 0). "
+            "*App ceiling*: the same transactions through the ledger application alone in one "
+            "process (no network, no consensus), measured in the same run; *ratio* = committed / "
+            "ceiling. Seed 003 reports 150 TPS and < 76.6 ms on 5–20 validators.",
+            "",
+            *rows,
+            "",
+            "![throughput and latency vs validators](ledger_bft.png)",
+        ]
+    )
+    text = DOC.read_text()
+    start, end = "<!-- ledger_bft:start -->", "<!-- ledger_bft:end -->"
+    i, j = text.index(start) + len(start), text.index(end)
+    DOC.write_text(text[:i] + "\n" + body + "\n" + text[j:])
+
+
+def plot(figs: dict[int, dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = sorted(figs)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    a.plot(ns, [figs[n]["latency_p50_ms"] for n in ns], "o-", label="p50")
+    a.plot(ns, [figs[n]["latency_p99_ms"] for n in ns], "s--", label="p99")
+    a.axhline(SEED003["latency_ms"], color="grey", lw=0.8, label="seed 003 (76.6 ms)")
+    a.set_xlabel("validators")
+    a.set_ylabel("commit latency (ms)")
+    a.set_title("(a) transaction confirmation delay")
+    a.legend()
+    b.plot(ns, [figs[n]["committed_tx_per_s"] for n in ns], "o-", label="committed")
+    b.plot(ns, [figs[n]["offered_tx_per_s"] for n in ns], "x:", label="offered")
+    b.axhline(SEED003["tps"], color="grey", lw=0.8, label="seed 003 (150 TPS)")
+    b.set_xlabel("validators")
+    b.set_ylabel("tx/s")
+    b.set_title("(b) throughput")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+
+
+def default_rate(n: int) -> float:
+    return 2400.0 if n <= 4 else 1200.0 if n <= 10 else 700.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--validators", type=int, nargs="+", default=[4])
+    p.add_argument("--rate", type=float, default=0.0, help="offered tx/s (default: by N)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--senders", type=int, default=200)
+    p.add_argument("--no-doc", action="store_true", help="do not update docs/")
+    args = p.parse_args(argv)
+    for n in args.validators:
+        if not 1 <= n <= 40:
+            p.error(f"--validators must be in 1..40, got {n}")
+    figs = json.loads(FIGS.read_text()) if FIGS.exists() else {}
+    figs = {int(k): v for k, v in figs.items()}
+    this_run = {}
+    for n in args.validators:
+        this_run[n] = run_one(n, args.rate or default_rate(n), args.seconds, args.senders)
+    figs.update(this_run)
+    if not args.no_doc:
+        FIGS.write_text(json.dumps({str(k): v for k, v in sorted(figs.items())}, indent=2) + "\n")
+        write_doc(figs)
+        plot(figs)
+    print(json.dumps({"benchmark": "ledger_bft", "runs": [this_run[n] for n in args.validators]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
