@@ -284,3 +284,34 @@ def test_pandapower_net_is_not_modified_by_conversion() -> None:
     before = copy.deepcopy(net.bus)
     from_pandapower(net)
     assert net.bus.equals(before)
+
+
+def test_batch_warm_starts_give_the_same_solutions() -> None:
+    c = compile_network(load_case("ieee9"))
+    rng = np.random.default_rng(11)
+    vm = c.gen_vm + rng.uniform(-0.04, 0.04, (30, c.gen_bus.size))
+    cold = run_pf_batch(c, gen_vm=vm)
+    base = run_pf(c).v_complex
+    shared = run_pf_batch(c, gen_vm=vm, v0=base)
+    own = run_pf_batch(c, gen_vm=vm, v0=np.tile(base, (30, 1)))
+    flat = run_pf_batch(c, gen_vm=vm, v0=np.ones(c.n_bus, dtype=complex))
+    for other in (shared, own, flat):
+        assert other.converged.all()
+        np.testing.assert_allclose(other.vm_pu, cold.vm_pu, atol=1e-9)
+        np.testing.assert_allclose(other.loss_pu, cold.loss_pu, atol=1e-9)
+    with pytest.raises(ValueError, match="v0 must have shape"):
+        run_pf_batch(c, gen_vm=vm, v0=np.ones(4, dtype=complex))
+    with pytest.raises(ValueError, match="v0 must be finite and non-zero"):
+        run_pf_batch(c, gen_vm=vm, v0=np.zeros(c.n_bus, dtype=complex))
+
+
+def test_batch_larger_than_one_chunk_keeps_row_order() -> None:
+    c = compile_network(load_case("microgrid9-islanded"))
+    rng = np.random.default_rng(5)
+    q = c.gen_q + rng.uniform(-0.4, 0.4, (2500, c.gen_bus.size))
+    batch = run_pf_batch(c, gen_q=q, regulator_control="q")
+    assert batch.converged.all() and len(batch) == 2500
+    for k in (0, 1023, 1024, 2049, 2499):
+        one = run_pf(c, gen_q=q[k], regulator_control="q")
+        np.testing.assert_allclose(batch.vm_pu[k], one.vm_pu, atol=1e-9)
+        np.testing.assert_allclose(batch.gen_p_pu[k], one.gen_p_mw / c.base_mva, atol=1e-9)

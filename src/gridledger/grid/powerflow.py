@@ -678,15 +678,16 @@ def run_pf_batch(
 
     ``gen_vm``, ``gen_q``, ``gen_p``: (B, ng) pu on ``base_mva`` (a 1-D (ng,) row is shared by
     all); ``svc_q``: (B, ns).  ``B`` comes from whichever array is given, or ``batch_size``.
-    ``v0`` (nb,) or (B, nb) complex start voltages (default: flat start at the set-points).
+    ``v0`` (nb,) or (B, nb) complex start voltages; by default every member starts from the
+    solved power flow at the batch's mean set-points (a (nb,) ``v0`` warm-starts that solve).
     Never raises on non-convergence: check ``converged``.
 
-    Why dense numpy and not lightsim2grid or a sparse solver: for the small networks the
-    optimisers search over (9-30 buses) the work per Newton step is a few (n × n) products, so
-    stacking all candidates into (B, n, n) arrays and calling one batched ``np.linalg.solve``
-    removes the per-solve Python and library-call overhead that dominates a single small solve
-    (bench/pf.py measures both; lightsim2grid's per-call cost is about an order of magnitude
-    higher per power flow on 9 buses).  Memory is O(B·n²): use ``run_pf`` for big networks.
+    Why our own numpy kernel rather than lightsim2grid (measured in bench/pf.py; lightsim2grid
+    is only a dev dependency): on 9 buses this kernel ran ~1.3× lightsim2grid's one-thread C++
+    ``InjectionSweep`` and ~10× a Python loop over its ``ac_pf``, because all members share one
+    Jacobian factorisation (chord steps, see ``_chord``) and the per-member work is a few small
+    dense products.  For one big network use ``run_pf`` (sparse); memory here is O(B·n) plus
+    O(B·n²) for the members that fall back to full Newton.
     """
     c = _as_compiled(compiled)
     ng, ns, nb = c.gen_bus.size, c.svc_bus.size, c.n_bus
@@ -722,14 +723,35 @@ def run_pf_batch(
     q_spec_pq = np.ascontiguousarray(q_spec[:, st.pq])
 
     held = np.flatnonzero(st.vm_gen >= 0)
-    base = None
-    if v0 is None:
-        # Shared warm start: the power flow at the batch's mean set-points.
-        base = _base_state(
-            m, p_spec.mean(axis=0), q_spec_pq.mean(axis=0), vm_set.mean(axis=0), tol, max_iter
-        )
-        v0 = np.ones(nb, dtype=complex) if base is None else base[0]
-    v0 = np.broadcast_to(np.asarray(v0, dtype=complex), (batch, nb))
+    per_member = None
+    shared = None
+    if v0 is not None:
+        v0 = np.asarray(v0, dtype=complex)
+        if v0.shape == (batch, nb) and batch > 1:
+            per_member = v0
+        elif v0.shape in ((nb,), (1, nb)):
+            shared = v0.reshape(nb)
+        else:
+            raise ValueError(f"v0 must have shape ({nb},) or ({batch}, {nb}), got {v0.shape}")
+        if not np.isfinite(v0).all() or np.any(np.abs(v0) == 0):
+            raise ValueError("v0 must be finite and non-zero")
+    # Shared warm start and chord Jacobian: the power flow at the batch's mean set-points.
+    base = _base_state(
+        m,
+        p_spec.mean(axis=0),
+        q_spec_pq.mean(axis=0),
+        vm_set.mean(axis=0),
+        tol,
+        max_iter,
+        shared if per_member is None else per_member.mean(axis=0),
+    )
+    if per_member is not None:
+        v0 = per_member
+    elif base is not None:
+        v0 = base[0]
+    else:
+        v0 = np.ones(nb, dtype=complex) if shared is None else shared
+    v0 = np.broadcast_to(v0, (batch, nb))
     # Full state per member: [va (nb), vm (nb), slack]; the solvers update it in place.
     state = np.empty((batch, 2 * nb + 1))
     state[:, :nb] = np.angle(v0)
@@ -787,14 +809,15 @@ def _base_state(
     vm_set: np.ndarray,
     tol: float,
     max_iter: int,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float] | None:
-    """Solve one operating point (dense Newton from a flat start); None if it fails."""
+    """Solve one operating point by dense Newton (from ``start`` or flat); None if it fails."""
     st = m.setup
     nb = p_spec.size
     held = np.flatnonzero(st.vm_gen >= 0)
-    vm = np.ones((1, nb))
+    vm = np.ones((1, nb)) if start is None else np.abs(start)[None, :].copy()
     vm[0, held] = vm_set[st.vm_gen[held]]
-    va = np.zeros((1, nb))
+    va = np.zeros((1, nb)) if start is None else np.angle(start)[None, :]
     slack = np.zeros(1)
     _, norm = _newton_dense(m, vm, va, slack, p_spec[None, :], q_spec_pq[None, :], tol, max_iter)
     if not norm[0] <= tol:
