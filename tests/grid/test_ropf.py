@@ -11,16 +11,15 @@ from gridledger.grid.cases import load_case
 from gridledger.grid.compiled import compile_network
 from gridledger.grid.network import SVC_COLUMNS, table
 from gridledger.grid.ropf import RopfOptions, RopfProblem, solve_ropf
+from gridledger.grid.ropf.reference import pandapower_min_loss
 
 
-def pandapower_min_loss_case9() -> tuple[float, np.ndarray]:
-    """runopp on case9 with cost = slack P, other generators' P fixed, slack at 1.0 pu.
-
-    Returns pandapower's losses (MW) and its generator voltage set-points.
-    """
+@pytest.fixture(scope="module")
+def pp_case9():
+    """pandapower's runopp on its own case9: cost on the slack's P, gens' P pinned, slack 1.0 pu."""
     net = pn.case9()
     net.poly_cost.drop(net.poly_cost.index, inplace=True)
-    pp.create_poly_cost(net, 0, "ext_grid", cp1_eur_per_mw=1.0)
+    pp.create_poly_cost(net, 0, "ext_grid", cp1_eur_per_mw=1000.0)
     net.gen["min_p_mw"] = net.gen.p_mw
     net.gen["max_p_mw"] = net.gen.p_mw
     net.bus["min_vm_pu"] = 0.9
@@ -29,13 +28,7 @@ def pandapower_min_loss_case9() -> tuple[float, np.ndarray]:
     net.bus.loc[slack_bus, ["min_vm_pu", "max_vm_pu"]] = 1.0
     pp.runopp(net, calculate_voltage_angles=True)
     assert net.OPF_converged
-    loss = float(net.res_line.pl_mw.sum())
-    return loss, net.res_gen.vm_pu.to_numpy()
-
-
-@pytest.fixture(scope="module")
-def pp_case9():
-    return pandapower_min_loss_case9()
+    return float(net.res_line.pl_mw.sum()), net.res_gen.vm_pu.to_numpy()
 
 
 @pytest.mark.parametrize("case", ["pandapower:case9", "ieee9"])
@@ -45,11 +38,23 @@ def test_exact_matches_pandapower_runopp(case, pp_case9):
     res = solve_ropf(prob, "exact")
     assert res.feasible
     assert res.loss_before_pu * 100 == pytest.approx(4.9547, abs=1e-4)  # MATPOWER's 4.95 MW
-    # Same optimum as the interior-point OPF: losses to 1e-5 relative, set-points to 1e-3 pu.
-    assert res.loss_after_pu * 100 == pytest.approx(pp_loss, rel=1e-5)
-    np.testing.assert_allclose(res.x, pp_vm, atol=1e-3)
+    # Same optimum as the interior-point OPF, to its tolerance.
+    assert res.loss_after_pu * 100 == pytest.approx(pp_loss, rel=1e-6)
+    np.testing.assert_allclose(res.x, pp_vm, atol=1e-4)
     # And it is a real power-flow solution at those set-points, not a relaxation's number.
     assert res.pf_after.converged and res.pf_after.max_mismatch_pu < 1e-8
+
+
+@pytest.mark.parametrize(("case", "control"), [("microgrid9", "q"), ("microgrid9-islanded", "q")])
+def test_exact_matches_pandapower_on_the_microgrid(case, control):
+    net = load_case(case)
+    pp_loss, pp_x = pandapower_min_loss(net, control)
+    res = solve_ropf(RopfProblem(compile_network(net), control), "exact")
+    assert res.feasible
+    assert res.loss_after_pu * net.base_mva == pytest.approx(pp_loss, rel=1e-6)
+    if control == "q":  # sgens are the regulators, in the network's order
+        # The optimum is flat: 1e-6 in losses leaves ~0.1 kvar of play in the set-points.
+        np.testing.assert_allclose(res.x * net.base_mva, pp_x, atol=1e-3)
 
 
 def test_exact_is_a_local_optimum_on_the_microgrid():
