@@ -82,6 +82,11 @@ def encode_trusted(value: Any) -> bytes:
     return _ENCODER.encode(value).encode("utf-8")
 
 
+def decode_trusted(data: bytes) -> Any:
+    """Parse bytes this node wrote itself in canonical form (state values): no re-encode check."""
+    return _DECODER.decode(data.decode("utf-8"))
+
+
 def decode(data: bytes) -> Any:
     """Parse canonical bytes; reject anything whose re-encoding differs from ``data``."""
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 from gridledger.chain import merkle
 
-BUCKET_BITS = 12
+BUCKET_BITS = 16  # 65,536 buckets: ~1.5 keys each at 100k keys; 16 hashes per path
 N_BUCKETS = 1 << BUCKET_BITS
 _EMPTY_BUCKET_LEAF = merkle.leaf_hash(merkle.EMPTY_ROOT)
 
@@ -40,12 +40,12 @@ class StateTree:
     def __init__(self) -> None:
         self._buckets: list[dict[bytes, bytes]] = [{} for _ in range(N_BUCKETS)]
         # levels[0] are the leaf hashes of bucket roots; levels[-1] == [state root]
+        # an empty tree has one hash per level, shared by all its nodes: build it in O(depth)
         self._levels: list[list[bytes]] = []
-        level = [_EMPTY_BUCKET_LEAF] * N_BUCKETS
-        self._levels.append(level)
-        while len(level) > 1:
-            level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-            self._levels.append(level)
+        empty, width = _EMPTY_BUCKET_LEAF, N_BUCKETS
+        while width >= 1:
+            self._levels.append([empty] * width)
+            empty, width = merkle.node_hash(empty, empty), width // 2
         self._dirty: set[int] = set()
 
     def __len__(self) -> int:

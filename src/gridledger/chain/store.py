@@ -211,6 +211,15 @@ class Store:
             w.execute("ROLLBACK")
             raise
 
+    def committed_among(self, txids: set[bytes]) -> set[bytes]:
+        """The subset of ``txids`` already committed (one query per 500 ids)."""
+        ids, found = list(txids), set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT id FROM txs WHERE id IN ({','.join('?' * len(chunk))})"
+            found.update(bytes(r[0]) for r in self._w.execute(q, chunk))
+        return found
+
     def tx_exists(self, txid: bytes) -> bool:
         return self._w.execute("SELECT 1 FROM txs WHERE id=?", (txid,)).fetchone() is not None
 

@@ -95,12 +95,25 @@ class SoloEngine:
             fn(block, list(result.tx_results))
         return block
 
+    def _linger(self, quiet_s: float = 0.003, max_s: float = 0.05) -> None:
+        """Eager mode: let a burst of submissions finish (or fill a block) before cutting, so a
+        steady stream is not committed one tiny block (and one fsync) at a time."""
+        deadline = time.monotonic() + max_s
+        n = len(self.mempool)
+        while n < self.max_block_txs and time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            m = len(self.mempool)
+            if m == n:
+                return
+            n = m
+
     def _run(self) -> None:
         try:
             next_due = time.monotonic() + self.block_interval_ms / 1000
             while not self._stop.is_set():
                 if self.eager:
                     if self.mempool.wait(0.05):
+                        self._linger()
                         self.produce_block()
                     continue
                 delay = next_due - time.monotonic()

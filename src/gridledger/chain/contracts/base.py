@@ -76,7 +76,7 @@ class State:
 
     def get(self, key: str) -> Any:
         raw = self.get_raw(key.encode())
-        return None if raw is None else encoding.decode(raw)
+        return None if raw is None else encoding.decode_trusted(raw)
 
     def get_int(self, key: str) -> int:
         raw = self.get_raw(key.encode())
