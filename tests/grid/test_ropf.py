@@ -45,7 +45,8 @@ def test_exact_matches_pandapower_runopp(case, pp_case9):
     assert res.pf_after.converged and res.pf_after.max_mismatch_pu < 1e-8
 
 
-@pytest.mark.parametrize(("case", "control"), [("microgrid9", "q"), ("microgrid9-islanded", "q")])
+# Not the islanded case: pandapower's OPF has no distributed slack, so it would be another problem.
+@pytest.mark.parametrize(("case", "control"), [("microgrid9", "q"), ("microgrid9", "vm")])
 def test_exact_matches_pandapower_on_the_microgrid(case, control):
     net = load_case(case)
     pp_loss, pp_x = pandapower_min_loss(net, control)

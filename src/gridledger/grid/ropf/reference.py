@@ -9,6 +9,9 @@ the capability circle at that P). Bus voltage limits and line current ratings ca
 The cost is 1000 per MW, not 1: PIPS's stopping test works on the cost's scale, and at 1 per MW
 it stops 7 % above the optimum on microgrid9 (losses are 0.015 MW there); at 1000 it agrees with
 our SLSQP optimum to 1e-9.
+
+Only for networks with a single slack: pandapower's OPF has no distributed slack, so for the
+islanded microgrid it would solve a different problem.
 """
 
 from __future__ import annotations
