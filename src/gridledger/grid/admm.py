@@ -50,6 +50,8 @@ class AdmmOptions:
     groups: int = 1  # node groups solved as one block-separable problem each (1 = all batched)
     workers: int = 1  # processes for the groups (1 = in this process)
     warm_start: bool = True  # initial z from subtree net loads (a flat start when False)
+    anderson: int = 0  # memory of Anderson acceleration on (z, ξ/ρ); 0 = plain ADMM
+    price_warm_start: bool = True  # initial ξ on P copies from the root's marginal cost
 
     def __post_init__(self) -> None:
         if self.rho <= 0 or self.max_iter < 1 or self.eps_pri <= 0 or self.eps_dual <= 0:
@@ -86,6 +88,15 @@ class Aggregator:
     def z_tilde(self) -> np.ndarray:
         return self.z[self.z_rows]
 
+    def state(self) -> np.ndarray:
+        """(z, ξ/ρ) flattened: the fixed point that acceleration works on."""
+        return np.concatenate([self.z.ravel(), self.xi.ravel() / self.rho])
+
+    def set_state(self, u: np.ndarray) -> None:
+        nz = self.z.size
+        self.z = u[:nz].reshape(self.z.shape)
+        self.xi = u[nz:].reshape(self.xi.shape) * self.rho
+
     def step(self, x_tilde: np.ndarray, alpha: float) -> tuple[float, float, float]:
         """Eqs. 16–18; return (primal r, dual s = ‖Δz‖, Boyd dual ρ‖BΔz‖)."""
         z_tilde_old = self.z_tilde()
@@ -99,6 +110,75 @@ class Aggregator:
         dual = float(np.linalg.norm(dz))
         boyd_dual = self.rho * float(np.linalg.norm(dz[self.z_rows]))
         return primal, dual, boyd_dual
+
+
+class AndersonAccelerator:
+    """Type-II Anderson acceleration of a fixed-point map u ← g(u), with a safeguard.
+
+    Given the last ``memory`` pairs of differences of iterates and residuals ``f = g(u) − u``, the
+    next iterate is ``g(u) − ΔG γ`` with ``γ = argmin ‖f − ΔF γ‖`` (Walker & Ni 2011).  An
+    extrapolation whose residual grew by more than ``growth`` over the best seen falls back to
+    the plain step and clears the memory.
+    """
+
+    def __init__(self, memory: int, growth: float = 2.0) -> None:
+        self.memory = memory
+        self.growth = growth
+        self.reset()
+
+    def reset(self) -> None:
+        self.prev_g: np.ndarray | None = None
+        self.prev_f: np.ndarray | None = None
+        self.dg: list[np.ndarray] = []
+        self.df: list[np.ndarray] = []
+        self.best = math.inf
+
+    def update(self, u: np.ndarray, g: np.ndarray) -> np.ndarray:
+        f = g - u
+        norm_f = float(np.linalg.norm(f))
+        if norm_f > self.growth * self.best:
+            self.reset()
+        self.best = min(self.best, norm_f)
+        if self.prev_g is not None:
+            self.dg.append(g - self.prev_g)
+            self.df.append(f - self.prev_f)
+            if len(self.dg) > self.memory:
+                self.dg.pop(0)
+                self.df.pop(0)
+        self.prev_g, self.prev_f = g, f
+        if not self.df:
+            return g
+        df = np.column_stack(self.df)
+        gamma, *_ = np.linalg.lstsq(df, f, rcond=None)
+        return g - np.column_stack(self.dg) @ gamma
+
+
+def root_price_estimate(feeder: Feeder, z0: np.ndarray) -> np.ndarray:
+    """Marginal cost of the root generator at the warm-start flows ($/MWh per hour)."""
+    gen = feeder.ders[0].generator
+    if gen is None:
+        return np.zeros(feeder.horizon_h)
+    children = feeder.children(0)
+    root = feeder.ders[0]
+    g0 = -z0[[k - 1 for k in children]].sum(axis=0) + np.array(root.load_kw) / 1000.0
+    g0 -= np.array(root.solar_kw) / 1000.0
+    g0 = np.clip(g0, gen.p_min_kw / 1000.0, gen.p_max_kw / 1000.0)
+    return 2 * gen.cost_quad_usd_per_mw2h * g0 + np.array(gen.cost_lin_usd_per_mwh)
+
+
+def initial_xi(
+    feeder: Feeder, z_rows: np.ndarray, owner: np.ndarray, price: np.ndarray
+) -> np.ndarray:
+    """Duals of the P copies at a uniform price: ``ξ = −λ`` on a line's own copy, ``+λ`` on
+    the parent's (at the optimum they are minus/plus the two ends' balance duals, which nearly
+    agree — checked against the consensus duals of the centralized solve); zero on Q and v."""
+    n_lines = feeder.n_nodes - 1
+    xi = np.zeros((len(z_rows), feeder.horizon_h))
+    is_p = z_rows < n_lines
+    own = is_p & (owner == z_rows + 1)
+    xi[own] = -price
+    xi[is_p & ~own] = price
+    return xi
 
 
 def initial_z(feeder: Feeder) -> np.ndarray:
@@ -181,11 +261,14 @@ class SubproblemRunner:
                 )
                 self.pools.append(pool)
             self.z_rows_per_group = [lay.z_rows for lay in layouts]
+            self.owner_per_group = [lay.owner for lay in layouts]
         else:
             self.models = [LocalModel(feeder, g) for g in self.groups]
             self.z_rows_per_group = [m.layout.z_rows for m in self.models]
+            self.owner_per_group = [m.layout.owner for m in self.models]
         self.offsets = np.cumsum([0] + [len(r) for r in self.z_rows_per_group])
         self.z_rows = np.concatenate(self.z_rows_per_group)
+        self.owner = np.concatenate(self.owner_per_group)
 
     def solve(self, z_tilde: np.ndarray, xi: np.ndarray, rho: float):
         n, horizon = self.feeder.n_nodes, self.feeder.horizon_h
@@ -232,13 +315,21 @@ def solve_admm(
         n_global = global_rows(feeder.n_nodes)
         z0 = initial_z(feeder) if options.warm_start else _flat_z(feeder)
         agg = Aggregator(runner.z_rows, n_global, z0, options.rho)
+        if options.price_warm_start:
+            agg.xi = initial_xi(
+                feeder, runner.z_rows, runner.owner, root_price_estimate(feeder, z0)
+            )
         history: list[IterationRecord] = []
         converged = False
         primal = dual = math.inf
+        accel = AndersonAccelerator(options.anderson) if options.anderson else None
         for k in range(1, options.max_iter + 1):
             x, cost, p_mw, dlmp = runner.solve(agg.z_tilde(), agg.xi, agg.rho)
             rho_used = agg.rho
+            u_prev = agg.state() if accel is not None else None
             primal, dual, boyd_dual = agg.step(x, options.over_relaxation)
+            if accel is not None:
+                agg.set_state(accel.update(u_prev, agg.state()))
             record = IterationRecord(k, primal, dual, rho_used, cost)
             history.append(record)
             if on_iteration is not None:
@@ -247,10 +338,13 @@ def solve_admm(
                 converged = True
                 break
             if options.adaptive:
+                rho_before = agg.rho
                 if primal > options.balance_mu * boyd_dual:
                     agg.rho *= options.balance_tau
                 elif boyd_dual > options.balance_mu * primal:
                     agg.rho /= options.balance_tau
+                if accel is not None and agg.rho != rho_before:
+                    accel.reset()
     finally:
         runner.close()
     return AdmmResult(

@@ -2,12 +2,13 @@
 
 Conventions (per unit on 1 MVA, hourly steps; cost in $, so duals of power balances are $/MWh):
 
-* ``P[i], Q[i]`` — power that line ``(i, π(i))`` delivers *into the parent* π(i) (receiving end),
-  so node i's balance is ``p_i = P_i + r_i ℓ_i − Σ_{k∈δ(i)} P_k`` (seed eq. 1a) and the voltage drop
-  is ``v_i = v_π(i) + 2(r_i P_i + x_i Q_i) + |z_i|² ℓ_i`` with ``ℓ_i v_π(i) = P_i² + Q_i²``.  The seed
-  mixes the receiving-end balance (1a) with the sending-end drop (1c); with one end used
-  consistently the equations are exact.  The equality ``ℓ v = P² + Q²`` is relaxed to the
-  rotated cone ``ℓ v ≥ P² + Q²`` (eq. 2); :func:`relaxation_gap` measures how tight it is.
+* ``P[i], Q[i]`` — power that line ``(i, π(i))`` delivers *into the parent* π(i) (receiving
+  end), so node i's balance is ``p_i = P_i + r_i ℓ_i − Σ_{k∈δ(i)} P_k`` (seed eq. 1a) and the
+  voltage drop is ``v_i = v_π(i) + 2(r_i P_i + x_i Q_i) + |z_i|² ℓ_i`` with
+  ``ℓ_i v_π(i) = P_i² + Q_i²``.  The seed mixes the receiving-end balance (1a) with the
+  sending-end drop (1c); with one end used consistently the equations are exact.  The
+  equality ``ℓ v = P² + Q²`` is relaxed to the rotated cone ``ℓ v ≥ P² + Q²`` (eq. 2);
+  :func:`relaxation_gap` measures how tight it is.
 * ``v = |V|²`` with ``vmin² ≤ v ≤ vmax²`` (eq. 3); shunt capacitors inject ``b·v`` (exact).
 * DER devices enter each node's net injection ``p_i = g_i + solar_i + d^b_i − c^b_i − load_i −
   s_i − Φ_i d_i`` (eqs. 4–9); controllable loads run at unity power factor (assumed).

@@ -1,0 +1,210 @@
+"""DER agents for on-chain ADMM (seed 001 Algorithm 1, P_i) and the round's opener.
+
+A :class:`DerAgent` owns one node: it knows only its own devices (through the public feeder
+model of its node) and talks to the chain through a
+:class:`~gridledger.agents.client.ChainClient` (in process, or a node's HTTP API — so agents can
+run on other machines).  At each new block it reads the round's state; when an iteration is open
+and it has not yet submitted, it reads ``z`` and its own duals ξ, solves its local problem
+(eq. 15) and submits its signed copies, net injection and local DLMP.
+
+``python -m gridledger.agents.der_agent --node URL --home HOME --feeder sce56 --round R
+--nodes 0,2,4`` runs the agents of some nodes as one OS process (keys in
+``HOME/keys/node-<i>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridledger.agents.client import AgentError, ChainClient, must
+from gridledger.chain.keys import KeyPair
+from gridledger.grid.admm import AdmmOptions, initial_z, root_price_estimate
+from gridledger.grid.distflow import LocalModel
+from gridledger.grid.feeders import Feeder
+from gridledger.market.aggregation import SCALE, node_rows
+
+W_PER_PU = 1_000_000  # 1 MVA base
+UTOKEN_PER_KWH_PER_USD_PER_MWH = 1000  # 1 token = 1 $, 1e6 utoken; /1000 kWh per MWh
+SEED_ROWS_PER_TX = 40
+TERMINAL = ("converged", "max_iter", "timed_out")
+
+
+def round_payload(
+    feeder: Feeder, round_id: str, agents: list[str], options: AdmmOptions, timeout_ms: int
+) -> dict[str, Any]:
+    """The ``admm.open`` payload for ``options`` (ρ, α, ε, μ, τ in the contract's units)."""
+    alpha_den = 1000
+    price = root_price_estimate(feeder, initial_z(feeder)) if options.price_warm_start else None
+    return {
+        "adaptive": int(options.adaptive),
+        "agents": agents,
+        "alpha_den": alpha_den,
+        "alpha_num": round(options.over_relaxation * alpha_den),
+        "eps_dual": round(options.eps_dual * SCALE),
+        "eps_pri": round(options.eps_pri * SCALE),
+        "horizon": feeder.horizon_h,
+        "max_iter": options.max_iter,
+        "mu": round(options.balance_mu),
+        "parent": [int(p) for p in feeder.parent],
+        "price0": [round(p * SCALE) for p in price]
+        if price is not None
+        else [0] * feeder.horizon_h,
+        "rho": round(options.rho * SCALE),
+        "round": round_id,
+        "tau": round(options.balance_tau),
+        "timeout_ms": timeout_ms,
+    }
+
+
+def open_round(
+    client: ChainClient,
+    dso: KeyPair,
+    feeder: Feeder,
+    round_id: str,
+    agents: list[str],
+    options: AdmmOptions,
+    timeout_ms: int = 60_000,
+) -> None:
+    """Post ``admm.open`` and the warm-start ``z`` (``admm.seed`` chunks)."""
+    payload = round_payload(feeder, round_id, agents, options, timeout_ms)
+    must(client.submit(dso, "admm.open", payload), "admm.open")
+    z0 = initial_z(feeder) if options.warm_start else None
+    if z0 is None:
+        n = feeder.n_nodes
+        z0 = np.vstack([np.zeros((2 * (n - 1), feeder.horizon_h)), np.ones((n, feeder.horizon_h))])
+    fixed = [[round(v * SCALE) for v in row] for row in z0]
+    for row0 in range(0, len(fixed), SEED_ROWS_PER_TX):
+        chunk = fixed[row0 : row0 + SEED_ROWS_PER_TX]
+        must(client.submit(dso, "admm.seed", {"round": round_id, "row0": row0, "rows": chunk}),
+             "admm.seed")  # fmt: skip
+
+
+class DerAgent:
+    """P_i of Algorithm 1 for one node."""
+
+    def __init__(self, feeder: Feeder, node: int, key: KeyPair, round_id: str) -> None:
+        self.node = node
+        self.key = key
+        self.round_id = round_id
+        self.model = LocalModel(feeder, [node])
+        self.rows = node_rows([int(p) for p in feeder.parent], node)
+        self.done_k = 0
+        self.done = False
+        self.status = ""
+        self.solve_s = 0.0
+
+    def step(self, client: ChainClient) -> bool:
+        """Submit for the open iteration if due; True when something was submitted."""
+        rid = self.round_id
+        st = client.state(f"admm/{rid}/state")
+        if st is None:
+            return False
+        self.status = st["status"]
+        if st["status"] in TERMINAL:
+            self.done = True
+            return False
+        if st["status"] != "collecting" or st["k"] <= self.done_k:
+            return False
+        if self.node in st["submitted"]:
+            self.done_k = st["k"]
+            return False
+        z = client.state(f"admm/{rid}/z")
+        xi = client.state(f"admm/{rid}/xi/{self.node}")
+        z_tilde = np.array([z[r] for r in self.rows], dtype=float) / SCALE
+        started = time.perf_counter()
+        x = self.model.solve_admm(z_tilde, np.array(xi, dtype=float) / SCALE, st["rho"] / SCALE)
+        self.solve_s += time.perf_counter() - started
+        payload = {
+            "dlmp_utoken_per_kwh": [
+                round(v * UTOKEN_PER_KWH_PER_USD_PER_MWH) for v in self.model.dlmp_usd_per_mwh()[0]
+            ],
+            "k": st["k"],
+            "node": self.node,
+            "p_w": [round(v * W_PER_PU) for v in self.model.injections_mw()[0]],
+            "round": rid,
+            "x": [[round(v * SCALE) for v in row] for row in x],
+        }
+        out = client.submit(self.key, "admm.submit", payload)
+        if not out.ok:
+            raise AgentError(f"node {self.node} iteration {st['k']}: {out.log}")
+        self.done_k = st["k"]
+        return True
+
+
+def node_key_path(home: Path, node: int) -> Path:
+    return home / "keys" / f"node-{node}.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gridledger.agents.runner import HttpChain
+    from gridledger.chain.keys import load_key
+    from gridledger.grid.feeders import load_feeder
+
+    p = argparse.ArgumentParser(prog="python -m gridledger.agents.der_agent")
+    p.add_argument("--node", required=True, help="the node's API URL")
+    p.add_argument("--home", required=True, type=Path, help="directory with keys/node-<i>.json")
+    p.add_argument("--feeder", required=True)
+    p.add_argument("--round", required=True)
+    p.add_argument("--nodes", required=True, help="comma-separated node indices")
+    p.add_argument("--deadline-s", type=float, default=3600.0)
+    args = p.parse_args(argv)
+    feeder = load_feeder(args.feeder)
+    client = HttpChain(args.node)
+    agents = [
+        DerAgent(feeder, int(i), load_key(node_key_path(args.home, int(i)))[0], args.round)
+        for i in args.nodes.split(",")
+    ]
+    t_end = time.monotonic() + args.deadline_s
+    last_height = -1
+    while time.monotonic() < t_end:
+        height = client.height()
+        if height != last_height:
+            last_height = height
+            for agent in agents:
+                agent.step(client)
+            if all(a.done for a in agents):
+                return 0
+        else:
+            time.sleep(0.005)
+    print(f"agents {args.nodes}: deadline passed", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def agent_keys(round_id: str, n_nodes: int) -> list[KeyPair]:
+    """Deterministic per-node keys for demos and tests (never for real members)."""
+    import hashlib
+
+    return [
+        KeyPair.from_seed(hashlib.sha256(f"gridledger/admm/{round_id}/{i}".encode()).digest())
+        for i in range(n_nodes)
+    ]
+
+
+def admm_genesis(
+    chain_id: str, dso: KeyPair, validator: KeyPair, agents: list[KeyPair], time_ms: int
+) -> bytes:
+    """A chain whose members are the DSO and one prosumer key per node, with S1 and S2 loaded."""
+    from gridledger.chain.genesis import make_genesis
+
+    members = [{"bus": None, "name": "dso", "pub_key": dso.pub_hex, "role": "dso"}] + [
+        {"bus": i, "name": f"der-{i}", "pub_key": k.pub_hex, "role": "prosumer"}
+        for i, k in enumerate(agents)
+    ]
+    return make_genesis(
+        chain_id,
+        time_ms,
+        [(validator.pub_hex, 10)],
+        members,
+        [{"account": dso.pub_hex, "amount": 10**12, "denom": "utoken"}],
+        contracts=["gridledger.chain.contracts.aggregator"],
+    )
