@@ -75,3 +75,28 @@ def test_seed002_svc_cost():
     assert svc_cost_usd_per_h(50, -50) == pytest.approx(svc_cost_usd_per_h(0, 100))
     with pytest.raises(RemunerationError):
         svc_cost_usd_per_h(0, 100, lifetime_years=0)
+
+
+def test_reactive_price_allocation_on_ieee9_with_an_svc():
+    from gridledger.grid.cases import load_case
+    from gridledger.grid.powerflow import run_pf
+    from gridledger.market.certificate import with_svcs
+    from gridledger.market.remuneration import reactive_price_allocation
+
+    net = with_svcs(
+        load_case("ieee9-q200"),
+        [{"name": "SVC9", "bus": 9, "qmin_mvar": -100.0, "qmax_mvar": 300.0, "q_mvar": 100.0}],
+    )
+    res = run_pf(net)
+    costs = {"G1@1": SEED002_COSTS[1], "G2@2": SEED002_COSTS[2], "G3@3": SEED002_COSTS[3]}
+    alloc = reactive_price_allocation(net, res, costs)
+    for i, (g, cost) in enumerate(costs.items()):
+        p, q = res.gen_p_mw[i], res.gen_q_mvar[i]
+        hand = abs(cost(math.hypot(p, q)) - cost(p)) * 0.1  # seed 002 eq. 8
+        assert sum(alloc[g].values()) == pytest.approx(hand, rel=1e-12)
+        assert set(alloc[g]) == {"L5", "L7", "L9"}
+    # Eqs. 10-12 for S = 100 Mvar; the SVC at bus 9 serves only the load at bus 9.
+    assert sum(alloc["SVC9"].values()) == pytest.approx(99.87 * 100_000 / 43_800)
+    assert alloc["SVC9"]["L9"] == pytest.approx(99.87 * 100_000 / 43_800, rel=1e-6)
+    with pytest.raises(RemunerationError, match="unknown generators"):
+        reactive_price_allocation(net, res, {"G7": SEED002_COSTS[1]})

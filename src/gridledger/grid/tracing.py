@@ -238,8 +238,17 @@ def allocate_to_loads(
     return out
 
 
-def trace_power_flow(net: Network, res: PowerFlowResult, component: str = "p") -> TracingResult:
-    """Trace the active (``"p"``, MW) or reactive (``"q"``, Mvar) flows of a solved power flow."""
+def trace_power_flow(
+    net: Network,
+    res: PowerFlowResult,
+    component: str = "p",
+    svc_q_mvar: np.ndarray | None = None,
+) -> TracingResult:
+    """Trace the active (``"p"``, MW) or reactive (``"q"``, Mvar) flows of a solved power flow.
+
+    SVCs (reactive only) take part in the ``q`` trace as providers (or absorbers) named by their
+    table name, at ``svc_q_mvar`` (default: the network's own ``q_mvar``).
+    """
     if component not in ("p", "q"):
         raise ValueError(f"component must be 'p' or 'q', got {component!r}")
     if not res.converged:
@@ -248,6 +257,13 @@ def trace_power_flow(net: Network, res: PowerFlowResult, component: str = "p") -
     ff, ft = (res.p_from_mw, res.p_to_mw) if component == "p" else (res.q_from_mvar, res.q_to_mvar)
     gen_power = res.gen_p_mw if component == "p" else res.gen_q_mvar
     load_col = "p_mw" if component == "p" else "q_mvar"
+    gen_bus = np.array([pos[int(b)] for b in net.gen.bus], dtype=np.int64)
+    gen_names = [str(n) for n in net.gen["name"]]
+    if component == "q" and len(net.svc):
+        q_svc = net.svc.q_mvar.to_numpy(float) if svc_q_mvar is None else np.asarray(svc_q_mvar)
+        gen_bus = np.concatenate([gen_bus, [pos[int(b)] for b in net.svc.bus]])
+        gen_power = np.concatenate([gen_power, q_svc])
+        gen_names = gen_names + [str(n) for n in net.svc["name"]]
     return trace(
         n_bus=len(pos),
         bus_ids=net.bus_ids,
@@ -255,11 +271,11 @@ def trace_power_flow(net: Network, res: PowerFlowResult, component: str = "p") -
         branch_to=np.array([pos[int(b)] for b in net.branch.to_bus], dtype=np.int64),
         flow_from=ff,
         flow_to=ft,
-        gen_bus=np.array([pos[int(b)] for b in net.gen.bus], dtype=np.int64),
+        gen_bus=gen_bus,
         gen_power=gen_power,
         load_bus=np.array([pos[int(b)] for b in net.load.bus], dtype=np.int64),
         load_power=net.load[load_col].to_numpy(float),
-        gen_names=[str(n) for n in net.gen["name"]],
+        gen_names=gen_names,
         load_names=[str(n) for n in net.load["name"]],
         branch_names=[str(n) for n in net.branch["name"]],
     )

@@ -167,3 +167,34 @@ def svc_cost_usd_per_h(
         raise RemunerationError(f"lifetime must be > 0 years, got {lifetime_years}")
     s = abs(_finite("q_after_mvar", q_after_mvar) - _finite("q_before_mvar", q_before_mvar))
     return svc_investment_usd_per_kvar(s) * s * 1000.0 / (HOURS_PER_YEAR * lifetime_years)
+
+
+# ---- seed 002 Table 4: reactive price of each provider, allocated to the loads ----------------
+
+
+def reactive_price_allocation(
+    net, res, costs: dict[str, QuadraticCost], k: float = SEED002_PROFIT_RATE, svc_q_mvar=None
+) -> dict[str, dict[str, float]]:
+    """$/h each provider charges (eq. 8 for generators, eqs. 10–12 for SVCs), split over the
+    loads by reactive-power tracing (seed 002 Table 4). ``costs`` maps generator names to their
+    cost curves; generators without one are not priced. Each provider's row sums to its cost.
+    """
+    import numpy as np
+
+    from ..grid.tracing import allocate_to_loads, trace_power_flow
+
+    names = [str(n) for n in net.gen["name"]]
+    unknown = set(costs) - set(names)
+    if unknown:
+        raise RemunerationError(f"cost curves for unknown generators {sorted(unknown)}")
+    amount = {
+        g: reactive_opportunity_cost_usd_per_h(
+            c, float(res.gen_p_mw[names.index(g)]), float(res.gen_q_mvar[names.index(g)]), k
+        )
+        for g, c in costs.items()
+    }
+    q_svc = net.svc.q_mvar.to_numpy(float) if svc_q_mvar is None else np.asarray(svc_q_mvar, float)
+    for name, q in zip(net.svc["name"], q_svc, strict=True):
+        amount[str(name)] = svc_cost_usd_per_h(0.0, q)  # S = |Q2 − Q1|, nothing before
+    trace = trace_power_flow(net, res, "q", svc_q_mvar=q_svc if len(net.svc) else None)
+    return allocate_to_loads(trace, amount)
