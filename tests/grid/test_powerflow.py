@@ -9,6 +9,8 @@ import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gridledger.grid.cases import load_case
 from gridledger.grid.compiled import compile_network
@@ -315,3 +317,57 @@ def test_batch_larger_than_one_chunk_keeps_row_order() -> None:
         one = run_pf(c, gen_q=q[k], regulator_control="q")
         np.testing.assert_allclose(batch.vm_pu[k], one.vm_pu, atol=1e-9)
         np.testing.assert_allclose(batch.gen_p_pu[k], one.gen_p_mw / c.base_mva, atol=1e-9)
+
+
+def _with_svc_at_bus_9(net):
+    from gridledger.grid.network import SVC_COLUMNS, table
+
+    svc = table(
+        [{"name": "SVC9", "bus": 9, "qmin_mvar": -100.0, "qmax_mvar": 300.0, "q_mvar": 0.0}],
+        SVC_COLUMNS,
+    )
+    return net.with_tables(svc=svc)
+
+
+def test_svc_injection_equals_less_reactive_load() -> None:
+    # seed 002 Case 2: an SVC at bus 9 of the modified IEEE 9 (range -100..300 MVAr).
+    with_svc = compile_network(_with_svc_at_bus_9(load_case("ieee9-q200")))
+    net = load_case("ieee9-q200")
+    load = net.load.copy()
+    load.loc[load.bus == 9, "q_mvar"] = 100.0
+    reference = run_pf(net.with_tables(load=load))
+    single = run_pf(with_svc, svc_q=[1.0])  # 100 MVAr on the 100 MVA base
+    np.testing.assert_allclose(single.vm_pu, reference.vm_pu, atol=1e-10)
+    assert single.loss_mw == pytest.approx(reference.loss_mw, abs=1e-8)
+    batch = run_pf_batch(with_svc, svc_q=np.array([[0.0], [1.0], [2.0]]))
+    assert batch.converged.all()
+    np.testing.assert_allclose(batch.vm_pu[1], reference.vm_pu, atol=1e-9)
+    # more reactive support at bus 9 lifts its voltage and cuts losses
+    assert batch.vm_pu[0, 8] < batch.vm_pu[1, 8] < batch.vm_pu[2, 8]
+    assert batch.loss_pu[0] > batch.loss_pu[1]
+
+
+_MICROGRID = compile_network(load_case("microgrid9"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    q=st.lists(st.floats(-0.6, 0.6), min_size=3, max_size=3),
+    p=st.lists(st.floats(0.0, 1.2), min_size=3, max_size=3),
+)
+def test_batch_power_balance_holds_for_any_dg_dispatch(q: list[float], p: list[float]) -> None:
+    """Whatever the DGs do, generation = load + losses, in P and (with line charging 0) in Q."""
+    c = _MICROGRID
+    gen_p = c.gen_p.copy()
+    gen_p[1:] = p
+    gen_q = c.gen_q.copy()
+    gen_q[1:] = q
+    out = run_pf_batch(c, gen_q=gen_q[None, :], gen_p=gen_p[None, :], regulator_control="q")
+    assert out.converged[0]
+    assert out.gen_p_pu[0].sum() == pytest.approx(c.load_p.sum() + out.loss_pu[0], abs=1e-9)
+    np.testing.assert_allclose(out.gen_q_pu[0, 1:], q, atol=1e-12)
+    np.testing.assert_allclose(out.gen_p_pu[0, 1:], p, atol=1e-12)
+    one = run_pf(c, gen_q=gen_q, gen_p=gen_p, regulator_control="q")
+    # reactive losses: sum over branches of x |I|^2 (no shunts, no charging here)
+    q_loss = float(np.sum(one.q_from_mvar + one.q_to_mvar)) / c.base_mva
+    assert out.gen_q_pu[0].sum() == pytest.approx(c.load_q.sum() + q_loss, abs=1e-9)
