@@ -678,8 +678,11 @@ def run_pf_batch(
 
     ``gen_vm``, ``gen_q``, ``gen_p``: (B, ng) pu on ``base_mva`` (a 1-D (ng,) row is shared by
     all); ``svc_q``: (B, ns).  ``B`` comes from whichever array is given, or ``batch_size``.
-    ``v0`` (nb,) or (B, nb) complex start voltages; by default every member starts from the
-    solved power flow at the batch's mean set-points (a (nb,) ``v0`` warm-starts that solve).
+    ``v0``: by default every member starts from the solved power flow at the batch's mean
+    set-points, where the shared chord Jacobian is also taken.  A (nb,) ``v0`` replaces that
+    solve (pass a solved state near the batch, e.g. the current operating point: a poor one only
+    costs speed, members that converge slowly finish with full Newton); a (B, nb) ``v0`` gives
+    each member its own start.
     Never raises on non-convergence: check ``converged``.
 
     Why our own numpy kernel rather than lightsim2grid (measured in bench/pf.py; lightsim2grid
@@ -735,22 +738,28 @@ def run_pf_batch(
             raise ValueError(f"v0 must have shape ({nb},) or ({batch}, {nb}), got {v0.shape}")
         if not np.isfinite(v0).all() or np.any(np.abs(v0) == 0):
             raise ValueError("v0 must be finite and non-zero")
-    # Shared warm start and chord Jacobian: the power flow at the batch's mean set-points.
-    base = _base_state(
-        m,
-        p_spec.mean(axis=0),
-        q_spec_pq.mean(axis=0),
-        vm_set.mean(axis=0),
-        tol,
-        max_iter,
-        shared if per_member is None else per_member.mean(axis=0),
-    )
+    if shared is not None:
+        # The caller's warm start (typically the current operating point) is both where every
+        # member starts and where the chord Jacobian is taken: no extra solve per call, which
+        # matters for the small populations (20-50) of the metaheuristics.
+        base: tuple[np.ndarray, float] | None = (shared, 0.0)
+    else:
+        # Shared warm start and chord Jacobian: the power flow at the batch's mean set-points.
+        base = _base_state(
+            m,
+            p_spec.mean(axis=0),
+            q_spec_pq.mean(axis=0),
+            vm_set.mean(axis=0),
+            tol,
+            max_iter,
+            None if per_member is None else per_member.mean(axis=0),
+        )
     if per_member is not None:
         v0 = per_member
     elif base is not None:
         v0 = base[0]
     else:
-        v0 = np.ones(nb, dtype=complex) if shared is None else shared
+        v0 = np.ones(nb, dtype=complex)
     v0 = np.broadcast_to(v0, (batch, nb))
     # Full state per member: [va (nb), vm (nb), slack]; the solvers update it in place.
     state = np.empty((batch, 2 * nb + 1))
