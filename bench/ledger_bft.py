@@ -123,46 +123,89 @@ async def offer_load(
                 queues[i % n_nodes].append(txs[j])
     submitted: dict[bytes, float] = {}
     tick_s = 0.02
-    async with httpx.AsyncClient(timeout=30.0) as client:
+    # One in-flight request per node: concurrent requests could be served out of order and a
+    # sender's later sequence numbers would then be refused. Batches that pile up behind a slow
+    # node are merged; latency still counts from the scheduled submission time.
+    backlog: list[list[bytes]] = [[] for _ in urls]
+    wake = [asyncio.Event() for _ in urls]
+    finished = False
+
+    async def worker(n: int, client: httpx.AsyncClient) -> None:
+        while True:
+            await wake[n].wait()
+            wake[n].clear()
+            while backlog[n]:
+                batch, backlog[n] = backlog[n], []
+                body = b"".join(struct.pack(">I", len(t)) + t for t in batch)
+                await client.post(
+                    urls[n] + "/txs",
+                    content=body,
+                    headers={"content-type": "application/octet-stream"},
+                )
+            if finished:
+                return
+
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        workers = [asyncio.create_task(worker(n, client)) for n in range(n_nodes)]
         t0 = time.perf_counter()
         sent = [0] * n_nodes
-        pending: set[asyncio.Task] = set()
-        while time.perf_counter() - t0 < seconds:
+        # Every transaction is sent (a sender's later ones would otherwise skip a sequence).
+        while any(sent[n] < len(queues[n]) for n in range(n_nodes)):
             # Catch up on the schedule if the loop was late (the machine is shared).
             due = int(rate * (time.perf_counter() - t0) / n_nodes)
-            for n, url in enumerate(urls):
+            now = time.time()
+            for n in range(n_nodes):
                 batch = queues[n][sent[n] : due]
                 if not batch:
                     continue
                 sent[n] += len(batch)
-                body = b"".join(struct.pack(">I", len(t)) + t for t in batch)
-                now = time.time()
                 for t in batch:
                     submitted[tx_id(t)] = now
-                task = asyncio.create_task(
-                    client.post(
-                        url + "/txs",
-                        content=body,
-                        headers={"content-type": "application/octet-stream"},
-                    )
-                )
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                backlog[n].extend(batch)
+                wake[n].set()
             await asyncio.sleep(tick_s)
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        finished = True
+        for ev in wake:
+            ev.set()
+        await asyncio.gather(*workers)
     return submitted
 
 
-def run_one(n: int, rate: float, seconds: float, senders: int) -> dict:
+def _stats(
+    submitted: dict[bytes, float],
+    commit_time: dict[bytes, float],
+    rate: float,
+    seconds: float,
+    load_end: float,
+) -> dict:
+    lat = sorted((commit_time[t] - s) * 1000 for t, s in submitted.items() if t in commit_time)
+    done = [commit_time[t] for t in submitted if t in commit_time]
+    t_first = min(submitted.values())
+    window_s = max(done) - t_first if done else float("nan")
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99
+    return {
+        "offered_tx_per_s": rate,
+        "submitted": len(submitted),
+        "committed": len(done),
+        "committed_tx_per_s": round(len(done) / window_s, 1) if done else 0.0,
+        "latency_p50_ms": round(q[49], 1),
+        "latency_p99_ms": round(q[98], 1),
+        "drain_s": round(max(done) - load_end, 2) if done else None,
+        "load_s": seconds,
+    }
+
+
+def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
+    """One network of ``n`` validators; offered load stepped up through ``rates``."""
     keys, members, balances = make_accounts(senders)
-    per_sender_n = int(rate * seconds / senders) + 1
-    print(f"[N={n}] signing {senders * per_sender_n} transactions ...", file=sys.stderr)
-    per_sender = make_txs(keys, per_sender_n)
+    chunks = [int(r * seconds / senders) + 1 for r in rates]
+    print(f"[N={n}] signing {senders * sum(chunks)} transactions ...", file=sys.stderr)
+    per_sender = make_txs(keys, sum(chunks))
+    steps = []
     with tempfile.TemporaryDirectory(prefix="bench-bft-") as tmp:
         tmp = Path(tmp)
         timeouts = {
-            "propose_s": 1.0,
+            "propose_s": 1.0 + 0.05 * n,
             "propose_delta_s": 0.5,
             "prevote_s": 0.5,
             "prevote_delta_s": 0.25,
@@ -182,54 +225,60 @@ def run_one(n: int, rate: float, seconds: float, senders: int) -> dict:
             max_block_txs=5000,
         )
         genesis = (Path(desc["nodes"][0]["home"]) / "genesis.json").read_bytes().rstrip(b"\n")
-        flat = [t for j in range(per_sender_n) for s in per_sender for t in s[j : j + 1]]
-        ceiling = app_ceiling(genesis, flat[: min(len(flat), 20_000)], tmp)
+        flat = [t for j in range(min(chunks[0], 100)) for s in per_sender for t in s[j : j + 1]]
+        ceiling = app_ceiling(genesis, flat[:20_000], tmp)
         print(f"[N={n}] app ceiling {ceiling:.0f} tx/s; starting {n} validators", file=sys.stderr)
         net = Testnet(tmp / "net")
         net.start()
         try:
-            net.wait_height(2, timeout_s=120)
-            start_h = net.heights([0])[0]
-            submitted = asyncio.run(offer_load(net.api_urls, per_sender, rate, seconds))
-            load_end = time.time()
-            commit_time: dict[bytes, float] = {}
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                r = httpx.get(
-                    net.api_urls[0] + "/commits", params={"start": start_h + 1}, timeout=30
-                )
-                commit_time = {
-                    bytes.fromhex(t): c["time"] for c in r.json()["commits"] for t in c["txids"]
-                }
-                if len(commit_time) >= len(submitted) * 0.999:
+            net.wait_height(2, timeout_s=180)
+            pos = 0
+            for rate, k in zip(rates, chunks, strict=True):
+                start_h = net.heights([0])[0]
+                chunk = [s[pos : pos + k] for s in per_sender]
+                pos += k
+                submitted = asyncio.run(offer_load(net.api_urls, chunk, rate, seconds))
+                load_end = time.time()
+                commit_time: dict[bytes, float] = {}
+                deadline = time.monotonic() + 30 + seconds
+                while time.monotonic() < deadline:
+                    r = httpx.get(
+                        net.api_urls[0] + "/commits", params={"start": start_h + 1}, timeout=30
+                    )
+                    commit_time = {
+                        bytes.fromhex(t): c["time"] for c in r.json()["commits"] for t in c["txids"]
+                    }
+                    if len(commit_time) >= len(submitted):
+                        break
+                    time.sleep(0.5)
+                st = _stats(submitted, commit_time, rate, seconds, load_end)
+                print(f"[N={n}] {json.dumps(st)}", file=sys.stderr)
+                steps.append(st)
+                # Saturated: the backlog grows (latency of seconds) or work is left undone.
+                if st["committed"] < 0.99 * st["submitted"] or st["latency_p50_ms"] > 2000:
                     break
-                time.sleep(0.5)
             net.check_agreement()
-            final_h = net.heights([0])[0]
         finally:
             net.close()
-    lat = sorted((commit_time[t] - s) * 1000 for t, s in submitted.items() if t in commit_time)
-    t_first = min(submitted.values())
-    in_window = [commit_time[t] for t in submitted if t in commit_time]
-    window_s = max(in_window) - t_first if in_window else float("nan")
-    tps = len(in_window) / window_s if in_window else 0.0
-    q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99
+    sustained = [
+        s for s in steps if s["committed"] >= 0.99 * s["submitted"] and s["latency_p50_ms"] <= 1000
+    ]
+    best = max(sustained, key=lambda s: s["committed_tx_per_s"]) if sustained else steps[0]
+    peak = max(s["committed_tx_per_s"] for s in steps)
     fig = {
         "validators": n,
-        "offered_tx_per_s": rate,
-        "submitted": len(submitted),
-        "committed": len(in_window),
-        "committed_tx_per_s": round(tps, 1),
-        "latency_p50_ms": round(q[49], 1),
-        "latency_p99_ms": round(q[98], 1),
-        "blocks": final_h - start_h,
+        "sustained_tx_per_s": best["committed_tx_per_s"],
+        "sustained_offered_tx_per_s": best["offered_tx_per_s"],
+        "latency_p50_ms": best["latency_p50_ms"],
+        "latency_p99_ms": best["latency_p99_ms"],
+        "low_load_p50_ms": steps[0]["latency_p50_ms"],
+        "low_load_p99_ms": steps[0]["latency_p99_ms"],
+        "peak_tx_per_s": peak,
         "app_ceiling_tx_per_s": round(ceiling, 1),
-        "ratio_to_app_ceiling": round(tps / ceiling, 3),
-        "ratio_tps_to_seed003": round(tps / SEED003["tps"], 1),
-        "load_seconds": seconds,
-        "drain_seconds": round(max(in_window) - load_end, 2) if in_window else None,
+        "ratio_to_app_ceiling": round(best["committed_tx_per_s"] / ceiling, 3),
+        "ratio_to_seed003_tps": round(best["committed_tx_per_s"] / SEED003["tps"], 2),
+        "steps": steps,
     }
-    print(f"[N={n}] {json.dumps(fig)}", file=sys.stderr)
     return fig
 
 
@@ -244,7 +293,7 @@ def write_doc(figs: dict[int, dict]) -> None:
         budget = BUDGET.get(n)
         verdict = ""
         if budget:
-            ok = f["committed_tx_per_s"] >= budget[0] and (
+            ok = f["sustained_tx_per_s"] >= budget[0] and (
                 budget[1] is None or f["latency_p50_ms"] <= budget[1]
             )
             verdict = (
@@ -289,15 +338,16 @@ def plot(figs: dict[int, dict]) -> None:
 
     ns = sorted(figs)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    a.plot(ns, [figs[n]["latency_p50_ms"] for n in ns], "o-", label="p50")
-    a.plot(ns, [figs[n]["latency_p99_ms"] for n in ns], "s--", label="p99")
+    a.plot(ns, [figs[n]["low_load_p50_ms"] for n in ns], "o-", label="p50, lowest load")
+    a.plot(ns, [figs[n]["low_load_p99_ms"] for n in ns], "s--", label="p99, lowest load")
+    a.plot(ns, [figs[n]["latency_p50_ms"] for n in ns], "^-", label="p50, sustained max")
     a.axhline(SEED003["latency_ms"], color="grey", lw=0.8, label="seed 003 (76.6 ms)")
     a.set_xlabel("validators")
     a.set_ylabel("commit latency (ms)")
     a.set_title("(a) transaction confirmation delay")
     a.legend()
-    b.plot(ns, [figs[n]["committed_tx_per_s"] for n in ns], "o-", label="committed")
-    b.plot(ns, [figs[n]["offered_tx_per_s"] for n in ns], "x:", label="offered")
+    b.plot(ns, [figs[n]["sustained_tx_per_s"] for n in ns], "o-", label="sustained")
+    b.plot(ns, [figs[n]["peak_tx_per_s"] for n in ns], "x:", label="peak")
     b.axhline(SEED003["tps"], color="grey", lw=0.8, label="seed 003 (150 TPS)")
     b.set_xlabel("validators")
     b.set_ylabel("tx/s")
@@ -307,15 +357,20 @@ def plot(figs: dict[int, dict]) -> None:
     fig.savefig(PLOT, dpi=120)
 
 
-def default_rate(n: int) -> float:
-    return 2400.0 if n <= 4 else 1200.0 if n <= 10 else 700.0
+DEFAULT_RATES = [100.0, 250.0, 500.0, 1000.0, 2000.0, 3000.0]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--validators", type=int, nargs="+", default=[4])
-    p.add_argument("--rate", type=float, default=0.0, help="offered tx/s (default: by N)")
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=DEFAULT_RATES,
+        help="offered tx/s, stepped up until the network saturates",
+    )
+    p.add_argument("--seconds", type=float, default=6.0, help="load window per rate")
     p.add_argument("--senders", type=int, default=200)
     p.add_argument("--no-doc", action="store_true", help="do not update docs/")
     args = p.parse_args(argv)
@@ -326,13 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     figs = {int(k): v for k, v in figs.items()}
     this_run = {}
     for n in args.validators:
-        this_run[n] = run_one(n, args.rate or default_rate(n), args.seconds, args.senders)
+        this_run[n] = run_one(n, sorted(args.rates), args.seconds, args.senders)
     figs.update(this_run)
     if not args.no_doc:
         FIGS.write_text(json.dumps({str(k): v for k, v in sorted(figs.items())}, indent=2) + "\n")
         write_doc(figs)
         plot(figs)
-    print(json.dumps({"benchmark": "ledger_bft", "runs": [this_run[n] for n in args.validators]}))
+    summary = [{k: v for k, v in this_run[n].items() if k != "steps"} for n in args.validators]
+    print(json.dumps({"benchmark": "ledger_bft", "runs": summary}))
     return 0
 
 

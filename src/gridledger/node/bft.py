@@ -35,10 +35,12 @@ from gridledger.chain.consensus.tendermint.ledger import LedgerChain
 from gridledger.chain.consensus.tendermint.privval import PrivValidator
 from gridledger.chain.consensus.tendermint.reactor import Reactor, ReactorConfig
 from gridledger.chain.consensus.tendermint.state import Timeouts
+from gridledger.chain.consensus.tendermint.types import ConsensusError
 from gridledger.chain.keys import KeyPair, load_key
 from gridledger.chain.mempool import Mempool
 from gridledger.chain.p2p.faults import FaultControl
 from gridledger.chain.p2p.transport import PeerAddress, Transport
+from gridledger.chain.proofs import ProofError, tx_proof
 from gridledger.chain.store import Store
 from gridledger.chain.tx import make_tx, tx_id
 
@@ -273,6 +275,27 @@ class BftNode:
                     if h >= start
                 ]
             }
+
+        @api.get("/validators")
+        async def validators(height: int = 0) -> dict:
+            h = height or self.chain.height + 1
+            try:
+                vals = self.chain.validators_at(h)
+            except ConsensusError as exc:
+                raise HTTPException(404, str(exc)) from exc
+            return {
+                "height": h,
+                "validators": [{"pub_key": v.pub_key.hex(), "power": v.power} for v in vals],
+            }
+
+        @api.get("/proof/tx/{txid}")
+        async def proof_tx(txid: str) -> dict:
+            try:
+                return tx_proof(self.store, bytes.fromhex(txid), self.app.classify_tx)
+            except ValueError as exc:
+                raise HTTPException(400, "txid must be hex") from exc
+            except ProofError as exc:
+                raise HTTPException(404, str(exc)) from exc
 
         @api.get("/tx/{txid}")
         async def tx(txid: str) -> dict:

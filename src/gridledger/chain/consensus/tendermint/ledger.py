@@ -157,6 +157,29 @@ class LedgerChain:
         self.valsets = {1: ValidatorSet(vals)}
         self.pending: dict[int, list[Validator]] = {}
         self._save_valsets()
+        self._save_history([(1, self.valsets[1].validators)])
+
+    @property
+    def _history_path(self) -> Path:
+        return self.state_path.with_name("validator_history.json")
+
+    def _load_history(self) -> list[tuple[int, tuple[Validator, ...]]]:
+        d = json.loads(self._history_path.read_text())
+        return [(int(h), tuple(Validator(bytes.fromhex(k), p) for k, p in vs)) for h, vs in d]
+
+    def _save_history(self, history: list[tuple[int, tuple[Validator, ...]]]) -> None:
+        d = [[h, [[v.pub_key.hex(), v.power] for v in vs]] for h, vs in history]
+        _write_atomic(self._history_path, json.dumps(d).encode())
+
+    def validators_at(self, height: int) -> tuple[Validator, ...]:
+        """The validator set that signs block ``height`` (for light clients and audits)."""
+        if not 1 <= height <= self.height + 1:
+            raise ConsensusError(f"height {height} outside 1..{self.height + 1}")
+        found = None
+        for h, vs in self._load_history():
+            if h <= height:
+                found = vs
+        return found
 
     def _save_valsets(self) -> None:
         d = {
@@ -281,6 +304,9 @@ class LedgerChain:
                 # old set is safer than halting every node at once.
                 nxt = self.valsets[height].copy()
         nxt.increment_proposer_priority(1)
+        if nxt.hash() != self.valsets[height].hash():
+            history = [e for e in self._load_history() if e[0] <= height]
+            self._save_history([*history, (height + 1, nxt.validators)])
         self.valsets = {height: self.valsets[height], height + 1: nxt}
         # Entries for height + 1 stay until the next block: a crash before the store commit
         # re-executes this height and must find them again.
