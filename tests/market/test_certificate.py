@@ -165,3 +165,31 @@ def test_superpose_keeps_the_buyers_power_factor_and_adds_prosumers():
         superpose(net, [Trade("c", "DG9", 5, 1.0, 0, 1)])
     with pytest.raises(WorkflowError, match="buyer bus 42"):
         superpose(net, [Trade("d", "DG3", 42, 1.0, 0, 1)])
+
+
+def test_chain_form_is_integers_in_base_units(case1):
+    _, certs = case1
+    c = certs[0]
+    d = c.to_chain_dict()
+    assert d["loss_with_ropf_w"] == round(c.loss_with_ropf_kw * 1000)
+    assert d["regulators"][0]["q_var"] == round(c.regulators[0].q_kvar * 1000)
+    assert d["trades"][0]["power_w"] == 300_000
+    for v in (*d["bus_vm_upu"].values(), *d["line_loading_bp"].values()):
+        assert isinstance(v, int)
+    json.dumps(d, allow_nan=False)
+
+
+def test_certify_one_proposed_trade():
+    from gridledger.market.certificate import certify_trade
+
+    net = load_case("microgrid9")
+    init = initial_setpoints(net, None)
+    settings = DsoSettings(control="q", regulators=["DG2", "DG3", "DG4"])
+    running = [Trade("tr1", "DG2", 5, 300.0, 0, 3 * QUARTER)]
+    proposed = Trade("tr2", "DG3", 7, 200.0, QUARTER, 3 * QUARTER)
+    out = certify_trade(net, running, proposed, init, settings)
+    assert out.certificate.new_trade == "tr2" and out.certificate.feasible
+    assert [t.id for t in out.certificate.trades] == ["tr1", "tr2"]
+    assert out.certificate.end_ms - out.certificate.start_ms == 2 * QUARTER
+    with pytest.raises(WorkflowError, match="already running"):
+        certify_trade(net, running, running[0], init, settings)

@@ -102,13 +102,64 @@ class Certificate:
         d["regulators"] = [asdict(r) for r in self.regulators]
         return _plain(d)
 
+    def to_chain_dict(self) -> dict[str, Any]:
+        """The integer form for the ledger (DESIGN.md: W, var, utoken; voltages in micro-pu,
+        loadings in basis points), every amount rounded to the nearest unit."""
+
+        def i(x: float | None) -> int | None:
+            return None if x is None or not math.isfinite(x) else round(x)
+
+        return {
+            "version": self.version,
+            "network": self.network,
+            "interval": self.interval,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "new_trade": self.new_trade,
+            "method": self.method,
+            "seed": self.seed,
+            "loss_without_ropf_w": i(self.loss_without_ropf_kw * 1e3),
+            "loss_with_ropf_w": i(self.loss_with_ropf_kw * 1e3),
+            "loss_change_w": i(self.loss_change_kw * 1e3),
+            "total_load_w": i(self.total_load_kw * 1e3),
+            "trades": [
+                {
+                    "id": t.id,
+                    "seller": t.seller,
+                    "buyer_bus": t.buyer_bus,
+                    "power_w": i(t.power_kw * 1e3),
+                    "loss_share_w": i(t.loss_share_kw * 1e3),
+                    "loss_share_without_ropf_w": i(t.loss_share_without_ropf_kw * 1e3),
+                }
+                for t in self.trades
+            ],
+            "regulators": [
+                {
+                    "node": r.node,
+                    "bus": r.bus,
+                    "q_var": i(r.q_kvar * 1e3),
+                    "vm_upu": i(r.vm_pu * 1e6),
+                    "delta_q_var": i(r.delta_q_kvar * 1e3),
+                    "delta_pq_w": i(r.delta_pq_kw * 1e3),
+                    "remuneration_utoken": r.remuneration_utoken,
+                }
+                for r in self.regulators
+            ],
+            "bus_vm_upu": {b: i(v * 1e6) for b, v in self.bus_vm_pu.items()},
+            "line_loading_bp": {n: i(v * 100) for n, v in self.line_loading_pct.items()},
+            "feasible": self.feasible,
+            "reasons": list(self.reasons),
+        }
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Certificate:
         try:
             version = data.get("version", CERTIFICATE_VERSION)
             if version != CERTIFICATE_VERSION:
                 raise WorkflowError(f"certificate version {version} is not {CERTIFICATE_VERSION}")
-            fields = dict(data)
+            fields = {
+                k: (math.nan if v is None and k.endswith("_kw") else v) for k, v in data.items()
+            }
             fields["trades"] = [TradeLoss(**t) for t in data["trades"]]
             fields["regulators"] = [RegulatorRecord(**r) for r in data["regulators"]]
             return cls(**fields)
@@ -433,3 +484,27 @@ def validate_scenario(scenario: Scenario, method: str | None = None) -> list[Cer
         previous = {**previous, **outcome.setpoints}
         prev_loss = outcome.loss_with_ropf_kw
     return out
+
+
+def certify_trade(
+    base: Network,
+    running: Sequence[Trade],
+    proposed: Trade,
+    previous: dict[str, SetPoint],
+    settings: DsoSettings,
+    initial: dict[str, SetPoint] | None = None,
+    previous_loss_kw: float | None = None,
+) -> IntervalOutcome:
+    """The DSO's answer to one proposed trade over its own window, on top of ``running``.
+
+    ``previous``: the regulators' set-points of the preceding interval (step 2); ``initial``: the
+    reactive state "without R-OPF" (defaults to ``previous``). The outcome's ``setpoints`` go to
+    the regulator nodes if the certificate is feasible.
+    """
+    if any(t.id == proposed.id for t in running):
+        raise WorkflowError(f"trade {proposed.id} is already running")
+    interval = Interval(proposed.id, proposed.start_ms, proposed.end_ms)
+    return certify_interval(
+        base, [*running, proposed], interval, previous, initial or previous, settings,
+        new_trade=proposed.id, previous_loss_kw=previous_loss_kw,
+    )  # fmt: skip
