@@ -157,14 +157,17 @@ class Certificate:
             version = data.get("version", CERTIFICATE_VERSION)
             if version != CERTIFICATE_VERSION:
                 raise WorkflowError(f"certificate version {version} is not {CERTIFICATE_VERSION}")
-            fields = {
-                k: (math.nan if v is None and k.endswith("_kw") else v) for k, v in data.items()
-            }
-            fields["trades"] = [TradeLoss(**t) for t in data["trades"]]
+            fields = _nan_back(data)
+            fields["trades"] = [TradeLoss(**_nan_back(t)) for t in data["trades"]]
             fields["regulators"] = [RegulatorRecord(**r) for r in data["regulators"]]
             return cls(**fields)
         except (KeyError, TypeError) as exc:
             raise WorkflowError(f"not a certificate: {exc}") from exc
+
+
+def _nan_back(d: dict[str, Any]) -> dict[str, Any]:
+    """``None`` in a kW field was a NaN ("not computed") before ``to_dict``."""
+    return {k: (math.nan if v is None and k.endswith("_kw") else v) for k, v in d.items()}
 
 
 def _plain(x: Any) -> Any:
