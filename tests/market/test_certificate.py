@@ -193,3 +193,14 @@ def test_certify_one_proposed_trade():
     assert out.certificate.end_ms - out.certificate.start_ms == 2 * QUARTER
     with pytest.raises(WorkflowError, match="already running"):
         certify_trade(net, running, running[0], init, settings)
+
+
+def test_a_trade_the_network_cannot_carry_at_all_is_rejected_in_strict_json():
+    # 60 MW into a 20 kV microgrid: no operating point exists, the power flow diverges.
+    trade = Trade("absurd", "GRID", 9, 60_000.0, 0, QUARTER)
+    cert = _one("microgrid9", trade, DsoSettings(control="q")).certificate
+    assert not cert.feasible
+    assert any("did not converge" in r for r in cert.reasons)
+    d = json.loads(json.dumps(cert.to_dict(), allow_nan=False))
+    assert d["loss_with_ropf_kw"] is None
+    assert math.isnan(Certificate.from_dict(d).loss_with_ropf_kw)
