@@ -371,3 +371,25 @@ def test_batch_power_balance_holds_for_any_dg_dispatch(q: list[float], p: list[f
     # reactive losses: sum over branches of x |I|^2 (no shunts, no charging here)
     q_loss = float(np.sum(one.q_from_mvar + one.q_to_mvar)) / c.base_mva
     assert out.gen_q_pu[0].sum() == pytest.approx(c.load_q.sum() + q_loss, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name", ["simple_four_bus_system", "example_simple", "create_cigre_network_mv"]
+)
+def test_distribution_networks_with_transformers_and_switches(name: str) -> None:
+    """Phase-shifting transformers (Dyn5: 150°), sgens, switches and pandapower's auxiliary
+    buses: voltages agree with pandapower bus by bus, batch and single alike."""
+    net = getattr(pn, name)()
+    pp.runpp(net, tolerance_mva=1e-11, calculate_voltage_angles=True)
+    ours_net = from_pandapower(net)
+    ours = run_pf(ours_net, tol=1e-11)
+    known = np.isin(ours.bus_ids, net.bus.index)
+    res = net.res_bus.loc[ours.bus_ids[known]]
+    np.testing.assert_allclose(ours.vm_pu[known], res.vm_pu, atol=1e-8)
+    diff = ours.va_deg[known] + float(net.ext_grid.va_degree.iloc[0]) - res.va_degree
+    np.testing.assert_allclose((diff + 180) % 360 - 180, 0, atol=1e-6)
+    # auxiliary buses pandapower adds get ids after its largest bus index
+    assert (ours.bus_ids[~known] > net.bus.index.max()).all()
+    batch = run_pf_batch(ours_net, batch_size=2, tol=1e-11)
+    assert batch.converged.all()
+    np.testing.assert_allclose(batch.vm_pu[1], ours.vm_pu, atol=1e-9)

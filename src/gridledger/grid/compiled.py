@@ -6,7 +6,7 @@ matrices and index sets do not change between candidate operating points of an o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,6 +56,9 @@ class CompiledNetwork:
     svc_qmin: np.ndarray  # (ns,) pu
     svc_qmax: np.ndarray
     svc_q: np.ndarray
+    # Phase shift of each branch (degrees, from side), for the power flow's start angles; an
+    # empty array (networks compiled before this field existed) means no shifts.
+    branch_shift_deg: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_bus(self) -> int:
@@ -184,4 +187,5 @@ def compile_network(net: Network) -> CompiledNetwork:
         svc_qmin=svc.qmin_mvar.to_numpy(float) / base,
         svc_qmax=svc.qmax_mvar.to_numpy(float) / base,
         svc_q=svc.q_mvar.to_numpy(float) / base,
+        branch_shift_deg=net.branch.shift_deg.to_numpy(float),
     )

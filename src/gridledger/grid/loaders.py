@@ -301,8 +301,10 @@ def from_pandapower(net: Any, name: str | None = None, trafo_model: str = "t") -
         k = int(lookup[pd_bus])
         if 0 <= k < n_ppc:
             ids[k] = pd_bus  # buses fused by closed switches keep the smallest id
-    if (ids < 0).any():
-        raise NetworkError("pandapower network has internal buses without a bus id")
+    # pandapower adds internal buses (open line ends, 3-winding star points, impedance
+    # switches); they get ids after the largest pandapower bus index.
+    aux = np.flatnonzero(ids < 0)
+    ids[aux] = int(net.bus.index.max()) + 1 + np.arange(aux.size)
     bus = np.real(ppc["bus"]).copy()
     branch = np.real(ppc["branch"]).copy()
     gen = np.real(ppc["gen"])

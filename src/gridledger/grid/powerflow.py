@@ -109,6 +109,32 @@ def _setup_from_holds(c: CompiledNetwork, holds_v: np.ndarray) -> _Setup:
     )
 
 
+def _start_angles(c: CompiledNetwork) -> np.ndarray:
+    """Flat-start angles that follow the phase-shifting transformers from the reference bus.
+
+    A plain flat start (all angles 0) diverges when a transformer shifts by, say, 150° (a Dyn5
+    distribution transformer in pandapower): the low-voltage side sits near -150°.
+    """
+    nb = c.n_bus
+    shift = c.branch_shift_deg
+    if shift.size == 0 or not np.any(shift):
+        return np.zeros(nb)
+    from scipy.sparse.csgraph import breadth_first_order
+
+    f, t = c.branch_from, c.branch_to
+    graph = sp.coo_matrix((np.ones(f.size), (f, t)), shape=(nb, nb)).tocsr()
+    order, pred = breadth_first_order(graph, c.ref, directed=False, return_predecessors=True)
+    step = {}
+    for k in range(f.size):
+        rad = np.deg2rad(shift[k])
+        step.setdefault((int(f[k]), int(t[k])), -rad)  # V_to ≈ V_from · e^{-j shift}
+        step.setdefault((int(t[k]), int(f[k])), rad)
+    angle = np.zeros(nb)
+    for b in order[1:]:
+        angle[b] = angle[pred[b]] + step[(int(pred[b]), int(b))]
+    return angle
+
+
 def _as_compiled(net: Network | CompiledNetwork) -> CompiledNetwork:
     if isinstance(net, CompiledNetwork):
         return net
@@ -438,7 +464,7 @@ def _solve_one(
     held = st.vm_gen >= 0
     if v0 is None:
         vm0 = np.ones(nb)
-        v0 = vm0.astype(complex)
+        v0 = np.exp(1j * _start_angles(c))
     else:
         vm0 = np.abs(v0)
     vm0 = vm0.copy()
@@ -623,6 +649,7 @@ class _DenseModel:
     y_real: np.ndarray
     # (n_eq, 2nb+1) 0/1: places a Newton step [dva_nonref, dvm_pq, dslack] on [va, vm, slack]
     scatter: np.ndarray
+    start_angles: np.ndarray  # (nb,) flat-start angles through phase shifters
 
 
 _DENSE_CACHE: dict[tuple[int, str], tuple[CompiledNetwork, _DenseModel]] = {}
@@ -644,6 +671,7 @@ def _dense(c: CompiledNetwork, control: RegulatorControl) -> _DenseModel:
         n_eq=c.n_bus + st.pq.size,
         y_real=np.ascontiguousarray(np.block([[g, b], [-b, g]])),
         scatter=_scatter(st, c.n_bus),
+        start_angles=_start_angles(c),
     )
     if len(_DENSE_CACHE) > 64:
         _DENSE_CACHE.clear()
@@ -759,7 +787,7 @@ def run_pf_batch(
     elif base is not None:
         v0 = base[0]
     else:
-        v0 = np.ones(nb, dtype=complex)
+        v0 = np.exp(1j * m.start_angles)
     v0 = np.broadcast_to(v0, (batch, nb))
     # Full state per member: [va (nb), vm (nb), slack]; the solvers update it in place.
     state = np.empty((batch, 2 * nb + 1))
@@ -826,7 +854,7 @@ def _base_state(
     held = np.flatnonzero(st.vm_gen >= 0)
     vm = np.ones((1, nb)) if start is None else np.abs(start)[None, :].copy()
     vm[0, held] = vm_set[st.vm_gen[held]]
-    va = np.zeros((1, nb)) if start is None else np.angle(start)[None, :]
+    va = (m.start_angles if start is None else np.angle(start))[None, :].copy()
     slack = np.zeros(1)
     _, norm = _newton_dense(m, vm, va, slack, p_spec[None, :], q_spec_pq[None, :], tol, max_iter)
     if not norm[0] <= tol:
