@@ -711,7 +711,8 @@ def run_pf_batch(
     solve (pass a solved state near the batch, e.g. the current operating point: a poor one only
     costs speed, members that converge slowly finish with full Newton); a (B, nb) ``v0`` gives
     each member its own start.
-    Never raises on non-convergence: check ``converged``.
+    Never raises on non-convergence: check ``converged``; a row with ``converged`` False holds
+    its last iterate (and its ``max_mismatch``), not a solution.
 
     Why our own numpy kernel rather than lightsim2grid (measured in bench/pf.py; lightsim2grid
     is only a dev dependency): on 9 buses this kernel ran ~1.3× lightsim2grid's one-thread C++
