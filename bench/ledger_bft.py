@@ -138,7 +138,7 @@ async def offer_load(
                 batch, backlog[n] = backlog[n], []
                 body = b"".join(struct.pack(">I", len(t)) + t for t in batch)
                 await client.post(
-                    urls[n] + "/txs",
+                    urls[n] + "/txs/raw",
                     content=body,
                     headers={"content-type": "application/octet-stream"},
                 )

@@ -5,9 +5,10 @@ up`` does this for every node of a test network). ``NODE_DIR`` holds ``config.js
 ``genesis.json`` (canonical bytes), ``key.json`` (the validator's Ed25519 key) and ``data/``
 (SQLite store, double-sign guard state, validator-set schedule).
 
-The HTTP API (FastAPI on the same event loop, so handlers never race the engine) serves
-``GET /status``, ``POST /txs`` (JSON hex list or binary length-prefixed batch),
-``GET /block/{h}``, ``GET /hashes``, ``GET /commits``, ``GET /tx/{id}``, ``GET /state/{key}``.
+The HTTP API is the ledger's own (``node/api.py``: ``/status``, ``/txs``, ``/txs/batch``,
+``/blocks/{h}``, ``/state/{key}``, ``/proofs/tx/{id}``, ``/events``, ...) plus ``POST /txs/raw``
+(binary batch), ``GET /hashes`` (block hash per height), ``GET /commits`` (commit time and tx
+ids of recent blocks) and ``GET /validators?height=h``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 
+from gridledger.chain import codes
 from gridledger.chain.app import LedgerApp
 from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
 from gridledger.chain.consensus.tendermint.ledger import LedgerChain
@@ -40,9 +42,11 @@ from gridledger.chain.keys import KeyPair, load_key
 from gridledger.chain.mempool import Mempool
 from gridledger.chain.p2p.faults import FaultControl
 from gridledger.chain.p2p.transport import PeerAddress, Transport
-from gridledger.chain.proofs import ProofError, tx_proof
 from gridledger.chain.store import Store
 from gridledger.chain.tx import make_tx, tx_id
+from gridledger.node.api import create_api
+from gridledger.node.node import EventFeed, Node
+from gridledger.node.offchain import OffchainStore
 
 log = logging.getLogger("gridledger.node.bft")
 
@@ -100,7 +104,19 @@ class NodeConfig:
 
 
 class BftNode:
-    """Everything one validator process runs, wired together (see the module docstring)."""
+    """Everything one validator process runs, wired together (see the module docstring).
+
+    It offers the same interface as the solo :class:`gridledger.node.node.Node` (``store``,
+    ``app``, ``mempool``, ``feed``, ``offchain``, ``submit``, ``status``, ``block``, ...), so the
+    ledger's HTTP API (``node/api.py``) and its client work unchanged against a BFT validator;
+    the read methods are the solo node's own.
+    """
+
+    tx_status = Node.tx_status
+    block = Node.block
+    account = Node.account
+    state = Node.state
+    tx_proof = Node.tx_proof
 
     def __init__(self, home: Path | str):
         self.home = Path(home)
@@ -144,9 +160,8 @@ class BftNode:
         )
         self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in c.peers}
         faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
-        allowed = set(self.peer_names) | {
-            v.pub_key for v in self.chain.valset(self.chain.height + 1).validators
-        }
+        current = self.chain.valset(self.chain.height + 1).validators
+        allowed = set(self.peer_names) | {v.pub_key for v in current}
         self.transport = Transport(
             self.chain.chain_id,
             self.key.signing_key,
@@ -159,13 +174,18 @@ class BftNode:
         )
         self.reactor.attach(self.transport)
         self.recent: collections.deque = collections.deque(maxlen=RECENT_COMMITS)
+        self.feed = EventFeed()
+        self.feed.height = self.chain.height
+        self.offchain = OffchainStore(data / "offchain.db")
         self.chain.on_applied.append(self._on_applied)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- hooks ----------------------------------------------------------------------------------
     def _on_applied(self, applied) -> None:
         self.recent.append(
             (applied.height, time.time(), [tx_id(t).hex() for t in applied.block.txs])
         )
+        self.feed.publish(applied.block, list(applied.results))
 
     def _submit_evidence(self, ev: DuplicateVoteEvidence) -> None:
         if "evidence.submit" not in self.app.registry.types:
@@ -173,9 +193,9 @@ class BftNode:
         if self.app.query(f"state/evidence/{ev.hash().hex()}").code == 0:
             return
         kp = KeyPair(self.key.signing_key)
-        seq = self.app.next_seq(kp.pub_hex)
+        payload = {"evidence": ev.encode().hex()}
         tx = make_tx(
-            kp, self.chain.chain_id, seq, "evidence.submit", {"evidence": ev.encode().hex()}
+            kp, self.chain.chain_id, self.app.next_seq(kp.pub_hex), "evidence.submit", payload
         )
         res = self.mempool.add(tx.raw)
         if res.ok:
@@ -183,88 +203,90 @@ class BftNode:
         else:
             log.info("evidence tx not admitted: %s", res.log)
 
-    # --- API --------------------------------------------------------------------------------------
-    def submit(self, raws: list[bytes]) -> list[tuple[str, int, str]]:
-        out = []
-        for raw in raws:
-            res = self.mempool.add(raw)
-            if res.ok:
-                self.reactor.gossip_tx(raw)
-            out.append((tx_id(raw).hex(), res.code, res.log))
-        return out
+    # --- the solo node's interface (thread-safe: API handlers run in worker threads) ----------
+    def submit(self, raw: bytes) -> dict[str, Any]:
+        res = self.mempool.add(raw)
+        if res.ok:
+            self._gossip(raw)
+        return {
+            "code": res.code,
+            "code_name": codes.NAMES.get(res.code, "?"),
+            "log": res.log,
+            "txid": tx_id(raw).hex(),
+        }
+
+    def _gossip(self, raw: bytes) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.reactor.gossip_tx(raw)
+        else:
+            loop.call_soon_threadsafe(self.reactor.gossip_tx, raw)
 
     def status(self) -> dict[str, Any]:
         h = self.chain.height
         vs = self.chain.valset(h + 1)
+        cs = self.reactor.cs
         return {
             "node": self.config.name,
             "chain_id": self.chain.chain_id,
             "height": h,
-            "last_block_hash": self.chain.last_block_hash().hex() if h else "",
+            "app_hash": self.store.meta("app_hash"),
+            "last_block_hash": self.store.meta("last_block_hash") or "",
+            "last_time_ms": self.store.meta("last_time_ms"),
             "consensus": {
-                "height": self.reactor.cs.height,
-                "round": self.reactor.cs.round,
-                "step": int(self.reactor.cs.step),
+                "engine": "tendermint",
+                "height": cs.height,
+                "round": cs.round,
+                "step": int(cs.step),
             },
             "peers": sorted(
                 self.peer_names.get(pk, pk.hex()[:16]) for pk in self.transport.connected()
             ),
-            "validators": [{"pub_key": v.pub_key.hex(), "power": v.power} for v in vs.validators],
+            "validators": [{"power": v.power, "pub_key": v.pub_key.hex()} for v in vs.validators],
             "mempool": len(self.mempool),
+            "peer_pool": len(self.chain.peer_txs),
             "pub_key": self.key.pub_hex,
             "rejected_msgs": self.reactor.rejected_msgs,
         }
 
-    def build_api(self):
-        api = FastAPI(title="gridledger BFT node", docs_url=None, redoc_url=None)
+    # --- API --------------------------------------------------------------------------------------
+    def build_api(self) -> FastAPI:
+        """The ledger's API plus what a BFT network needs (raw batches, hashes, validators)."""
+        api = create_api(self)
 
-        @api.get("/status")
-        async def status() -> dict:
-            return self.status()
-
-        @api.post("/txs")
-        async def txs(request: Request) -> dict:
+        @api.post("/txs/raw")
+        async def txs_raw(request: Request) -> dict:
+            """Binary batch: ``u32 length | tx`` repeated (the benchmark's fast path)."""
             body = await request.body()
-            if request.headers.get("content-type", "").startswith("application/octet-stream"):
-                raws, i = [], 0
-                while i < len(body):
-                    if i + 4 > len(body):
-                        raise HTTPException(400, "truncated length prefix in binary batch")
-                    (n,) = struct.unpack_from(">I", body, i)
-                    raws.append(body[i + 4 : i + 4 + n])
-                    i += 4 + n
-            else:
-                try:
-                    raws = [bytes.fromhex(t) for t in json.loads(body)["txs"]]
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise HTTPException(400, f'expected {{"txs": [hex, ...]}}: {exc}') from exc
-            res = self.submit(raws)
+            raws, i = [], 0
+            while i < len(body):
+                if i + 4 > len(body):
+                    raise HTTPException(400, "truncated length prefix in binary batch")
+                (n,) = struct.unpack_from(">I", body, i)
+                if i + 4 + n > len(body):
+                    raise HTTPException(400, "transaction runs past the end of the batch")
+                raws.append(body[i + 4 : i + 4 + n])
+                i += 4 + n
+            res = [self.submit(r) for r in raws]
             return {
-                "accepted": sum(1 for _, c, _ in res if c == 0),
-                "results": [{"txid": t, "code": c, "log": lg} for t, c, lg in res],
-            }
-
-        @api.get("/block/{height}")
-        async def block(height: int) -> dict:
-            sb = self.store.get_block(height, writer=True)
-            if sb is None:
-                raise HTTPException(404, f"no block at height {height}")
-            b = sb.block()
-            return {
-                "hash": sb.hash.hex(),
-                "header": b.header.to_json(),
-                "txs": [t.hex() for t in b.txs],
-                "commit": sb.commit().to_json(),
+                "accepted": sum(1 for r in res if r["code"] == 0),
+                "rejected": [r for r in res if r["code"] != 0][:20],
             }
 
         @api.get("/hashes")
         async def hashes(start: int = 1, end: int = 0) -> dict:
-            end = end or self.chain.height
+            top = self.chain.height
+            end = min(end or top, top)
             out = {}
-            for h in range(max(1, start), min(end, self.chain.height) + 1):
-                sb = self.store.get_block(h, writer=True)
-                out[h] = sb.hash.hex()
-            return {"height": self.chain.height, "hashes": out}
+            for h in range(max(1, start), end + 1):
+                out[h] = self.store.get_block(h, writer=True).hash.hex()
+            return {"height": top, "hashes": out}
 
         @api.get("/commits")
         async def commits(start: int = 1) -> dict:
@@ -285,34 +307,8 @@ class BftNode:
                 raise HTTPException(404, str(exc)) from exc
             return {
                 "height": h,
-                "validators": [{"pub_key": v.pub_key.hex(), "power": v.power} for v in vals],
+                "validators": [{"power": v.power, "pub_key": v.pub_key.hex()} for v in vals],
             }
-
-        @api.get("/proof/tx/{txid}")
-        async def proof_tx(txid: str) -> dict:
-            try:
-                return tx_proof(self.store, bytes.fromhex(txid), self.app.classify_tx)
-            except ValueError as exc:
-                raise HTTPException(400, "txid must be hex") from exc
-            except ProofError as exc:
-                raise HTTPException(404, str(exc)) from exc
-
-        @api.get("/tx/{txid}")
-        async def tx(txid: str) -> dict:
-            try:
-                rec = self.store.get_tx(bytes.fromhex(txid), writer=True)
-            except ValueError as exc:
-                raise HTTPException(400, "txid must be hex") from exc
-            if rec is None:
-                raise HTTPException(404, "transaction not committed")
-            return {"height": rec.height, "index": rec.index, "code": rec.code, "log": rec.log}
-
-        @api.get("/state/{key:path}")
-        async def state(key: str) -> dict:
-            q = self.app.query(f"state/{key}")
-            if q.code != 0:
-                raise HTTPException(404, q.log)
-            return {"key": key, "value": q.value.decode(), "height": q.height}
 
         return api
 
@@ -320,6 +316,7 @@ class BftNode:
     async def run(self) -> None:
         import uvicorn
 
+        self._loop = asyncio.get_running_loop()
         await self.transport.start()
         await self.reactor.start()
         server = uvicorn.Server(
@@ -333,11 +330,15 @@ class BftNode:
             )
         )
         (self.home / "node.pid").write_text(str(os.getpid()))
+        addr = self.home / "node.addr"  # where the ledger CLI (--home) finds the API
+        addr.write_text(f"http://{self.config.api_host}:{self.config.api_port}\n")
         try:
             await server.serve()
         finally:
+            addr.unlink(missing_ok=True)
             await self.reactor.stop()
             await self.transport.close()
+            self.offchain.close()
             self.store.close()
 
 

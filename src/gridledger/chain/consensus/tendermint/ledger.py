@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridledger.chain.abci import Application, ProposalInfo, Validator
+from gridledger.chain.abci import Application, ExecTxResult, ProposalInfo, Validator
 from gridledger.chain.block import (
     Block,
     BlockError,
@@ -89,7 +89,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class AppliedBlock:
     height: int
     block: Block
-    n_txs: int
+    results: tuple[ExecTxResult, ...]
 
 
 class LedgerChain:
@@ -322,7 +322,7 @@ class LedgerChain:
         while len(self._recent_committed) > MAX_PEER_TXS:
             self._recent_committed.popitem(last=False)
         self.mempool.update(list(block.txs))
-        applied = AppliedBlock(height, block, len(block.txs))
+        applied = AppliedBlock(height, block, res.tx_results)
         for cb in self.on_applied:
             cb(applied)
         return applied
