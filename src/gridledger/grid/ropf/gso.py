@@ -26,7 +26,7 @@ import numpy as np
 
 from ._search import BatchObjective, SearchResult, check_search_args, evaluate
 
-GSO_POPULATION = 40
+GSO_POPULATION = 30
 GSO_ITERATIONS = 100
 GSO_RHO = 0.4
 GSO_GAMMA = 0.6
