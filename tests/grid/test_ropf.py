@@ -179,3 +179,21 @@ def test_q_bounds_follow_the_capability_circle():
     p = c.gen_p[prob.reg]
     np.testing.assert_allclose(prob.upper, np.sqrt(c.gen_sn[prob.reg] ** 2 - p**2))
     np.testing.assert_allclose(prob.lower, -prob.upper)
+
+
+@pytest.mark.parametrize("method", ["gso", "sbde", "de"])
+def test_one_batched_power_flow_per_iteration(method, monkeypatch):
+    import gridledger.grid.ropf.problem as problem_module
+
+    calls = []
+    real = problem_module.run_pf_batch
+
+    def counting(*args, **kwargs):
+        calls.append(np.atleast_2d(kwargs["gen_vm"]).shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(problem_module, "run_pf_batch", counting)
+    prob = RopfProblem(compile_network(load_case("microgrid9")), "q")
+    res = solve_ropf(prob, method, rng=0, iterations=5)
+    assert len(calls) == 6  # the initial population, then one per iteration
+    assert sum(calls) == res.evaluations - 2  # plus the two checking power flows
