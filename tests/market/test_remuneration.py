@@ -10,6 +10,7 @@ from gridledger.market.remuneration import (
     RemunerationError,
     degradation_factor,
     delta_pq_kw,
+    opportunity_cost,
     reactive_opportunity_cost_usd_per_h,
     reactive_power_cost_per_h,
     regulator_payment,
@@ -100,3 +101,13 @@ def test_reactive_price_allocation_on_ieee9_with_an_svc():
     assert alloc["SVC9"]["L9"] == pytest.approx(99.87 * 100_000 / 43_800, rel=1e-6)
     with pytest.raises(RemunerationError, match="unknown generators"):
         reactive_price_allocation(net, res, {"G7": SEED002_COSTS[1]})
+
+
+def test_eq6_and_eq7_agree():
+    # Eq. 7 is eq. 6 in kW: the most lucrative option is all-active output on the circle.
+    sn, q0, dq = 1500.0, 200.0, 300.0
+    rmlo = math.sqrt(sn**2 - q0**2)  # active power available before the extra reactive output
+    rco = math.sqrt(sn**2 - (q0 + dq) ** 2)  # ... and after
+    assert opportunity_cost(rmlo, rco) == pytest.approx(delta_pq_kw(sn, q0, dq))
+    with pytest.raises(RemunerationError, match="RMLO"):
+        opportunity_cost(float("inf"), 1.0)

@@ -46,6 +46,11 @@ def _finite(name: str, x: float) -> float:
 # ---- seed 000: circular capability curve ---------------------------------------------------
 
 
+def opportunity_cost(return_most_lucrative: float, return_chosen: float) -> float:
+    """Eq. 6: OC = RMLO − RCO, what the chosen option gives up against the best one."""
+    return _finite("RMLO", return_most_lucrative) - _finite("RCO", return_chosen)
+
+
 def delta_pq_kw(sn_kva: float, q_prev_kvar: float, delta_q_kvar: float) -> float:
     """Eq. 7: active power given up on the capability circle for the extra reactive output."""
     sn = _finite("sn_kva", sn_kva)
