@@ -838,6 +838,8 @@ def run_pf_batch(
 _CHUNK = 1024
 # Chord steps before a member that still converges slowly is handed to full Newton.
 _MAX_CHORD_STEPS = 12
+# A chord member must cut its mismatch at least by this factor per step, or it goes to Newton.
+_CHORD_MIN_CONTRACTION = 0.5
 
 
 def _base_state(
@@ -1013,7 +1015,7 @@ def _chord(
         running = ~(done | stalled)
         np.copyto(norm, nrm, where=running)
         done |= running & (nrm <= tol)
-        stalled |= running & ~done & ~(nrm < 0.5 * prev)
+        stalled |= running & ~done & ~(nrm < _CHORD_MIN_CONTRACTION * prev)
         step = ~(done | stalled)
         if k == max_iter or not step.any():
             break
