@@ -230,3 +230,14 @@ def test_vote_proposal_commit_round_trip_and_bad_input(tmp_path):
     nil_vote = pvs[3].sign_vote(VoteType.PRECOMMIT, 9, 1, None)
     with pytest.raises(ConsensusError, match="not a precommit for its block"):
         verify_commit(CHAIN, vs, Commit(9, 1, bid, (*votes, nil_vote)))
+
+
+def test_guard_refuses_to_start_from_a_torn_or_edited_record(tmp_path):
+    key = make_keys(1, 4)[0]
+    path = tmp_path / "pv.json"
+    PrivValidator(key, path, CHAIN).sign_vote(VoteType.PREVOTE, 7, 0, b"\x01" * 32)
+    data = bytearray(path.read_bytes())
+    data[data.index(b'"height": 7') + 10] = ord("1")  # height 7 -> 1: would allow re-signing
+    path.write_bytes(bytes(data))
+    with pytest.raises(DoubleSignError, match="checksum"):
+        PrivValidator(key, path, CHAIN)
