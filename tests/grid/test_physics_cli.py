@@ -34,6 +34,9 @@ def test_pf_json_shape_and_values(capsys: pytest.CaptureFixture[str]) -> None:
     assert out["loss_mw"] == pytest.approx(ref.loss_mw)
     assert [b["vm_pu"] for b in out["buses"]] == pytest.approx(list(ref.vm_pu))
     assert [(ln["from"], ln["to"]) for ln in out["lines"]][:2] == [(1, 5), (1, 7)]
+    assert out["case"] == "microgrid9"
+    assert [g["name"] for g in out["generators"]] == ["GRID", "DG2", "DG3", "DG4"]
+    assert out["generators"][1]["p_mw"] == pytest.approx(0.7643)
 
 
 def test_pf_unrated_lines_have_null_loading(capsys: pytest.CaptureFixture[str]) -> None:

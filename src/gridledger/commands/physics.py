@@ -66,7 +66,11 @@ def _pf(args: argparse.Namespace) -> int:
         net, regulator_control=args.control, tol=args.tol, max_iter=args.max_iter, check=False
     )
     if args.json:
-        print(json.dumps(res.to_dict()))
+        out = res.to_dict()
+        for row, name in zip(out["generators"], net.gen.name, strict=True):
+            row["name"] = name
+        out["case"] = net.name
+        print(json.dumps(out))
     else:
         _print_tables(net.name, res, list(net.gen.name))
     if not res.converged:
