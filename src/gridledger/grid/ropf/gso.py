@@ -15,7 +15,7 @@ would leave every worm jittering ±s around the optimum:
 * a worm with no brighter neighbour (a local leader, which in the paper stands still) probes a
   random direction and keeps the probe only if it is better, with its own probe length adapted
   by the 1/5 success rule — otherwise the swarm's best point could only improve by another worm
-  stumbling on a better one, and on microgrid9 1 run in 3 stalled 0.3–5 % above the optimum.
+  stumbling on a better one, and on microgrid9 5 of 10 seeds stalled 0.3–5 % above the optimum.
 
 The best point ever evaluated is returned, as seed 000 §VI does ("the best one will be chosen").
 """
