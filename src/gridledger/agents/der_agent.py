@@ -191,20 +191,37 @@ def agent_keys(round_id: str, n_nodes: int) -> list[KeyPair]:
 
 
 def admm_genesis(
-    chain_id: str, dso: KeyPair, validator: KeyPair, agents: list[KeyPair], time_ms: int
+    chain_id: str,
+    dso: KeyPair,
+    validator: KeyPair,
+    agents: list[KeyPair],
+    time_ms: int,
+    meters: list[KeyPair] = (),
+    agent_utoken: int = 0,
 ) -> bytes:
-    """A chain whose members are the DSO and one prosumer key per node, with S1 and S2 loaded."""
+    """A chain whose members are the DSO, one prosumer key per node (and optionally one meter
+    key per node), with S1 (aggregator) and S2 (billing) loaded."""
     from gridledger.chain.genesis import make_genesis
 
-    members = [{"bus": None, "name": "dso", "pub_key": dso.pub_hex, "role": "dso"}] + [
+    members = [{"bus": None, "name": "dso", "pub_key": dso.pub_hex, "role": "dso"}]
+    members += [
         {"bus": i, "name": f"der-{i}", "pub_key": k.pub_hex, "role": "prosumer"}
         for i, k in enumerate(agents)
     ]
+    members += [
+        {"bus": i, "name": f"meter-{i}", "pub_key": k.pub_hex, "role": "meter"}
+        for i, k in enumerate(meters)
+    ]
+    balances = [{"account": dso.pub_hex, "amount": 10**12, "denom": "utoken"}]
+    if agent_utoken:
+        balances += [
+            {"account": k.pub_hex, "amount": agent_utoken, "denom": "utoken"} for k in agents
+        ]
     return make_genesis(
         chain_id,
         time_ms,
         [(validator.pub_hex, 10)],
         members,
-        [{"account": dso.pub_hex, "amount": 10**12, "denom": "utoken"}],
-        contracts=["gridledger.chain.contracts.aggregator"],
+        balances,
+        contracts=["gridledger.chain.contracts.aggregator", "gridledger.chain.contracts.billing"],
     )

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from gridledger.grid.der import NodeDers, deferrable_matrix
 from gridledger.grid.distflow import LocalModel, global_rows
 from gridledger.grid.feeders import Feeder
 
@@ -44,12 +45,15 @@ class AdmmOptions:
     eps_pri: float = 1e-3  # pu, on ‖r‖₂ over all copies and hours
     eps_dual: float = 1e-3  # pu, on ‖z − z_prev‖₂
     adaptive: bool = True
+    rho_per_entry: bool = False  # residual balancing per global entry and hour (else one ρ)
+    rho_range: float = 1e3  # per-entry ρ stays within [ρ/range, ρ·range]
     balance_mu: float = 10.0
     balance_tau: float = 2.0
     over_relaxation: float = 1.6
     groups: int = 1  # node groups solved as one block-separable problem each (1 = all batched)
     workers: int = 1  # processes for the groups (1 = in this process)
     warm_start: bool = True  # initial z from subtree net loads (a flat start when False)
+    v_weight: float = 1.0  # ρ on voltage copies = v_weight × ρ
     anderson: int = 0  # memory of Anderson acceleration on (z, ξ/ρ); 0 = plain ADMM
     price_warm_start: bool = True  # initial ξ on P copies from the root's marginal cost
 
@@ -74,8 +78,11 @@ class IterationRecord:
 class Aggregator:
     """S1's arithmetic (eqs. 16–19) over all copies, given where each copy sits in z."""
 
-    def __init__(self, z_rows: np.ndarray, n_global: int, z0: np.ndarray, rho: float) -> None:
+    def __init__(
+        self, z_rows: np.ndarray, n_global: int, z0: np.ndarray, rho: float, v_weight: float = 1.0
+    ) -> None:
         self.z_rows = z_rows
+        self.weight = np.where(z_rows >= 2 * ((n_global - 1) // 3), v_weight, 1.0)[:, None]
         k = len(z_rows)
         self.gather = sp.csr_matrix((np.ones(k), (z_rows, np.arange(k))), shape=(n_global, k))
         self.counts = np.asarray(self.gather.sum(axis=1)).ravel()
@@ -84,6 +91,10 @@ class Aggregator:
         self.z = z0.copy()
         self.xi = np.zeros((k, z0.shape[1]))
         self.rho = rho
+        self.rho_entry = np.full(z0.shape, float(rho))  # per global entry and hour
+
+    def rho_copies(self) -> np.ndarray:
+        return self.rho_entry[self.z_rows]
 
     def z_tilde(self) -> np.ndarray:
         return self.z[self.z_rows]
@@ -104,12 +115,28 @@ class Aggregator:
         z_old = self.z
         self.z = (self.gather @ x_hat) / self.counts[:, None]
         z_tilde = self.z_tilde()
-        self.xi = self.xi + self.rho * (x_hat - z_tilde)
+        rho_c = self.rho_copies() * self.weight
+        self.xi = self.xi + rho_c * (x_hat - z_tilde)
         primal = float(np.linalg.norm(x_tilde - z_tilde))
         dz = self.z - z_old
         dual = float(np.linalg.norm(dz))
-        boyd_dual = self.rho * float(np.linalg.norm(dz[self.z_rows]))
+        boyd_dual = float(np.linalg.norm(rho_c * dz[self.z_rows]))
+        self.last_r2_entry = self.gather @ ((x_tilde - z_tilde) ** 2)
+        self.last_s2_entry = self.gather @ ((rho_c * dz[self.z_rows]) ** 2)
         return primal, dual, boyd_dual
+
+    def balance_entries(self, mu: float, tau: float, lo: float, hi: float) -> None:
+        """Residual balancing per global entry and hour (Mhanna et al. 2019 style)."""
+        r2, s2 = self.last_r2_entry, self.last_s2_entry
+        up = r2 > mu**2 * s2
+        down = s2 > mu**2 * r2
+        self.rho_entry = np.clip(
+            np.where(
+                up, self.rho_entry * tau, np.where(down, self.rho_entry / tau, self.rho_entry)
+            ),
+            lo,
+            hi,
+        )
 
 
 class AndersonAccelerator:
@@ -181,10 +208,27 @@ def initial_xi(
     return xi
 
 
+def nominal_net_load_kw(ders: NodeDers, horizon: int) -> np.ndarray:
+    net = np.subtract(ders.load_kw, ders.solar_kw)
+    shp = ders.shapable
+    if shp is not None:
+        net[shp.start_hour : shp.end_hour] += shp.energy_kwh / (shp.end_hour - shp.start_hour)
+    dfr = ders.deferrable
+    if dfr is not None:
+        start = np.zeros(horizon)
+        start[dfr.arrival_hour] = 1.0
+        net += deferrable_matrix(dfr, horizon) @ np.cumsum(start)
+    return net
+
+
 def initial_z(feeder: Feeder) -> np.ndarray:
-    """A warm start: line flows = subtree net load, voltages by LinDistFlow from v_0 = 1."""
+    """A warm start: line flows = subtree sums of each node's nominal net load, voltages by
+    LinDistFlow from v_0 = 1.
+
+    The nominal schedule is what a node would do alone: shapable energy spread evenly over its
+    window, deferrable loads started on arrival, batteries idle."""
     n, horizon = feeder.n_nodes, feeder.horizon_h
-    net_p = np.array([np.subtract(d.load_kw, d.solar_kw) for d in feeder.ders]) / 1000.0
+    net_p = np.array([nominal_net_load_kw(d, horizon) for d in feeder.ders]) / 1000.0
     net_q = np.array([np.subtract(d.load_kvar, 0.0) for d in feeder.ders]) / 1000.0
     net_q -= np.array([d.capacitor_kvar for d in feeder.ders])[:, None] / 1000.0
     flow_p, flow_q = net_p.copy(), net_q.copy()
@@ -194,7 +238,10 @@ def initial_z(feeder: Feeder) -> np.ndarray:
     for i in sorted(range(1, n), key=lambda k: -depth[k]):
         flow_p[feeder.parent[i]] += flow_p[i]
         flow_q[feeder.parent[i]] += flow_q[i]
-    v = np.ones((n, horizon))
+    # the root sits at the top of the band when free (losses fall with voltage; seed 001 §VI)
+    v = np.full(
+        (n, horizon), feeder.vmax_pu**2 if feeder.root_vm_pu is None else feeder.root_vm_pu**2
+    )
     for i in sorted(range(1, n), key=lambda k: depth[k]):
         # flow toward the root is -flow (our P is power into the parent)
         v[i] = v[feeder.parent[i]] - 2 * (feeder.r_pu[i] * flow_p[i] + feeder.x_pu[i] * flow_q[i])
@@ -221,12 +268,14 @@ class AdmmResult:
 _WORKER_MODELS: dict[int, LocalModel] = {}
 
 
-def _worker_init(feeder: Feeder, groups: list[list[int]], indices: list[int]) -> None:
+def _worker_init(
+    feeder: Feeder, groups: list[list[int]], indices: list[int], v_weight: float
+) -> None:
     for gi in indices:
-        _WORKER_MODELS[gi] = LocalModel(feeder, groups[gi])
+        _WORKER_MODELS[gi] = LocalModel(feeder, groups[gi], v_weight=v_weight)
 
 
-def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: float) -> tuple:
+def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray) -> tuple:
     model = _WORKER_MODELS[gi]
     x = model.solve_admm(z_tilde, xi, rho)
     return x, model.cost_usd(), model.injections_mw(), model.dlmp_usd_per_mwh()
@@ -257,20 +306,22 @@ class SubproblemRunner:
             # one single-process pool per worker so a group always meets its compiled model
             for idx in self.assign:
                 pool = ProcessPoolExecutor(
-                    max_workers=1, initializer=_worker_init, initargs=(feeder, self.groups, idx)
+                    max_workers=1,
+                    initializer=_worker_init,
+                    initargs=(feeder, self.groups, idx, options.v_weight),
                 )
                 self.pools.append(pool)
             self.z_rows_per_group = [lay.z_rows for lay in layouts]
             self.owner_per_group = [lay.owner for lay in layouts]
         else:
-            self.models = [LocalModel(feeder, g) for g in self.groups]
+            self.models = [LocalModel(feeder, g, v_weight=options.v_weight) for g in self.groups]
             self.z_rows_per_group = [m.layout.z_rows for m in self.models]
             self.owner_per_group = [m.layout.owner for m in self.models]
         self.offsets = np.cumsum([0] + [len(r) for r in self.z_rows_per_group])
         self.z_rows = np.concatenate(self.z_rows_per_group)
         self.owner = np.concatenate(self.owner_per_group)
 
-    def solve(self, z_tilde: np.ndarray, xi: np.ndarray, rho: float):
+    def solve(self, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray):
         n, horizon = self.feeder.n_nodes, self.feeder.horizon_h
         x = np.zeros_like(z_tilde)
         p_mw = np.zeros((n, horizon))
@@ -279,7 +330,7 @@ class SubproblemRunner:
         parts = [slice(self.offsets[g], self.offsets[g + 1]) for g in range(len(self.groups))]
         if self.models is not None:
             outputs = [
-                (m.solve_admm(z_tilde[s], xi[s], rho), m.cost_usd(), m.injections_mw(),
+                (m.solve_admm(z_tilde[s], xi[s], rho[s]), m.cost_usd(), m.injections_mw(),
                  m.dlmp_usd_per_mwh())
                 for m, s in zip(self.models, parts, strict=True)
             ]  # fmt: skip
@@ -288,7 +339,7 @@ class SubproblemRunner:
             for pool, idx in zip(self.pools, self.assign, strict=True):
                 for gi in idx:
                     s = parts[gi]
-                    futures[gi] = pool.submit(_worker_solve, gi, z_tilde[s], xi[s], rho)
+                    futures[gi] = pool.submit(_worker_solve, gi, z_tilde[s], xi[s], rho[s])
             outputs = [futures[gi].result() for gi in range(len(self.groups))]
         for g, (xg, cg, pg, dg) in enumerate(outputs):
             x[parts[g]] = xg
@@ -314,7 +365,7 @@ def solve_admm(
     try:
         n_global = global_rows(feeder.n_nodes)
         z0 = initial_z(feeder) if options.warm_start else _flat_z(feeder)
-        agg = Aggregator(runner.z_rows, n_global, z0, options.rho)
+        agg = Aggregator(runner.z_rows, n_global, z0, options.rho, options.v_weight)
         if options.price_warm_start:
             agg.xi = initial_xi(
                 feeder, runner.z_rows, runner.owner, root_price_estimate(feeder, z0)
@@ -324,7 +375,7 @@ def solve_admm(
         primal = dual = math.inf
         accel = AndersonAccelerator(options.anderson) if options.anderson else None
         for k in range(1, options.max_iter + 1):
-            x, cost, p_mw, dlmp = runner.solve(agg.z_tilde(), agg.xi, agg.rho)
+            x, cost, p_mw, dlmp = runner.solve(agg.z_tilde(), agg.xi, agg.rho_copies())
             rho_used = agg.rho
             u_prev = agg.state() if accel is not None else None
             primal, dual, boyd_dual = agg.step(x, options.over_relaxation)
@@ -337,12 +388,20 @@ def solve_admm(
             if primal <= options.eps_pri and dual <= options.eps_dual:
                 converged = True
                 break
-            if options.adaptive:
+            if options.adaptive and options.rho_per_entry:
+                agg.balance_entries(
+                    options.balance_mu,
+                    options.balance_tau,
+                    options.rho / options.rho_range,
+                    options.rho * options.rho_range,
+                )
+            elif options.adaptive:
                 rho_before = agg.rho
                 if primal > options.balance_mu * boyd_dual:
                     agg.rho *= options.balance_tau
                 elif boyd_dual > options.balance_mu * primal:
                     agg.rho /= options.balance_tau
+                agg.rho_entry[:] = agg.rho
                 if accel is not None and agg.rho != rho_before:
                     accel.reset()
     finally:

@@ -63,7 +63,13 @@ def global_rows(n_nodes: int) -> int:
 class LocalModel:
     """The DistFlow + DER model of a subset of nodes with local coupling copies."""
 
-    def __init__(self, feeder: Feeder, nodes: list[int] | None = None, admm: bool = True) -> None:
+    def __init__(
+        self,
+        feeder: Feeder,
+        nodes: list[int] | None = None,
+        admm: bool = True,
+        v_weight: float = 1.0,
+    ) -> None:
         self.feeder = feeder
         n_nodes, horizon = feeder.n_nodes, feeder.horizon_h
         n_lines = n_nodes - 1
@@ -233,23 +239,32 @@ class LocalModel:
             [own_lines, own_lines, nodes_s, own_lines] + [parent[child_lines].astype(int)] * 2
         ).astype(int)
         self.layout = CouplingLayout(z_rows=z_rows, owner=owner)
+        # penalty weight per copy: voltage copies may be tied harder than flows (ρ_v = w ρ)
+        self.weight = np.where(z_rows >= 2 * n_l, v_weight, 1.0)[:, None]
         self.cost = cp.sum(cp.hstack(self.cost_terms)) if self.cost_terms else cp.Constant(0.0)
         self.problem: cp.Problem | None = None
         if admm:
             self.lin = cp.Parameter((len(z_rows), horizon), name="xi_minus_rho_z")
-            self.rho = cp.Parameter(nonneg=True, name="rho", value=1.0)
+            # per-copy penalty (entry-wise ρ); enters as its square root so the problem is DPP
+            self.sqrt_rho = cp.Parameter((len(z_rows), horizon), nonneg=True, name="sqrt_rho")
             objective = (
                 self.cost
                 + cp.sum(cp.multiply(self.lin, self.x_tilde))
-                + self.rho / 2 * cp.sum_squares(self.x_tilde)
+                + cp.sum_squares(cp.multiply(self.sqrt_rho, self.x_tilde)) / 2
             )
             self.problem = cp.Problem(cp.Minimize(objective), self.constraints)
 
-    def solve_admm(self, z_tilde: np.ndarray, xi: np.ndarray, rho: float) -> np.ndarray:
-        """Eq. 15: minimize cost + ξᵀ(x̃ − z̃) + ρ/2‖x̃ − z̃‖²; return the new x̃ (K × T)."""
+    def solve_admm(
+        self, z_tilde: np.ndarray, xi: np.ndarray, rho: float | np.ndarray
+    ) -> np.ndarray:
+        """Eq. 15: minimize cost + ξᵀ(x̃ − z̃) + ½‖x̃ − z̃‖²_ρ; return the new x̃ (K × T).
+
+        ``rho`` is a scalar or one penalty per copy and hour (K × T); voltage copies are
+        multiplied by the model's ``v_weight``."""
         assert self.problem is not None
-        self.lin.value = xi - rho * z_tilde
-        self.rho.value = rho
+        rho_copy = np.broadcast_to(np.asarray(rho, dtype=float), z_tilde.shape) * self.weight
+        self.lin.value = xi - rho_copy * z_tilde
+        self.sqrt_rho.value = np.sqrt(rho_copy)
         self.problem.solve(solver=cp.CLARABEL)
         if self.problem.status not in ("optimal", "optimal_inaccurate"):
             raise ScheduleError(f"local problem of nodes {self.nodes}: {self.problem.status}")

@@ -293,3 +293,20 @@ def load_feeder(name: str, seed: int | None = None) -> Feeder:
     if name not in builders:
         raise FeederError(f"unknown feeder {name!r}; expected one of {sorted(builders)}")
     return builders[name]() if seed is None else builders[name](seed=seed)
+
+
+def head(feeder: Feeder, n_nodes: int) -> Feeder:
+    """The first ``n_nodes`` nodes (breadth-first order keeps it a connected tree): small cases
+    for tests and examples."""
+    if not 2 <= n_nodes <= feeder.n_nodes:
+        raise FeederError(f"head of {n_nodes} nodes: feeder has {feeder.n_nodes}")
+    k = n_nodes
+    return replace(
+        feeder,
+        name=f"{feeder.name}[:{k}]",
+        bus_ids=feeder.bus_ids[:k],
+        parent=feeder.parent[:k],
+        r_pu=feeder.r_pu[:k],
+        x_pu=feeder.x_pu[:k],
+        ders=feeder.ders[:k],
+    ).validate()

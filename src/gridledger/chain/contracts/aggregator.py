@@ -387,4 +387,22 @@ def replay(records: list[tuple[str, str, dict[str, Any], int]]) -> dict[str, dic
     return rounds
 
 
-__all__ = ["CONTRACT", "children_of", "replay"]
+def chain_records(store: Any) -> list[tuple[str, str, dict[str, Any], int]]:
+    """The successful ``admm.*`` transactions of a node's store in block order, for
+    :func:`replay`."""
+    from gridledger.chain.tx import decode_tx
+
+    out = []
+    for stored in store.iter_blocks():
+        block = stored.block()
+        for raw in block.txs:
+            tx = decode_tx(raw)
+            if not tx.type.startswith("admm."):
+                continue
+            record = store.get_tx(tx.id)
+            if record is not None and record.code == codes.OK:
+                out.append((tx.type, tx.sender.hex(), tx.payload, block.header.time_ms))
+    return out
+
+
+__all__ = ["CONTRACT", "chain_records", "children_of", "replay"]

@@ -1,0 +1,162 @@
+"""S1 (ADMM aggregator) and S2 (billing) on a real ledger app, against the off-chain ADMM."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gridledger.agents.client import AgentError
+from gridledger.agents.der_agent import DerAgent, admm_genesis, agent_keys, open_round
+from gridledger.chain import codes
+from gridledger.chain.contracts.aggregator import chain_records, replay
+from gridledger.chain.keys import KeyPair
+from gridledger.demo.localchain import LocalChain
+from gridledger.grid.admm import AdmmOptions, solve_admm
+from gridledger.grid.feeders import case33bw, head
+from gridledger.market.aggregation import SCALE, node_rows
+
+T0 = 1_700_000_000_000
+OPTIONS = AdmmOptions(rho=50.0, max_iter=6, eps_pri=1e-9, eps_dual=1e-9)
+DSO = KeyPair.from_seed(b"d" * 32)
+VALIDATOR = KeyPair.from_seed(b"v" * 32)
+
+
+@pytest.fixture(scope="module")
+def feeder():
+    return head(case33bw(), 4)
+
+
+def _chain(tmp_path, feeder, round_id="r1", meters=()):
+    keys = agent_keys(round_id, feeder.n_nodes)
+    genesis = admm_genesis("admm-test", DSO, VALIDATOR, keys, T0, meters, agent_utoken=10**9)
+    chain = LocalChain(tmp_path, genesis, VALIDATOR, T0)
+    return chain, keys
+
+
+def _run(chain, agents, max_blocks=200):
+    for _ in range(max_blocks):
+        if all(a.done for a in agents):
+            return
+        for a in agents:
+            a.step(chain)
+        chain.produce()
+    raise AssertionError("round did not finish")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, feeder):
+    chain, keys = _chain(tmp_path_factory.mktemp("s1"), feeder)
+    open_round(chain, DSO, feeder, "r1", [k.pub_hex for k in keys], OPTIONS)
+    chain.produce()
+    agents = [DerAgent(feeder, i, keys[i], "r1") for i in range(feeder.n_nodes)]
+    _run(chain, agents)
+    return chain, keys
+
+
+def test_on_chain_round_follows_the_off_chain_admm(finished, feeder):
+    chain, _ = finished
+    state = chain.state("admm/r1/state")
+    assert state["status"] == "max_iter" and state["k"] == OPTIONS.max_iter
+    # one subproblem per node, as the agents solve them (a batched solve lands elsewhere within
+    # the solver's tolerance, and ADMM iterations amplify that)
+    off = solve_admm(feeder, replace(OPTIONS, groups=feeder.n_nodes))
+    z_chain = np.array(chain.state("admm/r1/z"), dtype=float) / SCALE
+    # the same iterations; only the 1e-9 fixed-point rounding differs
+    np.testing.assert_allclose(z_chain, off.z, atol=1e-5)
+    primal_chain = [h[1] / SCALE for h in state["history"]]
+    np.testing.assert_allclose(primal_chain, [h.primal_residual for h in off.history], rtol=1e-3)
+    schedule = chain.state("admm/r1/schedule")
+    np.testing.assert_allclose(np.array(schedule["p_w"]) / 1e6, off.p_mw, atol=1e-4)
+
+
+def test_anyone_can_replay_the_aggregator_from_the_records(finished):
+    chain, _ = finished
+    rounds = replay(chain_records(chain.store))
+    r = rounds["r1"]
+    assert r["z"] == chain.state("admm/r1/z")
+    assert r["history"] == chain.state("admm/r1/state")["history"]
+    stored = chain.state("admm/r1/schedule")
+    for key in ("z", "p_w", "dlmp_utoken_per_kwh", "status"):
+        assert r["schedule"][key] == stored[key]
+    for node in range(len(r["xi"])):
+        assert r["xi"][node] == chain.state(f"admm/r1/xi/{node}")
+
+
+def _open_one_iteration(tmp_path, feeder):
+    chain, keys = _chain(tmp_path, feeder)
+    open_round(chain, DSO, feeder, "r1", [k.pub_hex for k in keys], OPTIONS, timeout_ms=10_000)
+    chain.produce()
+    return chain, keys
+
+
+def _payload(chain, feeder, node, k=1):
+    rows = node_rows([int(p) for p in feeder.parent], node)
+    z = chain.state("admm/r1/z")
+    return {
+        "dlmp_utoken_per_kwh": [0] * 24,
+        "k": k,
+        "node": node,
+        "p_w": [0] * 24,
+        "round": "r1",
+        "x": [z[r] for r in rows],
+    }
+
+
+def test_bad_submissions_are_refused_and_change_nothing(tmp_path, feeder):
+    chain, keys = _open_one_iteration(tmp_path, feeder)
+    before = chain.state("admm/r1/state")
+    wrong_iter = chain.submit(keys[1], "admm.submit", _payload(chain, feeder, 1, k=2))
+    assert wrong_iter.code == codes.INVALID_PAYLOAD
+    assert "submission for iteration 2; round r1 is at 1" in wrong_iter.log
+    other_node = chain.submit(keys[1], "admm.submit", _payload(chain, feeder, 2))
+    assert other_node.code == codes.UNAUTHORIZED
+    assert "copies of node 2 signed by" in other_node.log
+    short = _payload(chain, feeder, 1)
+    short["x"] = short["x"][:-1]
+    refused = chain.submit(keys[1], "admm.submit", short)
+    assert refused.code == codes.INVALID_PAYLOAD and "coupling rows" in refused.log
+    not_agent = chain.submit(DSO, "admm.submit", _payload(chain, feeder, 0))
+    assert not_agent.code == codes.UNAUTHORIZED
+    chain.produce()
+    assert chain.state("admm/r1/state") == before
+    assert chain.state("admm/r1/x/1") is None
+
+
+def test_missing_agent_times_out_the_iteration(tmp_path, feeder):
+    chain, keys = _open_one_iteration(tmp_path, feeder)
+    agents = [DerAgent(feeder, i, keys[i], "r1") for i in range(feeder.n_nodes - 1)]
+    for a in agents:
+        a.step(chain)
+    chain.produce()
+    st = chain.state("admm/r1/state")
+    assert st["status"] == "collecting" and st["submitted"] == [0, 1, 2]
+    early = chain.submit(DSO, "admm.timeout", {"round": "r1"})
+    chain.produce()
+    assert chain.result(early.txid).code == codes.INVALID_PAYLOAD
+    assert "is open until" in chain.result(early.txid).log
+    chain.produce(time_ms=st["deadline_ms"] + 1)
+    late = DerAgent(feeder, 3, keys[3], "r1")
+    with pytest.raises(AgentError, match="iteration 1 of round r1 closed at"):
+        late.step(chain)
+    out = chain.submit(DSO, "admm.timeout", {"round": "r1"})
+    chain.produce()
+    assert chain.result(out.txid).code == codes.OK
+    st = chain.state("admm/r1/state")
+    assert st["status"] == "timed_out" and st["missing"] == [3]
+    # the round takes nothing more
+    refused = chain.submit(keys[3], "admm.submit", _payload(chain, feeder, 3))
+    assert refused.code == codes.INVALID_PAYLOAD and "timed_out" in refused.log
+
+
+def test_open_checks_the_tree_and_the_opener(tmp_path, feeder):
+    chain, keys = _chain(tmp_path, feeder)
+    from gridledger.agents.der_agent import round_payload
+
+    payload = round_payload(feeder, "r2", [k.pub_hex for k in keys], OPTIONS, 10_000)
+    loop = dict(payload, parent=[-1, 2, 1, 0])
+    out = chain.submit(DSO, "admm.open", loop)
+    assert out.code == codes.INVALID_PAYLOAD and "parent[1] = 2 must be a node before 1" in out.log
+    by_prosumer = chain.submit(keys[0], "admm.open", payload)
+    assert by_prosumer.code == codes.ROLE_NOT_ALLOWED
