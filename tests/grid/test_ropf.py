@@ -6,6 +6,8 @@ import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gridledger.grid.cases import load_case
 from gridledger.grid.compiled import compile_network
@@ -58,15 +60,23 @@ def test_exact_matches_pandapower_on_the_microgrid(case, control):
         np.testing.assert_allclose(res.x * net.base_mva, pp_x, atol=1e-3)
 
 
-def test_exact_is_a_local_optimum_on_the_microgrid():
-    prob = RopfProblem(compile_network(load_case("microgrid9")), "q")
+@pytest.mark.parametrize(
+    ("case", "options"),
+    [
+        ("microgrid9", RopfOptions()),
+        ("microgrid9-islanded", RopfOptions()),
+        ("microgrid9-islanded", RopfOptions(slack_vm_free=True)),
+    ],
+)
+def test_exact_is_a_local_optimum_on_the_microgrid(case, options):
+    prob = RopfProblem(compile_network(load_case(case)), "q", options)
     res = solve_ropf(prob, "exact")
     assert res.feasible and res.loss_after_pu < res.loss_before_pu
-    # No feasible neighbour (±1 kvar on any DG) is better.
+    # No feasible neighbour (±1 kvar on any DG, ±1e-3 pu on a voltage) is better.
     for i in range(prob.dim):
         for step in (-1e-3, 1e-3):
             x = res.x.copy()
-            x[i] += step
+            x[i] = np.clip(x[i] + step, prob.lower[i], prob.upper[i])
             loss, viol, ok = prob.evaluate_x(x[None, :])
             assert ok[0] and (viol[0] > 0 or loss[0] >= res.loss_after_pu - 1e-12)
 
@@ -197,3 +207,20 @@ def test_one_batched_power_flow_per_iteration(method, monkeypatch):
     res = solve_ropf(prob, method, rng=0, iterations=5)
     assert len(calls) == 6  # the initial population, then one per iteration
     assert sum(calls) == res.evaluations - 2  # plus the two checking power flows
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.floats(0.5, 1.3), st.integers(0, 2**16))
+def test_no_search_beats_exact_at_other_load_levels(scale, seed):
+    net = load_case("microgrid9")
+    load = net.load.copy()
+    load[["p_mw", "q_mvar"]] *= scale
+    gen = net.gen.copy()
+    dg = gen.role == "regulator"
+    gen.loc[dg, "p_mw"] *= scale  # the DGs still serve their own bus' load
+    prob = RopfProblem(compile_network(net.with_tables(load=load, gen=gen)), "q")
+    exact = solve_ropf(prob, "exact")
+    found = solve_ropf(prob, "sbde", rng=seed)
+    assert exact.feasible
+    assert exact.loss_after_pu <= found.loss_after_pu * (1 + 1e-9)
+    assert exact.loss_after_pu <= exact.loss_before_pu
