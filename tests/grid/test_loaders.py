@@ -158,3 +158,42 @@ def test_pandapower_conversion_keeps_bus_ids_and_slack_weights() -> None:
     assert net.res_bus.empty
     with pytest.raises(TypeError, match="pandapowerNet"):
         from_pandapower({"bus": []})
+
+
+@pytest.mark.parametrize(
+    "case", ["microgrid9", "microgrid9-islanded", "ieee9", "case33bw", "sce56", "pandapower:case30"]
+)
+def test_matpower_writer_round_trip(case: str, tmp_path: Path) -> None:
+    from gridledger.grid.loaders import to_matpower
+    from gridledger.grid.network import SVC_COLUMNS, table
+
+    net = load_case(case)
+    if case == "ieee9":
+        svc = [{"name": "S", "bus": 9, "qmin_mvar": -100.0, "qmax_mvar": 300.0, "q_mvar": 20.0}]
+        net = net.with_tables(svc=table(svc, SVC_COLUMNS))
+    path = tmp_path / "out.m"
+    path.write_text(to_matpower(net))
+    back = load_case(str(path))
+    shift = 1 if case.startswith("pandapower:") else 0  # 0-based ids move to 1-based
+    assert list(back.bus.index) == [b + shift for b in net.bus.index]
+    for column in ("role", "p_mw", "q_mvar", "vm_pu", "sn_mva", "slack_weight", "qmax_mvar"):
+        assert back.gen[column].tolist() == net.gen[column].tolist(), column
+    assert back.svc[["qmin_mvar", "qmax_mvar", "q_mvar"]].values.tolist() == (
+        net.svc[["qmin_mvar", "qmax_mvar", "q_mvar"]].values.tolist()
+    )
+    a, b = run_pf(net), run_pf(back)
+    np.testing.assert_array_equal(a.vm_pu, b.vm_pu)
+    assert a.loss_mw == b.loss_mw
+    np.testing.assert_array_equal(a.loading_pct, b.loading_pct)
+
+
+def test_matpower_extra_fields_must_match_the_generators(tmp_path: Path) -> None:
+    from gridledger.grid.loaders import to_matpower
+
+    text = to_matpower(load_case("ieee9")).replace(
+        "mpc.gen_sn_mva = [\n", "mpc.gen_sn_mva = [\n\t1;\n"
+    )
+    path = tmp_path / "bad.m"
+    path.write_text(text)
+    with pytest.raises(CaseFormatError, match=r"mpc\.gen_sn_mva has 4 values for 3 generators"):
+        load_matpower(path)

@@ -34,10 +34,12 @@ from .network import (
     GEN_COLUMNS,
     LOAD_COLUMNS,
     SHUNT_COLUMNS,
+    SVC_COLUMNS,
     GenRole,
     Network,
     NetworkError,
     table,
+    validate,
 )
 
 # MATPOWER column indices (0-based), see MATPOWER's idx_bus / idx_gen / idx_brch.
@@ -130,6 +132,71 @@ def load_matpower(path: str | Path, name: str | None = None) -> Network:
     return network_from_ppc(ppc, name=name or p.stem, notes=f"MATPOWER case file {p.name}")
 
 
+def to_matpower(net: Network) -> str:
+    """The network as MATPOWER case-file text (version 2), readable by :func:`parse_matpower`.
+
+    MATPOWER has no field for three things gridledger keeps; they go into extra fields that
+    MATPOWER ignores and :func:`network_from_ppc` reads back, so a round trip is lossless:
+    ``mpc.gen_sn_mva`` (ratings; ``mBase`` is usually the system base), ``mpc.gen_slack_weight``
+    (distributed slack) and ``mpc.svc`` (``bus qmin qmax q`` in Mvar).  Bus numbers are kept; if
+    any is below 1 (pandapower's 0-based ids) all are shifted so the smallest is 1, as MATPOWER
+    requires.
+    """
+    validate(net)
+    ids = np.asarray(net.bus.index, dtype=np.int64)
+    offset = 1 - int(ids.min()) if ids.min() < 1 else 0
+    pos = net.bus_position()
+    gen = net.gen
+    roles = gen.role.to_numpy(str)
+    slack_bus = int(gen.bus[roles == GenRole.SLACK].iloc[0])
+    held = {int(b) for b in gen.bus[roles != GenRole.PQ]}
+    pd_, qd, gs, bs = (np.zeros(len(ids)) for _ in range(4))
+    for row in net.load.itertuples():
+        pd_[pos[int(row.bus)]] += row.p_mw
+        qd[pos[int(row.bus)]] += row.q_mvar
+    for row in net.shunt.itertuples():
+        gs[pos[int(row.bus)]] += row.g_mw
+        bs[pos[int(row.bus)]] += row.b_mvar
+    name = re.sub(r"[^A-Za-z0-9_]", "_", net.name) or "case"
+    lines = [f"function mpc = {name}", f"%   written by gridledger from network {net.name!r}"]
+    if offset:
+        lines.append(f"%   bus numbers shifted by +{offset} (MATPOWER needs numbers >= 1)")
+    lines += ["", "mpc.version = '2';", f"mpc.baseMVA = {_num(net.base_mva)};", ""]
+    lines.append("mpc.bus = [")
+    for i, (bus_id, row) in enumerate(net.bus.iterrows()):
+        b = int(bus_id)
+        kind = MP_REF if b == slack_bus else (MP_PV if b in held else MP_PQ)
+        cells = [b + offset, kind, pd_[i], qd[i], gs[i], bs[i], 1, 1, 0, row.vn_kv, 1]
+        lines.append(_row([*cells, row.vmax_pu, row.vmin_pu]))
+    lines += ["];", "", "mpc.gen = ["]
+    for row in gen.itertuples():
+        cells = [int(row.bus) + offset, row.p_mw, row.q_mvar, row.qmax_mvar, row.qmin_mvar]
+        lines.append(_row([*cells, row.vm_pu, net.base_mva, 1, row.pmax_mw, row.pmin_mw]))
+    lines += ["];", "", "mpc.branch = ["]
+    for row in net.branch.itertuples():
+        cells = [int(row.from_bus) + offset, int(row.to_bus) + offset, row.r_pu, row.x_pu]
+        cells += [row.b_pu, row.rate_mva, 0, 0, row.ratio, row.shift_deg, 1, -360, 360]
+        lines.append(_row(cells))
+    lines += ["];", "", "%% gridledger extras (ignored by MATPOWER)", "mpc.gen_sn_mva = ["]
+    lines += [_row([v]) for v in gen.sn_mva] + ["];", "mpc.gen_slack_weight = ["]
+    lines += [_row([v]) for v in gen.slack_weight] + ["];"]
+    if len(net.svc):
+        lines.append("mpc.svc = [")
+        for row in net.svc.itertuples():
+            lines.append(_row([int(row.bus) + offset, row.qmin_mvar, row.qmax_mvar, row.q_mvar]))
+        lines.append("];")
+    return "\n".join([*lines, ""])
+
+
+def _row(cells: list[Any]) -> str:
+    return "\t" + "\t".join(str(c) if isinstance(c, int) else _num(c) for c in cells) + ";"
+
+
+def _num(x: float) -> str:
+    """Shortest text that reads back as the same float (MATPOWER has no other number syntax)."""
+    return repr(float(x))
+
+
 # --------------------------------------------------------------------------------------------
 # The MATPOWER/PYPOWER layout -> Network
 # --------------------------------------------------------------------------------------------
@@ -166,6 +233,10 @@ def network_from_ppc(
         raise CaseFormatError(f"{name}: gen matrix needs at least 10 columns, got {gen.shape}")
     if branch.ndim != 2 or branch.shape[1] < 11:
         raise CaseFormatError(f"{name}: branch matrix needs 11 columns, got {branch.shape}")
+    sn_given = _extra_column(ppc, "gen_sn_mva", gen.shape[0], name)
+    weights = slack_weight
+    if weights is None:
+        weights = _extra_column(ppc, "gen_slack_weight", gen.shape[0], name)
     number = bus[:, BUS_I].astype(np.int64)
     ids = number if bus_ids is None else np.asarray(bus_ids, dtype=np.int64)
     if ids.shape != number.shape:
@@ -240,12 +311,14 @@ def network_from_ppc(
                 "p_mw": row[PG],
                 "q_mvar": row[QG],
                 "vm_pu": row[VG] if row[VG] > 0 else 1.0,
-                "sn_mva": _gen_rating(row[PMAX], row[QMIN], row[QMAX], row[MBASE] or base),
+                "sn_mva": float(sn_given[i])
+                if sn_given is not None
+                else _gen_rating(row[PMAX], row[QMIN], row[QMAX], row[MBASE] or base),
                 "pmin_mw": row[PMIN],
                 "pmax_mw": row[PMAX],
                 "qmin_mvar": qmin,
                 "qmax_mvar": qmax,
-                "slack_weight": 0.0 if slack_weight is None else float(slack_weight[i]),
+                "slack_weight": 0.0 if weights is None else float(weights[i]),
             }
         )
 
@@ -258,6 +331,23 @@ def network_from_ppc(
         if row[GS] != 0 or row[BS] != 0:
             shunt_rows.append({"name": f"SH{b}", "bus": b, "g_mw": row[GS], "b_mvar": row[BS]})
 
+    svc_rows = []
+    svc = np.asarray(ppc.get("svc", np.zeros((0, 4))), dtype=float)
+    if svc.size and (svc.ndim != 2 or svc.shape[1] != 4):
+        raise CaseFormatError(
+            f"{name}: svc matrix needs 4 columns (bus qmin qmax q), got {svc.shape}"
+        )
+    for row in svc.reshape(-1, 4):
+        b = bus_id(row[0], "svc")
+        svc_rows.append(
+            {
+                "name": f"SVC{b}",
+                "bus": b,
+                "qmin_mvar": row[1],
+                "qmax_mvar": row[2],
+                "q_mvar": row[3],
+            }
+        )
     return Network(
         name=name,
         base_mva=base,
@@ -266,8 +356,19 @@ def network_from_ppc(
         gen=table(gen_rows, GEN_COLUMNS),
         load=table(load_rows, LOAD_COLUMNS),
         shunt=table(shunt_rows, SHUNT_COLUMNS),
+        svc=table(svc_rows, SVC_COLUMNS),
         notes=notes,
     )
+
+
+def _extra_column(ppc: dict[str, Any], key: str, n: int, name: str) -> np.ndarray | None:
+    """An optional one-value-per-generator field written by :func:`to_matpower`."""
+    if key not in ppc:
+        return None
+    values = np.asarray(ppc[key], dtype=float).ravel()
+    if values.size != n:
+        raise CaseFormatError(f"{name}: mpc.{key} has {values.size} values for {n} generators")
+    return values
 
 
 # --------------------------------------------------------------------------------------------
