@@ -219,3 +219,22 @@ def test_chain_refuses_mismatched_store_and_schedule(tmp_path):
     (node.home / "consensus_state.json").unlink()
     with pytest.raises(Exception, match="missing"):
         node.open()
+
+
+def test_restart_replays_proposer_priorities_from_the_last_checkpoint(tmp_path):
+    net = LedgerNet(tmp_path, 4)
+    net.start()
+    net.run_until(7)
+    a, b = net.nodes[0], net.nodes[1]
+    h = min(a.chain.height, b.chain.height)
+    # Bring both to the same height, then restart one of them from disk.
+    a.close()
+    a.open()
+    b.close()
+    b.open()
+    assert a.chain.height == b.chain.height == h
+    assert a.chain.valset(h + 1).priorities == b.chain.valset(h + 1).priorities
+    fresh = ValidatorSet([Validator(k.pub_key, 1) for k in net.keys])
+    fresh.increment_proposer_priority(h)  # one step per height since genesis
+    assert a.chain.valset(h + 1).priorities == fresh.priorities
+    assert a.chain.valset(h + 1).proposer == fresh.proposer

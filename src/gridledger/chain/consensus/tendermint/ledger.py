@@ -8,9 +8,11 @@ from our own chain, Merkle roots, ``process_proposal``), executes decided blocks
 
 Validator updates returned by ``finalize_block`` at height ``H`` take effect at ``H + 2`` (as in
 CometBFT): the block at ``H + 1`` may already be proposed while ``H`` executes, and every node
-must agree on who signs each height. The schedule and the proposer priorities are persisted in
-``consensus_state.json`` before the block is committed to the store, holding the sets for the
-last two heights, so a crash between the two writes is recovered from either side.
+must agree on who signs each height. When a block schedules or applies a change, the schedule
+and the proposer priorities are written to ``consensus_state.json`` (sets of the last two
+heights) before the block is committed to the store, so a crash between the two writes is
+recovered from either side; between such blocks only the priorities move, deterministically,
+and a restart replays them from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from .validators import ValidatorSet, ValidatorSetError
 
 MAX_CLOCK_DRIFT_MS = 30_000
 MAX_PEER_TXS = 200_000
+# The schedule file is rewritten (one fsync) only when a block changes the validator set, and
+# every CHECKPOINT_HEIGHTS heights; in between the priorities are replayed on restart.
+CHECKPOINT_HEIGHTS = 1000
 UPDATE_DELAY_HEIGHTS = 2
 
 
@@ -138,17 +143,23 @@ class LedgerChain:
         if self.state_path.exists():
             d = json.loads(self.state_path.read_text())
             sets = {int(h): ValidatorSet.from_json(v) for h, v in d["valsets"].items()}
-            nxt = self.height + 1
-            if nxt not in sets:
-                raise ConsensusError(
-                    f"{self.state_path} has validator sets for {sorted(sets)}, need {nxt}"
-                )
-            self.valsets = {h: s for h, s in sets.items() if h in (nxt - 1, nxt)}
             self.pending = {
                 int(h): [Validator(bytes.fromhex(k), p) for k, p in u]
                 for h, u in d["pending"].items()
-                if int(h) > nxt
             }
+            nxt = self.height + 1
+            top = max(sets)
+            if nxt < min(sets):
+                raise ConsensusError(
+                    f"{self.state_path} has validator sets for {sorted(sets)}, need {nxt}"
+                )
+            # Between checkpoints no block changed the set: replay the priority increments.
+            vs = sets[min(top, nxt)]
+            for h in range(top, nxt):
+                vs = self._next_valset(vs, h)
+                sets[h + 1] = vs
+            self.valsets = {h: s for h, s in sets.items() if h in (nxt - 1, nxt)}
+            self.pending = {h: u for h, u in self.pending.items() if h > nxt}
             return
         if self.height != 0:
             raise ConsensusError(f"{self.state_path} missing for a store at height {self.height}")
@@ -180,6 +191,20 @@ class LedgerChain:
             if h <= height:
                 found = vs
         return found
+
+    def _next_valset(self, vs: ValidatorSet, height: int) -> ValidatorSet:
+        """The set for ``height + 1``: scheduled updates, then one proposer-priority step."""
+        nxt = vs.copy()
+        upd = self.pending.get(height + 1)
+        if upd:
+            try:
+                nxt = nxt.with_updates(upd)
+            except ValidatorSetError:
+                # The contract refuses impossible changes; should one slip through, keeping the
+                # old set is safer than halting every node at once.
+                nxt = vs.copy()
+        nxt.increment_proposer_priority(1)
+        return nxt
 
     def _save_valsets(self) -> None:
         d = {
@@ -294,16 +319,8 @@ class LedgerChain:
         # Next heights' sets, saved before the store commit (see the module docstring).
         if res.validator_updates:
             self.pending[height + UPDATE_DELAY_HEIGHTS] = list(res.validator_updates)
-        nxt = self.valsets[height].copy()
-        upd = self.pending.get(height + 1)
-        if upd:
-            try:
-                nxt = nxt.with_updates(upd)
-            except ValidatorSetError:
-                # The contract refuses impossible changes; should one slip through, keeping the
-                # old set is safer than halting every node at once.
-                nxt = self.valsets[height].copy()
-        nxt.increment_proposer_priority(1)
+        nxt = self._next_valset(self.valsets[height], height)
+        changed = bool(res.validator_updates) or height + 1 in self.pending
         if nxt.hash() != self.valsets[height].hash():
             history = [e for e in self._load_history() if e[0] <= height]
             self._save_history([*history, (height + 1, nxt.validators)])
@@ -311,7 +328,8 @@ class LedgerChain:
         # Entries for height + 1 stay until the next block: a crash before the store commit
         # re-executes this height and must find them again.
         self.pending = {k: u for k, u in self.pending.items() if k >= height + 1}
-        self._save_valsets_for(height)
+        if changed or height % CHECKPOINT_HEIGHTS == 0:
+            self._save_valsets_for(height)
         self.store.stage_block(block, to_ledger_commit(commit))
         self.app.commit()
         self.height = height
