@@ -238,7 +238,17 @@ def main() -> int:
     ap.add_argument("--block-txs", type=int, default=2000)
     ap.add_argument("--http-txs", type=int, default=10_000)
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    ap.add_argument("--profile", action="store_true", help="profile the in-process path only")
     args = ap.parse_args()
+    if args.profile:
+        import cProfile
+        import pstats
+
+        with tempfile.TemporaryDirectory(prefix="bench-ledger-") as d:
+            prof = cProfile.Profile()
+            prof.runcall(in_process, Path(d), args.txs, args.accounts, args.block_txs)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as d:
         tmp = Path(d)
         verify_before = ref_verify_rate()

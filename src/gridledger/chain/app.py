@@ -46,7 +46,8 @@ from gridledger.chain.tx import Tx, TxError, decode_tx, tx_id
 
 _GATE = "gate"  # failure before execution: nothing changes
 _EXEC = "exec"  # failure in the contract: sequence consumed, writes discarded
-_SIG_CACHE_MAX = 500_000
+_SIG_CACHE_MAX = 200_000  # txids: ~20 MB at most
+_PRECHECK_CACHE_MAX = 50_000  # decoded txs: bounded memory; a miss only costs a re-decode
 
 
 class AppError(RuntimeError):
@@ -198,7 +199,7 @@ class LedgerApp:
         if hit is not None:
             return hit
         res = self._precheck_uncached(raw)
-        if len(self._prechecked) > _SIG_CACHE_MAX:
+        if len(self._prechecked) > _PRECHECK_CACHE_MAX:
             self._prechecked.clear()
         self._prechecked[raw] = res
         return res

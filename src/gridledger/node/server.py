@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -30,6 +32,17 @@ def serve(node: Node, api: str) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     node.start()
+
+    def watch() -> None:
+        # a consensus failure (e.g. disk full) stops the process, so that a supervisor restarts
+        # it from the last durable height instead of serving a chain that no longer grows
+        while not server.should_exit:
+            if node.engine.error is not None:
+                server.should_exit = True
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, name="engine-watch", daemon=True).start()
     addr_file = Path(node.home) / "node.addr"
     addr_file.write_text(f"http://{addr}\n")
     print(
@@ -43,3 +56,4 @@ def serve(node: Node, api: str) -> None:
         addr_file.unlink(missing_ok=True)
         if node.engine.error is not None:
             print(f"consensus stopped: {node.engine.error!r}", file=sys.stderr)
+            sys.exit(1)
