@@ -224,3 +224,14 @@ def test_no_search_beats_exact_at_other_load_levels(scale, seed):
     assert exact.feasible
     assert exact.loss_after_pu <= found.loss_after_pu * (1 + 1e-9)
     assert exact.loss_after_pu <= exact.loss_before_pu
+
+
+def test_infeasible_everywhere_returns_the_least_breaching_point():
+    # ieee9-q200 without an SVC: no set-point holds bus 9 at 0.9 pu; the answer must still be no
+    # worse than the start in limit breach.
+    prob = RopfProblem(compile_network(load_case("ieee9-q200")), "vm")
+    for method in ("exact", "sbde"):
+        res = solve_ropf(prob, method, rng=0)
+        assert not res.feasible
+        assert prob.breach(res.pf_after) <= prob.breach(res.pf_before)
+        assert str(res.violations[0]).startswith("voltage limit at bus 9: 0.85")

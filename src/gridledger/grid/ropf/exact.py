@@ -343,9 +343,13 @@ def solve_exact(prob: RopfProblem, *, max_iter: int = 200, ftol: float = 1e-12) 
     after = prob.solve_pf(x)
     violations = prob.violations(after)
     # SLSQP can stop at an infeasible point when the problem is infeasible; keep the better of
-    # the start and the end so the DSO never gets a worse operating point than it had.
-    if (not after.converged or violations) and before.converged and not prob.violations(before):
-        x, after, violations = prob.current_x(), before, []
+    # the start and the end (less limit breach first, then lower losses) so the DSO never gets
+    # a worse operating point than it had.
+    if prob.breach(before) < prob.breach(after) or (
+        prob.breach(before) == prob.breach(after) and before.loss_mw < after.loss_mw
+    ):
+        x, after = prob.current_x(), before
+        violations = prob.violations(after)
     return RopfResult(
         method="exact",
         control=prob.control,

@@ -72,7 +72,7 @@ class RopfOptions:
 class Violation:
     """One broken limit, with the element and the numbers (the certificate's reasons)."""
 
-    kind: str  # "voltage" | "line" | "capability" | "q_limit" | "convergence"
+    kind: str  # "voltage" | "line" | "capability" | "reactive" | "convergence"
     element: str
     value: float
     limit: float
@@ -246,6 +246,22 @@ class RopfProblem:
             check=check,
         )
 
+    def breach(self, res: PowerFlowResult) -> float:
+        """Total limit breach (pu) of a solved point, the penalty's measure; inf if diverged.
+        Breaches within the feasibility tolerance count as none."""
+        if not res.converged:
+            return float("inf")
+        if not self.violations(res):
+            return 0.0
+        base = self.compiled.base_mva
+        v = self.violation_batch(
+            res.vm_pu[None, :],
+            np.where(res.rated, res.loading_pct / 100.0, 0.0)[None, :],
+            (res.gen_p_mw / base)[None, :],
+            (res.gen_q_mvar / base)[None, :],
+        )
+        return float(v[0])
+
     def violations(self, res: PowerFlowResult) -> list[Violation]:
         """Every limit the solved operating point breaks, named (empty list = feasible)."""
         return check_limits(self.compiled, res, self.vmin, self.vmax, self.options)
@@ -285,10 +301,10 @@ def check_limits(
                 )
             if q > c.gen_qmax[g] + tol_pu:
                 out.append(
-                    Violation("q_limit", where, q * base, float(c.gen_qmax[g] * base), "Mvar")
+                    Violation("reactive", where, q * base, float(c.gen_qmax[g] * base), "Mvar")
                 )
             elif q < c.gen_qmin[g] - tol_pu:
                 out.append(
-                    Violation("q_limit", where, q * base, float(c.gen_qmin[g] * base), "Mvar")
+                    Violation("reactive", where, q * base, float(c.gen_qmin[g] * base), "Mvar")
                 )
     return out
