@@ -131,3 +131,20 @@ def test_state_proofs_presence_and_absence(tmp_path):
     assert absent["value"] is None and verify_proof(absent)[0]
     lie = dict(p, value=b"1".hex())
     assert verify_proof(lie) == (False, "value does not match the committed leaf")
+
+
+def test_missing_block_and_forged_commit_are_named(tmp_path):
+    chain, _ = build(tmp_path)
+    conn = sqlite3.connect(chain.store.path)
+    commit = conn.execute("SELECT commit_ FROM blocks WHERE height=2").fetchone()[0]
+    i = commit.index(b'"signature":"') + 13
+    forged = commit[:i] + (b"0" if commit[i : i + 1] != b"0" else b"1") + commit[i + 1 :]
+    conn.execute("UPDATE blocks SET commit_=? WHERE height=2", (forged,))
+    conn.commit()
+    rep = verify_chain(chain.store.path)
+    assert (rep.bad_height, rep.problem.startswith("bad commit signature")) == (2, True), rep
+    conn.execute("UPDATE blocks SET commit_=? WHERE height=2", (commit,))
+    conn.execute("DELETE FROM blocks WHERE height=5")
+    conn.commit()
+    rep = verify_chain(chain.store.path)
+    assert (rep.ok, rep.bad_height, rep.problem, rep.height) == (False, 5, "block missing", 4)
