@@ -268,3 +268,21 @@ def test_unregistered_key_cannot_claim_a_meter(chain):
         },
     ).raw
     assert_rejected(chain, raw, codes.NOT_MEMBER, "not a registered member")
+
+
+def test_no_single_byte_mutation_is_ever_admitted(chain):
+    import random
+
+    rng = random.Random(5)
+    raw = transfer(chain, amount=10, seq=0)
+    before = snapshot(chain)
+    seen_codes = set()
+    for _ in range(300):
+        bad = bytearray(raw)
+        i = rng.randrange(len(bad))
+        bad[i] = (bad[i] + rng.randrange(1, 256)) % 256
+        res = chain.submit(bytes(bad))
+        assert not res.ok, (i, bytes(bad))
+        seen_codes.add(res.code)
+    assert snapshot(chain) == before
+    assert {codes.MALFORMED, codes.BAD_SIGNATURE} <= seen_codes
