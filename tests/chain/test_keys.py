@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from gridledger.chain.keys import KeyError_, KeyPair, load_key, save_key, verify
+from gridledger.chain.keys import KeyFileError, KeyPair, load_key, save_key, verify
 
 
 def test_plain_key_file_roundtrip_and_mode(tmp_path):
@@ -23,9 +23,9 @@ def test_encrypted_key_file(tmp_path):
     text = path.read_text()
     assert k.seed.hex() not in text and "argon2id" in text
     assert load_key(path, "correct horse")[0].pub_key == k.pub_key
-    with pytest.raises(KeyError_, match="wrong passphrase"):
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
         load_key(path, "wrong")
-    with pytest.raises(KeyError_, match="passphrase is needed"):
+    with pytest.raises(KeyFileError, match="passphrase is needed"):
         load_key(path)
 
 
@@ -33,7 +33,7 @@ def test_damaged_key_file(tmp_path):
     path = tmp_path / "k.json"
     save_key(path, KeyPair.generate())
     path.write_text(path.read_text().replace('"pub_key":"', '"pub_key":"00'))
-    with pytest.raises(KeyError_):
+    with pytest.raises(KeyFileError):
         load_key(path)
 
 

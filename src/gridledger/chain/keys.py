@@ -25,7 +25,7 @@ PUB_KEY_LEN = 32
 SIG_LEN = 64
 
 
-class KeyError_(ValueError):
+class KeyFileError(ValueError):
     """A key file that cannot be read, or a wrong passphrase."""
 
 
@@ -110,12 +110,12 @@ def load_key(path: Path | str, passphrase: str | None = None) -> tuple[KeyPair, 
     try:
         doc = encoding.decode(path.read_bytes().rstrip(b"\n"))
     except (OSError, encoding.EncodingError) as exc:
-        raise KeyError_(f"cannot read key file {path}: {exc}") from exc
+        raise KeyFileError(f"cannot read key file {path}: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("type") != "ed25519":
-        raise KeyError_(f"{path} is not an ed25519 key file")
+        raise KeyFileError(f"{path} is not an ed25519 key file")
     if "sealed" in doc:
         if not passphrase:
-            raise KeyError_(f"{path} is encrypted: a passphrase is needed")
+            raise KeyFileError(f"{path} is encrypted: a passphrase is needed")
         s = doc["sealed"]
         box_key = nacl.pwhash.argon2id.kdf(
             nacl.secret.SecretBox.KEY_SIZE,
@@ -127,10 +127,10 @@ def load_key(path: Path | str, passphrase: str | None = None) -> tuple[KeyPair, 
         try:
             seed = nacl.secret.SecretBox(box_key).decrypt(bytes.fromhex(s["secretbox"]))
         except CryptoError as exc:
-            raise KeyError_(f"wrong passphrase for {path}") from exc
+            raise KeyFileError(f"wrong passphrase for {path}") from exc
     else:
         seed = encoding.hex_bytes(doc.get("seed"), "seed", 32)
     key = KeyPair.from_seed(seed)
     if key.pub_hex != doc.get("pub_key"):
-        raise KeyError_(f"{path}: public key does not match the seed")
+        raise KeyFileError(f"{path}: public key does not match the seed")
     return key, str(doc.get("role", ""))

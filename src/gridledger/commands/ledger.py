@@ -100,7 +100,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 # --- tx / query -----------------------------------------------------------------------------
 def _tx(args: argparse.Namespace) -> int:
-    from gridledger.chain.keys import KeyError_, load_key
+    from gridledger.chain.keys import KeyFileError, load_key
     from gridledger.node.client import ClientError, LedgerClient, Signer
 
     try:
@@ -109,7 +109,7 @@ def _tx(args: argparse.Namespace) -> int:
         raise CliError(f"payload is not JSON: {exc}") from exc
     try:
         key, _ = load_key(args.key, _passphrase(args))
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise CliError(str(exc)) from exc
     try:
         with LedgerClient(_node_url(args)) as client:
