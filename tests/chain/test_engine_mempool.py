@@ -143,3 +143,29 @@ def test_blocks_of_random_transfers_match_a_plain_ledger_model(tmp_path, seed):
         assert {n: chain.account(n)["seq"] for n in names} == seq
     rep = verify_chain(chain.store.path)  # a replay reaches the same state and results
     assert rep.ok, rep
+
+
+def test_block_with_bad_sequences_records_results_and_goes_on(tmp_path):
+    chain = make_chain(tmp_path)
+    t = lambda seq, amount: chain.tx(
+        "alice",
+        "token.transfer",  # noqa: E731
+        {"amount": amount, "denom": "utoken", "to": chain.pub("bob")},
+        seq=seq,
+    )
+    skipped, good, replay = t(3, 1), t(0, 2), t(0, 4)
+    stranger = chain.tx(
+        "mallory", "token.transfer", {"amount": 1, "denom": "utoken", "to": chain.pub("bob")}, seq=0
+    )
+    res = commit_block(chain, [skipped, good, replay, stranger])
+    assert [r.code for r in res.tx_results] == [
+        codes.BAD_SEQUENCE,
+        codes.OK,
+        codes.BAD_SEQUENCE,
+        codes.NOT_MEMBER,
+    ]
+    assert "expected sequence 0, got 3" in res.tx_results[0].log
+    acct = chain.account("alice")
+    assert (acct["seq"], acct["balances"]["utoken"]) == (1, 998)
+    assert chain.result(replay).code == codes.BAD_SEQUENCE
+    assert verify_chain(chain.store.path).ok
