@@ -23,8 +23,10 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -153,7 +155,12 @@ def ohm_to_pu(r_ohm: float, x_ohm: float, vn_kv: float, base_mva: float) -> tupl
 
 
 def validate(net: Network) -> Network:
-    """Check the network can be solved; raise :class:`NetworkError` naming the first fault."""
+    """Check the network can be solved; raise :class:`NetworkError` naming the first fault.
+
+    Tables are checked in order (buses, branches, generators, loads, shunts, SVCs), each row by
+    row; within a row the checks run in the order written below.  The checks are vectorised
+    (a row loop cost ~10 ms on 9 buses, paid on every compile) and report the same first fault.
+    """
     if not (net.base_mva > 0 and math.isfinite(net.base_mva)):
         raise NetworkError(f"{net.name}: base_mva must be positive, got {net.base_mva}")
     if net.bus.empty:
@@ -161,57 +168,101 @@ def validate(net: Network) -> Network:
     if not net.bus.index.is_unique:
         dup = net.bus.index[net.bus.index.duplicated()].tolist()
         raise NetworkError(f"{net.name}: duplicate bus id(s) {dup}")
-    for bus_id, row in net.bus.iterrows():
-        if not row.vn_kv > 0:
-            raise NetworkError(f"{net.name}: bus {bus_id} has non-positive vn_kv={row.vn_kv}")
-        if not 0 < row.vmin_pu <= row.vmax_pu:
-            raise NetworkError(
-                f"{net.name}: bus {bus_id} voltage limits must satisfy 0 < vmin_pu <= vmax_pu, "
-                f"got [{row.vmin_pu}, {row.vmax_pu}]"
-            )
-    known = set(int(b) for b in net.bus.index)
+    bus = net.bus
+    vn = bus.vn_kv.to_numpy(float)
+    vmin = bus.vmin_pu.to_numpy(float)
+    vmax = bus.vmax_pu.to_numpy(float)
+    _first_fault(
+        bus.index,
+        [
+            (~(vn > 0), lambda i, k: f"bus {i} has non-positive vn_kv={vn[k]}"),
+            (
+                ~((vmin > 0) & (vmin <= vmax)),
+                lambda i, k: f"bus {i} voltage limits must satisfy 0 < vmin_pu <= vmax_pu, "
+                f"got [{vmin[k]}, {vmax[k]}]",
+            ),
+        ],
+        net.name,
+    )
+    known = np.asarray(net.bus.index, dtype=np.int64)
 
-    def check_bus(kind: str, i: int, name: str, bus: int) -> None:
-        if int(bus) not in known:
-            raise NetworkError(f"{net.name}: {kind} {i} ({name}) connects to unknown bus {bus}")
+    def unknown(frame: pd.DataFrame, column: str) -> np.ndarray:
+        values = frame[column].to_numpy()
+        return ~np.isin(values.astype(np.int64), known)
 
-    for i, row in net.branch.iterrows():
-        check_bus("branch", i, row["name"], row.from_bus)
-        check_bus("branch", i, row["name"], row.to_bus)
-        if row.from_bus == row.to_bus:
-            raise NetworkError(f"{net.name}: branch {i} ({row['name']}) loops bus {row.from_bus}")
-        if row.r_pu < 0:
-            raise NetworkError(f"{net.name}: branch {i} ({row['name']}) has negative r_pu={row.r_pu}")
-        if row.r_pu == 0 and row.x_pu == 0:
-            raise NetworkError(f"{net.name}: branch {i} ({row['name']}) has zero impedance")
-        if row.ratio < 0 or row.rate_mva < 0:
-            raise NetworkError(
-                f"{net.name}: branch {i} ({row['name']}) has negative ratio or rate_mva"
-            )
-    for i, row in net.gen.iterrows():
-        check_bus("generator", i, row["name"], row.bus)
-        if row.role not in {r.value for r in GenRole}:
-            raise NetworkError(
-                f"{net.name}: generator {i} ({row['name']}) has unknown role {row.role!r}; "
-                f"expected one of {[r.value for r in GenRole]}"
-            )
-        if not row.sn_mva > 0:
-            raise NetworkError(
-                f"{net.name}: generator {i} ({row['name']}) needs a positive rating sn_mva, "
-                f"got {row.sn_mva}"
-            )
-        if row.role != GenRole.PQ and not row.vm_pu > 0:
-            raise NetworkError(f"{net.name}: generator {i} ({row['name']}) has vm_pu={row.vm_pu}")
-        if row.qmin_mvar > row.qmax_mvar or row.pmin_mw > row.pmax_mw:
-            raise NetworkError(f"{net.name}: generator {i} ({row['name']}) has min > max limits")
-        if row.slack_weight < 0:
-            raise NetworkError(f"{net.name}: generator {i} ({row['name']}) has negative weight")
+    def named(kind: str, frame: pd.DataFrame, text: str) -> Callable[[Any, int], str]:
+        names = frame["name"].to_numpy()
+        return lambda i, k: f"{kind} {i} ({names[k]}) {text}"
+
+    def bus_ref(kind: str, frame: pd.DataFrame, column: str) -> Callable[[Any, int], str]:
+        names, buses = frame["name"].to_numpy(), frame[column].to_numpy()
+        return lambda i, k: f"{kind} {i} ({names[k]}) connects to unknown bus {buses[k]}"
+
+    br = net.branch
+    fb, tb = br.from_bus.to_numpy(), br.to_bus.to_numpy()
+    r, x = br.r_pu.to_numpy(float), br.x_pu.to_numpy(float)
+    names = br["name"].to_numpy()
+    _first_fault(
+        br.index,
+        [
+            (unknown(br, "from_bus"), bus_ref("branch", br, "from_bus")),
+            (unknown(br, "to_bus"), bus_ref("branch", br, "to_bus")),
+            (fb == tb, lambda i, k: f"branch {i} ({names[k]}) loops bus {fb[k]}"),
+            (r < 0, lambda i, k: f"branch {i} ({names[k]}) has negative r_pu={r[k]}"),
+            ((r == 0) & (x == 0), named("branch", br, "has zero impedance")),
+            (
+                (br.ratio.to_numpy(float) < 0) | (br.rate_mva.to_numpy(float) < 0),
+                named("branch", br, "has negative ratio or rate_mva"),
+            ),
+        ],
+        net.name,
+    )
+    gen = net.gen
+    role = gen.role.to_numpy(object)
+    roles = {r_.value for r_ in GenRole}
+    sn = gen.sn_mva.to_numpy(float)
+    vm = gen.vm_pu.to_numpy(float)
+    gnames = gen["name"].to_numpy()
+    _first_fault(
+        gen.index,
+        [
+            (unknown(gen, "bus"), bus_ref("generator", gen, "bus")),
+            (
+                ~np.isin(role, list(roles)),
+                lambda i, k: f"generator {i} ({gnames[k]}) has unknown role {role[k]!r}; "
+                f"expected one of {[r_.value for r_ in GenRole]}",
+            ),
+            (
+                ~(sn > 0),
+                lambda i, k: f"generator {i} ({gnames[k]}) needs a positive rating sn_mva, "
+                f"got {sn[k]}",
+            ),
+            (
+                (role != GenRole.PQ.value) & ~(vm > 0),
+                lambda i, k: f"generator {i} ({gnames[k]}) has vm_pu={vm[k]}",
+            ),
+            (
+                (gen.qmin_mvar.to_numpy(float) > gen.qmax_mvar.to_numpy(float))
+                | (gen.pmin_mw.to_numpy(float) > gen.pmax_mw.to_numpy(float)),
+                named("generator", gen, "has min > max limits"),
+            ),
+            (gen.slack_weight.to_numpy(float) < 0, named("generator", gen, "has negative weight")),
+        ],
+        net.name,
+    )
     for kind, frame in (("load", net.load), ("shunt", net.shunt), ("svc", net.svc)):
-        for i, row in frame.iterrows():
-            check_bus(kind, i, row["name"], row.bus)
-    for i, row in net.svc.iterrows():
-        if row.qmin_mvar > row.qmax_mvar:
-            raise NetworkError(f"{net.name}: svc {i} ({row['name']}) has qmin_mvar > qmax_mvar")
+        _first_fault(frame.index, [(unknown(frame, "bus"), bus_ref(kind, frame, "bus"))], net.name)
+    svc = net.svc
+    _first_fault(
+        svc.index,
+        [
+            (
+                svc.qmin_mvar.to_numpy(float) > svc.qmax_mvar.to_numpy(float),
+                named("svc", svc, "has qmin_mvar > qmax_mvar"),
+            )
+        ],
+        net.name,
+    )
     for frame, cols, kind in (
         (net.branch, ["r_pu", "x_pu", "b_pu", "ratio", "shift_deg", "rate_mva"], "branch"),
         (net.gen, ["p_mw", "q_mvar", "vm_pu", "sn_mva"], "generator"),
@@ -224,6 +275,22 @@ def validate(net: Network) -> Network:
             raise NetworkError(f"{net.name}: {kind} {i} has non-finite {cols[j]}")
     _check_islands(net)
     return net
+
+
+def _first_fault(
+    index: pd.Index,
+    checks: list[tuple[np.ndarray, Callable[[Any, int], str]]],
+    name: str,
+) -> None:
+    """Raise for the first row with a fault, naming that row's first failing check."""
+    if not len(index):
+        return
+    masks = np.vstack([np.asarray(mask, dtype=bool) for mask, _ in checks])
+    rows = np.flatnonzero(masks.any(axis=0))
+    if rows.size:
+        k = int(rows[0])
+        which = int(np.flatnonzero(masks[:, k])[0])
+        raise NetworkError(f"{name}: {checks[which][1](index[k], k)}")
 
 
 def _check_islands(net: Network) -> None:
