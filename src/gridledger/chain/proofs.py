@@ -9,7 +9,7 @@ hash or the validator set (e.g. from the genesis).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gridledger.chain import encoding, merkle
@@ -24,7 +24,24 @@ class ProofError(LookupError):
     """No such transaction or key."""
 
 
-def tx_proof(store: Store, txid: bytes, classify) -> dict[str, Any]:
+def classifier(genesis_raw: bytes) -> Callable[[bytes], str]:
+    """Tx -> Merkle tree name from the genesis' contract list alone (no state needed)."""
+    from gridledger.chain.contracts import build_registry
+    from gridledger.chain.genesis import parse_genesis
+
+    types = build_registry(parse_genesis(genesis_raw).contracts).types
+
+    def classify(raw: bytes) -> str:
+        try:
+            t = types.get(decode_tx(raw, max_bytes=len(raw)).type)
+        except TxError:
+            return "other"
+        return t.tree if t else "other"
+
+    return classify
+
+
+def tx_proof(store: Store, txid: bytes, classify: Callable[[bytes], str]) -> dict[str, Any]:
     rec = store.get_tx(txid)
     if rec is None:
         raise ProofError(f"transaction {txid.hex()} is not committed")

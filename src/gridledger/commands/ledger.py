@@ -177,13 +177,16 @@ def _prove(args: argparse.Namespace) -> int:
     if len(txid) != 64:
         raise CliError("TXID must be 64 hex characters")
     if args.home and (Path(args.home) / "data" / "chain.db").exists() and not args.node:
-        from gridledger.chain.app import LedgerApp
-        from gridledger.chain.proofs import ProofError, tx_proof
+        from gridledger.chain.proofs import ProofError, classifier, tx_proof
         from gridledger.chain.store import Store
 
         store = Store(Path(args.home) / "data" / "chain.db", synchronous="NORMAL")
         try:
-            proof = tx_proof(store, bytes.fromhex(txid), LedgerApp(store).classify_tx)
+            genesis_hex = store.meta("genesis")
+            if genesis_hex is None:
+                raise CliError(f"{args.home} holds no chain yet")
+            genesis = bytes.fromhex(genesis_hex)
+            proof = tx_proof(store, bytes.fromhex(txid), classifier(genesis))
         except ProofError as exc:
             raise CliError(str(exc)) from exc
         finally:
