@@ -45,6 +45,7 @@ PLOT = ROOT / "docs" / "ledger_bft.png"
 SEED003 = {"tps": 150.0, "latency_ms": 76.6}
 CHAIN = "bench-bft"
 BUDGET = {4: (2000.0, 250.0), 20: (500.0, None)}
+P50_BUDGET_MS = 250.0
 
 
 def make_accounts(n_senders: int) -> tuple[list[KeyPair], list[dict], list[dict]]:
@@ -260,12 +261,15 @@ def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
             net.check_agreement()
         finally:
             net.close()
+    # "Sustained": everything committed, with the median latency within the 250 ms budget.
     sustained = [
-        s for s in steps if s["committed"] >= 0.99 * s["submitted"] and s["latency_p50_ms"] <= 1000
+        s
+        for s in steps
+        if s["committed"] >= 0.99 * s["submitted"] and s["latency_p50_ms"] <= P50_BUDGET_MS
     ]
     best = max(sustained, key=lambda s: s["committed_tx_per_s"]) if sustained else steps[0]
-    peak = max(s["committed_tx_per_s"] for s in steps)
-    fig = {
+    peak_step = max(steps, key=lambda s: s["committed_tx_per_s"])
+    return {
         "validators": n,
         "sustained_tx_per_s": best["committed_tx_per_s"],
         "sustained_offered_tx_per_s": best["offered_tx_per_s"],
@@ -273,19 +277,19 @@ def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
         "latency_p99_ms": best["latency_p99_ms"],
         "low_load_p50_ms": steps[0]["latency_p50_ms"],
         "low_load_p99_ms": steps[0]["latency_p99_ms"],
-        "peak_tx_per_s": peak,
+        "peak_tx_per_s": peak_step["committed_tx_per_s"],
+        "peak_p50_ms": peak_step["latency_p50_ms"],
         "app_ceiling_tx_per_s": round(ceiling, 1),
         "ratio_to_app_ceiling": round(best["committed_tx_per_s"] / ceiling, 3),
-        "ratio_to_seed003_tps": round(best["committed_tx_per_s"] / SEED003["tps"], 2),
+        "ratio_peak_to_seed003_tps": round(peak_step["committed_tx_per_s"] / SEED003["tps"], 2),
         "steps": steps,
     }
-    return fig
 
 
 def write_doc(figs: dict[int, dict]) -> None:
     rows = [
-        "| validators | offered tx/s | committed tx/s | p50 ms | p99 ms | app ceiling tx/s "
-        "| ratio | budget |",
+        "| validators | tx/s with p50 ≤ 250 ms (offered) | p50 / p99 ms there | p50 / p99 ms at "
+        "lowest load | peak tx/s (p50 there) | app ceiling tx/s | ratio | budget |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted(figs):
@@ -293,35 +297,39 @@ def write_doc(figs: dict[int, dict]) -> None:
         budget = BUDGET.get(n)
         verdict = ""
         if budget:
-            ok = f["sustained_tx_per_s"] >= budget[0] and (
-                budget[1] is None or f["latency_p50_ms"] <= budget[1]
-            )
+            # The 4-validator budget binds latency too; the 20-validator one is throughput only.
+            tps = f["sustained_tx_per_s"] if budget[1] else f["peak_tx_per_s"]
             verdict = (
-                ("met" if ok else "MISSED")
+                ("met" if tps >= budget[0] else "MISSED")
                 + f" (≥ {budget[0]:.0f} tx/s"
                 + (f", p50 ≤ {budget[1]:.0f} ms)" if budget[1] else ")")
             )
         rows.append(
-            f"| {n} | {f['offered_tx_per_s']:.0f} | {f['committed_tx_per_s']:.0f} | "
-            f"{f['latency_p50_ms']:.0f} | {f['latency_p99_ms']:.0f} | "
-            f"{f['app_ceiling_tx_per_s']:.0f} | {f['ratio_to_app_ceiling']:.2f} | "
-            f"{verdict} |"
+            f"| {n} | {f['sustained_tx_per_s']:.0f} ({f['sustained_offered_tx_per_s']:.0f}) | "
+            f"{f['latency_p50_ms']:.0f} / {f['latency_p99_ms']:.0f} | "
+            f"{f['low_load_p50_ms']:.0f} / {f['low_load_p99_ms']:.0f} | "
+            f"{f['peak_tx_per_s']:.0f} ({f['peak_p50_ms']:.0f} ms) | "
+            f"{f['app_ceiling_tx_per_s']:.0f} | {f['ratio_to_app_ceiling']:.2f} | {verdict} |"
         )
     body = "\n".join(
         [
             "## ledger_bft — BFT network of N validator processes (`bench/ledger_bft.py`)",
             "",
-            "Signed `token.transfer` transactions offered at a fixed rate for the load window; "
-            "every validator is a separate process (Tendermint engine, SQLite store with one fsync "
-            "per block), all on this 2-core machine together with the load generator. Latency is "
-            "from submission to the commit of the block holding the transaction (node 0). "
-            "*App ceiling*: the same transactions through the ledger application alone in one "
-            "process (no network, no consensus), measured in the same run; *ratio* = committed / "
-            "ceiling. Seed 003 reports 150 TPS and < 76.6 ms on 5–20 validators.",
+            "Signed `token.transfer` transactions offered at stepped rates (6 s each) until the "
+            "network saturates; every validator is a separate process (Tendermint engine, SQLite "
+            "store with one fsync per block, one fsync per signed vote), all on this 2-core "
+            "machine together with the load generator. Latency is from submission to the commit "
+            "of the block holding the transaction (node 0). *App ceiling*: the same transactions "
+            "through the ledger application alone in one process (no network, no consensus, no "
+            "replication), measured in the same run; *ratio* = sustained / ceiling (N replicas on "
+            "2 cores bound it by about 2/N). Seed 003 reports 150 TPS and < 76.6 ms on 5–20 "
+            "validators.",
             "",
             *rows,
             "",
             "![throughput and latency vs validators](ledger_bft.png)",
+            "",
+            "Per-rate steps of the last run are in `docs/ledger_bft.json`.",
         ]
     )
     text = DOC.read_text()
@@ -340,13 +348,13 @@ def plot(figs: dict[int, dict]) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
     a.plot(ns, [figs[n]["low_load_p50_ms"] for n in ns], "o-", label="p50, lowest load")
     a.plot(ns, [figs[n]["low_load_p99_ms"] for n in ns], "s--", label="p99, lowest load")
-    a.plot(ns, [figs[n]["latency_p50_ms"] for n in ns], "^-", label="p50, sustained max")
+    a.plot(ns, [figs[n]["peak_p50_ms"] for n in ns], "^-", label="p50 at peak throughput")
     a.axhline(SEED003["latency_ms"], color="grey", lw=0.8, label="seed 003 (76.6 ms)")
     a.set_xlabel("validators")
     a.set_ylabel("commit latency (ms)")
     a.set_title("(a) transaction confirmation delay")
     a.legend()
-    b.plot(ns, [figs[n]["sustained_tx_per_s"] for n in ns], "o-", label="sustained")
+    b.plot(ns, [figs[n]["sustained_tx_per_s"] for n in ns], "o-", label="with p50 ≤ 250 ms")
     b.plot(ns, [figs[n]["peak_tx_per_s"] for n in ns], "x:", label="peak")
     b.axhline(SEED003["tps"], color="grey", lw=0.8, label="seed 003 (150 TPS)")
     b.set_xlabel("validators")
@@ -357,7 +365,7 @@ def plot(figs: dict[int, dict]) -> None:
     fig.savefig(PLOT, dpi=120)
 
 
-DEFAULT_RATES = [100.0, 250.0, 500.0, 1000.0, 2000.0, 3000.0]
+DEFAULT_RATES = [100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 3000.0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,6 +133,7 @@ class LedgerChain:
         self._precheck = getattr(app, "_precheck", None)
         self.peer_txs: OrderedDict[bytes, bytes] = OrderedDict()
         self._recent_committed: OrderedDict[bytes, None] = OrderedDict()
+        self._decode_cache: dict[bytes, tuple[Block | None, str | None]] = {}
         self._load_valsets(genesis)
         self.on_applied: list = []
 
@@ -267,21 +268,35 @@ class LedgerChain:
     def _last_results_hash(self) -> bytes:
         return bytes.fromhex(self.store.meta("last_results_hash", writer=True))
 
-    def block_id_of(self, data: bytes) -> bytes | None:
+    def _decoded(self, data: bytes) -> tuple[Block | None, str | None]:
+        """Decode a block and check its body against its header, once per block bytes.
+
+        The id check, the validity check and execution all need the decoded block; with
+        thousands of transactions the Merkle roots cost milliseconds, so the last few
+        verdicts are kept.
+        """
+        hit = self._decode_cache.get(data)
+        if hit is not None:
+            return hit
         try:
             block = decode_block(data)
-        except BlockError:
-            return None
-        if block.check_body(self._classify) is not None:
-            return None
-        return block.hash()
+            res = (block, block.check_body(self._classify))
+        except BlockError as exc:
+            res = (None, str(exc))
+        if len(self._decode_cache) >= 4:
+            self._decode_cache.pop(next(iter(self._decode_cache)))
+        self._decode_cache[data] = res
+        return res
+
+    def block_id_of(self, data: bytes) -> bytes | None:
+        block, why = self._decoded(data)
+        return None if block is None or why is not None else block.hash()
 
     def problem(self, height: int, data: bytes) -> str | None:
         """Why ``data`` is not a valid block for ``height`` on our chain (None: valid)."""
-        try:
-            block = decode_block(data)
-        except BlockError as exc:
-            return str(exc)
+        block, why = self._decoded(data)
+        if block is None:
+            return why
         h = block.header
         if h.chain_id != self.chain_id or h.height != height:
             return f"block for chain {h.chain_id!r} height {h.height}"
@@ -300,7 +315,6 @@ class LedgerChain:
             return "block proposer is not a validator"
         if h.time_ms <= self._last_time_ms() or h.time_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
             return f"block time {h.time_ms} not after the last block or too far ahead"
-        why = block.check_body(self._classify)
         if why is not None:
             return why
         info = ProposalInfo(height, h.time_ms, h.proposer, h.prev_block_hash)
@@ -312,7 +326,9 @@ class LedgerChain:
         """Execute and durably commit a decided block; advance the validator sets."""
         if height != self.height + 1:
             raise ConsensusError(f"apply height {height} on top of {self.height}")
-        block = decode_block(data)
+        block, _ = self._decoded(data)
+        if block is None:
+            raise ConsensusError("a decided block does not decode")
         h = block.header
         info = ProposalInfo(height, h.time_ms, h.proposer, h.prev_block_hash)
         res = self.app.finalize_block(list(block.txs), info)
