@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import CHAIN_ID, make_chain
+from ledger_helpers import CHAIN_ID, make_chain
 
 from gridledger.chain import codes
 from gridledger.chain.keys import KeyPair

@@ -1,5 +1,5 @@
 import pytest
-from helpers import CHAIN_ID, make_chain, seeded_key
+from ledger_helpers import CHAIN_ID, make_chain, seeded_key
 
 from gridledger.chain import merkle
 from gridledger.chain.abci import Validator

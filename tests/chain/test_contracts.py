@@ -1,7 +1,7 @@
 from hashlib import sha256
 
 import pytest
-from helpers import make_chain
+from ledger_helpers import make_chain
 
 from gridledger.chain import codes, encoding
 from gridledger.chain.contracts import Contract, Registry, RegistryError, TxType, build_registry

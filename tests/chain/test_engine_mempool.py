@@ -2,7 +2,7 @@ import random
 import time
 
 import pytest
-from helpers import CHAIN_ID, make_chain
+from ledger_helpers import CHAIN_ID, make_chain
 
 from gridledger.chain import codes
 from gridledger.chain.abci import ProposalInfo
@@ -149,7 +149,7 @@ def test_block_with_bad_sequences_records_results_and_goes_on(tmp_path):
     chain = make_chain(tmp_path)
     t = lambda seq, amount: chain.tx(
         "alice",
-        "token.transfer",  # noqa: E731
+        "token.transfer",
         {"amount": amount, "denom": "utoken", "to": chain.pub("bob")},
         seq=seq,
     )

@@ -1,7 +1,7 @@
 import sqlite3
 
 import pytest
-from helpers import make_chain
+from ledger_helpers import make_chain
 
 from gridledger.chain import encoding
 from gridledger.chain.abci import Validator
