@@ -147,12 +147,11 @@ def test_blocks_of_random_transfers_match_a_plain_ledger_model(tmp_path, seed):
 
 def test_block_with_bad_sequences_records_results_and_goes_on(tmp_path):
     chain = make_chain(tmp_path)
-    t = lambda seq, amount: chain.tx(
-        "alice",
-        "token.transfer",
-        {"amount": amount, "denom": "utoken", "to": chain.pub("bob")},
-        seq=seq,
-    )
+
+    def t(seq, amount):
+        payload = {"amount": amount, "denom": "utoken", "to": chain.pub("bob")}
+        return chain.tx("alice", "token.transfer", payload, seq=seq)
+
     skipped, good, replay = t(3, 1), t(0, 2), t(0, 4)
     stranger = chain.tx(
         "mallory", "token.transfer", {"amount": 1, "denom": "utoken", "to": chain.pub("bob")}, seq=0
