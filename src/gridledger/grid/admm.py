@@ -54,6 +54,7 @@ class AdmmOptions:
     workers: int = 1  # processes for the groups (1 = in this process)
     warm_start: bool = True  # initial z from subtree net loads (a flat start when False)
     v_weight: float = 1.0  # ρ on voltage copies = v_weight × ρ
+    anderson_growth: float = 2.0  # reset when the residual exceeds this × the best so far
     anderson: int = 0  # memory of Anderson acceleration on (z, ξ/ρ); 0 = plain ADMM
     price_warm_start: bool = True  # initial ξ on P copies from the root's marginal cost
 
@@ -373,7 +374,9 @@ def solve_admm(
         history: list[IterationRecord] = []
         converged = False
         primal = dual = math.inf
-        accel = AndersonAccelerator(options.anderson) if options.anderson else None
+        accel = None
+        if options.anderson:
+            accel = AndersonAccelerator(options.anderson, options.anderson_growth)
         for k in range(1, options.max_iter + 1):
             x, cost, p_mw, dlmp = runner.solve(agg.z_tilde(), agg.xi, agg.rho_copies())
             rho_used = agg.rho

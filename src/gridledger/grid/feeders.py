@@ -289,7 +289,11 @@ def case33bw(seed: int = 2, vmin_pu: float = 0.90, vmax_pu: float = 1.05) -> Fee
 
 
 def load_feeder(name: str, seed: int | None = None) -> Feeder:
+    """``sce56`` or ``case33bw``; ``name[:k]`` is the :func:`head` of k nodes."""
     builders = {"sce56": sce56, "case33bw": case33bw}
+    base, sep, rest = name.partition("[:")
+    if sep and rest.endswith("]") and rest[:-1].isdigit() and base in builders:
+        return head(load_feeder(base, seed), int(rest[:-1]))
     if name not in builders:
         raise FeederError(f"unknown feeder {name!r}; expected one of {sorted(builders)}")
     return builders[name]() if seed is None else builders[name](seed=seed)

@@ -1,0 +1,194 @@
+"""Run one ADMM scheduling round on a real chain: node process(es), agent processes, the DSO.
+
+* ``validators == 1``: a solo node (``gridledger node start --eager``) in its own OS process;
+* ``validators > 1``: the BFT test network of :mod:`gridledger.node.bft_testnet`.
+
+The agents run as separate OS processes (``python -m gridledger.agents.der_agent``), each with
+the keys of some nodes, and talk to the chain only through a node's HTTP API.  The DSO opens the
+round and seeds the warm start through the same API, then waits for the stored schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gridledger.agents.der_agent import (
+    TERMINAL,
+    admm_genesis,
+    agent_keys,
+    node_key_path,
+    open_round,
+)
+from gridledger.chain.keys import KeyPair, save_key
+from gridledger.grid.admm import AdmmOptions
+from gridledger.grid.feeders import Feeder
+
+AGGREGATOR = "gridledger.chain.contracts.aggregator"
+BILLING = "gridledger.chain.contracts.billing"
+
+
+class OnChainError(RuntimeError):
+    """The chain or the agents did not run the round (the message says which and why)."""
+
+
+@dataclass
+class OnChainRun:
+    status: str
+    iterations: int
+    seconds: float
+    schedule: dict[str, Any] | None
+    state: dict[str, Any]
+    home: Path
+
+
+def _start_solo(home: Path, chain_id: str, dso: KeyPair, agents: list[KeyPair]) -> tuple:
+    from gridledger.node.home import NodeConfig
+
+    validator = KeyPair.generate()
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    save_key(home / "keys" / "validator.json", validator, "validator")
+    genesis = admm_genesis(chain_id, dso, validator, agents, int(time.time() * 1000) - 1000)
+    (home / "genesis.json").write_bytes(genesis + b"\n")
+    NodeConfig(chain_id, block_interval_ms=20, eager=True, synchronous="NORMAL").save(home)
+    log = open(home / "node.log", "w")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridledger.cli",
+            "node",
+            "start",
+            "--home",
+            str(home),
+            "--api",
+            "127.0.0.1:0",
+            "--eager",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    addr = home / "node.addr"
+    deadline = time.monotonic() + 60
+    while not addr.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise OnChainError(f"the solo node did not start; see {home / 'node.log'}")
+        time.sleep(0.05)
+    url = addr.read_text().strip()
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+    return url, stop
+
+
+def _start_bft(home: Path, n: int, dso: KeyPair, agents: list[KeyPair]) -> tuple:
+    from gridledger.node.bft_testnet import FAST_TIMEOUTS, TestnetError, start_testnet
+
+    members = [{"name": "dso", "pub_key": dso.pub_hex, "role": "dso"}] + [
+        {"bus": i, "name": f"der-{i}", "pub_key": k.pub_hex, "role": "prosumer"}
+        for i, k in enumerate(agents)
+    ]
+    try:
+        net = start_testnet(
+            home / "testnet",
+            n,
+            members=members,
+            contracts=[AGGREGATOR, BILLING],
+            balances=[{"account": dso.pub_hex, "amount": 10**12, "denom": "utoken"}],
+            timeouts=FAST_TIMEOUTS,
+        )
+    except TestnetError as exc:
+        raise OnChainError(f"the {n}-validator test network did not start: {exc}") from exc
+    return net.api_urls[0], net.close
+
+
+def run_on_chain(
+    feeder: Feeder,
+    options: AdmmOptions,
+    home: Path,
+    validators: int = 1,
+    agent_processes: int = 2,
+    round_id: str = "day-ahead",
+    timeout_ms: int = 600_000,
+    deadline_s: float = 1800.0,
+) -> OnChainRun:
+    from gridledger.agents.runner import HttpChain
+
+    home.mkdir(parents=True, exist_ok=True)
+    dso = KeyPair.generate()
+    keys = agent_keys(round_id, feeder.n_nodes)
+    for i, k in enumerate(keys):
+        save_key(node_key_path(home, i), k, "prosumer")
+    if validators == 1:
+        url, stop = _start_solo(home / "solo", "gridledger-admm", dso, keys)
+    else:
+        url, stop = _start_bft(home, validators, dso, keys)
+    procs: list[subprocess.Popen] = []
+    try:
+        client = HttpChain(url)
+        started = time.monotonic()
+        open_round(client, dso, feeder, round_id, [k.pub_hex for k in keys], options, timeout_ms)
+        n_proc = max(1, min(agent_processes, feeder.n_nodes))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        for p in range(n_proc):
+            nodes = ",".join(str(i) for i in range(p, feeder.n_nodes, n_proc))
+            log = open(home / f"agents-{p}.log", "w")  # noqa: SIM115
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gridledger.agents.der_agent",
+                        "--node",
+                        url,
+                        "--home",
+                        str(home),
+                        "--feeder",
+                        feeder.name,
+                        "--round",
+                        round_id,
+                        "--nodes",
+                        nodes,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+        deadline = time.monotonic() + deadline_s
+        while True:
+            state = client.state(f"admm/{round_id}/state")
+            if state is not None and state["status"] in TERMINAL:
+                break
+            dead = [p for p in procs if p.poll() not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise OnChainError(
+                    f"round {round_id} stuck at {state and state['status']} iteration "
+                    f"{state and state['k']}; agent logs in {home}"
+                )
+            time.sleep(0.05)
+        seconds = time.monotonic() - started
+        schedule = client.state(f"admm/{round_id}/schedule")
+        client.close()
+        return OnChainRun(state["status"], len(state["history"]), seconds, schedule, state, home)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stop()

@@ -1,0 +1,225 @@
+"""``gridledger schedule CASE``: day-ahead DER scheduling (seed 001), centralized or by ADMM,
+off chain or with the aggregator as a contract; ``gridledger vpp``: seed 003's P2P VPP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gridledger.cli import CliError
+
+RELAXATION_EXACT_TOL = 1e-3  # relative |ℓ·v − P² − Q²| (see grid.distflow.relaxation_gap)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("schedule", help="day-ahead DER schedule of a feeder (DistFlow + ADMM)")
+    p.add_argument("case", help="sce56 | case33bw (case[:k]: its first k nodes)")
+    p.add_argument("--method", choices=["central", "admm"], default="admm")
+    p.add_argument("--on-chain", action="store_true", help="aggregator as a contract (S1)")
+    p.add_argument("--validators", type=int, default=1, help="1: solo node; N > 1: BFT testnet")
+    p.add_argument("--agent-processes", type=int, default=2)
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--rho", type=float, default=None)
+    p.add_argument("--home", help="keep the chain here (default: a temporary directory)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_schedule)
+
+    v = sub.add_parser("vpp", help="seed 003's virtual power plant: P2P trading by ADMM")
+    v.add_argument("--prosumers", type=int, default=10)
+    v.add_argument("--days", type=int, default=7)
+    v.add_argument("--seed", type=int, default=3)
+    v.add_argument("--profiles", help="CSV: prosumer,hour,solar_kw,wind_kw,inflexible_kw,...")
+    v.add_argument("--plot", help="write the trading record of every prosumer to this PNG")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(handler=_vpp)
+
+
+def default_options(max_iter: int = 100, rho: float | None = None):
+    from gridledger.grid.admm import AdmmOptions
+
+    return AdmmOptions(
+        rho=rho if rho is not None else 50.0,
+        max_iter=max_iter,
+        eps_pri=1e-3,
+        eps_dual=1e-3,
+        adaptive=False,
+        over_relaxation=1.6,
+    )
+
+
+def generator_cost_usd(feeder, p_root_mw) -> float:
+    """Cost of the root generator given the root's net injection (it only has the generator,
+    its load and its solar)."""
+    import numpy as np
+
+    root = feeder.ders[0]
+    gen = root.generator
+    g = np.asarray(p_root_mw) + (np.array(root.load_kw) - np.array(root.solar_kw)) / 1000.0
+    return float(np.sum(gen.cost_quad_usd_per_mw2h * g**2 + np.array(gen.cost_lin_usd_per_mwh) * g))
+
+
+def _dlmp_stats(dlmp) -> dict[str, float]:
+    return {
+        "min": round(float(dlmp.min()), 4),
+        "max": round(float(dlmp.max()), 4),
+        "root": round(float(dlmp[0].mean()), 4),
+    }
+
+
+def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from gridledger.grid.der import DerSpecError
+    from gridledger.grid.distflow import ScheduleError, solve_central
+    from gridledger.grid.feeders import FeederError, load_feeder
+
+    if args.validators < 1:
+        raise CliError("--validators must be at least 1")
+    if args.on_chain and args.method != "admm":
+        raise CliError("--on-chain runs ADMM's aggregator on chain; use --method admm")
+    if args.validators > 1 and not args.on_chain:
+        raise CliError("--validators needs --on-chain")
+    try:
+        feeder = load_feeder(args.case)
+    except (FeederError, DerSpecError) as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        central = solve_central(feeder)
+    except ScheduleError as exc:
+        raise CliError(str(exc)) from exc
+    exact = central.relaxation_gap <= RELAXATION_EXACT_TOL
+    out: dict[str, Any] = {
+        "case": args.case,
+        "method": args.method,
+        "on_chain": bool(args.on_chain),
+        "validators": args.validators if args.on_chain else 0,
+        "objective": round(central.objective_usd, 6),
+        "iterations": 0,
+        "gap_pct": 0.0,
+        "primal_residual": 0.0,
+        "dual_residual": 0.0,
+        "seconds": round(central.seconds, 3),
+        "relaxation_exact": bool(exact),
+        "relaxation_gap": central.relaxation_gap,
+        "dlmp": _dlmp_stats(central.dlmp_usd_per_mwh),
+        "central_objective": round(central.objective_usd, 6),
+        "central_seconds": round(central.seconds, 3),
+    }
+    if args.method == "central":
+        return out
+    options = default_options(args.max_iter, args.rho)
+    if args.on_chain:
+        from gridledger.agents.admm_chain import OnChainError, run_on_chain
+        from gridledger.market.aggregation import SCALE
+
+        home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridledger-admm-"))
+        try:
+            run = run_on_chain(feeder, options, home, args.validators, args.agent_processes)
+        except OnChainError as exc:
+            raise CliError(str(exc)) from exc
+        if run.schedule is None:
+            raise CliError(f"round ended {run.status} without a schedule: {run.state}")
+        p_root = np.array(run.schedule["p_w"][0]) / 1e6
+        objective = generator_cost_usd(feeder, p_root)
+        dlmp = np.array(run.schedule["dlmp_utoken_per_kwh"]) / 1000.0
+        last = run.state["history"][-1]
+        out.update(
+            objective=round(objective, 6),
+            iterations=run.iterations,
+            primal_residual=last[1] / SCALE,
+            dual_residual=last[2] / SCALE,
+            seconds=round(run.seconds, 3),
+            dlmp=_dlmp_stats(dlmp),
+            status=run.status,
+            home=str(home),
+        )
+    else:
+        from gridledger.grid.admm import solve_admm
+
+        res = solve_admm(feeder, options)
+        out.update(
+            objective=round(res.objective_usd, 6),
+            iterations=res.iterations,
+            primal_residual=res.primal_residual,
+            dual_residual=res.dual_residual,
+            seconds=round(res.seconds, 3),
+            dlmp=_dlmp_stats(res.dlmp_usd_per_mwh),
+            converged=res.converged,
+        )
+    out["gap_pct"] = round(
+        100 * (out["objective"] - central.objective_usd) / abs(central.objective_usd), 5
+    )
+    return out
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    out = run_schedule(args)
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    else:
+        for key in ("case", "method", "objective", "iterations", "gap_pct", "primal_residual",
+                    "dual_residual", "seconds", "relaxation_exact", "dlmp"):  # fmt: skip
+            print(f"{key:>18}: {out[key]}")
+    return 0
+
+
+def _vpp(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gridledger.grid.vpp import VppError, generate_profiles, load_profiles_csv, solve_vpp_admm
+
+    try:
+        if args.profiles:
+            profiles = load_profiles_csv(args.profiles)
+        else:
+            if args.prosumers < 2 or args.days < 1:
+                raise CliError("--prosumers must be ≥ 2 and --days ≥ 1")
+            profiles = generate_profiles(args.prosumers, args.days, args.seed)
+        result = solve_vpp_admm(profiles)
+    except (VppError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    net = result.net_p2p_kwh()
+    if args.plot:
+        plot_trading(profiles, result, args.plot)
+    out = {
+        "prosumers": len(profiles),
+        "days": len(result.days),
+        "cost_usd": round(result.cost_usd, 4),
+        "iterations_per_day": [d.iterations for d in result.days],
+        "residual_kwh": max(d.residual_kwh for d in result.days),
+        "seconds": round(sum(d.seconds for d in result.days), 3),
+        "bought_kwh": {p.name: round(float(np.clip(net[u], 0, None).sum()), 3)
+                       for u, p in enumerate(profiles)},
+        "sold_kwh": {p.name: round(float(np.clip(-net[u], 0, None).sum()), 3)
+                     for u, p in enumerate(profiles)},
+    }  # fmt: skip
+    print(json.dumps(out, sort_keys=True) if args.json else json.dumps(out, indent=2))
+    return 0
+
+
+def plot_trading(profiles, result, path: str) -> None:
+    """Seed 003 Fig. 5: each prosumer's hourly net P2P trade (bought > 0, sold < 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    net = result.net_p2p_kwh()
+    n = len(profiles)
+    hours = np.arange(net.shape[1])
+    fig, axes = plt.subplots(n, 1, figsize=(10, 1.3 * n + 1), sharex=True)
+    for u, ax in enumerate(np.atleast_1d(axes)):
+        ax.bar(hours, np.clip(net[u], 0, None), width=1.0, color="tab:red", label="bought")
+        ax.bar(hours, np.clip(net[u], None, 0), width=1.0, color="tab:green", label="sold")
+        ax.set_ylabel(profiles[u].name.replace("prosumer-", "P"), rotation=0, labelpad=14)
+        ax.axhline(0, color="k", lw=0.5)
+    np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=7, ncol=2)
+    np.atleast_1d(axes)[-1].set_xlabel("hour of the week")
+    fig.suptitle("P2P trading record of each prosumer (kWh per hour)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
