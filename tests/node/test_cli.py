@@ -113,3 +113,14 @@ def test_bad_user_input_is_a_clear_error(home, capsys):
     assert "cannot reach the node" in capsys.readouterr().err
     assert main(["prove", "abc", "--home", str(home)]) == 2
     assert main(["verify", "--home", str(home / "nope")]) == 2
+
+
+def test_one_node_per_home(home):
+    cfg = NodeConfig.load(home)
+    node = Node(home, cfg)
+    try:
+        with pytest.raises(Exception, match="already running"):
+            Node(home, cfg)
+    finally:
+        node.stop()
+    Node(home, cfg).stop()  # released on stop

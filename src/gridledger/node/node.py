@@ -6,6 +6,7 @@ both. Everything here is safe to call from API threads.
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from gridledger.chain.mempool import Mempool
 from gridledger.chain.proofs import state_proof, tx_proof
 from gridledger.chain.store import Store
 from gridledger.chain.tx import TxError, decode_tx, tx_id
-from gridledger.node.home import NodeConfig, read_genesis
+from gridledger.node.home import HomeError, NodeConfig, read_genesis
 from gridledger.node.offchain import OffchainStore
 
 
@@ -72,6 +73,14 @@ class Node:
         self.home = Path(home)
         self.config = config or NodeConfig.load(self.home)
         (self.home / "data").mkdir(exist_ok=True)
+        # two node processes on one database would each decide blocks: a fork. The OS releases
+        # the lock when the process dies, even by SIGKILL.
+        self._lock_file = open(self.home / "data" / "node.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock_file.close()
+            raise HomeError(f"another node is already running on {self.home}") from exc
         self.store = Store(self.home / "data" / "chain.db", synchronous=self.config.synchronous)
         self.app = LedgerApp(self.store)
         if self.app.genesis is None:
@@ -98,6 +107,7 @@ class Node:
         self.engine.stop()
         self.store.close()
         self.offchain.close()
+        self._lock_file.close()
 
     # --- transactions -----------------------------------------------------------------------
     def submit(self, raw: bytes) -> dict[str, Any]:
