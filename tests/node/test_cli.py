@@ -124,3 +124,63 @@ def test_one_node_per_home(home):
     finally:
         node.stop()
     Node(home, cfg).stop()  # released on stop
+
+
+def test_contract_plugged_in_through_the_genesis(tmp_path, capsys):
+    h = tmp_path / "n3"
+    assert (
+        main(
+            [
+                "node",
+                "init",
+                "--home",
+                str(h),
+                "--chain-id",
+                "plug",
+                "--contract",
+                "ledger_demo_contract",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "node",
+                "init",
+                "--home",
+                str(tmp_path / "n4"),
+                "--chain-id",
+                "plug",
+                "--contract",
+                "no_such_contract_module",
+            ]
+        )
+        == 2
+    )
+    assert "cannot import contract module" in capsys.readouterr().err
+    cfg = NodeConfig.load(h)
+    cfg.synchronous = "NORMAL"
+    node = Node(h, cfg)
+    try:
+        vendor = load_key(h / "keys" / "vendor.json")[0]
+        dso = load_key(h / "keys" / "dso.json")[0]
+        ok = make_tx(vendor, "plug", 0, "demo.note", {"value": 7}).raw
+        assert node.submit(ok)["code"] == 0
+        assert (
+            node.submit(make_tx(dso, "plug", 0, "demo.note", {"value": 7}).raw)["code_name"]
+            == "ROLE_NOT_ALLOWED"
+        )
+        assert (
+            node.submit(make_tx(vendor, "plug", 1, "demo.note", {"value": 700}).raw)["code_name"]
+            == "INVALID_PAYLOAD"
+        )
+        block = node.engine.produce_block()
+        assert node.app.classify_tx(ok) == "reactive"
+        assert block.header.tx_roots.reactive != block.header.tx_roots.other
+        assert node.state(f"demo/{vendor.pub_hex}", prove=False)["value"] is not None
+        assert node.state("demo/config", prove=False)["value"] is not None
+    finally:
+        node.stop()
+    capsys.readouterr()
+    assert main(["verify", "--home", str(h), "--json"]) == 0

@@ -51,6 +51,7 @@ def _node_init(args: argparse.Namespace) -> int:
             _passphrase(args),
             args.vendors,
             block_interval_ms=args.block_interval_ms,
+            contracts=args.contract,
         )
     except HomeError as exc:
         raise CliError(str(exc)) from exc
@@ -240,6 +241,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vendors", type=int, default=1)
     p.add_argument("--block-interval-ms", type=int, default=1000)
     p.add_argument("--passphrase-env", help="seal non-validator keys with this env var's value")
+    p.add_argument(
+        "--contract",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="extra contract module for the genesis (repeatable), e.g. "
+        "gridledger.chain.contracts.market",
+    )
     p.set_defaults(handler=_node_init)
     p = nsub.add_parser("start", help="run the node (solo consensus) and its HTTP API")
     p.add_argument("--home", required=True)

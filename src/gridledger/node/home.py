@@ -60,12 +60,25 @@ def init_home(
     dso_utoken: int = 10**12,
     time_ms: int | None = None,
     block_interval_ms: int = 1000,
+    contracts: list[str] | None = None,
 ) -> dict[str, str]:
     """Create keys, genesis and config; return role -> public key hex."""
     import time
 
     if (home / "genesis.json").exists():
         raise HomeError(f"{home} already holds a genesis; refusing to overwrite it")
+    from gridledger.chain.contracts import RegistryError, build_registry
+
+    try:
+        build_registry(contracts or [])
+    except RegistryError as exc:
+        raise HomeError(str(exc)) from exc
+    from gridledger.chain.contracts import RegistryError, build_registry
+
+    try:
+        build_registry(contracts or [])
+    except RegistryError as exc:
+        raise HomeError(str(exc)) from exc
     home.mkdir(parents=True, exist_ok=True)
     (home / "data").mkdir(exist_ok=True)
     keys = {"validator": KeyPair.generate(), "dso": KeyPair.generate(), "ict": KeyPair.generate()}
@@ -93,6 +106,7 @@ def init_home(
         [(keys["validator"].pub_hex, 10)],
         members,
         [{"account": keys["dso"].pub_hex, "amount": dso_utoken, "denom": "utoken"}],
+        contracts=contracts or [],
     )
     (home / "genesis.json").write_bytes(genesis + b"\n")
     NodeConfig(chain_id, block_interval_ms=block_interval_ms).save(home)
