@@ -87,3 +87,13 @@ def test_validate_bad_inputs(capsys, tmp_path):
     )  # fmt: skip
     code, _, err = run(capsys, "validate", str(path))
     assert code == 2 and "buyer_bus 99 is not a bus of microgrid9" in err
+
+
+def test_ropf_reference_voltage_free_or_fixed(capsys):
+    code, out, _ = run(capsys, "ropf", "microgrid9-islanded", "--json")
+    free = json.loads(out)
+    code2, out2, _ = run(capsys, "ropf", "microgrid9-islanded", "--slack-vm", "fixed", "--json")
+    fixed = json.loads(out2)
+    assert code == code2 == 0
+    assert "DG2:vm_pu" in free["setpoints"] and "DG2:vm_pu" not in fixed["setpoints"]
+    assert free["loss_after_mw"] < fixed["loss_after_mw"]

@@ -31,6 +31,13 @@ def register(sub: Any) -> None:
         help="variables: voltage set-points (vm) or reactive injections (q); auto: q on the "
         "seed-000 microgrids, vm elsewhere",
     )
+    ropf.add_argument(
+        "--slack-vm",
+        choices=("auto", "fixed", "free"),
+        default="auto",
+        help="is the reference generator's voltage a variable too? auto: free on the islanded "
+        "microgrid (no grid holds it), fixed elsewhere",
+    )
     ropf.add_argument("--vmin", type=float, default=None, help="lower voltage limit, pu")
     ropf.add_argument("--vmax", type=float, default=None, help="upper voltage limit, pu")
     ropf.add_argument("--json", action="store_true", help="machine-readable output")
@@ -68,7 +75,11 @@ def _ropf(args: argparse.Namespace) -> int:
         options = RopfOptions(
             vmin_pu=args.vmin,
             vmax_pu=args.vmax,
-            slack_vm_free=str(args.case) == "microgrid9-islanded",
+            slack_vm_free=(
+                str(args.case) == "microgrid9-islanded"
+                if args.slack_vm == "auto"
+                else args.slack_vm == "free"
+            ),
         )
         problem = RopfProblem(compile_network(net), control, options)
     except (NetworkError, ValueError) as exc:
