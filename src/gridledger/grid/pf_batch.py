@@ -43,6 +43,7 @@ class _DenseModel:
     # (n_eq, 2nb+1) 0/1: places a Newton step [dva_nonref, dvm_pq, dslack] on [va, vm, slack]
     scatter: np.ndarray
     start_angles: np.ndarray  # (nb,) flat-start angles through phase shifters
+    weighted_buses: np.ndarray  # buses that take a share of the slack power
 
 
 _DENSE_CACHE: dict[tuple[int, str], tuple[CompiledNetwork, _DenseModel]] = {}
@@ -65,6 +66,7 @@ def _dense(c: CompiledNetwork, control: RegulatorControl) -> _DenseModel:
         y_real=np.ascontiguousarray(np.block([[g, b], [-b, g]])),
         scatter=_scatter(st, c.n_bus),
         start_angles=start_angles(c),
+        weighted_buses=np.flatnonzero(st.bus_weight),
     )
     if len(_DENSE_CACHE) > 64:
         _DENSE_CACHE.clear()
@@ -339,8 +341,12 @@ def _residual(
     slack: np.ndarray,
     p_spec: np.ndarray,
     q_spec_pq: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mismatch vectors (B, n_eq) and the real/imaginary parts (B, 2nb) of V and of S."""
+    with_s: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Mismatch vectors (B, n_eq), the real/imaginary parts (B, 2nb) of V and (``with_s``) of S.
+
+    Written to allocate little: this is the chord loop's whole per-step cost.
+    """
     nb = vm.shape[1]
     ef = np.empty((vm.shape[0], 2 * nb))
     e, f = ef[:, :nb], ef[:, nb:]
@@ -350,16 +356,19 @@ def _residual(
     f *= vm
     cur = ef @ m.y_real
     ir, ii = cur[:, :nb], cur[:, nb:]
-    pq = m.setup.pq
     out = np.empty((vm.shape[0], m.n_eq))
-    p = e * ir
+    p = out[:, :nb]
+    np.multiply(e, ir, out=p)
     p += f * ii
     q = f * ir
     q -= e * ii
-    np.subtract(p, p_spec, out=out[:, :nb])
-    out[:, :nb] -= m.setup.bus_weight * slack[:, None]
-    np.subtract(q[:, pq], q_spec_pq, out=out[:, nb:])
-    return out, ef, np.concatenate([p, q], axis=1)
+    s_parts = np.concatenate([p, q], axis=1) if with_s else None
+    p -= p_spec
+    w = m.setup.bus_weight
+    weighted = m.weighted_buses
+    p[:, weighted] -= w[weighted] * slack[:, None]
+    np.subtract(q[:, m.setup.pq], q_spec_pq, out=out[:, nb:])
+    return out, ef, s_parts
 
 
 def _complex(parts: np.ndarray) -> np.ndarray:
@@ -403,7 +412,7 @@ def _chord(
     # Whole-chunk arithmetic with masks: nearly all members converge in the same step, so
     # gathering the active ones each step would cost more than it saves.
     for k in range(max_iter + 1):
-        f, _, _ = _residual(m, vm, va, slack, p_spec, q_spec_pq)
+        f, _, _ = _residual(m, vm, va, slack, p_spec, q_spec_pq, with_s=False)
         nrm = _max_abs(f)
         running = ~(done | stalled)
         np.copyto(norm, nrm, where=running)
