@@ -110,8 +110,8 @@ def run_pf_batch(
     its last iterate (and its ``max_mismatch``), not a solution.
 
     Why our own numpy kernel rather than lightsim2grid (measured in bench/pf.py; lightsim2grid
-    is only a dev dependency): on 9 buses this kernel ran ~1.3× lightsim2grid's one-thread C++
-    ``InjectionSweep`` and ~10× a Python loop over its ``ac_pf``, because all members share one
+    is only a dev dependency): on 9 buses this kernel ran 1.3–1.8× lightsim2grid's one-thread C++
+    ``InjectionSweep`` and 10–14× a Python loop over its ``ac_pf``, because all members share one
     Jacobian factorisation (chord steps, see ``_chord``) and the per-member work is a few small
     dense products.  For one big network use ``run_pf`` (sparse); memory here is O(B·n) plus
     O(B·n²) for the members that fall back to full Newton.
