@@ -168,3 +168,21 @@ def test_block_with_bad_sequences_records_results_and_goes_on(tmp_path):
     assert (acct["seq"], acct["balances"]["utoken"]) == (1, 998)
     assert chain.result(replay).code == codes.BAD_SEQUENCE
     assert verify_chain(chain.store.path).ok
+
+
+def test_solo_stops_once_voted_below_two_thirds(tmp_path):
+    chain = make_chain(tmp_path)
+    assert chain.submit(
+        chain.tx("dso", "member.register", {"pub_key": chain.pub("mallory"), "role": "validator"})
+    ).ok
+    chain.block()
+    assert chain.submit(
+        chain.tx("validator", "validator.propose", {"power": 100, "pub_key": chain.pub("mallory")})
+    ).ok
+    chain.block()
+    assert len(chain.app.validators()) == 2
+    height = chain.app.height
+    with pytest.raises(SoloError, match="2/3"):
+        chain.block()
+    assert chain.app.height == height
+    assert verify_chain(chain.store.path).ok

@@ -52,8 +52,12 @@ class SoloEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        vals = {v.pub_key: v.power for v in app.validators()}
-        if vals.get(key.pub_key, 0) * 3 <= 2 * sum(vals.values()):
+        self._check_power()
+
+    def _check_power(self) -> None:
+        # re-checked every height: a validator-set vote can take the decision away from us
+        vals = {v.pub_key: v.power for v in self.app.validators()}
+        if vals.get(self.key.pub_key, 0) * 3 <= 2 * sum(vals.values()):
             raise SoloError("the node key does not hold more than 2/3 of the voting power")
 
     def produce_block(self, allow_empty: bool | None = None) -> Block | None:
@@ -63,6 +67,7 @@ class SoloEngine:
             txs = self.mempool.reap(self.max_block_bytes, self.max_block_txs)
             if not txs and not (self.create_empty if allow_empty is None else allow_empty):
                 return None
+            self._check_power()
             height = app.height + 1
             prev = self.store.meta("last_block_hash", None, writer=True)
             prev_hash = bytes.fromhex(prev) if prev else genesis_hash(app.genesis.raw)
