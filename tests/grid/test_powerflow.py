@@ -393,3 +393,18 @@ def test_distribution_networks_with_transformers_and_switches(name: str) -> None
     batch = run_pf_batch(ours_net, batch_size=2, tol=1e-11)
     assert batch.converged.all()
     np.testing.assert_allclose(batch.vm_pu[1], ours.vm_pu, atol=1e-9)
+
+
+@pytest.mark.parametrize("chord", [True, False])
+def test_batch_on_a_large_network(chord: bool) -> None:
+    """case300: the batch kernel still agrees with the sparse single solve (Newton fallback
+    works in memory-bounded groups)."""
+    c = compile_network(load_case("pandapower:case300"))
+    rng = np.random.default_rng(1)
+    vm = c.gen_vm + rng.uniform(-0.01, 0.01, (3, c.gen_bus.size))
+    batch = run_pf_batch(c, gen_vm=vm, chord=chord)
+    assert batch.converged.all()
+    for k in range(3):
+        one = run_pf(c, gen_vm=vm[k])
+        np.testing.assert_allclose(batch.vm_pu[k], one.vm_pu, atol=1e-9)
+        assert batch.loss_pu[k] * c.base_mva == pytest.approx(one.loss_mw, abs=1e-5)

@@ -235,6 +235,7 @@ _CHUNK = 1024
 _MAX_CHORD_STEPS = 12
 # A chord member must cut its mismatch at least by this factor per step, or it goes to Newton.
 _CHORD_MIN_CONTRACTION = 0.5
+_NEWTON_STACK_BYTES = 64 * 2**20
 
 
 def _base_state(
@@ -286,8 +287,12 @@ def _solve_chunk(
         # A member the chord drove away from its start begins Newton again from the start.
         lost = ~done & ~(norm < 1.0)
         state[lost] = start[lost]
-    rest = np.flatnonzero(~done)
-    if rest.size:
+    # Full Newton holds a (members, n_eq, n_eq) Jacobian stack and (members, nb, nb) complex
+    # temporaries: bound them to ~_NEWTON_STACK_BYTES (a few members at a time on case300).
+    group = max(1, _NEWTON_STACK_BYTES // (8 * m.n_eq * m.n_eq + 48 * nb * nb))
+    pending = np.flatnonzero(~done)
+    for lo in range(0, pending.size, group):
+        rest = pending[lo : lo + group]
         vm_r = state[rest, nb : 2 * nb]
         va_r = state[rest, :nb]
         sl_r = state[rest, -1]
