@@ -267,7 +267,13 @@ def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
         for s in steps
         if s["committed"] >= 0.99 * s["submitted"] and s["latency_p50_ms"] <= P50_BUDGET_MS
     ]
-    best = max(sustained, key=lambda s: s["committed_tx_per_s"]) if sustained else steps[0]
+    none = {
+        "committed_tx_per_s": 0.0,
+        "offered_tx_per_s": 0.0,
+        "latency_p50_ms": float("nan"),
+        "latency_p99_ms": float("nan"),
+    }
+    best = max(sustained, key=lambda s: s["committed_tx_per_s"]) if sustained else none
     peak_step = max(steps, key=lambda s: s["committed_tx_per_s"])
     return {
         "validators": n,

@@ -117,6 +117,19 @@ def test_sigstop_then_sigcont_catches_up_without_fork(net):
     assert net.check_agreement() >= top
 
 
+def test_node_with_a_wiped_store_syncs_the_whole_chain_from_peers(net):
+    """A new (or rebuilt) node fetches every block, checks commits and state roots, rejoins."""
+    net.kill(1)
+    data = net.nodes[1].home / "data"
+    for f in data.iterdir():
+        if f.name != "privval_state.json":  # the signer's memory stays: it must not double-sign
+            f.unlink()
+    top = _max_height(net, [0, 2, 3])
+    net.start([1])
+    net.wait_height(top + 2, [1], timeout_s=90)
+    assert net.check_agreement() >= top + 2
+
+
 def test_partition_two_two_stalls_then_heals(net):
     net.partition([[0, 1], [2, 3]])
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import struct
 import time
@@ -148,7 +149,16 @@ class Reactor:
         return why is None
 
     def decide(self, height: int, block: bytes, commit: Commit) -> None:
-        self.chain.apply(height, block, commit)
+        try:
+            self.chain.apply(height, block, commit)
+        except Exception:
+            # A decided block that this node cannot execute means its state or disk is broken;
+            # going on could only make it sign against a chain it does not hold. Stop loudly:
+            # what is committed is durable, and a restart resumes (or fails) from there.
+            log.critical(
+                "cannot execute decided block %d; stopping the node", height, exc_info=True
+            )
+            os._exit(70)
         for cb in self.commit_listeners:
             cb(height)
         delay = self.config.timeouts.commit_s
