@@ -69,3 +69,19 @@ def test_pf_non_convergence_exits_nonzero(capsys: pytest.CaptureFixture[str]) ->
 def test_pf_bad_tolerance(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pf", "ieee9", "--tol", "0"]) == 2
     assert "--tol must be positive" in capsys.readouterr().err
+
+
+def test_pf_q_limits_flag(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from gridledger.grid.loaders import to_matpower
+
+    net = load_case("ieee9-q200")
+    gen = net.gen.copy()
+    gen["qmax_mvar"] = 60.0
+    path = tmp_path / "limited.m"
+    path.write_text(to_matpower(net.with_tables(gen=gen)))
+    assert main(["pf", str(path), "--json"]) == 0
+    free = json.loads(capsys.readouterr().out)
+    assert main(["pf", str(path), "--json", "--q-limits"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert free["generators"][1]["q_mvar"] > 60.0
+    assert held["generators"][1]["q_mvar"] == pytest.approx(60.0, abs=1e-6)

@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
         help="regulator generators hold their voltage set-point (vm, default) or inject their "
         "reactive set-point (q)",
     )
+    pf.add_argument(
+        "--q-limits",
+        action="store_true",
+        help="switch regulators beyond their reactive limits to PQ at the limit (vm control)",
+    )
     pf.add_argument("--tol", type=float, default=1e-8, help="largest power mismatch, pu")
     pf.add_argument("--max-iter", type=int, default=30)
     pf.set_defaults(handler=_pf)
@@ -63,7 +68,12 @@ def _pf(args: argparse.Namespace) -> int:
     except NetworkError as exc:
         raise CliError(str(exc)) from exc
     res = run_pf(
-        net, regulator_control=args.control, tol=args.tol, max_iter=args.max_iter, check=False
+        net,
+        regulator_control=args.control,
+        tol=args.tol,
+        max_iter=args.max_iter,
+        check=False,
+        enforce_q_limits=args.q_limits,
     )
     if args.json:
         out = res.to_dict()
