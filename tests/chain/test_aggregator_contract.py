@@ -80,8 +80,7 @@ def test_anyone_can_replay_the_aggregator_from_the_records(finished):
     stored = chain.state("admm/r1/schedule")
     for key in ("z", "p_w", "dlmp_utoken_per_kwh", "status"):
         assert r["schedule"][key] == stored[key]
-    for node in range(len(r["xi"])):
-        assert r["xi"][node] == chain.state(f"admm/r1/xi/{node}")
+    assert r["xi"] == chain.state("admm/r1/xi")
 
 
 def _open_one_iteration(tmp_path, feeder):
@@ -160,3 +159,67 @@ def test_open_checks_the_tree_and_the_opener(tmp_path, feeder):
     assert out.code == codes.INVALID_PAYLOAD and "parent[1] = 2 must be a node before 1" in out.log
     by_prosumer = chain.submit(keys[0], "admm.open", payload)
     assert by_prosumer.code == codes.ROLE_NOT_ALLOWED
+
+
+HOUR_MS = 3_600_000
+
+
+def test_billing_pays_and_charges_at_the_dlmps(tmp_path, feeder):
+    meters = [KeyPair.from_seed(bytes([40 + i]) * 32) for i in range(feeder.n_nodes)]
+    chain, keys = _chain(tmp_path, feeder, meters=meters)
+    open_round(chain, DSO, feeder, "r1", [k.pub_hex for k in keys], replace(OPTIONS, max_iter=2))
+    chain.produce()
+    _run(chain, [DerAgent(feeder, i, keys[i], "r1") for i in range(feeder.n_nodes)])
+    schedule = chain.state("admm/r1/schedule")
+    start = T0 + 10 * HOUR_MS
+    opened = chain.submit(
+        DSO,
+        "billing.open",
+        {
+            "accounts": [k.pub_hex for k in keys],
+            "meters": [m.pub_hex for m in meters],
+            "penalty_utoken_per_kwh": 100_000,
+            "round": "r1",
+            "start_ms": start,
+            "tolerance_wh": 50,
+        },
+    )
+    chain.produce()
+    assert chain.result(opened.txid).code == codes.OK
+    node, hour = 2, 18
+    scheduled_wh = schedule["p_w"][node][hour]
+    dlmp = schedule["dlmp_utoken_per_kwh"][node][hour]
+    metered_wh = scheduled_wh - 150  # consumed 150 Wh more than scheduled
+    before = chain.balance("utoken", keys[node].pub_hex)
+    pool_before = chain.balance("utoken", DSO.pub_hex)
+    reading = {
+        "duration_s": 3600,
+        "net_wh": metered_wh,
+        "node": node,
+        "round": "r1",
+        "start_ms": start + hour * HOUR_MS,
+    }
+    out = chain.submit(meters[node], "billing.reading", reading)
+    chain.produce()
+    assert chain.result(out.txid).code == codes.OK, chain.result(out.txid).log
+    energy = metered_wh * dlmp / 1000
+    penalty = (150 - 50) * 100_000 / 1000
+    expected = round(energy) - round(penalty)
+    delta = chain.balance("utoken", keys[node].pub_hex) - before
+    assert abs(delta - expected) <= 1
+    assert chain.balance("utoken", DSO.pub_hex) - pool_before == -delta  # tokens only move
+    bill = chain.state(f"bill/r1/{node}/{hour}")
+    assert bill["penalty_utoken"] == 10_000 and bill["deviation_wh"] == -150
+    # bad readings change nothing
+    again = chain.submit(meters[node], "billing.reading", reading)
+    assert again.code == codes.ALREADY_EXISTS
+    outside = chain.submit(
+        meters[node], "billing.reading", dict(reading, start_ms=start + 24 * HOUR_MS)
+    )
+    assert outside.code == codes.INVALID_PAYLOAD
+    assert "hour 24 is outside the schedule's horizon" in outside.log
+    wrong_meter = chain.submit(meters[1], "billing.reading", dict(reading, start_ms=start))
+    assert wrong_meter.code == codes.UNAUTHORIZED and "not its meter" in wrong_meter.log
+    chain.produce()
+    assert chain.state(f"bill/r1/{node}/0") is None
+    assert chain.balance("utoken", keys[node].pub_hex) - before == delta

@@ -124,7 +124,7 @@ def run_on_chain(
     timeout_ms: int = 600_000,
     deadline_s: float = 1800.0,
 ) -> OnChainRun:
-    from gridledger.agents.runner import HttpChain
+    from gridledger.agents.der_agent import AgentHttp
 
     home.mkdir(parents=True, exist_ok=True)
     dso = KeyPair.generate()
@@ -137,9 +137,7 @@ def run_on_chain(
         url, stop = _start_bft(home, validators, dso, keys)
     procs: list[subprocess.Popen] = []
     try:
-        client = HttpChain(url)
-        started = time.monotonic()
-        open_round(client, dso, feeder, round_id, [k.pub_hex for k in keys], options, timeout_ms)
+        client = AgentHttp(url)
         n_proc = max(1, min(agent_processes, feeder.n_nodes))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         for p in range(n_proc):
@@ -167,6 +165,16 @@ def run_on_chain(
                     env=env,
                 )
             )
+        # agents build their models first, so the timing below is the round alone
+        ready_by = time.monotonic() + 300
+        while not all(
+            (home / f"agents-{p}.log").read_text().startswith("ready") for p in range(n_proc)
+        ):
+            if time.monotonic() > ready_by or any(p.poll() is not None for p in procs):
+                raise OnChainError(f"agent processes did not start; logs in {home}")
+            time.sleep(0.05)
+        started = time.monotonic()
+        open_round(client, dso, feeder, round_id, [k.pub_hex for k in keys], options, timeout_ms)
         deadline = time.monotonic() + deadline_s
         while True:
             state = client.state(f"admm/{round_id}/state")

@@ -99,42 +99,122 @@ class DerAgent:
         self.status = ""
         self.solve_s = 0.0
 
+    def warm_up(self) -> None:
+        shape = (len(self.rows), self.model.feeder.horizon_h)
+        self.model.solve_admm(np.ones(shape), np.zeros(shape), 1.0)
+
+    def due(self, state: dict[str, Any] | None) -> bool:
+        """Is an iteration open that this node has not submitted to yet?"""
+        if state is None:
+            return False
+        self.status = state["status"]
+        if state["status"] in TERMINAL:
+            self.done = True
+            return False
+        return (
+            state["status"] == "collecting"
+            and state["k"] > self.done_k
+            and self.node not in state["submitted"]
+        )
+
+    def local_step(self, state: dict[str, Any], z: list, xi_all: list) -> dict[str, Any]:
+        """Solve eq. 15 at the chain's ``z`` and this node's ξ; the ``admm.submit`` payload."""
+        z_tilde = np.array([z[r] for r in self.rows], dtype=float) / SCALE
+        xi = np.array(xi_all[self.node], dtype=float) / SCALE
+        started = time.perf_counter()
+        x = self.model.solve_admm(z_tilde, xi, state["rho"] / SCALE)
+        self.solve_s += time.perf_counter() - started
+        self.done_k = state["k"]
+        return {
+            "dlmp_utoken_per_kwh": [
+                round(v * UTOKEN_PER_KWH_PER_USD_PER_MWH) for v in self.model.dlmp_usd_per_mwh()[0]
+            ],
+            "k": state["k"],
+            "node": self.node,
+            "p_w": [round(v * W_PER_PU) for v in self.model.injections_mw()[0]],
+            "round": self.round_id,
+            "x": [[round(v * SCALE) for v in row] for row in x],
+        }
+
     def step(self, client: ChainClient) -> bool:
         """Submit for the open iteration if due; True when something was submitted."""
         rid = self.round_id
         st = client.state(f"admm/{rid}/state")
-        if st is None:
+        if not self.due(st):
+            if st is not None and self.node in st["submitted"]:
+                self.done_k = st["k"]
             return False
-        self.status = st["status"]
-        if st["status"] in TERMINAL:
-            self.done = True
-            return False
-        if st["status"] != "collecting" or st["k"] <= self.done_k:
-            return False
-        if self.node in st["submitted"]:
-            self.done_k = st["k"]
-            return False
-        z = client.state(f"admm/{rid}/z")
-        xi = client.state(f"admm/{rid}/xi/{self.node}")
-        z_tilde = np.array([z[r] for r in self.rows], dtype=float) / SCALE
-        started = time.perf_counter()
-        x = self.model.solve_admm(z_tilde, np.array(xi, dtype=float) / SCALE, st["rho"] / SCALE)
-        self.solve_s += time.perf_counter() - started
-        payload = {
-            "dlmp_utoken_per_kwh": [
-                round(v * UTOKEN_PER_KWH_PER_USD_PER_MWH) for v in self.model.dlmp_usd_per_mwh()[0]
-            ],
-            "k": st["k"],
-            "node": self.node,
-            "p_w": [round(v * W_PER_PU) for v in self.model.injections_mw()[0]],
-            "round": rid,
-            "x": [[round(v * SCALE) for v in row] for row in x],
-        }
+        payload = self.local_step(st, client.state(f"admm/{rid}/z"), client.state(f"admm/{rid}/xi"))
         out = client.submit(self.key, "admm.submit", payload)
         if not out.ok:
             raise AgentError(f"node {self.node} iteration {st['k']}: {out.log}")
-        self.done_k = st["k"]
         return True
+
+
+class AgentHttp:
+    """The few calls a process of agents needs from a node's HTTP API (solo or BFT): state
+    reads and one batched submission per iteration for all its keys."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        status = self.http.get("/status").raise_for_status().json()
+        self.chain_id = status["chain_id"]
+        self.bft = "consensus" in status
+        self.seq: dict[str, int] = {}
+
+    def state(self, key: str) -> Any:
+        from gridledger.chain import encoding
+
+        resp = self.http.get(f"/state/{key}")
+        if resp.status_code == 404:
+            return None
+        value = resp.raise_for_status().json().get("value")
+        if value is None:
+            return None
+        return encoding.decode(value.encode() if self.bft else bytes.fromhex(value))
+
+    def _next_seq(self, pub: str) -> int:
+        if pub not in self.seq:
+            if self.bft:
+                resp = self.http.get(f"/state/seq/{pub}")
+                value = resp.json().get("value") if resp.status_code == 200 else None
+                self.seq[pub] = int(value) if value is not None else 0
+            else:
+                acct = self.http.get(f"/accounts/{pub}").raise_for_status().json()
+                self.seq[pub] = int(acct["next_seq"])
+        return self.seq[pub]
+
+    def submit_many(self, items: list[tuple[KeyPair, str, dict[str, Any]]]) -> list[dict]:
+        from gridledger.chain.tx import make_tx
+
+        raws = [
+            make_tx(key, self.chain_id, self._next_seq(key.pub_hex), t, p).raw.hex()
+            for key, t, p in items
+        ]
+        if self.bft:
+            results = self.http.post("/txs", json={"txs": raws}).json()["results"]
+        else:
+            body = {"txs": [{"tx": r} for r in raws]}
+            results = self.http.post("/txs/batch", json=body).json()["results"]
+        for (key, _, _), res in zip(items, results, strict=True):
+            if res["code"] == 0:
+                self.seq[key.pub_hex] += 1
+            else:
+                self.seq.pop(key.pub_hex, None)
+        return results
+
+    def submit(self, key: KeyPair, tx_type: str, payload: dict[str, Any]) -> Any:
+        from types import SimpleNamespace
+
+        res = self.submit_many([(key, tx_type, payload)])[0]
+        return SimpleNamespace(
+            txid=res.get("txid", ""), code=res["code"], log=res.get("log", ""), ok=res["code"] == 0
+        )
+
+    def close(self) -> None:
+        self.http.close()
 
 
 def node_key_path(home: Path, node: int) -> Path:
@@ -142,7 +222,6 @@ def node_key_path(home: Path, node: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gridledger.agents.runner import HttpChain
     from gridledger.chain.keys import load_key
     from gridledger.grid.feeders import load_feeder
 
@@ -155,23 +234,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline-s", type=float, default=3600.0)
     args = p.parse_args(argv)
     feeder = load_feeder(args.feeder)
-    client = HttpChain(args.node)
+    client = AgentHttp(args.node)
     agents = [
         DerAgent(feeder, int(i), load_key(node_key_path(args.home, int(i)))[0], args.round)
         for i in args.nodes.split(",")
     ]
+    for agent in agents:  # compile each DPP problem now, not inside the first iteration
+        agent.warm_up()
+    print(f"ready: nodes {args.nodes}", flush=True)
     t_end = time.monotonic() + args.deadline_s
-    last_height = -1
+    key_state = f"admm/{args.round}/state"
     while time.monotonic() < t_end:
-        height = client.height()
-        if height != last_height:
-            last_height = height
-            for agent in agents:
-                agent.step(client)
-            if all(a.done for a in agents):
-                return 0
-        else:
+        state = client.state(key_state)
+        due = [a for a in agents if a.due(state)]
+        if all(a.done for a in agents):
+            return 0
+        if not due:
             time.sleep(0.005)
+            continue
+        # one read of z and of the duals per process and iteration, one batched submission
+        z = client.state(f"admm/{args.round}/z")
+        xi_all = client.state(f"admm/{args.round}/xi")
+        items = [(a.key, "admm.submit", a.local_step(state, z, xi_all)) for a in due]
+        for a, res in zip(due, client.submit_many(items), strict=True):
+            if res["code"] != 0:
+                print(f"node {a.node} iteration {state['k']}: {res.get('log')}", file=sys.stderr)
+                a.done_k = 0  # retry at the next poll
     print(f"agents {args.nodes}: deadline passed", file=sys.stderr)
     return 1
 

@@ -20,8 +20,8 @@ Every input is in a transaction, so anyone can re-run the rounds from the chain'
 (:func:`replay`) and must get the same integers as the state.
 
 State (prefix ``admm/``): ``admm/<round>/config``, ``/state`` (iteration, status, ρ, deadline,
-who submitted, residual history), ``/z``, ``/xi/<node>``, ``/x/<node>`` (current iteration),
-``/schedule`` once finished.
+who submitted, residual history), ``/z``, ``/xi`` (every node's duals), ``/x/<node>`` (current
+iteration), ``/schedule`` once finished.
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def _x_open(ctx: Context, p: dict[str, Any]) -> None:
     cfg = {**p, "opener": ctx.sender}
     ctx.state.set(_key(rid, "config"), cfg)
     params = _params(cfg)
-    for node, xi in enumerate(initial_xi(params, p["price0"])):
-        ctx.state.set(_key(rid, "xi", node), xi)
+    # all nodes' duals under one key: agents on one machine read them in one request
+    ctx.state.set(_key(rid, "xi"), initial_xi(params, p["price0"]))
     ctx.state.set(
         _key(rid, "state"),
         {
@@ -266,12 +266,11 @@ def _aggregate(ctx: Context, rid: str, cfg: dict[str, Any], st: dict[str, Any]) 
     params = _params(cfg)
     n = params.n_nodes
     subs = [ctx.state.get(_key(rid, "x", i)) for i in range(n)]
-    xi = [ctx.state.get(_key(rid, "xi", i)) for i in range(n)]
+    xi = ctx.state.get(_key(rid, "xi"))
     z = ctx.state.get(_key(rid, "z"))
     res = aggregate(params, st["k"], z, xi, [s["x"] for s in subs], st["rho"])
     ctx.state.set(_key(rid, "z"), res.z)
-    for i in range(n):
-        ctx.state.set(_key(rid, "xi", i), res.xi[i])
+    ctx.state.set(_key(rid, "xi"), res.xi)
     st["history"].append([st["k"], res.primal, res.dual, st["rho"]])
     ctx.emit("admm.aggregated", round=rid, k=st["k"], primal=res.primal, dual=res.dual)
     if res.status == "collecting":

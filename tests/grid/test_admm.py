@@ -1,0 +1,126 @@
+"""Consensus ADMM (seed 001 eqs. 12–19) against the centralized SOCP."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gridledger.grid.admm import AdmmOptions, Aggregator, initial_z, solve_admm
+from gridledger.grid.distflow import LocalModel, global_rows, solve_central
+from gridledger.grid.feeders import case33bw, head, sce56
+from gridledger.market.aggregation import RoundParams, aggregate, node_rows
+
+OPTIONS = AdmmOptions(rho=50.0, over_relaxation=1.6, adaptive=False, eps_pri=1e-4, eps_dual=1e-4)
+
+
+@pytest.fixture(scope="module")
+def small():
+    feeder = head(case33bw(), 4)
+    return feeder, solve_central(feeder)
+
+
+@pytest.fixture(scope="module")
+def converged(small):
+    feeder, _ = small
+    return solve_admm(feeder, replace(OPTIONS, max_iter=200))
+
+
+def test_admm_reaches_the_centralized_optimum(small, converged):
+    _, central = small
+    assert converged.converged and converged.iterations < 200
+    assert converged.primal_residual <= 1e-4 and converged.dual_residual <= 1e-4
+    gap = abs(converged.objective_usd - central.objective_usd) / central.objective_usd
+    assert gap < 1e-4
+    # (z itself is not unique: batteries and flexible loads leave optimal flows degenerate)
+    # DLMPs from the nodes' local balance duals match the centralized duals
+    np.testing.assert_allclose(converged.dlmp_usd_per_mwh, central.dlmp_usd_per_mwh, atol=0.05)
+
+
+def test_residuals_fall(converged):
+    first, last = converged.history[0], converged.history[-1]
+    assert last.primal_residual < first.primal_residual / 100
+    assert last.dual_residual < first.dual_residual / 100
+
+
+def test_batched_solve_is_the_per_node_decomposition(small):
+    """One block-separable solve of all nodes = every node's own problem (same x̃)."""
+    feeder, _ = small
+    batched = LocalModel(feeder)
+    z_tilde = initial_z(feeder)[batched.layout.z_rows]
+    rng = np.random.default_rng(0)
+    xi = rng.normal(0, 5, z_tilde.shape)
+    x_batched = batched.solve_admm(z_tilde, xi, 30.0)
+    start = 0
+    for node in range(feeder.n_nodes):
+        single = LocalModel(feeder, [node])
+        rows = [
+            int(np.flatnonzero((batched.layout.z_rows == zr) & (batched.layout.owner == node))[0])
+            for zr in single.layout.z_rows
+        ]
+        x_single = single.solve_admm(z_tilde[rows], xi[rows], 30.0)
+        # equal up to the interior-point tolerance (degenerate LP parts may differ slightly)
+        np.testing.assert_allclose(x_single, x_batched[rows], atol=3e-5)
+        start += len(rows)
+    assert start == len(batched.layout.z_rows)
+
+
+def test_process_pool_gives_the_same_iterates(small):
+    feeder, _ = small
+    opts = replace(OPTIONS, max_iter=4, groups=feeder.n_nodes)
+    serial = solve_admm(feeder, opts)
+    pooled = solve_admm(feeder, replace(opts, workers=2))
+    np.testing.assert_allclose(pooled.z, serial.z, atol=1e-9)
+    assert [h.primal_residual for h in pooled.history] == pytest.approx(
+        [h.primal_residual for h in serial.history], rel=1e-9
+    )
+
+
+def test_aggregator_averages_and_keeps_dual_sums_at_zero():
+    # two copies of entry 0 and three of entry 1, one hour
+    z_rows = np.array([0, 0, 1, 1, 1])
+    agg = Aggregator(z_rows, 2, np.array([[1.0], [2.0]]), rho=10.0)
+    x = np.array([[2.0], [4.0], [1.0], [2.0], [6.0]])
+    primal, dual, _ = agg.step(x, alpha=1.0)
+    np.testing.assert_allclose(agg.z, [[3.0], [3.0]])  # eq. 16: plain averages
+    np.testing.assert_allclose(agg.xi.ravel(), 10.0 * (x - agg.z[z_rows]).ravel())  # eq. 17
+    assert primal == pytest.approx(np.sqrt(1 + 1 + 4 + 1 + 9))
+    assert dual == pytest.approx(np.sqrt(4 + 1))
+    sums = np.bincount(z_rows, weights=agg.xi.ravel())
+    np.testing.assert_allclose(sums, 0.0, atol=1e-12)
+
+
+def test_fixed_point_aggregator_matches_the_float_one(small):
+    feeder, _ = small
+    parent = [int(p) for p in feeder.parent]
+    horizon = 24
+    params = RoundParams(tuple(parent), horizon, 50 * 10**9, 8, 5, 1, 1, 10, False, 10, 2)
+    rng = np.random.default_rng(1)
+    z0 = initial_z(feeder)
+    rows = [node_rows(parent, i) for i in range(feeder.n_nodes)]
+    x = [z0[r] + rng.normal(0, 0.01, (len(r), horizon)) for r in rows]
+    scale = 10**9
+    res = aggregate(
+        params, 1,
+        [[round(v * scale) for v in row] for row in z0],
+        [[[0] * horizon for _ in r] for r in rows],
+        [[[round(v * scale) for v in row] for row in xi] for xi in x],
+        params.rho,
+    )  # fmt: skip
+    agg = Aggregator(np.concatenate(rows), global_rows(feeder.n_nodes), z0, 50.0)
+    agg.step(np.vstack(x), alpha=1.6)
+    np.testing.assert_allclose(np.array(res.z) / scale, agg.z, atol=2e-9)
+    xi_fixed = np.vstack([np.array(v) for v in res.xi]) / scale
+    np.testing.assert_allclose(xi_fixed, agg.xi, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sce56_admm_against_centralized():
+    feeder = sce56()
+    central = solve_central(feeder)
+    assert central.relaxation_gap < 1e-3
+    res = solve_admm(feeder, replace(OPTIONS, max_iter=60))
+    gap = abs(res.objective_usd - central.objective_usd) / central.objective_usd
+    assert gap < 0.02
+    assert res.history[-1].primal_residual < res.history[0].primal_residual / 10
