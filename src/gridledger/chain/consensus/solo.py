@@ -100,7 +100,7 @@ class SoloEngine:
             fn(block, list(result.tx_results))
         return block
 
-    def _linger(self, quiet_s: float = 0.003, max_s: float = 0.05) -> None:
+    def _linger(self, quiet_s: float = 0.005, max_s: float = 0.1) -> None:
         """Eager mode: let a burst of submissions finish (or fill a block) before cutting, so a
         steady stream is not committed one tiny block (and one fsync) at a time."""
         deadline = time.monotonic() + max_s
