@@ -186,3 +186,25 @@ def test_solo_stops_once_voted_below_two_thirds(tmp_path):
         chain.block()
     assert chain.app.height == height
     assert verify_chain(chain.store.path).ok
+
+
+def test_gate_failed_committed_tx_cannot_come_back(tmp_path):
+    """A suspended member's tx lands in a block (another proposer put it there) and fails the
+    gate without consuming its sequence number; after reinstatement the same bytes would pass
+    the sequence check, but they are committed already: refused as a duplicate, even after a
+    restart."""
+    chain = make_chain(tmp_path)
+    assert chain.submit(chain.tx("vendor", "member.suspend", {"member": chain.pub("alice")})).ok
+    chain.block()
+    raw = chain.tx(
+        "alice", "token.transfer", {"amount": 5, "denom": "utoken", "to": chain.pub("bob")}, seq=0
+    )
+    res = commit_block(chain, [raw])
+    assert res.tx_results[0].code == codes.MEMBER_INACTIVE
+    assert chain.submit(chain.tx("vendor", "member.reinstate", {"member": chain.pub("alice")})).ok
+    chain.block()
+    r = chain.submit(raw)
+    assert r.code == codes.DUPLICATE and "already committed" in r.log
+    from gridledger.chain.app import LedgerApp
+
+    assert LedgerApp(chain.store).check_tx(raw).code == codes.DUPLICATE

@@ -46,6 +46,21 @@ from gridledger.chain.tx import Tx, TxError, decode_tx, tx_id
 
 _GATE = "gate"  # failure before execution: nothing changes
 _EXEC = "exec"  # failure in the contract: sequence consumed, writes discarded
+# results a tx can get without consuming its sequence number: the same bytes could pass the
+# sequence check again later, so check_tx must know they were committed (kept in memory: rare)
+_GATE_CODES = (
+    codes.MALFORMED,
+    codes.BAD_SIGNATURE,
+    codes.WRONG_CHAIN,
+    codes.BAD_SEQUENCE,
+    codes.NOT_MEMBER,
+    codes.ROLE_NOT_ALLOWED,
+    codes.UNKNOWN_TYPE,
+    codes.INVALID_PAYLOAD,
+    codes.TOO_LARGE,
+    codes.DUPLICATE,
+    codes.MEMBER_INACTIVE,
+)
 _SIG_CACHE_MAX = 200_000  # txids: ~20 MB at most
 _PRECHECK_CACHE_MAX = 50_000  # decoded txs: bounded memory; a miss only costs a re-decode
 
@@ -76,6 +91,7 @@ class LedgerApp:
         # stateless gate results by wire bytes: a tx is decoded and verified once, not at each
         # of admission, proposal, validation and execution (profiled: 6 decodes per tx before)
         self._prechecked: dict[bytes, tuple[Tx | None, int, str]] = {}
+        self._gate_failed: set[bytes] = set()
         self._check_overlay: dict[bytes, bytes | None] = {}
         self._pending: _Pending | None = None
         self.genesis: Genesis | None = None
@@ -94,6 +110,8 @@ class LedgerApp:
         self.genesis = parse_genesis(genesis_raw)
         self.registry = build_registry(self.genesis.contracts)
         self.params = self.genesis.params
+        self._prechecked.clear()  # results depend on the chain id and registry just loaded
+        self._gate_failed = self.store.committed_with_codes(_GATE_CODES)
         for k, v in self.store.state_items(writer=True):
             k, v = bytes(k), bytes(v)
             self._committed[k] = v
@@ -272,6 +290,8 @@ class LedgerApp:
             code, log, stage = codes.OK, "", ""
         except ContractError as exc:
             code, log, stage = exc.code, exc.log, _EXEC
+        except (MemoryError, RecursionError):
+            raise  # depends on the machine, not the input: stop rather than diverge
         except Exception as exc:  # a contract bug: deterministic, recorded, never a node crash
             code, log, stage = codes.INTERNAL, f"contract error {type(exc).__name__}", _EXEC
         if code != codes.OK:
@@ -291,6 +311,13 @@ class LedgerApp:
                 code, log, parsed.sender if parsed else b"", parsed.seq if parsed else 0
             )
         with self.lock:
+            if parsed.id in self._gate_failed:
+                return CheckTxResult(
+                    codes.DUPLICATE,
+                    "transaction is already committed (it failed there)",
+                    parsed.sender,
+                    parsed.seq,
+                )
             state = State(self._committed, self._check_overlay)
             code, log, _, _ = self._execute(parsed, state, self.height + 1, self.last_time_ms)
             if code == codes.OK:
@@ -442,9 +469,11 @@ class LedgerApp:
             self.height, self.app_hash = p.height, p.app_hash
             self.last_results_hash, self.last_time_ms = p.results_hash, p.time_ms
             self._check_overlay = {}
-            for txid, raw in zip(p.txids, p.txs, strict=True):
+            for txid, raw, r in zip(p.txids, p.txs, p.results, strict=True):
                 self._sig_ok.discard(txid)
                 self._prechecked.pop(raw, None)
+                if r.code in _GATE_CODES:
+                    self._gate_failed.add(txid)
             self._pending = None
 
     def query(
