@@ -158,3 +158,32 @@ def test_openapi_schema_lists_the_endpoints(env):
         "/offchain",
     ):
         assert p in paths
+
+
+def test_verify_a_live_node_while_it_commits(env):
+    import threading
+
+    from gridledger.chain.verify import verify_chain
+
+    node, client, keys, pubs = env
+    dso = Signer(client, keys["dso"])
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            raws = [
+                dso.sign("token.transfer", {"amount": 1, "denom": "utoken", "to": pubs["ict"]})
+                for _ in range(20)
+            ]
+            client.submit_batch(raws)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    try:
+        for _ in range(3):
+            rep = verify_chain(node.store.path)
+            assert rep.ok, rep
+    finally:
+        stop.set()
+        t.join(30)
+    assert rep.txs > 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,17 @@ class Store:
             )
             self._local.conn = conn
         return conn
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """All reads of this thread inside see one committed state (WAL snapshot), even while
+        the node goes on committing: an audit of a live node compares like with like."""
+        conn = self._r()
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
 
     def meta(self, key: str, default: Any = None, writer: bool = False) -> Any:
         conn = self._w if writer else self._r()

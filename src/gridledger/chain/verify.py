@@ -50,7 +50,10 @@ def verify_chain(db_path: Path | str) -> VerifyReport:
     with tempfile.TemporaryDirectory(prefix="gridledger-verify-") as tmp:
         replay_store = Store(Path(tmp) / "replay.db", synchronous="OFF")
         try:
-            _run(node, replay_store, rep)
+            with node.read_snapshot():
+                _run(node, replay_store, rep)
+        except sqlite3.DatabaseError as exc:
+            _fail(rep, rep.height + 1 if rep.height else None, f"database unreadable: {exc}")
         finally:
             replay_store.close()
             node.close()
