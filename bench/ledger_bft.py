@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import struct
 import sys
@@ -196,6 +197,21 @@ def _stats(
     }
 
 
+def cpu_seconds(net: Testnet) -> float:
+    """User + system CPU time of all validator processes (machine-load independent cost)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for node in net.nodes:
+        if node.proc is None:
+            continue
+        try:
+            fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / tick
+
+
 def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
     """One network of ``n`` validators; offered load stepped up through ``rates``."""
     keys, members, balances = make_accounts(senders)
@@ -233,9 +249,20 @@ def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
         net.start()
         try:
             net.wait_height(2, timeout_s=180)
+            # Idle cost of consensus itself: CPU per height with no transactions.
+            h0, c0 = net.heights([0])[0], cpu_seconds(net)
+            time.sleep(3.0)
+            idle_heights = net.heights([0])[0] - h0
+            idle_cpu_ms_per_height = 1000 * (cpu_seconds(net) - c0) / max(1, idle_heights)
+            print(
+                f"[N={n}] idle: {idle_heights} heights in 3 s, "
+                f"{idle_cpu_ms_per_height:.1f} CPU ms per height (all nodes)",
+                file=sys.stderr,
+            )
             pos = 0
             for rate, k in zip(rates, chunks, strict=True):
                 start_h = net.heights([0])[0]
+                cpu0 = cpu_seconds(net)
                 chunk = [s[pos : pos + k] for s in per_sender]
                 pos += k
                 submitted = asyncio.run(offer_load(net.api_urls, chunk, rate, seconds))
@@ -253,6 +280,11 @@ def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
                         break
                     time.sleep(0.5)
                 st = _stats(submitted, commit_time, rate, seconds, load_end)
+                cpu = cpu_seconds(net) - cpu0
+                heights = net.heights([0])[0] - start_h
+                st["heights"] = heights
+                st["cpu_ms_per_tx"] = round(1000 * cpu / max(1, st["committed"]), 3)
+                st["cpu_s_all_nodes"] = round(cpu, 2)
                 print(f"[N={n}] {json.dumps(st)}", file=sys.stderr)
                 steps.append(st)
                 # Saturated: the backlog grows (latency of seconds) or work is left undone.
@@ -286,6 +318,8 @@ def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
         "peak_tx_per_s": peak_step["committed_tx_per_s"],
         "peak_p50_ms": peak_step["latency_p50_ms"],
         "app_ceiling_tx_per_s": round(ceiling, 1),
+        "idle_cpu_ms_per_height": round(idle_cpu_ms_per_height, 1),
+        "cpu_ms_per_tx_at_peak": peak_step["cpu_ms_per_tx"],
         "ratio_to_app_ceiling": round(best["committed_tx_per_s"] / ceiling, 3),
         "ratio_peak_to_seed003_tps": round(peak_step["committed_tx_per_s"] / SEED003["tps"], 2),
         "steps": steps,
