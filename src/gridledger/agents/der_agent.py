@@ -288,7 +288,7 @@ def admm_genesis(
     agent_utoken: int = 0,
 ) -> bytes:
     """A chain whose members are the DSO, one prosumer key per node (and optionally one meter
-    key per node), with S1 (aggregator) and S2 (billing) loaded."""
+    key per node), with S1 (aggregator), S2 (billing) and the VPP contract loaded."""
     from gridledger.chain.genesis import make_genesis
 
     members = [{"bus": None, "name": "dso", "pub_key": dso.pub_hex, "role": "dso"}]
@@ -311,5 +311,9 @@ def admm_genesis(
         [(validator.pub_hex, 10)],
         members,
         balances,
-        contracts=["gridledger.chain.contracts.aggregator", "gridledger.chain.contracts.billing"],
+        contracts=[
+            "gridledger.chain.contracts.aggregator",
+            "gridledger.chain.contracts.billing",
+            "gridledger.chain.contracts.vpp",
+        ],
     )
