@@ -140,17 +140,17 @@ class Node:
 
     # --- reads ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        h = self.store.height()
+        with self.store.read_snapshot():  # height, root and hash of the same block
+            meta = {k: self.store.meta(k) for k in ("app_hash", "last_block_hash", "last_time_ms")}
+            h = self.store.height()
         return {
-            "app_hash": self.store.meta("app_hash"),
             "chain_id": self.app.chain_id,
             "height": h,
-            "last_block_hash": self.store.meta("last_block_hash"),
-            "last_time_ms": self.store.meta("last_time_ms"),
             "mempool": len(self.mempool),
             "validators": [
                 {"power": v.power, "pub_key": v.pub_key.hex()} for v in self.app.validators()
             ],
+            **meta,
         }
 
     def block(self, height: int | None) -> dict[str, Any] | None:
