@@ -24,7 +24,15 @@ pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("bft_faults"), pytest.
 
 def _net(tmp_path_factory, name: str, **kw) -> Testnet:
     home = tmp_path_factory.mktemp(name)
-    init_testnet(home, 4, timeouts=FAST_TIMEOUTS, status_interval_s=0.2, stuck_after_s=0.5, **kw)
+    init_testnet(
+        home,
+        4,
+        timeouts=FAST_TIMEOUTS,
+        status_interval_s=0.2,
+        stuck_after_s=0.5,
+        empty_block_interval_s=0.2,
+        **kw,
+    )
     net = Testnet(home)
     net.start()
     net.wait_height(2, timeout_s=60)

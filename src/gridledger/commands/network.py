@@ -28,6 +28,7 @@ def _init(args: argparse.Namespace) -> int:
             args.validators,
             chain_id=args.chain_id,
             timeouts=FAST_TIMEOUTS if args.fast else None,
+            empty_block_interval_s=0.2 if args.fast else 1.0,
         )
     except TestnetError as exc:
         raise CliError(str(exc)) from exc

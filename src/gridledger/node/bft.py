@@ -73,6 +73,7 @@ class NodeConfig:
     faults_file: str | None
     store_sync: str
     max_block_txs: int
+    empty_block_interval_s: float
 
     @staticmethod
     def load(home: Path) -> NodeConfig:
@@ -98,6 +99,7 @@ class NodeConfig:
                 faults_file=d.get("faults_file"),
                 store_sync=str(d.get("store_sync", "FULL")),
                 max_block_txs=int(d.get("max_block_txs", 5000)),
+                empty_block_interval_s=float(d.get("empty_block_interval_s", 1.0)),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: bad or missing field: {exc!r}") from exc
@@ -155,6 +157,7 @@ class BftNode:
                 status_interval_s=c.status_interval_s,
                 stuck_after_s=c.stuck_after_s,
                 byzantine=c.byzantine,
+                empty_block_interval_s=c.empty_block_interval_s,
             ),
             submit_evidence=self._submit_evidence,
         )

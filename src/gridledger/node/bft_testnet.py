@@ -84,6 +84,7 @@ def init_testnet(
     byzantine: dict[int, list[str]] | None = None,
     store_sync: str = "FULL",
     max_block_txs: int = 5000,
+    empty_block_interval_s: float = 1.0,
     host: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """Write an N-validator network under ``home``; return its description (also testnet.json).
@@ -159,6 +160,7 @@ def init_testnet(
             "faults_file": "faults.json",
             "store_sync": store_sync,
             "max_block_txs": max_block_txs,
+            "empty_block_interval_s": empty_block_interval_s,
         }
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
     desc = {"chain_id": chain_id, "nodes": nodes}

@@ -368,6 +368,9 @@ class LedgerChain:
         finally:
             self.height = saved
 
+    def has_pending_txs(self) -> bool:
+        return len(self.mempool) > 0 or bool(self.peer_txs)
+
     def add_peer_tx(self, raw: bytes) -> bool:
         """A transaction gossiped by a peer validator, which already admitted it with check_tx.
 

@@ -51,6 +51,7 @@ class ReactorConfig:
     relay_fanout: int = 1
     sync_batch: int = 32
     tx_flush_s: float = 0.005
+    empty_block_interval_s: float = 1.0
     byzantine: frozenset[str] = frozenset()  # test-only: "equivocate", "split_proposal"
 
 
@@ -85,6 +86,8 @@ class Reactor:
         self._tasks: list[asyncio.Task] = []
         self._rng = random.Random()
         self._stopped = False
+        self._idle_wait = False
+        self._start_timer: asyncio.TimerHandle | None = None
         self.rejected_msgs = 0
         self.commit_listeners: list[Callable[[int], None]] = []
 
@@ -103,7 +106,17 @@ class Reactor:
         for t in self._tasks:
             t.cancel()
 
+    def tx_arrived(self) -> None:
+        """A transaction entered the mempool or peer pool: end an idle wait now."""
+        if self._idle_wait and self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = self._loop.call_later(
+                self.config.timeouts.commit_s, self._start_height
+            )
+            self._idle_wait = False
+
     def _start_height(self) -> None:
+        self._idle_wait = False
         if self._stopped:
             return
         h = self.chain.height + 1
@@ -167,7 +180,13 @@ class Reactor:
         delay = self.config.timeouts.commit_s
         if self._future_blocks:
             delay = 0.0  # catching up: no reason to wait for transactions
-        self._loop.call_later(delay, self._start_height)
+        elif not self.chain.has_pending_txs():
+            # Nothing to order: wait up to empty_block_interval_s for a transaction (the first
+            # one that arrives starts the height), so an idle chain does not burn CPU on
+            # empty blocks. Block time still advances at least once per interval.
+            delay = max(delay, self.config.empty_block_interval_s)
+            self._idle_wait = True
+        self._start_timer = self._loop.call_later(delay, self._start_height)
 
     def on_evidence(self, ev: DuplicateVoteEvidence) -> None:
         h = ev.hash()
@@ -290,6 +309,7 @@ class Reactor:
     # --- transactions -----------------------------------------------------------------------------
     def gossip_tx(self, raw: bytes) -> None:
         """Queue a client's accepted transaction for the next batch to peers."""
+        self.tx_arrived()
         self._tx_buf.append(raw)
         if not self._tx_flush_scheduled:
             self._tx_flush_scheduled = True
@@ -304,10 +324,13 @@ class Reactor:
 
     def _on_txs(self, payload: bytes) -> None:
         i, n = 0, len(payload)
+        added = False
         while i < n:
             (ln,) = struct.unpack_from(">I", payload, i)
-            self.chain.add_peer_tx(payload[i + 4 : i + 4 + ln])
+            added |= self.chain.add_peer_tx(payload[i + 4 : i + 4 + ln])
             i += 4 + ln
+        if added:
+            self.tx_arrived()
 
     # --- status -----------------------------------------------------------------------------------
     async def _status_loop(self) -> None:
