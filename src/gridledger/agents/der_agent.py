@@ -40,7 +40,9 @@ def round_payload(
 ) -> dict[str, Any]:
     """The ``admm.open`` payload for ``options`` (ρ, α, ε, μ, τ in the contract's units)."""
     alpha_den = 1000
-    price = root_price_estimate(feeder, initial_z(feeder)) if options.price_warm_start else None
+    price = None
+    if options.price_warm_start:
+        price = root_price_estimate(feeder, initial_z(feeder), options.flat_price)
     return {
         "adaptive": int(options.adaptive),
         "agents": agents,
@@ -161,7 +163,6 @@ class AgentHttp:
         self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
         status = self.http.get("/status").raise_for_status().json()
         self.chain_id = status["chain_id"]
-        self.bft = "consensus" in status
         self.seq: dict[str, int] = {}
 
     def state(self, key: str) -> Any:
@@ -173,17 +174,16 @@ class AgentHttp:
         value = resp.raise_for_status().json().get("value")
         if value is None:
             return None
-        return encoding.decode(value.encode() if self.bft else bytes.fromhex(value))
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:  # a node that answers with the canonical JSON itself
+            raw = value.encode()
+        return encoding.decode(raw)
 
     def _next_seq(self, pub: str) -> int:
         if pub not in self.seq:
-            if self.bft:
-                resp = self.http.get(f"/state/seq/{pub}")
-                value = resp.json().get("value") if resp.status_code == 200 else None
-                self.seq[pub] = int(value) if value is not None else 0
-            else:
-                acct = self.http.get(f"/accounts/{pub}").raise_for_status().json()
-                self.seq[pub] = int(acct["next_seq"])
+            acct = self.http.get(f"/accounts/{pub}").raise_for_status().json()
+            self.seq[pub] = int(acct["next_seq"])
         return self.seq[pub]
 
     def submit_many(self, items: list[tuple[KeyPair, str, dict[str, Any]]]) -> list[dict]:
@@ -193,11 +193,8 @@ class AgentHttp:
             make_tx(key, self.chain_id, self._next_seq(key.pub_hex), t, p).raw.hex()
             for key, t, p in items
         ]
-        if self.bft:
-            results = self.http.post("/txs", json={"txs": raws}).json()["results"]
-        else:
-            body = {"txs": [{"tx": r} for r in raws]}
-            results = self.http.post("/txs/batch", json=body).json()["results"]
+        body = {"txs": [{"tx": r} for r in raws]}  # the same API on solo and BFT nodes
+        results = self.http.post("/txs/batch", json=body).raise_for_status().json()["results"]
         for (key, _, _), res in zip(items, results, strict=True):
             if res["code"] == 0:
                 self.seq[key.pub_hex] += 1

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gridledger.agents.client import ChainClient, must
+from gridledger.agents.client import AgentError, ChainClient, must
 from gridledger.chain import encoding
 from gridledger.chain.keys import KeyPair
 
@@ -244,65 +244,33 @@ class DsoAgent:
         if self.documents_dir is not None:
             self.documents_dir.mkdir(parents=True, exist_ok=True)
             (self.documents_dir / f"{mid}.json").write_text(json.dumps(document, indent=1))
+        if feasible and client.time_ms() >= m["start_ms"]:
+            feasible = False
+            reasons = ["the DSO could not certify the trade before its delivery started"]
         n = 0
         if feasible:
-            phase.states.update(new_states)
-            for t, (run, e) in sorted(evaluations.items()):
-                shares = [
-                    {
-                        "match_id": x["match_id"],
-                        "loss_w": round(1000 * e.share_kw[x["match_id"]]),
-                        "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
-                    }
-                    for x in run
-                ]
-                must(
-                    client.submit(
-                        self.key,
-                        "market.losses",
-                        {
-                            "from_ms": t,
-                            "shares": shares,
-                            "total_loss_w": round(1000 * e.loss_kw),
-                            "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
-                        },
-                    ),
-                    f"loss shares from {t}",
-                )
-                n += 1
-            setpoints = [
-                {
-                    "account": phase.regulator_accounts[r.bus],
-                    "node": r.bus,
-                    "q_var": round(1000 * r.q_kvar),
-                    "delta_q_var": round(1000 * r.delta_q_kvar),
-                    "delta_pq_w": round(1000 * r.delta_pq_kw),
-                    "utoken_per_slot": r.utoken_per_slot,
-                }
-                for r in start_eval.regulators
-                if r.bus in phase.regulator_accounts
-            ]
+            try:
+                n = self._post_approval(client, mid, rec, phase, evaluations, start_eval, digest)
+                phase.states.update(new_states)
+            except AgentError as exc:
+                # late or refused: the match must not hang pending, so it is rejected
+                feasible, reasons = False, [f"the DSO could not certify the trade: {exc}"[:200]]
+        if not feasible:
             must(
                 client.submit(
-                    self.key, "market.reactive", {"match_id": mid, "setpoints": setpoints}
+                    self.key,
+                    "market.certificate",
+                    {
+                        "match_id": mid,
+                        "match_digest": rec["digest"],
+                        "document_digest": digest,
+                        "verdict": "rejected",
+                        "reasons": [r[:200] for r in reasons[:16]],
+                    },
                 ),
-                f"reactive set-points for {mid}",
+                f"certificate for {mid}",
             )
             n += 1
-        must(
-            client.submit(
-                self.key,
-                "market.certificate",
-                {
-                    "match_id": mid,
-                    "match_digest": rec["digest"],
-                    "document_digest": digest,
-                    "verdict": "approved" if feasible else "rejected",
-                    "reasons": [r[:200] for r in reasons[:16]] if not feasible else [],
-                },
-            ),
-            f"certificate for {mid}",
-        )
         self.handled[mid] = "approved" if feasible else "rejected"
         self.log.append(
             {
@@ -312,7 +280,68 @@ class DsoAgent:
                 "document_digest": digest,
             }
         )
-        return n + 1
+        return n
+
+    def _post_approval(
+        self,
+        client: ChainClient,
+        mid: str,
+        rec: dict[str, Any],
+        phase: GridPhase,
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
+        start_eval: Evaluation,
+        digest: str,
+    ) -> int:
+        """Loss shares (one record per instant), set-points, then the approval."""
+        n = 0
+        for t, (run, e) in sorted(evaluations.items()):
+            shares = [
+                {
+                    "match_id": x["match_id"],
+                    "loss_w": round(1000 * e.share_kw[x["match_id"]]),
+                    "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
+                }
+                for x in run
+            ]
+            payload = {
+                "from_ms": t,
+                "shares": shares,
+                "total_loss_w": round(1000 * e.loss_kw),
+                "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
+            }
+            must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
+            n += 1
+        setpoints = [
+            {
+                "account": phase.regulator_accounts[r.bus],
+                "node": r.bus,
+                "q_var": round(1000 * r.q_kvar),
+                "delta_q_var": round(1000 * r.delta_q_kvar),
+                "delta_pq_w": round(1000 * r.delta_pq_kw),
+                "utoken_per_slot": r.utoken_per_slot,
+            }
+            for r in start_eval.regulators
+            if r.bus in phase.regulator_accounts
+        ]
+        must(
+            client.submit(self.key, "market.reactive", {"match_id": mid, "setpoints": setpoints}),
+            f"reactive set-points for {mid}",
+        )
+        cert = {
+            "match_id": mid,
+            "match_digest": rec["digest"],
+            "document_digest": digest,
+            "verdict": "approved",
+            "reasons": [],
+        }
+        must(client.submit(self.key, "market.certificate", cert), f"certificate for {mid}")
+        return n + 2
+
+    def warm_up(self) -> None:
+        """Load and solve each grid once, so that a cold process's first certificate is not late
+        (imports and first solves take seconds on a busy machine)."""
+        for ph in self.phases:
+            ph.evaluator.certify([], 0, self.slot_ms, ph.evaluator.initial_state(), 0, None)
 
 
 def _spec(m: dict[str, Any]) -> TradeSpec:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gridledger.agents.client import ChainClient, must
+from gridledger.agents.client import ChainClient
 from gridledger.chain.keys import KeyPair
 
 
@@ -52,22 +52,23 @@ class ProsumerAgent:
     node: int
     profile: list[OrderSpec]
     posted: dict[int, str] = field(default_factory=dict)  # profile index -> order (tx) id
+    refused: dict[int, str] = field(default_factory=dict)  # profile index -> the node's reason
 
     def step(self, client: ChainClient) -> list[str]:
         """Post every order that is due; return their ids."""
         now = client.time_ms()
         out = []
         for i, spec in enumerate(self.profile):
-            if i in self.posted or spec.post_at_ms > now:
+            if i in self.posted or i in self.refused or spec.post_at_ms > now:
                 continue
-            res = must(
-                client.submit(self.key, f"market.{spec.kind}", spec.payload(self.node)),
-                f"{self.name}: {spec.kind} {spec.label}",
-            )
+            res = client.submit(self.key, f"market.{spec.kind}", spec.payload(self.node))
+            if not res.ok:  # an order is posted once: a refusal is final, and reported
+                self.refused[i] = f"{self.name}: {spec.kind} {spec.label}: {res.log}"
+                continue
             self.posted[i] = res.txid
             out.append(res.txid)
         return out
 
     @property
     def done(self) -> bool:
-        return len(self.posted) == len(self.profile)
+        return len(self.posted) + len(self.refused) == len(self.profile)

@@ -35,6 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="1: embedded solo chain (default); >1: BFT testnet",
     )
+    p.add_argument(
+        "--processes",
+        action="store_true",
+        help="run a node process and the agents as separate processes on the wall "
+        "clock (short market slots) instead of the embedded chain",
+    )
+    p.add_argument(
+        "--slot-s",
+        type=int,
+        default=6,
+        help="market slot length in seconds with --processes (default 6)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     p.set_defaults(handler=_demo)
 
@@ -55,10 +67,11 @@ def _demo(args: argparse.Namespace) -> int:
         home = Path(tempfile.mkdtemp(prefix="gridledger-demo-"))
     elif home.exists() and any(home.iterdir()):
         raise CliError(f"--home {home} is not empty; the demo needs a fresh home directory")
-    from gridledger.agents.evaluator import make_evaluator
+    if args.slot_s < 2:
+        raise CliError(f"--slot-s must be at least 2 seconds, got {args.slot_s}")
     from gridledger.chain.verify import verify_chain
     from gridledger.demo.report import build_report, render_text, write_html
-    from gridledger.demo.run import run_demo
+    from gridledger.demo.run import run_embedded, run_processes
 
     t0 = time.perf_counter()
 
@@ -66,19 +79,29 @@ def _demo(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
-    world = run_demo(home, lambda case: make_evaluator(case, args.method), progress)
+    from gridledger.agents.client import AgentError
+
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.processes:
+            plan, chain = run_processes(home, progress, args.method, args.slot_s)
+        else:
+            plan, chain = run_embedded(home, progress, args.method)
+    except (AgentError, RuntimeError, TimeoutError) as exc:
+        raise CliError(f"the demo stopped: {exc} (chain home: {home})") from exc
     progress("auditing the chain from genesis (gridledger verify) ...")
     audit = verify_chain(home / "data" / "chain.db")
-    report = build_report(world, audit)
-    text = render_text(report, world)
+    report = build_report(plan, chain, audit)
+    text = render_text(report, plan)
     print(text)
-    out = write_html(report, world, text, args.out / "demo.html")
-    world.chain.close()
+    out = write_html(report, plan, text, args.out / "demo.html")
+    chain.close()
     print(f"\nHTML report: {out}\nchain home:  {home}  (gridledger verify --home {home})")
     print(f"done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     ok = (
         audit.ok
         and report.invariants["supply_equals_balances"]
         and report.invariants["negative_balances"] == 0
+        and report.invariants["pending_matches"] == 0
     )
     return 0 if ok else 1

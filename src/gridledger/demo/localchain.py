@@ -40,7 +40,12 @@ class TxOutcome:
 
 class LocalChain:
     def __init__(
-        self, home: Path | str, genesis: bytes, validator_key: KeyPair, start_ms: int
+        self,
+        home: Path | str,
+        genesis: bytes,
+        validator_key: KeyPair | None,
+        start_ms: int,
+        db_path: Path | None = None,
     ) -> None:
         self.home = Path(home)
         (self.home / "data").mkdir(parents=True, exist_ok=True)
@@ -48,19 +53,22 @@ class LocalChain:
         genesis_file = self.home / "genesis.json"
         if not genesis_file.exists():
             genesis_file.write_bytes(genesis + b"\n")
-        self.store = Store(self.home / "data" / "chain.db", synchronous="NORMAL")
+        self.store = Store(db_path or self.home / "data" / "chain.db", synchronous="NORMAL")
         self.app = LedgerApp(self.store)
         self.app.init_chain(genesis)
         self.mempool = Mempool(self.app)
         self.now_ms = max(start_ms, self.app.last_time_ms + 1)
-        self.engine = SoloEngine(
-            self.app, self.store, self.mempool, validator_key, clock_ms=lambda: self.now_ms
-        )
         self._waiting: dict[str, TxOutcome] = {}
         self.outcomes: dict[str, TxOutcome] = {}
-        self.blocks: list[Block] = []
+        # a chain written earlier (by a node process) is read back for reports
+        self.blocks: list[Block] = [sb.block() for sb in self.store.iter_blocks()]
         self._last_results: list[ExecTxResult] = []
-        self.engine.listeners.append(self._on_block)
+        self.engine: SoloEngine | None = None
+        if validator_key is not None:  # without a key: read only
+            self.engine = SoloEngine(
+                self.app, self.store, self.mempool, validator_key, clock_ms=lambda: self.now_ms
+            )
+            self.engine.listeners.append(self._on_block)
 
     def _on_block(self, block: Block, results: list[ExecTxResult]) -> None:
         self._last_results = results
@@ -84,6 +92,8 @@ class LocalChain:
         """Cut one block at ``time_ms`` (default: one ms after the last block)."""
         if time_ms is not None:
             self.now_ms = max(time_ms, self.app.last_time_ms + 1)
+        if self.engine is None:
+            raise RuntimeError("this chain was opened read-only (no validator key)")
         block = self.engine.produce_block(allow_empty=allow_empty)
         if block is None:
             return None

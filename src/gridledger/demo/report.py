@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.chain.contracts.market import ESCROW
-from gridledger.demo.scenario import SELLERS, SLOT_MS
+from gridledger.demo.scenario import SELLERS
 
 KINDS = ("energy", "loss", "reactive", "penalty")
 
@@ -39,29 +39,49 @@ class Report:
     invariants: dict[str, Any] = field(default_factory=dict)
 
 
-def _labels(world: Any) -> dict[str, tuple[str, str]]:
-    """order id -> (phase key, trade label) from the prosumer agents' profiles."""
-    out = {}
-    for agent in world.prosumers.values():
-        for i, txid in agent.posted.items():
-            phase, _, label = agent.profile[i].label.partition(":")
-            out[txid] = (phase, label)
-    return out
+def _names(plan: dict[str, Any]) -> dict[str, str]:
+    """public key -> party name (the DSO and the escrow included)."""
+    from gridledger.demo.plan import key_of
 
-
-def build_report(world: Any, audit: Any) -> Report:
-    chain, tl = world.chain, world.timeline
-    rep = Report()
-    names = {k.pub_hex: n for n, k in world.keys.items()}
-    names[world.keys["dso"].pub_hex] = "DSO"
+    names = {key_of(plan, p["name"]).pub_hex: p["name"] for p in plan["parties"]}
+    names[key_of(plan, "dso").pub_hex] = "DSO"
     names[ESCROW] = "market escrow"
-    labels = _labels(world)
+    return names
+
+
+def _phase_of(plan: dict[str, Any], t_ms: int) -> dict[str, Any] | None:
+    found = None
+    for ph in plan["phases"]:
+        if t_ms >= ph["t1_ms"] - 2 * plan["slot_ms"]:
+            found = ph
+    return found
+
+
+def _label(plan: dict[str, Any], names: dict[str, str], m: dict[str, Any]) -> tuple[str, str]:
+    """(phase, trade label) of a match: the plan's bid with the same buyer and window."""
+    ph = _phase_of(plan, m["start_ms"])
+    buyer = names.get(m["buyer"])
+    for o in plan["orders"]:
+        if (
+            o["kind"] == "bid"
+            and o["party"] == buyer
+            and o["start_ms"] == m["start_ms"]
+            and o["end_ms"] == m["end_ms"]
+        ):
+            return tuple(o["label"].split(":", 1))  # type: ignore[return-value]
+    return (ph["key"] if ph else "?", "?")
+
+
+def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
+    rep = Report()
+    names = _names(plan)
+    slot_ms = plan["slot_ms"]
     n_matches = (chain.state("market/book") or {}).get("next_match", 0)
     by_phase: dict[str, list[dict[str, Any]]] = {}
     for i in range(n_matches):
         rec = chain.state(f"market/match/m{i}")
         m = rec["match"]
-        phase, label = labels.get(m["bid_id"], ("?", "?"))
+        phase, label = _label(plan, names, m)
         row = {
             "match": m["match_id"],
             "phase": phase,
@@ -79,18 +99,18 @@ def build_report(world: Any, audit: Any) -> Report:
         rep.matches.append(row)
         by_phase.setdefault(phase, []).append(row)
 
-    for idx, ph in enumerate(tl.phases):
-        t1 = tl.t1(idx)
+    for ph in plan["phases"]:
+        t1 = ph["t1_ms"]
         rows = []
-        for k in range(ph.n_slots):
-            start = t1 + k * SLOT_MS
+        for k in range(ph["n_slots"]):
+            start = t1 + k * slot_ms
             lossrec = chain.state(f"market/lossrec/{start}")
             if lossrec is None:
                 continue
             trades = []
             for s in lossrec["shares"]:
                 row = next(
-                    (r for r in by_phase.get(ph.key, []) if r["match"] == s["match_id"]), None
+                    (r for r in by_phase.get(ph["key"], []) if r["match"] == s["match_id"]), None
                 )
                 trades.append(
                     {
@@ -101,7 +121,7 @@ def build_report(world: Any, audit: Any) -> Report:
                 )
             starting = [
                 r
-                for r in by_phase.get(ph.key, [])
+                for r in by_phase.get(ph["key"], [])
                 if r["start"] == start and r["status"] in ("approved", "settled")
             ]
             dq = {}
@@ -122,13 +142,13 @@ def build_report(world: Any, audit: Any) -> Report:
                     "reactive": dq,
                 }
             )
-        rep.table3[ph.key] = rows
-        if ph.scenario.ranking:
-            sellers = SELLERS[ph.case]
+        rep.table3[ph["key"]] = rows
+        if ph["ranking"]:
+            sellers = SELLERS[ph["case"]]
             for row in chain.state("market/ranking") or []:
                 name = sellers.get(row["seller_node"], f"bus {row['seller_node']}")
                 rep.ranking.append({**row, "seller": name})
-            for r in by_phase.get(ph.key, []):
+            for r in by_phase.get(ph["key"], []):
                 rep.selection.append(
                     {
                         "buyer": r["buyer"],
@@ -160,9 +180,11 @@ def build_report(world: Any, audit: Any) -> Report:
         who = names.get(r["owner"], "?")
         target = recs if r["status"] == "active" else retired
         target[who] = target.get(who, 0) + 1
-    for name in [*(p for p in world.parties), "DSO"]:
-        pub = world.keys["dso" if name == "DSO" else name].pub_hex
-        funds = world.parties[name].funds_utoken if name in world.parties else 0
+    pubs = {n: pub for pub, n in names.items()}
+    funds_of = {p["name"]: p["funds_utoken"] for p in plan["parties"]}
+    for name in [*funds_of, "DSO"]:
+        pub = pubs[name]
+        funds = funds_of.get(name, 0)
         rep.parties.append(
             {
                 "party": name,
@@ -193,6 +215,7 @@ def build_report(world: Any, audit: Any) -> Report:
         "settlements": settlements,
         "shortfall_utoken": shortfall,
         "escrow_left_utoken": chain.balance("utoken", ESCROW),
+        "pending_matches": len(chain.state("market/pending") or []),
     }
     last = chain.blocks[-1].header if chain.blocks else None
     trees = {"active": 0, "loss": 0, "reactive": 0, "other": 0}
@@ -214,27 +237,26 @@ def build_report(world: Any, audit: Any) -> Report:
         "app_hash": chain.app.app_hash.hex(),
     }
     rep.audit = audit.to_json() if hasattr(audit, "to_json") else dict(audit)
-    rep.voltages = _voltages(world)
+    rep.voltages = _voltages(plan)
     return rep
 
 
-def _voltages(world: Any) -> dict[str, list[dict[str, Any]]]:
+def _voltages(plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Voltage profiles with and without R-OPF per case and interval (DSO documents)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    docs_dir = world.dso.documents_dir
-    if docs_dir is None or not docs_dir.exists():
+    docs_dir = Path(plan["home"]) / "dso" / "certificates"
+    if not docs_dir.exists():
         return out
-    labels = _labels(world)
     for path in sorted(docs_dir.glob("m*.json"), key=lambda p: int(p.stem[1:])):
         doc = json.loads(path.read_text())
-        phase, _ = labels.get(doc["match"]["bid_id"], ("?", "?"))
-        idx = next(i for i, p in enumerate(world.timeline.phases) if p.key == phase)
-        t1 = world.timeline.t1(idx)
+        ph = _phase_of(plan, doc["match"]["start_ms"])
+        if ph is None:
+            continue
         for itv in doc["intervals"]:
             ev = itv["evaluation"]
             if "bus_vm_pu" not in ev or "bus_vm_pu_without_ropf" not in ev:
                 continue
-            k = (itv["from_ms"] - t1) // SLOT_MS
+            k = (itv["from_ms"] - ph["t1_ms"]) // plan["slot_ms"]
             buses = sorted(ev["bus_vm_pu"], key=int)
             entry = {
                 "interval": f"t{k + 1}–t{k + 2}",
@@ -242,7 +264,7 @@ def _voltages(world: Any) -> dict[str, list[dict[str, Any]]]:
                 "vm_pu": [ev["bus_vm_pu"][b] for b in buses],
                 "vm_pu_without_ropf": [ev["bus_vm_pu_without_ropf"][b] for b in buses],
             }
-            rows = out.setdefault(phase, [])
+            rows = out.setdefault(ph["key"], [])
             rows[:] = [r for r in rows if r["interval"] != entry["interval"]] + [entry]
     for rows in out.values():
         rows.sort(key=lambda r: r["interval"])
@@ -262,13 +284,13 @@ def _t(x: float) -> str:
     return f"{x / 1e6:,.4f}"
 
 
-def render_text(rep: Report, world: Any) -> str:
+def render_text(rep: Report, plan: dict[str, Any]) -> str:
     lines: list[str] = []
-    for ph in world.timeline.phases:
-        rows = rep.table3.get(ph.key, [])
+    for ph in plan["phases"]:
+        rows = rep.table3.get(ph["key"], [])
         lines.append("")
-        lines.append(ph.title)
-        regs = list(world.regulators[ph.key].values())
+        lines.append(ph["title"])
+        regs = list(ph["regulators"].values())
         head = f"{'interval':<8} {'R-OPF':<5} {'trade':<5} {'ΔP_Gi,Li kW':>11} {'ΔPtot kW':>9}"
         head += "".join(f" {'ΔQ kvar/ΔPQ kW ' + r:>22}" for r in regs)
         lines.append(head)
@@ -290,13 +312,13 @@ def render_text(rep: Report, world: Any) -> str:
                     elif j == 0:
                         line += "".join(f" {'–':>22}" for _ in regs)
                     lines.append(line.rstrip() if j else line)
-        if ph.scenario.ranking:
+        if ph["ranking"]:
             lines.append("  DSO ranking on chain (seed 002 Table 5): loss increase, overload")
             for r in rep.ranking:
                 lines.append(
                     f"    buyer bus {r['buyer_node']}: seller {r['seller']:<3} "
                     f"{r['loss_increase_ppm'] / 1e4:+7.2f} %"
-                    f"{'  overloads a line' if r['overloads'] else ''}"
+                    f"{'  excluded: breaks a limit' if r['overloads'] else ''}"
                 )
             for s in rep.selection:
                 lines.append(
@@ -331,7 +353,8 @@ def render_text(rep: Report, world: Any) -> str:
         f"{inv['sum_of_balances']['utoken']:,}; ewh {inv['supply']['ewh']:,} = "
         f"{inv['sum_of_balances']['ewh']:,}; negative balances: "
         f"{inv['negative_balances']}; settlements {inv['settlements']}; "
-        f"escrow left {inv['escrow_left_utoken']}; unpaid {inv['shortfall_utoken']}"
+        f"escrow left {inv['escrow_left_utoken']}; unpaid {inv['shortfall_utoken']}; "
+        f"matches left uncertified {inv['pending_matches']}"
     )
     c = rep.chain
     lines.append("")
@@ -387,7 +410,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
-def write_html(rep: Report, world: Any, text: str, path: Path) -> Path:
+def write_html(rep: Report, plan: dict[str, Any], text: str, path: Path) -> Path:
     parts = [
         "<!doctype html><meta charset='utf-8'><title>gridledger demo</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
@@ -396,11 +419,11 @@ def write_html(rep: Report, world: Any, text: str, path: Path) -> Path:
         "overflow-x:auto}</style>",
         "<h1>gridledger demo: the energy market end to end</h1>",
     ]
-    for ph in world.timeline.phases:
-        parts.append(f"<h2>{html.escape(ph.title)}</h2>")
-        regs = list(world.regulators[ph.key].values())
+    for ph in plan["phases"]:
+        parts.append(f"<h2>{html.escape(ph['title'])}</h2>")
+        regs = list(ph["regulators"].values())
         rows = []
-        for row in rep.table3.get(ph.key, []):
+        for row in rep.table3.get(ph["key"], []):
             for ropf in ("N", "Y"):
                 for j, tr in enumerate(row["trades"]):
                     loss = tr["loss_kw"] if ropf == "Y" else tr["loss_kw_without_ropf"]
@@ -429,7 +452,7 @@ def write_html(rep: Report, world: Any, text: str, path: Path) -> Path:
                 rows,
             )
         )
-        if ph.scenario.ranking:
+        if ph["ranking"]:
             parts.append(
                 _table(
                     ["buyer bus", "seller", "loss increase [%]", "overloads"],
@@ -450,10 +473,11 @@ def write_html(rep: Report, world: Any, text: str, path: Path) -> Path:
                     [[s["buyer"], s["trade"], s["seller"], s["status"]] for s in rep.selection],
                 )
             )
-        volts = rep.voltages.get(ph.key)
+        volts = rep.voltages.get(ph["key"])
         if volts:
-            png = _plot(volts, ph.key)
-            parts.append(f"<img alt='voltage profiles {ph.key}' src='data:image/png;base64,{png}'>")
+            png = _plot(volts, ph["key"])
+            alt = f"voltage profiles {ph['key']}"
+            parts.append(f"<img alt='{alt}' src='data:image/png;base64,{png}'>")
     parts.append("<h2>Tokens and payments</h2>")
     parts.append(
         _table(

@@ -211,7 +211,10 @@ def _genesis(ctx: Context, doc: dict[str, Any]) -> None:
 def _v_configure(p: dict[str, Any]) -> None:
     require_fields(p, [], list(default_params()))
     if "slot_ms" in p:
-        req_int(p, "slot_ms", 60_000, 86_400_000)
+        # whole seconds: meter readings cover a slot in integer seconds (duration_s)
+        req_int(p, "slot_ms", 1_000, 86_400_000)
+        if p["slot_ms"] % 1000:
+            raise PayloadError(f"slot_ms must be a whole number of seconds, got {p['slot_ms']}")
     if "pricing" in p:
         req_str(p, "pricing", choices=PRICING_RULES)
     for name in ("loss_buyer_share_ppm", "tolerance_ppm"):

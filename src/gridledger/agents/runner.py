@@ -1,0 +1,169 @@
+"""Run agents as their own OS processes against a node's HTTP API.
+
+``python -m gridledger.agents.runner --plan HOME/demo/plan.json --role dso --node URL``
+
+builds the agents of one role (``dso``, ``meters``, ``prosumers``) from a demo plan
+(:mod:`gridledger.demo.plan`), then polls the node: at every new block each agent looks at the
+chain and posts what is due.  It exits once block time has passed the plan's end and its agents
+are done.  :class:`HttpChain` is the :class:`~gridledger.agents.client.ChainClient` over HTTP; it
+speaks both the solo node's API (``node/api.py``) and the BFT validator's (``node/bft.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gridledger.chain import codes, encoding
+from gridledger.chain.keys import KeyPair
+from gridledger.chain.tx import make_tx
+
+
+@dataclass(frozen=True)
+class HttpOutcome:
+    txid: str
+    code: int
+    log: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == codes.OK
+
+
+class HttpChain:
+    """A node's HTTP API as a :class:`ChainClient` (submit, committed state, block time)."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        st = self.http.get("/status").raise_for_status().json()
+        self.chain_id = st["chain_id"]
+        self.bft = "consensus" in st
+        self._seq: dict[str, int] = {}
+        self._time: tuple[int, int] = (-1, 0)  # (height, time_ms)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def status(self) -> dict[str, Any]:
+        return self.http.get("/status").raise_for_status().json()
+
+    def height(self) -> int:
+        return int(self.status()["height"])
+
+    def time_ms(self) -> int:
+        st = self.status()
+        if not self.bft:
+            return int(st["last_time_ms"])
+        h = int(st["height"])
+        if self._time[0] != h:
+            t = 0
+            if h:
+                t = self.http.get(f"/block/{h}").raise_for_status().json()["header"]["time_ms"]
+            self._time = (h, t)
+        return self._time[1]
+
+    def state(self, key: str) -> Any:
+        resp = self.http.get(f"/state/{key}")
+        if resp.status_code == 404:
+            return None
+        body = resp.raise_for_status().json()
+        value = body.get("value")
+        if value is None:
+            return None
+        raw = value.encode() if self.bft else bytes.fromhex(value)
+        return encoding.decode(raw)
+
+    def _next_seq(self, pub: str) -> int:
+        if pub not in self._seq:
+            if self.bft:
+                raw = self.http.get(f"/state/seq/{pub}")
+                self._seq[pub] = int(raw.json()["value"]) if raw.status_code == 200 else 0
+            else:
+                acct = self.http.get(f"/accounts/{pub}").raise_for_status().json()
+                self._seq[pub] = int(acct["next_seq"])
+        return self._seq[pub]
+
+    def submit(self, key: KeyPair, tx_type: str, payload: dict[str, Any]) -> HttpOutcome:
+        pub = key.pub_hex
+        for _ in range(2):  # a stale sequence number (another process, a restart): resync once
+            raw = make_tx(key, self.chain_id, self._next_seq(pub), tx_type, payload).raw
+            if self.bft:
+                res = self.http.post("/txs", json={"txs": [raw.hex()]}).json()["results"][0]
+            else:
+                res = self.http.post("/txs", json={"tx": raw.hex()}).json()
+            out = HttpOutcome(res["txid"], res["code"], res.get("log", ""))
+            if out.code == codes.BAD_SEQUENCE:
+                self._seq.pop(pub, None)
+                continue
+            if out.ok:
+                self._seq[pub] += 1
+            return out
+        return out
+
+
+def run_agents(
+    client: Any,
+    agents: list[Any],
+    until_ms: int,
+    poll_s: float = 0.05,
+    deadline_s: float = 600.0,
+    log: Any = None,
+) -> None:
+    """Step every agent at each new block until block time reaches ``until_ms`` and every agent
+    is done (or the wall-clock deadline passes)."""
+    t_end = time.monotonic() + deadline_s
+    last = -1
+    while time.monotonic() < t_end:
+        h = client.height()
+        if h != last:
+            last = h
+            for a in agents:
+                try:
+                    a.step(client)
+                except Exception as exc:  # an agent error is reported, the others go on
+                    if log is not None:
+                        print(f"{type(a).__name__}: {exc}", file=log, flush=True)
+            if client.time_ms() >= until_ms and all(getattr(a, "done", True) for a in agents):
+                return
+        time.sleep(poll_s)
+    raise TimeoutError(f"agents not done after {deadline_s} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gridledger.demo.plan import agents_for_role, load_plan
+
+    p = argparse.ArgumentParser(prog="python -m gridledger.agents.runner")
+    p.add_argument("--plan", type=Path, required=True)
+    p.add_argument("--role", choices=("dso", "meters", "prosumers"), required=True)
+    p.add_argument("--node", required=True, help="the node's API URL")
+    p.add_argument("--deadline-s", type=float, default=600.0)
+    args = p.parse_args(argv)
+    plan = load_plan(args.plan)
+    agents = agents_for_role(plan, args.role)
+    for a in agents:
+        if hasattr(a, "warm_up"):
+            a.warm_up()
+    client = HttpChain(args.node)
+    try:
+        run_agents(client, agents, plan["end_ms"], deadline_s=args.deadline_s, log=sys.stderr)
+    finally:
+        client.close()
+    refused = [r for a in agents for r in getattr(a, "refused", {}).values()]
+    summary = {"role": args.role, "agents": len(agents), "refused": refused}
+    out = args.plan.parent / f"{args.role}.done.json"
+    out.write_text(json.dumps(summary))
+    for r in refused:
+        print(f"refused: {r}", file=sys.stderr)
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
