@@ -146,3 +146,13 @@ def test_commit_requires_staged_block(tmp_path):
     chain.app.finalize_block([], info)
     with pytest.raises(StoreError, match="stage_block"):
         chain.app.commit()
+
+
+def test_ledger_app_implements_the_abci_protocol(tmp_path):
+    from gridledger.chain.abci import Application
+
+    chain = make_chain(tmp_path, onboard=False)
+    assert isinstance(chain.app, Application)
+    info = chain.app.info()
+    assert (info.last_block_height, info.chain_id) == (0, CHAIN_ID)
+    assert info.last_block_app_hash == chain.app.app_hash
