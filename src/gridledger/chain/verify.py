@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gridledger.chain.abci import ProposalInfo
 from gridledger.chain.app import LedgerApp
-from gridledger.chain.block import BlockError, genesis_hash, validator_set_hash
+from gridledger.chain.block import HEADER_VERSION, BlockError, genesis_hash, validator_set_hash
 from gridledger.chain.statetree import StateTree
 from gridledger.chain.store import Store
 from gridledger.chain.tx import tx_id
@@ -124,6 +124,8 @@ def _check_height(
     hd = block.header
     if block.hash() != sb.hash:
         return "stored block hash is not the hash of its header"
+    if hd.version != HEADER_VERSION:
+        return f"unknown header version {hd.version}"
     if hd.height != h or hd.chain_id != chain_id:
         return f"header says chain {hd.chain_id!r} height {hd.height}"
     if hd.prev_block_hash != prev_hash:
