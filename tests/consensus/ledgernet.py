@@ -113,8 +113,7 @@ class LedgerNode:
 
     def decide(self, height: int, block: bytes, commit: Commit) -> None:
         self.chain.apply(height, block, commit)
-        if height < self.net.target_height:
-            self.net.at(self.net.timeouts.commit_s, lambda: self.up and self.start())
+        self.net.at(self.net.timeouts.commit_s, lambda: self.up and self.start())
 
     def on_evidence(self, ev: DuplicateVoteEvidence) -> None:
         self.evidence.append(ev)

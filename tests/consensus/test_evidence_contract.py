@@ -75,3 +75,58 @@ def test_bad_evidence_is_refused_and_changes_nothing(tmp_path):
     res = app.check_tx(_submit_tx(kp("alice"), 0, ev.encode().hex()))
     assert res.code == codes.ROLE_NOT_ALLOWED
     assert app.query(f"state/misbehavior/{net.keys[3].pub_hex}").code != codes.OK
+
+
+def test_governance_after_evidence_suspends_and_removes_the_validator(tmp_path):
+    net = LedgerNet(tmp_path / "net", 4)
+    net.start()
+    net.run_until(2)
+    culprit = net.keys[3]
+    ev = _evidence(tmp_path, culprit)
+    net.nodes[0].submit(_submit_tx(net.keys[0], 0, ev.encode().hex()))
+    net.run_until(4)
+    assert net.nodes[1].app.query(f"state/misbehavior/{culprit.pub_hex}").value == b"1"
+    # The DSO suspends the member; the other three validators (3/4 > 2/3) vote its power to 0.
+    net.nodes[0].submit(
+        make_tx(kp("dso"), CHAIN, 0, "member.suspend", {"member": culprit.pub_hex}).raw
+    )
+    seqs = {0: 1, 1: 0, 2: 0}
+    for i, seq in seqs.items():
+        net.nodes[0].submit(
+            make_tx(
+                net.keys[i],
+                CHAIN,
+                seq,
+                "validator.propose",
+                {"power": 0, "pub_key": culprit.pub_hex},
+            ).raw
+        )
+    net.run_until(10)
+    node = net.nodes[2]
+    # A suspended member can send nothing.
+    res = node.app.check_tx(
+        make_tx(culprit, CHAIN, 0, "evidence.submit", {"evidence": ev.encode().hex()}).raw
+    )
+    assert res.code == codes.MEMBER_INACTIVE
+    # It left the validator set two heights after the approving block, and the header says so.
+    top = node.chain.height
+    final = node.chain.validators_at(top)
+    assert culprit.pub_key not in {v.pub_key for v in final} and len(final) == 3
+    changed = [
+        h
+        for h in range(2, top + 1)
+        if node.chain.validators_at(h) != node.chain.validators_at(h - 1)
+    ]
+    assert len(changed) == 1
+    approved = changed[0] - 2
+    events = [
+        e["type"]
+        for raw in node.store.get_block(approved, writer=True).block().txs
+        for e in node.store.get_tx(tx_id(raw), writer=True).events
+    ]
+    assert "validator.updated" in events
+    # The three remaining validators keep agreeing.
+    net.run_until(top + 2, nodes=net.nodes[:3])
+    ref = [net.nodes[0].store.get_block(h, writer=True).hash for h in range(1, top + 3)]
+    for n in net.nodes[1:3]:
+        assert [n.store.get_block(h, writer=True).hash for h in range(1, top + 3)] == ref
