@@ -223,3 +223,60 @@ def test_billing_pays_and_charges_at_the_dlmps(tmp_path, feeder):
     chain.produce()
     assert chain.state(f"bill/r1/{node}/0") is None
     assert chain.balance("utoken", keys[node].pub_hex) - before == delta
+
+
+def test_schedule_command_rejects_bad_input(capsys):
+    from gridledger.cli import main
+
+    assert main(["schedule", "nowhere"]) == 2
+    assert "unknown feeder 'nowhere'" in capsys.readouterr().err
+    assert main(["schedule", "case33bw[:4]", "--validators", "0", "--on-chain"]) == 2
+    assert "--validators must be at least 1" in capsys.readouterr().err
+    assert main(["schedule", "case33bw[:4]", "--method", "central", "--on-chain"]) == 2
+    assert "use --method admm" in capsys.readouterr().err
+
+
+def test_schedule_command_central_json(capsys):
+    import json
+
+    from gridledger.cli import main
+
+    assert main(["schedule", "case33bw[:4]", "--method", "central", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("objective", "iterations", "gap_pct", "primal_residual", "dual_residual",
+                "seconds", "relaxation_exact", "dlmp"):  # fmt: skip
+        assert key in out
+    assert out["relaxation_exact"] is True and out["gap_pct"] == 0.0
+    assert set(out["dlmp"]) == {"min", "max", "root"}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("admm_processes")
+def test_schedule_on_chain_with_node_and_agent_processes(tmp_path):
+    """The real thing: a solo node process, two agent processes over HTTP, the CLI's JSON."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "gridledger.cli", "schedule", "case33bw[:4]", "--on-chain",
+         "--max-iter", "6", "--json", "--home", str(tmp_path / "chain")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["on_chain"] and out["iterations"] == 6 and out["status"] == "max_iter"
+    # the same iterations off chain (one subproblem per node, as the agents solve them)
+    from gridledger.commands.schedule import default_options
+
+    feeder = head(case33bw(), 4)
+    off = solve_admm(feeder, replace(default_options(6), groups=feeder.n_nodes))
+    assert out["primal_residual"] == pytest.approx(off.primal_residual, rel=1e-3)
+    # anyone can replay the aggregator from the node's own database
+    from gridledger.chain.store import Store
+
+    store = Store(tmp_path / "chain" / "solo" / "data" / "chain.db")
+    rounds = replay(chain_records(store))
+    assert len(rounds["day-ahead"]["history"]) == 6
+    z = np.array(rounds["day-ahead"]["z"], dtype=float) / SCALE
+    np.testing.assert_allclose(z, off.z, atol=1e-4)

@@ -57,6 +57,7 @@ class AdmmOptions:
     anderson_growth: float = 2.0  # reset when the residual exceeds this × the best so far
     anderson: int = 0  # memory of Anderson acceleration on (z, ξ/ρ); 0 = plain ADMM
     price_warm_start: bool = True  # initial ξ on P copies from the root's marginal cost
+    flat_price: bool = True  # that marginal cost flattened over the day (see root_price_estimate)
 
     def __post_init__(self) -> None:
         if self.rho <= 0 or self.max_iter < 1 or self.eps_pri <= 0 or self.eps_dual <= 0:
@@ -74,6 +75,7 @@ class IterationRecord:
     dual_residual: float
     rho: float
     objective_usd: float
+    elapsed_s: float = 0.0  # since the start of solve_admm (models built, first solve compiled)
 
 
 class Aggregator:
@@ -181,8 +183,12 @@ class AndersonAccelerator:
         return g - np.column_stack(self.dg) @ gamma
 
 
-def root_price_estimate(feeder: Feeder, z0: np.ndarray) -> np.ndarray:
-    """Marginal cost of the root generator at the warm-start flows ($/MWh per hour)."""
+def root_price_estimate(feeder: Feeder, z0: np.ndarray, flat: bool = True) -> np.ndarray:
+    """Marginal cost of the root generator at the warm-start flows ($/MWh per hour).
+
+    ``flat``: the price at which the generator would supply the same daily energy with storage
+    flattening its marginal cost over the day (``λ = mean(b) + 2a·mean(g)``) — what the optimum
+    looks like when storage is ample (seed 001's feeders have a battery at every bus)."""
     gen = feeder.ders[0].generator
     if gen is None:
         return np.zeros(feeder.horizon_h)
@@ -191,7 +197,10 @@ def root_price_estimate(feeder: Feeder, z0: np.ndarray) -> np.ndarray:
     g0 = -z0[[k - 1 for k in children]].sum(axis=0) + np.array(root.load_kw) / 1000.0
     g0 -= np.array(root.solar_kw) / 1000.0
     g0 = np.clip(g0, gen.p_min_kw / 1000.0, gen.p_max_kw / 1000.0)
-    return 2 * gen.cost_quad_usd_per_mw2h * g0 + np.array(gen.cost_lin_usd_per_mwh)
+    lin = np.array(gen.cost_lin_usd_per_mwh)
+    if flat:
+        return np.full(feeder.horizon_h, lin.mean() + 2 * gen.cost_quad_usd_per_mw2h * g0.mean())
+    return 2 * gen.cost_quad_usd_per_mw2h * g0 + lin
 
 
 def initial_xi(
@@ -369,7 +378,10 @@ def solve_admm(
         agg = Aggregator(runner.z_rows, n_global, z0, options.rho, options.v_weight)
         if options.price_warm_start:
             agg.xi = initial_xi(
-                feeder, runner.z_rows, runner.owner, root_price_estimate(feeder, z0)
+                feeder,
+                runner.z_rows,
+                runner.owner,
+                root_price_estimate(feeder, z0, options.flat_price),
             )
         history: list[IterationRecord] = []
         converged = False
@@ -384,7 +396,7 @@ def solve_admm(
             primal, dual, boyd_dual = agg.step(x, options.over_relaxation)
             if accel is not None:
                 agg.set_state(accel.update(u_prev, agg.state()))
-            record = IterationRecord(k, primal, dual, rho_used, cost)
+            record = IterationRecord(k, primal, dual, rho_used, cost, time.perf_counter() - started)
             history.append(record)
             if on_iteration is not None:
                 on_iteration(record)
