@@ -94,10 +94,12 @@ def write_section(figures: dict) -> None:
             lines.append(f"| {label} | — | — | — | — | not run: {run['error']} |")
     lines += [
         "",
-        f"Iterations to reach |gap| ≤ 0.1 %: {f['iters_to_0_1pct']} (budget: ≤ 100; seed 001: "
-        "0.4 % in 204).  Off-chain seconds are the whole run, including compiling the "
-        "subproblems.  Residual history: `docs/admm_residuals.png`.  Load average during the "
-        f"run: {f['load_avg']:.1f} on 2 cores.",
+        f"Run on to {f['long_iterations']} iterations: gap {f['long_gap_pct']:.3f} %, primal "
+        f"residual {f['long_primal_residual']:.2e}; |gap| stays ≤ 0.1 % from iteration "
+        f"{f['iters_to_0_1pct']} (budget: ≤ 0.1 % in ≤ 100; seed 001: 0.4 % in 204).  Off-chain "
+        "seconds include building and compiling the subproblems.  Residual history: "
+        f"`docs/admm_residuals.png`.  Load average during the run: {f['load_avg']:.1f} on 2 "
+        "cores (shared machine).",
         "<!-- admm:end -->",
     ]
     new = re.sub(r"<!-- admm:start -->.*<!-- admm:end -->", "\n".join(lines), text, flags=re.DOTALL)
@@ -135,6 +137,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--case", default="sce56")
     p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--long-iter", type=int, default=300, help="run on to see where it gets")
     p.add_argument("--onchain-iters", type=int, default=100)
     p.add_argument("--validators", type=int, default=4, help="BFT run (0: skip)")
     p.add_argument("--bft-iters", type=int, default=20)
@@ -147,17 +150,20 @@ def main() -> int:
     central = solve_central(feeder)
     print(f"central: {central.objective_usd:.3f} $ in {central.seconds:.2f} s", flush=True)
     options = default_options(args.max_iter)
-    res = solve_admm(feeder, options)
-    gap = 100 * (res.objective_usd - central.objective_usd) / abs(central.objective_usd)
-    within = [
-        h.iteration
+    # one run to the longer horizon; the budget figures are read at iteration --max-iter
+    res = solve_admm(feeder, replace(options, max_iter=max(args.max_iter, args.long_iter)))
+    at = res.history[min(args.max_iter, len(res.history)) - 1]
+    gap = 100 * (at.objective_usd - central.objective_usd) / abs(central.objective_usd)
+    rel = [
+        abs(h.objective_usd - central.objective_usd) / abs(central.objective_usd)
         for h in res.history
-        if abs(h.objective_usd - central.objective_usd) <= 1e-3 * abs(central.objective_usd)
     ]
-    print(f"admm: {res.iterations} it, gap {gap:.3f} %, {res.seconds:.1f} s", flush=True)
+    # first iteration from which |gap| stays within 0.1 % to the end of the long run
+    stays = next((i + 1 for i in range(len(rel)) if max(rel[i:]) <= 1e-3), None)
+    print(f"admm: gap {gap:.3f} % at {at.iteration} it, {at.elapsed_s:.1f} s", flush=True)
     if not args.no_docs:
         plot_residuals(
-            res.history,
+            res.history,  # the long run
             central.objective_usd,
             ROOT / "docs" / "admm_residuals.png",
             f"ADMM on {args.case} × 24 h (ρ = {options.rho:g}, α = {options.over_relaxation})",
@@ -172,14 +178,18 @@ def main() -> int:
         "central_objective_usd": round(central.objective_usd, 4),
         "central_s": round(central.seconds, 3),
         "relaxation_gap": central.relaxation_gap,
-        "iterations": res.iterations,
+        "iterations": at.iteration,
+        "converged": res.converged and res.iterations <= args.max_iter,
         "gap_pct": round(gap, 4),
-        "primal_residual": res.primal_residual,
-        "dual_residual": res.dual_residual,
-        "admm_s": round(res.seconds, 2),
-        "admm_s_per_iter": round(res.seconds / res.iterations, 4),
-        "admm_vs_central": round(res.seconds / central.seconds, 2),
-        "iters_to_0_1pct": within[0] if within else None,
+        "primal_residual": at.primal_residual,
+        "dual_residual": at.dual_residual,
+        "admm_s": round(at.elapsed_s, 2),
+        "admm_s_per_iter": round(at.elapsed_s / at.iteration, 4),
+        "admm_vs_central": round(at.elapsed_s / central.seconds, 2),
+        "long_iterations": res.iterations,
+        "long_gap_pct": round(100 * rel[-1], 4),
+        "long_primal_residual": res.primal_residual,
+        "iters_to_0_1pct": stays,
         "compute_s_per_iter": round(compute_s_per_iter, 4),
         "agent_processes": args.agent_processes,
     }

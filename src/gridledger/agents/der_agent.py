@@ -39,6 +39,14 @@ def round_payload(
     feeder: Feeder, round_id: str, agents: list[str], options: AdmmOptions, timeout_ms: int
 ) -> dict[str, Any]:
     """The ``admm.open`` payload for ``options`` (ρ, α, ε, μ, τ in the contract's units)."""
+    off_chain_only = {
+        "anderson": options.anderson != 0,
+        "rho_per_entry": options.rho_per_entry,
+        "v_weight": options.v_weight != 1.0,
+    }
+    used = sorted(k for k, on in off_chain_only.items() if on)
+    if used:
+        raise ValueError(f"the aggregator contract does not implement {used}; run them off chain")
     alpha_den = 1000
     price = None
     if options.price_warm_start:

@@ -218,7 +218,7 @@ def plot_trading(profiles, result, path: str) -> None:
         ax.set_ylabel(profiles[u].name.replace("prosumer-", "P"), rotation=0, labelpad=14)
         ax.axhline(0, color="k", lw=0.5)
     np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=7, ncol=2)
-    np.atleast_1d(axes)[-1].set_xlabel("hour of the week")
+    np.atleast_1d(axes)[-1].set_xlabel("hour from the start of the period")
     fig.suptitle("P2P trading record of each prosumer (kWh per hour)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
