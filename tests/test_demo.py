@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -55,3 +56,63 @@ def test_demo_refuses_a_used_home(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["demo", "--home", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert not (tmp_path / "genesis.json").exists()
+
+
+def _settled_case1(db: Path) -> list[str]:
+    store = Store(db)
+    try:
+        state = {bytes(k).decode(): bytes(v) for k, v in store.state_items(writer=True)}
+    finally:
+        store.close()
+    return sorted(decode(v)["status"] for k, v in state.items() if k.startswith("market/match/"))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("demo-processes")
+def test_demo_with_node_and_agent_processes(tmp_path: Path, capsys) -> None:
+    """A node process and three agent processes that use it only through its HTTP API."""
+    home = tmp_path / "home"
+    args = [
+        "demo",
+        "--home",
+        str(home),
+        "--out",
+        str(tmp_path / "out"),
+        "--processes",
+        "--slot-s",
+        "4",
+        "--phases",
+        "case1",
+    ]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    pids = re.findall(r"agent process (\d+): (dso|meters|prosumers)", text)
+    assert {role for _, role in pids} == {"dso", "meters", "prosumers"}
+    assert len({pid for pid, _ in pids}) == 3 and str(os.getpid()) not in text
+    assert (home / "logs" / "node.log").exists()
+    assert verify_chain(home / "data" / "chain.db").ok
+    assert _settled_case1(home / "data" / "chain.db") == ["settled"] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("demo-processes")
+def test_demo_on_a_four_validator_bft_testnet(tmp_path: Path, capsys) -> None:
+    home = tmp_path / "home"
+    args = [
+        "demo",
+        "--home",
+        str(home),
+        "--out",
+        str(tmp_path / "out"),
+        "--validators",
+        "4",
+        "--slot-s",
+        "6",
+        "--phases",
+        "case1",
+    ]
+    assert main(args) == 0
+    assert "BFT testnet of 4 validator processes" in capsys.readouterr().out
+    dbs = [home / "testnet" / f"node{i}" / "data" / "chain.db" for i in range(4)]
+    assert all(verify_chain(db).ok for db in dbs)
+    assert _settled_case1(dbs[0]) == ["settled"] * 3

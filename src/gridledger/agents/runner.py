@@ -5,8 +5,7 @@
 builds the agents of one role (``dso``, ``meters``, ``prosumers``) from a demo plan
 (:mod:`gridledger.demo.plan`), then polls the node: at every new block each agent looks at the
 chain and posts what is due.  It exits once block time has passed the plan's end and its agents
-are done.  :class:`HttpChain` is the :class:`~gridledger.agents.client.ChainClient` over HTTP; it
-speaks both the solo node's API (``node/api.py``) and the BFT validator's (``node/bft.py``).
+are done.  :class:`HttpChain` is the :class:`~gridledger.agents.client.ChainClient` over HTTP.
 """
 
 from __future__ import annotations
@@ -38,16 +37,14 @@ class HttpOutcome:
 
 
 class HttpChain:
-    """A node's HTTP API as a :class:`ChainClient` (submit, committed state, block time)."""
+    """A node's HTTP API (``node/api.py``, served by solo and BFT validators alike) as a
+    :class:`ChainClient`: submit, committed state, block time."""
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, timeout=timeout_s)
-        st = self.http.get("/status").raise_for_status().json()
-        self.chain_id = st["chain_id"]
-        self.bft = "consensus" in st
+        self.chain_id = self.status()["chain_id"]
         self._seq: dict[str, int] = {}
-        self._time: tuple[int, int] = (-1, 0)  # (height, time_ms)
 
     def close(self) -> None:
         self.http.close()
@@ -59,46 +56,26 @@ class HttpChain:
         return int(self.status()["height"])
 
     def time_ms(self) -> int:
-        st = self.status()
-        if not self.bft:
-            return int(st["last_time_ms"])
-        h = int(st["height"])
-        if self._time[0] != h:
-            t = 0
-            if h:
-                t = self.http.get(f"/block/{h}").raise_for_status().json()["header"]["time_ms"]
-            self._time = (h, t)
-        return self._time[1]
+        return int(self.status()["last_time_ms"] or 0)
 
     def state(self, key: str) -> Any:
         resp = self.http.get(f"/state/{key}")
         if resp.status_code == 404:
             return None
-        body = resp.raise_for_status().json()
-        value = body.get("value")
-        if value is None:
-            return None
-        raw = value.encode() if self.bft else bytes.fromhex(value)
-        return encoding.decode(raw)
+        value = resp.raise_for_status().json().get("value")
+        return None if value is None else encoding.decode(bytes.fromhex(value))
 
     def _next_seq(self, pub: str) -> int:
         if pub not in self._seq:
-            if self.bft:
-                raw = self.http.get(f"/state/seq/{pub}")
-                self._seq[pub] = int(raw.json()["value"]) if raw.status_code == 200 else 0
-            else:
-                acct = self.http.get(f"/accounts/{pub}").raise_for_status().json()
-                self._seq[pub] = int(acct["next_seq"])
+            acct = self.http.get(f"/accounts/{pub}").raise_for_status().json()
+            self._seq[pub] = int(acct["next_seq"])
         return self._seq[pub]
 
     def submit(self, key: KeyPair, tx_type: str, payload: dict[str, Any]) -> HttpOutcome:
         pub = key.pub_hex
         for _ in range(2):  # a stale sequence number (another process, a restart): resync once
             raw = make_tx(key, self.chain_id, self._next_seq(pub), tx_type, payload).raw
-            if self.bft:
-                res = self.http.post("/txs", json={"txs": [raw.hex()]}).json()["results"][0]
-            else:
-                res = self.http.post("/txs", json={"tx": raw.hex()}).json()
+            res = self.http.post("/txs", json={"tx": raw.hex()}).json()
             out = HttpOutcome(res["txid"], res["code"], res.get("log", ""))
             if out.code == codes.BAD_SEQUENCE:
                 self._seq.pop(pub, None)

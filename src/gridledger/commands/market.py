@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=6,
         help="market slot length in seconds with --processes (default 6)",
     )
+    p.add_argument(
+        "--phases",
+        default="case1,case2,select",
+        help="which phases to run, comma-separated (default: case1,case2,select)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     p.set_defaults(handler=_demo)
 
@@ -56,12 +61,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.validators < 1:
         raise CliError(f"--validators must be at least 1, got {args.validators}")
-    if args.validators > 1:
-        raise CliError(
-            "the demo on a BFT testnet (--validators > 1) is not available yet: the "
-            "agents still drive the embedded chain in process; run without "
-            "--validators for the single-validator demo"
-        )
+    from gridledger.demo.scenario import PHASES
+
+    by_key = {ph.key: ph for ph in PHASES}
+    wanted = [k.strip() for k in args.phases.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in by_key]
+    if unknown or not wanted:
+        raise CliError(f"--phases: unknown phase(s) {unknown}; choose from {', '.join(by_key)}")
+    phases = tuple(by_key[k] for k in wanted)
     home = args.home
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="gridledger-demo-"))
@@ -83,20 +90,24 @@ def _demo(args: argparse.Namespace) -> int:
 
     home.mkdir(parents=True, exist_ok=True)
     try:
-        if args.processes:
-            plan, chain = run_processes(home, progress, args.method, args.slot_s)
+        if args.processes or args.validators > 1:
+            plan, chain, db = run_processes(
+                home, progress, args.method, args.slot_s, args.validators, phases
+            )
         else:
-            plan, chain = run_embedded(home, progress, args.method)
+            plan, chain = run_embedded(home, progress, args.method, phases=phases)
+            db = home / "data" / "chain.db"
     except (AgentError, RuntimeError, TimeoutError) as exc:
         raise CliError(f"the demo stopped: {exc} (chain home: {home})") from exc
     progress("auditing the chain from genesis (gridledger verify) ...")
-    audit = verify_chain(home / "data" / "chain.db")
+    audit = verify_chain(db)
     report = build_report(plan, chain, audit)
     text = render_text(report, plan)
     print(text)
     out = write_html(report, plan, text, args.out / "demo.html")
     chain.close()
-    print(f"\nHTML report: {out}\nchain home:  {home}  (gridledger verify --home {home})")
+    node_home = db.parent.parent
+    print(f"\nHTML report: {out}\nchain home:  {node_home}  (gridledger verify --home {node_home})")
     print(f"done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     ok = (
         audit.ok

@@ -148,13 +148,19 @@ def _wait_for_owner(client: ChainClient, rid: str, owner: str, produce: Callable
 
 # --- embedded --------------------------------------------------------------------------------
 def run_embedded(
-    home: Path, progress: Progress, method: str | None = None, start_ms: int | None = None
+    home: Path,
+    progress: Progress,
+    method: str | None = None,
+    start_ms: int | None = None,
+    phases: tuple[Any, ...] | None = None,
 ) -> tuple[dict[str, Any], LocalChain]:
     if start_ms is None:
         # market time starts at the next whole hour (UTC); only its shape matters
         now = time.time_ns() // 1_000_000
         start_ms = now - now % 3_600_000 + 3_600_000
-    plan = make_plan(home, start_ms, DEFAULT_SLOT_MS, method)
+    from gridledger.demo.scenario import PHASES
+
+    plan = make_plan(home, start_ms, DEFAULT_SLOT_MS, method, phases or PHASES)
     chain = LocalChain(home, genesis_of(plan), key_of(plan, "validator"), plan["start_ms"])
     progress(
         f"chain {chain.chain_id} at {home} (embedded, 1 validator; contracts: market, settlement)"
@@ -236,18 +242,10 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
-def run_processes(
-    home: Path, progress: Progress, method: str | None = None, slot_s: int = 6
-) -> tuple[dict[str, Any], LocalChain]:
-    """A node process and three agent processes on the wall clock; returns the chain, read back
-    from the node's database once everything has stopped."""
-    from gridledger.agents.runner import HttpChain
+def _start_solo(home: Path, plan: dict[str, Any], logs: Path) -> tuple[Any, list[str], Path]:
+    """A solo node process (empty blocks on); returns (handle, API URLs, its database)."""
     from gridledger.node.home import NodeConfig
 
-    slot_ms = slot_s * 1000
-    now = time.time_ns() // 1_000_000 + 2000
-    start_ms = now - now % slot_ms + slot_ms  # orders' windows are aligned to slots
-    plan = make_plan(home, start_ms, slot_ms, method)
     genesis = genesis_of(plan)
     (home / "data").mkdir(parents=True, exist_ok=True)
     (home / "genesis.json").write_bytes(genesis + b"\n")
@@ -258,31 +256,82 @@ def run_processes(
         synchronous="NORMAL",
         validator_key=plan["keys"]["validator"],
     ).save(home)
+    node = _spawn(
+        [sys.executable, "-m", "gridledger.demo.node_proc", "--home", str(home)], logs / "node.log"
+    )
+    addr_file = home / "node.addr"
+    deadline = time.monotonic() + 60
+    while not addr_file.exists():
+        if node.poll() is not None or time.monotonic() > deadline:
+            node.terminate()
+            raise RuntimeError(f"node did not start: {(logs / 'node.log').read_text()}")
+        time.sleep(0.1)
+    return node, [addr_file.read_text().strip()], home / "data" / "chain.db"
+
+
+def _start_bft(home: Path, plan: dict[str, Any], validators: int) -> tuple[Any, list[str], Path]:
+    """An N-validator BFT test network (node/bft_testnet.py) with the demo's members and
+    contracts in its genesis; returns (handle, API URLs, validator 0's database)."""
+    from gridledger.node.bft_testnet import start_testnet
+
+    members = [
+        {"pub_key": key_of(plan, "dso").pub_hex, "role": "dso", "name": "DSO"},
+        {"pub_key": key_of(plan, "vendor").pub_hex, "role": "vendor", "name": "vendor"},
+    ]
+    net = start_testnet(
+        home / "testnet",
+        validators,
+        chain_id=plan["chain_id"],
+        members=members,
+        contracts=plan["contracts"],
+        empty_block_interval_s=0.5,
+    )
+    return net, list(net.api_urls), Path(net.nodes[0].home) / "data" / "chain.db"
+
+
+def run_processes(
+    home: Path,
+    progress: Progress,
+    method: str | None = None,
+    slot_s: int = 6,
+    validators: int = 1,
+    phases: tuple[Any, ...] | None = None,
+) -> tuple[dict[str, Any], LocalChain, Path]:
+    """Validator process(es) and three agent processes on the wall clock; returns the plan, the
+    chain (read back from a validator's database once everything has stopped) and that
+    database's path."""
+    from gridledger.agents.runner import HttpChain
+    from gridledger.demo.scenario import PHASES
+
+    slot_ms = slot_s * 1000
+    now = time.time_ns() // 1_000_000 + 2000 + (8000 if validators > 1 else 0)
+    start_ms = now - now % slot_ms + slot_ms  # orders' windows are aligned to slots
+    plan = make_plan(home, start_ms, slot_ms, method, phases or PHASES)
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
-    py = sys.executable
-    node = _spawn([py, "-m", "gridledger.demo.node_proc", "--home", str(home)], logs / "node.log")
-    procs: dict[str, subprocess.Popen] = {}
-    try:
-        addr_file = home / "node.addr"
-        deadline = time.monotonic() + 60
-        while not addr_file.exists():
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not start: {(logs / 'node.log').read_text()}")
-            time.sleep(0.1)
-        url = addr_file.read_text().strip()
+    if validators > 1:
+        handle, urls, db = _start_bft(home, plan, validators)
         progress(
-            f"node process {node.pid} at {url} (solo consensus, wall clock, "
+            f"BFT testnet of {validators} validator processes: {', '.join(urls)} "
+            f"({slot_s} s market slots)"
+        )
+    else:
+        handle, urls, db = _start_solo(home, plan, logs)
+        progress(
+            f"node process {handle.pid} at {urls[0]} (solo consensus, wall clock, "
             f"{slot_s} s market slots)"
         )
-        client = HttpChain(url)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        client = HttpChain(urls[0])
         setup(client, plan, lambda: time.sleep(0.1), progress)
         plan_file = home / "demo" / "plan.json"
-        for role in ("dso", "meters", "prosumers"):
+        for i, role in enumerate(("dso", "meters", "prosumers")):
+            url = urls[i % len(urls)]  # on a testnet each role talks to its own validator
             deadline = (plan["end_ms"] - client.time_ms()) // 1000 + 120
             procs[role] = _spawn(
                 [
-                    py,
+                    sys.executable,
                     "-m",
                     "gridledger.agents.runner",
                     "--plan",
@@ -296,12 +345,12 @@ def run_processes(
                 ],
                 logs / f"{role}.log",
             )
-            progress(f"agent process {procs[role].pid}: {role}")
+            progress(f"agent process {procs[role].pid}: {role} -> {url}")
         shown = -1
         while any(p.poll() is None for p in procs.values()):
-            now = client.time_ms()
+            t = client.time_ms()
             idx = max(
-                [0] + [i for i, ph in enumerate(plan["phases"]) if now >= ph["t1_ms"] - 3 * slot_ms]
+                [0] + [i for i, ph in enumerate(plan["phases"]) if t >= ph["t1_ms"] - 3 * slot_ms]
             )
             if idx != shown:
                 shown = idx
@@ -316,7 +365,11 @@ def run_processes(
         for p in procs.values():
             if p.poll() is None:
                 p.terminate()
-        node.terminate()
-        node.wait(timeout=30)
-    chain = LocalChain(home, genesis, None, plan["start_ms"])
-    return plan, chain
+        if validators > 1:
+            handle.close()
+        else:
+            handle.terminate()
+            handle.wait(timeout=30)
+    genesis = (db.parent.parent / "genesis.json").read_bytes().rstrip(b"\n")
+    chain = LocalChain(db.parent.parent, genesis, None, plan["start_ms"], db_path=db)
+    return plan, chain, db
