@@ -506,3 +506,61 @@ def test_invariants_over_random_markets(offers, bids, verdicts, deviations, spli
             assert k.chain.state_int("supply/utoken") == FUNDS * len(PARTIES)
         finally:
             k.chain.close()
+
+
+def test_pay_as_clear_settles_every_trade_of_a_slot_at_one_price(kit: Kit) -> None:
+    kit.ok(DSO, "market.configure", {"pricing": "pay_as_clear"})
+    kit.block(T - 9 * SLOT + 1)
+    kit.offer("dg2", 100_000, 90_000, T, T + SLOT)
+    kit.offer("dg3", 100_000, 110_000, T, T + SLOT)
+    kit.bid("load5", 100_000, 130_000, T, T + SLOT)
+    kit.bid("load7", 100_000, 125_000, T, T + SLOT)
+    kit.block(T - 8 * SLOT)
+    # the rules are frozen once trading has begun
+    late = kit.send(DSO, "market.configure", {"pricing": "pay_as_bid"})
+    assert late.code == codes.INVALID_PAYLOAD and "frozen" in late.log
+    for mid in ("m0", "m1"):
+        kit.certify(mid)
+        kit.block(T - 7 * SLOT + int(mid[1:]))
+    kit.block(T + SLOT)
+    for name in ("dg2", "dg3"):
+        kit.read(name, T, export_wh=25_000)
+    for name in ("load5", "load7"):
+        kit.read(name, T, import_wh=25_000)
+    kit.block(T + SLOT + 1)
+    # both trades clear at the highest matched offer price, 0.11 token/kWh: 25 kWh -> 2.75
+    prices = {kit.chain.state(f"settle/done/{m}/{T}")["price"] for m in ("m0", "m1")}
+    assert prices == {110_000}
+    assert kit.bal("dg2") == kit.bal("dg3") == FUNDS + 2_750_000
+    kit.supply_matches_balances()
+
+
+def test_a_second_meter_cannot_report_a_metered_slot_again(kit: Kit) -> None:
+    extra = key("meter-dg2-bis")
+    kit.ok(DSO, "member.bind_meter", {"meter": extra.pub_hex, "prosumer": kit.k["dg2"].pub_hex})
+    kit.block(T + SLOT)
+    kit.ok(
+        kit.meter["dg2"],
+        "settlement.reading",
+        {
+            "meter": kit.meter["dg2"].pub_hex,
+            "start_ms": T,
+            "duration_s": SLOT // 1000,
+            "export_wh": 1_000,
+            "import_wh": 0,
+        },
+    )
+    kit.block(T + SLOT + 1)
+    again = kit.send(
+        extra,
+        "settlement.reading",
+        {
+            "meter": extra.pub_hex,
+            "start_ms": T,
+            "duration_s": SLOT // 1000,
+            "export_wh": 1_000,
+            "import_wh": 0,
+        },
+    )
+    assert again.code == codes.ALREADY_EXISTS and "already metered" in again.log
+    kit.supply_matches_balances()
