@@ -204,3 +204,11 @@ def test_a_trade_the_network_cannot_carry_at_all_is_rejected_in_strict_json():
     d = json.loads(json.dumps(cert.to_dict(), allow_nan=False))
     assert d["loss_with_ropf_kw"] is None
     assert math.isnan(Certificate.from_dict(d).loss_with_ropf_kw)
+
+
+def test_set_points_for_unknown_generators_are_refused():
+    net = load_case("microgrid9")
+    with pytest.raises(WorkflowError, match="unknown generator 'DG7'"):
+        initial_setpoints(net, {"DG7": SetPoint(q_kvar=0.0)})
+    with pytest.raises(WorkflowError, match="unknown generator 'DG7'"):
+        with_setpoints(net, {"DG7": SetPoint(q_kvar=0.0)})

@@ -320,6 +320,8 @@ def initial_setpoints(net: Network, given: dict[str, SetPoint] | None) -> dict[s
         for n, q, v in zip(net.gen["name"], net.gen.q_mvar, net.gen.vm_pu, strict=True)
     }
     for g, sp in (given or {}).items():
+        if g not in base:
+            raise WorkflowError(f"initial set-point for unknown generator {g!r} of {net.name}")
         old = base[g]
         base[g] = SetPoint(
             q_kvar=sp.q_kvar if sp.q_kvar is not None else old.q_kvar,
