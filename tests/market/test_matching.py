@@ -146,6 +146,21 @@ def test_cancel_expire_and_release() -> None:
     assert book.expire(T0 + 2 * SLOT) == ["b1"]
     assert book.expire(T0 + 4 * SLOT) == ["o2", "o3"]
     assert book.offers == {} and book.bids == {}
+    # closed orders leave no trace: the book's record stays as small as its open orders
+    assert book.arrival == {} and book.excluded_pairs == set()
+
+
+def test_clearing_bands_are_kept_for_settlement_then_dropped() -> None:
+    book = OrderBook(MarketParams(pricing=PAY_AS_CLEAR))
+    book.add_offer(offer("o1", 2, 100_000, 100), NOW)
+    book.add_bid(bid("b1", 5, 100_000, 130), NOW)
+    book.expire(T0 + 4 * SLOT)
+    assert book.clearing_price(T0) == 100  # readings of the slot come after it has ended
+    week = 7 * 24 * 3_600_000
+    book.expire(T0 + week)
+    assert book.clearing_price(T0) == 100
+    book.expire(T0 + 2 * SLOT + week + 1)
+    assert book.clearing_price(T0) is None and book.clearing_price(T0 + 2 * SLOT) is None
 
 
 def test_pay_as_clear_band_and_uniform_price() -> None:

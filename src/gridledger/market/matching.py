@@ -29,6 +29,7 @@ from typing import Any
 
 from gridledger.market.orders import (
     DEFAULT_SLOT_MS,
+    MAX_WINDOW_MS,
     Bid,
     Offer,
     OrderError,
@@ -182,32 +183,40 @@ class OrderBook:
         if order_id in self.offers:
             if self.offers[order_id].seller != owner:
                 raise OrderError(f"order {order_id} belongs to another account")
-            del self.offers[order_id]
-            del self.offer_left_w[order_id]
         elif order_id in self.bids:
             if self.bids[order_id].buyer != owner:
                 raise OrderError(f"order {order_id} belongs to another account")
-            del self.bids[order_id]
-            del self.bid_left_w[order_id]
         else:
             raise OrderError(f"no open order {order_id}")
+        self._forget(order_id)
 
     def expire(self, now_ms: int) -> list[str]:
         """Drop orders whose window has ended; return their ids in arrival order."""
         gone = [o.offer_id for o in self.offers.values() if o.end_ms <= now_ms]
         gone += [b.bid_id for b in self.bids.values() if b.end_ms <= now_ms]
+        gone.sort(key=lambda i: self.arrival[i])
         for oid in gone:
-            self.offers.pop(oid, None)
-            self.offer_left_w.pop(oid, None)
-            self.bids.pop(oid, None)
-            self.bid_left_w.pop(oid, None)
-        # the band of a finished slot is still needed for its settlement price: keep it
-        return sorted(gone, key=lambda i: self.arrival[i])
+            self._forget(oid)
+        # the band of a finished slot is still needed for its settlement price (readings come
+        # after the slot): keep it for as long as an order window may last, then drop it
+        for slot in [t for t in self.band if t < now_ms - MAX_WINDOW_MS]:
+            del self.band[slot]
+        return gone
+
+    def _forget(self, order_id: str) -> None:
+        """Drop every trace of a closed order, so the book only ever holds open orders."""
+        self.offers.pop(order_id, None)
+        self.offer_left_w.pop(order_id, None)
+        self.bids.pop(order_id, None)
+        self.bid_left_w.pop(order_id, None)
+        self.arrival.pop(order_id, None)
+        self.excluded_pairs = {p for p in self.excluded_pairs if order_id not in p}
 
     def release(self, match: Match) -> None:
         """A rejected match gives its power back to its orders (if still open) and the pair is
         never matched again."""
-        self.excluded_pairs.add((match.offer_id, match.bid_id))
+        if match.offer_id in self.offers and match.bid_id in self.bids:
+            self.excluded_pairs.add((match.offer_id, match.bid_id))
         left = self.offer_left_w.get(match.offer_id)
         if left is not None:
             for s in slots_of(match.start_ms, match.end_ms, self.params.slot_ms):
