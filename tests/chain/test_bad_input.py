@@ -162,7 +162,7 @@ def test_double_spend_in_one_block_exactly_one_succeeds(chain):
         app.classify_tx,
         app.app_hash,
         app.last_results_hash,
-        app.validators(),
+        app.validators_for(info.height),
     )
     res = app.finalize_block([a, b], info)
     assert [r.code for r in res.tx_results] == [codes.OK, codes.INSUFFICIENT_FUNDS]

@@ -80,7 +80,7 @@ def commit_block(chain, txs):
         app.classify_tx,
         app.app_hash,
         app.last_results_hash,
-        app.validators(),
+        app.validators_for(info.height),
     )
     res = app.finalize_block(txs, info)
     block = Block(header, tuple(txs))
@@ -180,11 +180,14 @@ def test_solo_stops_once_voted_below_two_thirds(tmp_path):
         chain.tx("validator", "validator.propose", {"power": 100, "pub_key": chain.pub("mallory")})
     ).ok
     chain.block()
+    h = chain.app.height  # the change was decided in block h: it signs from h + 2 on
     assert len(chain.app.validators()) == 2
-    height = chain.app.height
+    assert [v.power for v in chain.app.validators_for(h + 1)] == [10]
+    assert sorted(v.power for v in chain.app.validators_for(h + 2)) == [10, 100]
+    chain.block()  # h + 1: still the old set, which the solo key controls
     with pytest.raises(SoloError, match="2/3"):
         chain.block()
-    assert chain.app.height == height
+    assert chain.app.height == h + 1
     assert verify_chain(chain.store.path).ok
 
 

@@ -92,6 +92,8 @@ class LedgerApp:
         # of admission, proposal, validation and execution (profiled: 6 decodes per tx before)
         self._prechecked: dict[bytes, tuple[Tx | None, int, str]] = {}
         self._gate_failed: set[bytes] = set()
+        # validator sets after the last two heights: block h is signed by the set after h-2
+        self._sets_after: dict[int, list[dict[str, Any]]] = {}
         self._check_overlay: dict[bytes, bytes | None] = {}
         self._pending: _Pending | None = None
         self.genesis: Genesis | None = None
@@ -112,6 +114,8 @@ class LedgerApp:
         self.params = self.genesis.params
         self._prechecked.clear()  # results depend on the chain id and registry just loaded
         self._gate_failed = self.store.committed_with_codes(_GATE_CODES)
+        recent = self.store.meta("valsets_recent", None, writer=True) or {}
+        self._sets_after = {int(h): v for h, v in recent.items()}
         for k, v in self.store.state_items(writer=True):
             k, v = bytes(k), bytes(v)
             self._committed[k] = v
@@ -128,10 +132,26 @@ class LedgerApp:
         return self.genesis.chain_id if self.genesis else ""
 
     def validators(self) -> list[Validator]:
+        """The validator set in the committed state (it signs from two heights on)."""
         raw = self._committed.get(VALIDATORS_KEY.encode())
         if raw is None:
             return []
         return [Validator(bytes.fromhex(v["pub_key"]), v["power"]) for v in encoding.decode(raw)]
+
+    def validators_for(self, height: int) -> list[Validator]:
+        """The set that signs block ``height``: the state's set after block ``height - 2``.
+
+        Updates from ``finalize_block(H)`` take effect at ``H + 2``, as in CometBFT and the
+        Tendermint engine (``consensus/tendermint/ledger.py``), so every engine and ``verify``
+        agree on who signs each height.
+        """
+        after = max(height - 2, 0)
+        vals = self._sets_after.get(after)
+        if vals is None:
+            raise AppError(
+                f"validator set for height {height} is not known at height {self.height}"
+            )
+        return [Validator(bytes.fromhex(v["pub_key"]), v["power"]) for v in vals]
 
     def classify_tx(self, raw: bytes) -> str:
         """The Merkle tree a transaction belongs to (declared by its type's contract)."""
@@ -193,6 +213,7 @@ class LedgerApp:
                     "height": 0,
                     "last_results_hash": EMPTY_ROOT.hex(),
                     "last_time_ms": g.doc["genesis_time_ms"],
+                    "valsets_recent": {"0": encoding.decode(values[VALIDATORS_KEY.encode()])},
                 },
                 values,
             )
@@ -449,6 +470,11 @@ class LedgerApp:
                 )
                 for i, (txid, r) in enumerate(zip(p.txids, p.results, strict=True))
             ]
+            vals_raw = (
+                p.overlay.get(VALIDATORS_KEY.encode()) or self._committed[VALIDATORS_KEY.encode()]
+            )
+            sets_after = {h: v for h, v in self._sets_after.items() if h == p.height - 1}
+            sets_after[p.height] = encoding.decode_trusted(vals_raw)
             self.store.commit_height(
                 block,
                 commit,
@@ -459,8 +485,10 @@ class LedgerApp:
                     "last_block_hash": block.hash().hex(),
                     "last_results_hash": p.results_hash.hex(),
                     "last_time_ms": p.time_ms,
+                    "valsets_recent": {str(h): v for h, v in sets_after.items()},
                 },
             )
+            self._sets_after = sets_after
             for k, v in p.overlay.items():
                 if v is None:
                     self._committed.pop(k, None)

@@ -139,7 +139,7 @@ def _check_height(
         return "app_hash differs from the state root re-computed after the previous block"
     if hd.last_results_hash != app.last_results_hash:
         return "last_results_hash differs from the re-computed results of the previous block"
-    validators = app.validators()
+    validators = app.validators_for(h)
     if hd.validators_hash != validator_set_hash(validators):
         return "validators_hash is not the validator set of this height"
     if hd.proposer not in {v.pub_key for v in validators}:

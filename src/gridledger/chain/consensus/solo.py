@@ -56,7 +56,7 @@ class SoloEngine:
 
     def _check_power(self) -> None:
         # re-checked every height: a validator-set vote can take the decision away from us
-        vals = {v.pub_key: v.power for v in self.app.validators()}
+        vals = {v.pub_key: v.power for v in self.app.validators_for(self.app.height + 1)}
         if vals.get(self.key.pub_key, 0) * 3 <= 2 * sum(vals.values()):
             raise SoloError("the node key does not hold more than 2/3 of the voting power")
 
@@ -88,7 +88,7 @@ class SoloEngine:
                     app.classify_tx,
                     app.app_hash,
                     app.last_results_hash,
-                    app.validators(),
+                    app.validators_for(height),
                 )
                 result = app.finalize_block(txs, info)
                 block = Block(header, tuple(txs))
