@@ -3,7 +3,8 @@
 ``validator.propose`` opens (or votes for) a change ``{pub_key, power}`` (power 0 removes); each
 current validator votes with the same transaction; when the voters hold more than 2/3 of the
 power, the change is applied and returned to consensus as a validator update (it signs from two
-heights later, ``LedgerApp.validators_for``). A new validator must already be a member with role ``validator``.
+heights later, ``LedgerApp.validators_for``). A new validator must already be a member with
+role ``validator``.
 
 State: ``chain/validators`` -> [{"power", "pub_key"}], ``valvote/<pub>/<power>`` -> [voters].
 """
