@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gridledger.chain import codes
-from gridledger.chain.contracts.market import ESCROW
+from gridledger.chain import codes, merkle
+from gridledger.chain.contracts.market import ESCROW, trade_record
 from gridledger.chain.contracts.settlement import rec_id
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair
@@ -126,16 +126,15 @@ class Kit:
                 },
             )
             self.ok(DSO, "market.reactive", {"match_id": mid, "setpoints": list(reactive)})
-        return self.send(
-            sender,
-            "market.certificate",
-            {
-                "match_id": mid,
-                "match_digest": self.match(mid)["digest"],
-                "verdict": verdict,
-                "reasons": list(reasons),
-            },
-        )
+        cert = {
+            "match_id": mid,
+            "match_digest": self.match(mid)["digest"],
+            "verdict": verdict,
+            "reasons": list(reasons),
+        }
+        if verdict == "approved":
+            cert["trade"] = trade_record(self.match(mid)["match"])
+        return self.send(sender, "market.certificate", cert)
 
     def read(
         self,
@@ -302,6 +301,47 @@ def test_bad_certificates(kit: Kit) -> None:
     )
     assert settled.code == codes.ALREADY_EXISTS and "settled" in settled.log
     kit.supply_matches_balances()
+
+
+def test_an_approval_must_state_the_trade_it_approves(kit: Kit) -> None:
+    kit.offer("dg2", 300_000, 100_000, T, T + 4 * SLOT)
+    kit.bid("load5", 300_000, 120_000, T, T + 2 * SLOT)
+    kit.block(T - 8 * SLOT)
+    kit.ok(
+        DSO,
+        "market.losses",
+        {"from_ms": T, "total_loss_w": 1, "shares": [{"match_id": "m0", "loss_w": 1}]},
+    )
+    kit.ok(DSO, "market.reactive", {"match_id": "m0", "setpoints": []})
+    trade = trade_record(kit.match("m0")["match"])
+    # 300 kW over 30 minutes: 150 kWh from dg2 to load5 (seed 000's active-power record)
+    assert trade == {
+        "source": kit.k["dg2"].pub_hex,
+        "destination": kit.k["load5"].pub_hex,
+        "power_w": 300_000,
+        "start_ms": T,
+        "duration_ms": 2 * SLOT,
+        "energy_wh": 150_000,
+    }
+    base = {
+        "match_id": "m0",
+        "match_digest": kit.match("m0")["digest"],
+        "verdict": "approved",
+        "reasons": [],
+    }
+    missing = kit.send(DSO, "market.certificate", base)
+    inflated = kit.send(
+        DSO, "market.certificate", {**base, "trade": {**trade, "energy_wh": 300_000}}
+    )
+    for out in (missing, inflated):
+        assert out.code == codes.INVALID_PAYLOAD and "trade record" in out.log
+    assert kit.send(DSO, "market.certificate", {**base, "trade": trade}).ok
+    kit.block(T - 7 * SLOT)
+    assert kit.match("m0")["status"] == "approved"
+    # the record is in the active-power tree of the block that approved it
+    block = kit.chain.blocks[-1]
+    active = [raw for raw in block.txs if kit.chain.app.classify_tx(raw) == "active"]
+    assert len(active) == 1 and block.header.tx_roots.active != merkle.EMPTY_ROOT
 
 
 def test_overloading_trade_rejected_and_bid_goes_to_next_seller(kit: Kit) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from gridledger.agents.client import AgentError, ChainClient, must
 from gridledger.chain import encoding
+from gridledger.chain.contracts.market import trade_record
 from gridledger.chain.keys import KeyPair
 
 
@@ -333,6 +334,7 @@ class DsoAgent:
             "document_digest": digest,
             "verdict": "approved",
             "reasons": [],
+            "trade": trade_record(rec["match"]),
         }
         must(client.submit(self.key, "market.certificate", cert), f"certificate for {mid}")
         return n + 2

@@ -53,6 +53,7 @@ from gridledger.market.orders import (
     DEFAULT_SLOT_MS,
     MAX_POWER_W,
     OrderError,
+    energy_wh,
     parse_bid,
     parse_offer,
 )
@@ -466,8 +467,35 @@ def _x_reactive(ctx: Context, p: dict[str, Any]) -> None:
 
 
 # --- market.certificate ---------------------------------------------------------------------------
+TRADE_FIELDS = ["destination", "duration_ms", "energy_wh", "power_w", "source", "start_ms"]
+
+
+def trade_record(m: dict[str, Any]) -> dict[str, Any]:
+    """The active-power record of an approved trade (seed 000 §II.B: source, destination,
+    energy, timestamp, duration, power), as the certificate must carry it."""
+    duration = m["end_ms"] - m["start_ms"]
+    return {
+        "source": m["seller"],
+        "destination": m["buyer"],
+        "power_w": m["power_w"],
+        "start_ms": m["start_ms"],
+        "duration_ms": duration,
+        "energy_wh": energy_wh(m["power_w"], duration),
+    }
+
+
 def _v_certificate(p: dict[str, Any]) -> None:
-    require_fields(p, ["match_digest", "match_id", "reasons", "verdict"], ["document_digest"])
+    require_fields(
+        p, ["match_digest", "match_id", "reasons", "verdict"], ["document_digest", "trade"]
+    )
+    if "trade" in p:
+        if not isinstance(p["trade"], dict):
+            raise PayloadError("trade must be an object")
+        require_fields(p["trade"], TRADE_FIELDS)
+        for f in ("destination", "source"):
+            req_key(p["trade"], f)
+        for f in ("duration_ms", "energy_wh", "power_w", "start_ms"):
+            req_int(p["trade"], f, 0)
     req_str(p, "match_id", 32)
     req_hash(p, "match_digest")
     if "document_digest" in p:
@@ -509,6 +537,14 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
             raise ContractError(codes.INVALID_PAYLOAD, f"no loss share recorded for match {mid}")
         if ctx.state.get(reactive_key(mid)) is None:
             raise ContractError(codes.INVALID_PAYLOAD, f"no reactive record for match {mid}")
+        # the approval is the trade's record in the active-power tree: it must state the trade
+        if p.get("trade") != trade_record(rec["match"]):
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"an approval must carry the trade record "
+                f"of match {mid} (source, destination, energy, start, duration, "
+                "power)",
+            )
         rec["status"] = "approved"
         slot = book.params.slot_ms
         for s in range(m.start_ms, m.end_ms, slot):
