@@ -156,3 +156,39 @@ def test_ledger_app_implements_the_abci_protocol(tmp_path):
     info = chain.app.info()
     assert (info.last_block_height, info.chain_id) == (0, CHAIN_ID)
     assert info.last_block_app_hash == chain.app.app_hash
+
+
+def test_failed_commit_leaves_nothing_half_written(tmp_path):
+    """A write failing inside the height's SQLite transaction (disk full, I/O error) rolls back
+    the block, its results and its state together; a restart continues from the last height."""
+    import hashlib
+    import sqlite3
+
+    chain = make_chain(tmp_path)
+    raw = transfer(chain, 77)
+    assert chain.submit(raw).ok
+    before = (chain.store.height(), chain.store.meta("app_hash"))
+    real = chain.store._w
+
+    class FailingConn:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def executemany(self, sql, rows):
+            if "INTO txs" in sql:
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.executemany(sql, rows)
+
+    chain.store._w = FailingConn()
+    with pytest.raises(sqlite3.OperationalError):
+        chain.block()
+    chain.store._w = real
+    assert (chain.store.height(), chain.store.meta("app_hash")) == before
+    assert chain.store.get_block(before[0] + 1) is None
+    assert chain.store.get_tx(hashlib.sha256(raw).digest()) is None
+    # a fresh process (new app on the same file) resumes at the last durable height
+    chain.store.close()
+    store = Store(tmp_path / "chain.db")
+    app = LedgerApp(store)
+    assert (app.height, app.app_hash.hex()) == (before[0], before[1])
+    assert app.check_tx(raw).ok  # the transfer can simply be submitted again
