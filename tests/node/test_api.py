@@ -187,3 +187,9 @@ def test_verify_a_live_node_while_it_commits(env):
         stop.set()
         t.join(30)
     assert rep.txs > 0
+
+
+def test_oversized_request_is_refused_before_parsing(env):
+    _, client, _, _ = env
+    r = client.http.post("/txs", json={"tx": "00" * 40_000})
+    assert r.status_code == 422 and "at most" in r.text

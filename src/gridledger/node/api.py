@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from gridledger.chain import codes
 from gridledger.chain.proofs import ProofError
+from gridledger.chain.tx import MAX_TX_BYTES
 from gridledger.node.node import Node
 from gridledger.node.offchain import OffchainError
 
@@ -27,7 +28,10 @@ def _hex32(value: str, what: str) -> bytes:
 
 
 class TxIn(BaseModel):
-    tx: str = Field(description="the signed transaction's wire bytes, lowercase hex")
+    tx: str = Field(
+        description="the signed transaction's wire bytes, lowercase hex",
+        max_length=2 * MAX_TX_BYTES,
+    )
 
     @field_validator("tx")
     @classmethod
