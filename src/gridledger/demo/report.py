@@ -313,7 +313,10 @@ def render_text(rep: Report, plan: dict[str, Any]) -> str:
                         line += "".join(f" {'–':>22}" for _ in regs)
                     lines.append(line.rstrip() if j else line)
         if ph["ranking"]:
-            lines.append("  DSO ranking on chain (seed 002 Table 5): loss increase, overload")
+            lines.append(
+                "  DSO ranking on chain (seed 002 Table 5): loss increase; sellers that break a "
+                "limit are excluded"
+            )
             for r in rep.ranking:
                 lines.append(
                     f"    buyer bus {r['buyer_node']}: seller {r['seller']:<3} "
@@ -455,7 +458,7 @@ def write_html(rep: Report, plan: dict[str, Any], text: str, path: Path) -> Path
         if ph["ranking"]:
             parts.append(
                 _table(
-                    ["buyer bus", "seller", "loss increase [%]", "overloads"],
+                    ["buyer bus", "seller", "loss increase [%]", "excluded (a limit broken)"],
                     [
                         [
                             r["buyer_node"],

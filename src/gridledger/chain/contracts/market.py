@@ -594,5 +594,3 @@ CONTRACT = Contract(
     ),
     genesis=_genesis,
 )
-
-__all__ = ["CONTRACT", "ESCROW", "PRICING_RULES"]
