@@ -14,8 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="run seed 000 CASE 1/2 and a seed-002 seller selection on an embedded chain",
         description="Offers, bids, matching, DSO certificates (R-OPF, losses, reactive "
-        "set-points), metered delivery and settlement on a fresh single-validator chain; prints "
-        "a Table III-like report, balances, the chain and the audit, and writes an HTML report.",
+        "set-points), metered delivery and settlement on a fresh chain (embedded by default); "
+        "prints a Table III-like report, balances, the chain and the audit, and writes an HTML "
+        "report.",
     )
     p.add_argument(
         "--home",
@@ -25,15 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("out"), help="report directory (default out/)")
     p.add_argument(
         "--method",
-        default="exact",
+        default=None,
         choices=("exact", "gso", "sbde", "de"),
-        help="R-OPF solver the DSO uses (default exact)",
+        help="R-OPF solver the DSO uses (default: each scenario's own)",
     )
     p.add_argument(
         "--validators",
         type=int,
         default=1,
-        help="1: embedded solo chain (default); >1: BFT testnet",
+        help="1: one validator (default); N > 1: an N-validator BFT testnet of processes",
     )
     p.add_argument(
         "--processes",
