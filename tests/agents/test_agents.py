@@ -183,3 +183,38 @@ def test_dso_rejects_an_overloading_trade_with_reasons(world, tmp_path: Path) ->
     # the bid stays open (and escrowed: 5 MW x 0.25 h x 10 utoken/kWh) for other sellers
     assert chain.balance("utoken", keys["L9"].pub_hex) == 10**11 - 12_500
     assert chain.state("market/pending") == []
+
+
+def test_a_restarted_dso_agent_keeps_the_previous_setpoints(world, tmp_path: Path) -> None:
+    chain, keys, _, dso = world
+    regs = {b: keys[f"DG{b}"].pub_hex for b in (2, 3, 4)}
+
+    def agent() -> DsoAgent:  # a fresh process: only the documents directory survives
+        return DsoAgent(
+            dso, [GridPhase(0, make_evaluator("seed000_case1"), regs)], SLOT, tmp_path / "docs"
+        )
+
+    def trade(seller: str, buyer: str, power_w: int, s: int) -> None:
+        for n, kind, price in ((seller, "offer", 100_000), (buyer, "bid", 120_000)):
+            spec = OrderSpec(kind, power_w, price, T + s * SLOT, T + 2 * SLOT)
+            ProsumerAgent(n, keys[n], BUSES[n], [spec]).step(chain)
+
+    trade("DG2", "L5", 300_000, 0)
+    chain.produce(T - 6 * SLOT)
+    assert agent().step(chain) == 3
+    chain.produce(T - 6 * SLOT + 1)
+    trade("DG3", "L7", 200_000, 1)
+    chain.produce(T - 5 * SLOT)
+    assert agent().step(chain) == 3  # another fresh agent certifies the second trade
+    chain.produce(T - 5 * SLOT + 1)
+    ev = make_evaluator("seed000_case1")
+    tr1, tr2 = TradeSpec("m0", 2, 5, 300.0), TradeSpec("m1", 3, 7, 200.0)
+    _, after_t1 = ev.certify([tr1], T, SLOT, ev.initial_state(), 100_000, "m0")
+    both, _ = ev.certify([tr1, tr2], T + SLOT, SLOT, after_t1, 100_000, "m1")
+    fresh, _ = ev.certify([tr1, tr2], T + SLOT, SLOT, ev.initial_state(), 100_000, "m1")
+    on_chain = {
+        sp["node"]: sp["delta_q_var"] for sp in chain.state("market/reactive/m1")["setpoints"]
+    }
+    # ΔQ is against the optimized t1 interval, not the initial state a restart would assume
+    assert on_chain == {r.bus: round(1000 * r.delta_q_kvar) for r in both.regulators}
+    assert on_chain != {r.bus: round(1000 * r.delta_q_kvar) for r in fresh.regulators}

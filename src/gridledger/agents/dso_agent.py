@@ -88,6 +88,12 @@ class Evaluator(Protocol):
         optimized set-points (the next interval's "previous")."""
         ...
 
+    def dump_state(self, state: Any) -> Any:
+        """The state as JSON-able data (the agent keeps it on disk across restarts)."""
+        ...
+
+    def load_state(self, data: Any) -> Any: ...
+
     def rank(
         self,
         buyer_bus: int,
@@ -138,6 +144,37 @@ class DsoAgent:
     rankings: list[RankingSpec] = field(default_factory=list)
     handled: dict[str, str] = field(default_factory=dict)  # match id -> verdict
     log: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._load_states()
+
+    @property
+    def _state_file(self) -> Path | None:
+        return None if self.documents_dir is None else self.documents_dir / "setpoints.json"
+
+    def _save_states(self) -> None:
+        """The optimized set-points per interval, so that a restarted agent computes ΔQ against
+        the right previous interval (the DSO's own off-chain record)."""
+        path = self._state_file
+        if path is None:
+            return
+        data = {
+            str(ph.from_ms): {str(t): ph.evaluator.dump_state(st) for t, st in ph.states.items()}
+            for ph in self.phases
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # atomic: a crash leaves the old file or the new one
+
+    def _load_states(self) -> None:
+        path = self._state_file
+        if path is None or not path.exists():
+            return
+        data = json.loads(path.read_text())
+        for ph in self.phases:
+            for t, st in data.get(str(ph.from_ms), {}).items():
+                ph.states[int(t)] = ph.evaluator.load_state(st)
 
     def phase_at(self, time_ms: int) -> GridPhase:
         current = None
@@ -253,6 +290,7 @@ class DsoAgent:
             try:
                 n = self._post_approval(client, mid, rec, phase, evaluations, start_eval, digest)
                 phase.states.update(new_states)
+                self._save_states()
             except AgentError as exc:
                 # late or refused: the match must not hang pending, so it is rejected
                 feasible, reasons = False, [f"the DSO could not certify the trade: {exc}"[:200]]

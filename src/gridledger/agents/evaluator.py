@@ -58,6 +58,12 @@ class ScenarioEvaluator:
     def initial_state(self) -> dict[str, SetPoint]:
         return dict(self.initial)
 
+    def dump_state(self, state: dict[str, SetPoint]) -> dict[str, list[float | None]]:
+        return {g: [sp.q_kvar, sp.vm_pu] for g, sp in state.items()}
+
+    def load_state(self, data: dict[str, list[float | None]]) -> dict[str, SetPoint]:
+        return {g: SetPoint(q_kvar=q, vm_pu=v) for g, (q, v) in data.items()}
+
     @staticmethod
     def _trades(trades: Sequence[TradeSpec], start_ms: int, end_ms: int) -> list[Trade]:
         return [
