@@ -271,6 +271,14 @@ def _voltages(plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+# seed 000 Table III, ΔPtot in kW per interval (without, with R-OPF): the paper's figures, shown
+# beside ours; docs/reproduction.md explains the differences
+PAPER_DPTOT_KW = {
+    "seed000_case1": [(17.019, 16.592), (15.270, 13.549), (16.975, 14.466)],
+    "seed000_case2": [(18.118, 13.449), (18.102, 14.409), (25.202, 17.487)],
+}
+
+
 def _dq_cell(d: dict[str, Any] | None) -> str:
     """Table III's "ΔQ/ΔPQ" cell: ΔPQ is only shown where it is paid (ΔQ raised the output)."""
     if d is None:
@@ -291,10 +299,12 @@ def render_text(rep: Report, plan: dict[str, Any]) -> str:
         lines.append("")
         lines.append(ph["title"])
         regs = list(ph["regulators"].values())
+        paper = PAPER_DPTOT_KW.get(ph["scenario"], {})
         head = f"{'interval':<8} {'R-OPF':<5} {'trade':<5} {'ΔP_Gi,Li kW':>11} {'ΔPtot kW':>9}"
+        head += f" {'(paper)':>8}" if paper else ""
         head += "".join(f" {'ΔQ kvar/ΔPQ kW ' + r:>22}" for r in regs)
         lines.append(head)
-        for row in rows:
+        for k, row in enumerate(rows):
             for ropf in ("N", "Y"):
                 for j, tr in enumerate(row["trades"]):
                     loss = tr["loss_kw"] if ropf == "Y" else tr["loss_kw_without_ropf"]
@@ -304,6 +314,9 @@ def render_text(rep: Report, plan: dict[str, Any]) -> str:
                         f"{ropf if j == 0 else '':<5} {tr['trade']:<5} {loss:>11.3f} "
                         f"{tot if j == 0 else '':>9}"
                     )
+                    if paper:
+                        ref = f"{paper[k][ropf == 'Y']:.3f}" if j == 0 and k < len(paper) else ""
+                        line += f" {ref:>8}"
                     if j == 0 and ropf == "Y":
                         for r in regs:
                             d = row["reactive"].get(r)
