@@ -39,7 +39,7 @@ class RopfResult:
 
     method: str
     control: str
-    x: np.ndarray  # physical variables (pu): regulator vm or q, then SVC q
+    x: np.ndarray  # pu: regulators' vm or q, then free slack vm (if any), then SVC q
     variable_names: list[str]
     loss_before_pu: float
     loss_after_pu: float
@@ -51,26 +51,6 @@ class RopfResult:
     pf_after: PowerFlowResult
     pf_before: PowerFlowResult
     history: list[float] = field(default_factory=list)
-
-    def to_dict(self, base_mva: float) -> dict:
-        return {
-            "method": self.method,
-            "control": self.control,
-            "loss_before_mw": self.loss_before_pu * base_mva,
-            "loss_after_mw": self.loss_after_pu * base_mva,
-            "setpoints": {
-                name: (float(v) if name.endswith("vm_pu") else float(v) * base_mva)
-                for name, v in zip(self._setpoint_names(), self.x, strict=True)
-            },
-            "feasible": self.feasible,
-            "violations": [str(v) for v in self.violations],
-            "evaluations": int(self.evaluations),
-            "iterations": int(self.iterations),
-            "seconds": self.seconds,
-        }
-
-    def _setpoint_names(self) -> list[str]:
-        return [n.replace(":q_pu", ":q_mvar") for n in self.variable_names]
 
 
 @dataclass(frozen=True)
