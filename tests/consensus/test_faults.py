@@ -35,7 +35,11 @@ def _net(tmp_path_factory, name: str, **kw) -> Testnet:
     )
     net = Testnet(home)
     net.start()
-    net.wait_height(2, timeout_s=60)
+    try:
+        net.wait_height(2, timeout_s=60)
+    except BaseException:
+        net.close()  # never leave validator processes behind
+        raise
     return net
 
 

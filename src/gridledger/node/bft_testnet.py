@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -54,14 +55,40 @@ class TestnetError(RuntimeError):
     __test__ = False  # not a pytest test class
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    socks, ports = [], []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` ports that are free now, chosen *below* the kernel's ephemeral range.
+
+    Ports handed out by ``bind(0)`` come from the ephemeral range, which every outgoing
+    connection on the machine also draws from: between writing the config and starting the node
+    such a port may become some connection's source port, and the node could not listen. Random
+    ports under the range avoid that race (and other tests' servers on port 0).
+    """
+    lo_eph, _ = _ephemeral_range()
+    lo, hi = 20000, max(20000 + 4 * n, lo_eph - 1)
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    socks = []
+    try:
+        while len(ports) < n:
+            port = rng.randint(lo, hi)
+            if port in ports:
+                continue
             s = socket.socket()
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-            ports.append(s.getsockname()[1])
+            ports.append(port)
     finally:
         for s in socks:
             s.close()
@@ -216,6 +243,8 @@ class Testnet:
             cmd = [sys.executable, "-m", "gridledger.node.bft", "--home", str(node.home)]
             if os.environ.get("GRIDLEDGER_BFT_PROFILE"):  # diagnosis: cProfile per node
                 cmd += ["--profile", str(node.home / "profile.out")]
+            if os.environ.get("GRIDLEDGER_BFT_LOG_LEVEL"):  # diagnosis: more detail in node.log
+                cmd += ["--log-level", os.environ["GRIDLEDGER_BFT_LOG_LEVEL"]]
             node.proc = subprocess.Popen(
                 cmd,
                 stdout=logf,
@@ -325,6 +354,13 @@ class Testnet:
             hs = self.heights(idx)
             if len(hs) == len(idx) and min(hs.values()) >= height:
                 return hs
+            for i in idx:
+                proc = self.nodes[i].proc
+                if proc is not None and proc.poll() is not None:
+                    log = (self.nodes[i].home / "node.log").read_text(errors="replace")
+                    raise TestnetError(
+                        f"{self.nodes[i].name} exited with status {proc.returncode}: {log[-2000:]}"
+                    )
             time.sleep(0.1)
         raise TestnetError(f"nodes {idx} did not reach height {height} in {timeout_s}s: {hs}")
 

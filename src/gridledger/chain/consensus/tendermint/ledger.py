@@ -241,12 +241,10 @@ class LedgerChain:
         if self.peer_txs and len(candidates) < self.max_block_txs:
             have = {tx_id(t) for t in candidates}
             room = self.max_block_txs - len(candidates)
-            # A transaction committed before its gossip arrived would make the whole block
-            # invalid (and every later proposer's too): check the store for each one.
             for k, t in self.peer_txs.items():
                 if room == 0:
                     break
-                if k not in have and not self.store.tx_exists(k):
+                if k not in have:
                     candidates.append(t)
                     room -= 1
         txs = self.app.prepare_proposal(candidates, self.max_block_bytes, info)
@@ -382,7 +380,10 @@ class LedgerChain:
         txid = tx_id(raw)
         if txid in self.peer_txs or txid in self.mempool or len(self.peer_txs) >= MAX_PEER_TXS:
             return False
-        if txid in self._recent_committed:
+        # A transaction committed before its gossip arrived would make every block this node
+        # proposes invalid; the store is checked here, off the proposer's critical path (pool
+        # entries that get committed later are removed by apply).
+        if txid in self._recent_committed or self.store.tx_exists(txid):
             return False
         if self._precheck is not None:
             _, code, _ = self._precheck(raw)

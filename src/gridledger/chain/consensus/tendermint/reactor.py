@@ -18,6 +18,7 @@ Gossip rules (all peers are connected directly; the consortium is a full mesh):
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 K_PROPOSAL, K_VOTE, K_STATUS, K_TXS, K_BLOCK, K_EVIDENCE = 1, 2, 3, 4, 5, 6
 _STATUS = struct.Struct(">QI")
+ADMIT_SLICE_S = 0.004  # longest stretch of gossiped-transaction admission between other events
 _BLOCK_HEAD = struct.Struct(">QI")
 
 
@@ -88,6 +90,8 @@ class Reactor:
         self._stopped = False
         self._idle_wait = False
         self._start_timer: asyncio.TimerHandle | None = None
+        self._tx_inbox: collections.deque[bytes] = collections.deque()
+        self._admitting = False
         self.rejected_msgs = 0
         self.commit_listeners: list[Callable[[int], None]] = []
 
@@ -323,14 +327,28 @@ class Reactor:
             self.transport.broadcast(K_TXS, payload)
 
     def _on_txs(self, payload: bytes) -> None:
+        # Admission (a signature check per transaction) is queued and done in slices between
+        # other events, so that proposals and votes are not kept waiting behind a large batch.
         i, n = 0, len(payload)
-        added = False
         while i < n:
             (ln,) = struct.unpack_from(">I", payload, i)
-            added |= self.chain.add_peer_tx(payload[i + 4 : i + 4 + ln])
+            self._tx_inbox.append(payload[i + 4 : i + 4 + ln])
             i += 4 + ln
+        if not self._admitting:
+            self._admitting = True
+            self._loop.call_soon(self._admit_some)
+
+    def _admit_some(self) -> None:
+        inbox, added = self._tx_inbox, False
+        deadline = time.perf_counter() + ADMIT_SLICE_S
+        while inbox and time.perf_counter() < deadline:
+            added |= self.chain.add_peer_tx(inbox.popleft())
         if added:
             self.tx_arrived()
+        if inbox and not self._stopped:
+            self._loop.call_soon(self._admit_some)
+        else:
+            self._admitting = False
 
     # --- status -----------------------------------------------------------------------------------
     async def _status_loop(self) -> None:
