@@ -116,11 +116,18 @@ def test_fixed_point_aggregator_matches_the_float_one(small):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("admm_processes")
 def test_sce56_admm_against_centralized():
+    """SCE-56 × 24 h with the command's defaults (one subproblem per node, 2 processes)."""
+    from gridledger.commands.schedule import default_options
+
     feeder = sce56()
     central = solve_central(feeder)
     assert central.relaxation_gap < 1e-3
-    res = solve_admm(feeder, replace(OPTIONS, max_iter=60))
+    res = solve_admm(feeder, default_options(300))
     gap = abs(res.objective_usd - central.objective_usd) / central.objective_usd
-    assert gap < 0.02
-    assert res.history[-1].primal_residual < res.history[0].primal_residual / 10
+    assert gap < 1e-3  # 0.1 %: reached by iteration ~280 (not within the 100 of the budget)
+    assert res.history[-1].primal_residual < res.history[0].primal_residual / 30
+    np.testing.assert_allclose(
+        res.dlmp_usd_per_mwh.mean(axis=0), central.dlmp_usd_per_mwh.mean(axis=0), rtol=0.02
+    )
