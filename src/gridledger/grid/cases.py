@@ -30,7 +30,7 @@ CASE 1.  What it does not give, and what we assume (DESIGN.md):
   R = 0.641 Ω/km, X = 0.13 Ω/km is 50 mm² Al (1-2, 2-8, 8-9: 0.7, 1.0, 1.5 km).  We take
   typical buried-cable ampacities of 130 A (35 mm²) and 155 A (50 mm²): 4.50 and 5.37 MVA at
   20 kV;
-* voltage limits 0.95–1.05 pu (±5 %, as in seed 001);
+* voltage limits 0.9–1.1 pu (the gridledger default; seed 000 gives none);
 * the grid supply at bus 1 is rated 10 MVA (never binding here).
 """
 
@@ -56,6 +56,8 @@ from .loaders import (
 from .network import (
     BRANCH_COLUMNS,
     BUS_COLUMNS,
+    DEFAULT_VMAX_PU,
+    DEFAULT_VMIN_PU,
     GEN_COLUMNS,
     LOAD_COLUMNS,
     SHUNT_COLUMNS,
@@ -73,8 +75,8 @@ class UnknownCaseError(NetworkError):
 
 MICROGRID_VN_KV = 20.0
 MICROGRID_BASE_MVA = 1.0
-MICROGRID_VMIN_PU = 0.95
-MICROGRID_VMAX_PU = 1.05
+MICROGRID_VMIN_PU = DEFAULT_VMIN_PU
+MICROGRID_VMAX_PU = DEFAULT_VMAX_PU
 GRID_SUPPLY_SN_MVA = 10.0
 
 # seed 000 Table I: (from, to, R ohm, X ohm) and our cable type inferred from ohm/km.
