@@ -38,6 +38,25 @@ def test_admm_reaches_the_centralized_optimum(small, converged):
     np.testing.assert_allclose(converged.dlmp_usd_per_mwh, central.dlmp_usd_per_mwh, atol=0.05)
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"adaptive": True},
+        {"adaptive": True, "rho_per_entry": True},
+        {"v_weight": 10.0},
+        {"anderson": 5, "over_relaxation": 1.0},
+        {"warm_start": False, "price_warm_start": False},
+    ],
+    ids=["residual-balancing", "per-entry-rho", "voltage-weight", "anderson", "cold-start"],
+)
+def test_options_beyond_the_paper_reach_the_same_optimum(small, extra):
+    feeder, central = small
+    res = solve_admm(feeder, replace(OPTIONS, max_iter=400, **extra))
+    assert res.primal_residual < 1e-3
+    gap = abs(res.objective_usd - central.objective_usd) / central.objective_usd
+    assert gap < 1e-3
+
+
 def test_residuals_fall(converged):
     first, last = converged.history[0], converged.history[-1]
     assert last.primal_residual < first.primal_residual / 100
