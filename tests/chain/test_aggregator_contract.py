@@ -280,3 +280,33 @@ def test_schedule_on_chain_with_node_and_agent_processes(tmp_path):
     assert len(rounds["day-ahead"]["history"]) == 6
     z = np.array(rounds["day-ahead"]["z"], dtype=float) / SCALE
     np.testing.assert_allclose(z, off.z, atol=1e-4)
+    store.close()
+    audit = subprocess.run(
+        [sys.executable, "-m", "gridledger.cli", "schedule-audit", "--json",
+         str(tmp_path / "chain" / "solo" / "data" / "chain.db")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert audit.returncode == 0, audit.stderr
+    assert json.loads(audit.stdout) == {
+        "day-ahead": {"iterations": 6, "matches": True, "status": "max_iter"}
+    }
+
+
+def test_audit_replays_rounds_and_detects_a_tampered_state(tmp_path, feeder):
+    import sqlite3
+
+    from gridledger.chain import encoding
+    from gridledger.commands.schedule import audit_rounds
+
+    chain, keys = _chain(tmp_path, feeder)
+    open_round(chain, DSO, feeder, "r1", [k.pub_hex for k in keys], replace(OPTIONS, max_iter=2))
+    chain.produce()
+    _run(chain, [DerAgent(feeder, i, keys[i], "r1") for i in range(feeder.n_nodes)])
+    db = tmp_path / "data" / "chain.db"
+    assert audit_rounds(str(db)) == {"r1": {"iterations": 2, "matches": True, "status": "max_iter"}}
+    z = chain.state("admm/r1/z")
+    z[0][0] += 1  # one nano-pu on one flow: a dishonest database
+    chain.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE state SET v=? WHERE k=?", (encoding.encode(z), b"admm/r1/z"))
+    assert audit_rounds(str(db))["r1"]["matches"] is False

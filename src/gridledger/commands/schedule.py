@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_schedule)
 
+    a = sub.add_parser(
+        "schedule-audit", help="re-run every ADMM round from a node's blocks and compare"
+    )
+    a.add_argument("db", help="a node's chain.db (HOME/data/chain.db)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(handler=_audit)
+
     v = sub.add_parser("vpp", help="seed 003's virtual power plant: P2P trading by ADMM")
     v.add_argument("--prosumers", type=int, default=10)
     v.add_argument("--days", type=int, default=7)
@@ -169,6 +176,49 @@ def _schedule(args: argparse.Namespace) -> int:
                     "dual_residual", "seconds", "relaxation_exact", "dlmp"):  # fmt: skip
             print(f"{key:>18}: {out[key]}")
     return 0
+
+
+def audit_rounds(db_path: str) -> dict[str, Any]:
+    """Replay the aggregator from the committed ``admm.*`` transactions; compare with state."""
+    from gridledger.chain import encoding
+    from gridledger.chain.contracts.aggregator import chain_records, replay
+    from gridledger.chain.store import Store
+
+    if not Path(db_path).is_file():
+        raise CliError(f"no chain database at {db_path}")
+    store = Store(db_path)
+    try:
+        rounds = replay(chain_records(store))
+
+        def state(key: str) -> Any:
+            raw = store.state_get(key.encode())
+            return None if raw is None else encoding.decode(raw)
+
+        out = {}
+        for rid, r in rounds.items():
+            st = state(f"admm/{rid}/state") or {}
+            same = (
+                r["z"] == state(f"admm/{rid}/z")
+                and r["xi"] == state(f"admm/{rid}/xi")
+                and r["history"] == st.get("history")
+            )
+            schedule = state(f"admm/{rid}/schedule")
+            if r["schedule"] is not None:
+                same = same and all(
+                    r["schedule"][k] == schedule[k]
+                    for k in ("z", "p_w", "dlmp_utoken_per_kwh", "status")
+                )
+            out[rid] = {"iterations": len(r["history"]), "status": st.get("status"),
+                        "matches": bool(same)}  # fmt: skip
+        return out
+    finally:
+        store.close()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    out = audit_rounds(args.db)
+    print(json.dumps(out, sort_keys=True) if args.json else json.dumps(out, indent=2))
+    return 0 if all(r["matches"] for r in out.values()) else 1
 
 
 def _vpp(args: argparse.Namespace) -> int:
