@@ -310,3 +310,38 @@ def test_audit_replays_rounds_and_detects_a_tampered_state(tmp_path, feeder):
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE state SET v=? WHERE k=?", (encoding.encode(z), b"admm/r1/z"))
     assert audit_rounds(str(db))["r1"]["matches"] is False
+
+
+def test_cluster_agents_run_the_same_iterations_as_off_chain_clusters(tmp_path):
+    from gridledger.agents.der_agent import ClusterAgent
+    from gridledger.grid.admm import tree_clusters
+
+    feeder = head(case33bw(), 8)
+    opts = replace(OPTIONS, rho=10.0, max_iter=5, clusters=3)
+    chain, keys = _chain(tmp_path, feeder)
+    open_round(chain, DSO, feeder, "r1", [k.pub_hex for k in keys], opts)
+    chain.produce()
+    groups = tree_clusters(feeder, 3)
+    assert sorted(i for g in groups for i in g) == list(range(8))
+    agents = [ClusterAgent(feeder, g, {i: keys[i] for i in g}, "r1") for g in groups]
+    for _ in range(50):
+        state = chain.state("admm/r1/state")
+        if all(a.done for a in agents if not a.due(state)) and state["status"] != "collecting":
+            break
+        z, xi = chain.state("admm/r1/z"), chain.state("admm/r1/xi")
+        for a in agents:
+            if a.due(state):
+                for key, tx_type, payload in a.local_steps(state, z, xi):
+                    assert chain.submit(key, tx_type, payload).ok
+        chain.produce()
+    assert chain.state("admm/r1/state")["status"] == "max_iter"
+    off = solve_admm(feeder, opts)
+    np.testing.assert_allclose(
+        np.array(chain.state("admm/r1/z"), dtype=float) / SCALE, off.z, atol=1e-5
+    )
+    # copies of a cluster's internal lines agree: only boundary lines carry residual
+    parent = [int(p) for p in feeder.parent]
+    node = next(k for g in groups for k in g if k and parent[k] in g)
+    own = chain.state(f"admm/r1/x/{node}")["x"][0]  # P_node, the node's own copy
+    at_parent = chain.state(f"admm/r1/x/{parent[node]}")["x"]
+    assert at_parent[node_rows(parent, parent[node]).index(node - 1)] == own

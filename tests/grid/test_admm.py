@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gridledger.grid.admm import AdmmOptions, Aggregator, initial_z, solve_admm
+from gridledger.grid.admm import AdmmOptions, Aggregator, initial_z, solve_admm, tree_clusters
 from gridledger.grid.distflow import LocalModel, global_rows, solve_central
 from gridledger.grid.feeders import case33bw, head, sce56
 from gridledger.market.aggregation import RoundParams, aggregate, node_rows
@@ -46,8 +46,16 @@ def test_admm_reaches_the_centralized_optimum(small, converged):
         {"v_weight": 10.0},
         {"anderson": 5, "over_relaxation": 1.0},
         {"warm_start": False, "price_warm_start": False},
+        {"clusters": 2, "rho": 10.0},
     ],
-    ids=["residual-balancing", "per-entry-rho", "voltage-weight", "anderson", "cold-start"],
+    ids=[
+        "residual-balancing",
+        "per-entry-rho",
+        "voltage-weight",
+        "anderson",
+        "cold-start",
+        "clusters",
+    ],
 )
 def test_options_beyond_the_paper_reach_the_same_optimum(small, extra):
     feeder, central = small
@@ -55,6 +63,16 @@ def test_options_beyond_the_paper_reach_the_same_optimum(small, extra):
     assert res.primal_residual < 1e-3
     gap = abs(res.objective_usd - central.objective_usd) / central.objective_usd
     assert gap < 1e-3
+
+
+def test_tree_clusters_are_connected_and_cover_the_feeder():
+    feeder = sce56()
+    groups = tree_clusters(feeder, 8)
+    assert sorted(i for g in groups for i in g) == list(range(feeder.n_nodes))
+    assert 6 <= len(groups) <= 10
+    for g in groups:
+        tops = [i for i in g if i == 0 or int(feeder.parent[i]) not in g]
+        assert len(tops) == 1  # one entry point: the group is a connected subtree
 
 
 def test_residuals_fall(converged):

@@ -26,7 +26,7 @@ from gridledger.agents.der_agent import (
     open_round,
 )
 from gridledger.chain.keys import KeyPair, save_key
-from gridledger.grid.admm import AdmmOptions
+from gridledger.grid.admm import AdmmOptions, tree_clusters
 from gridledger.grid.feeders import Feeder
 
 AGGREGATOR = "gridledger.chain.contracts.aggregator"
@@ -140,8 +140,23 @@ def run_on_chain(
         client = AgentHttp(url)
         n_proc = max(1, min(agent_processes, feeder.n_nodes))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if options.clusters:
+            groups = tree_clusters(feeder, options.clusters)
+            n_proc = min(n_proc, len(groups))
+            specs = [
+                [
+                    "--clusters",
+                    "--nodes",
+                    ";".join(",".join(map(str, g)) for g in groups[p::n_proc]),
+                ]
+                for p in range(n_proc)
+            ]
+        else:
+            specs = [
+                ["--nodes", ",".join(str(i) for i in range(p, feeder.n_nodes, n_proc))]
+                for p in range(n_proc)
+            ]
         for p in range(n_proc):
-            nodes = ",".join(str(i) for i in range(p, feeder.n_nodes, n_proc))
             log = open(home / f"agents-{p}.log", "w")  # noqa: SIM115
             procs.append(
                 subprocess.Popen(
@@ -157,8 +172,7 @@ def run_on_chain(
                         feeder.name,
                         "--round",
                         round_id,
-                        "--nodes",
-                        nodes,
+                        *specs[p],
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,

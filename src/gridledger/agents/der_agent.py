@@ -161,6 +161,69 @@ class DerAgent:
         return True
 
 
+class ClusterAgent:
+    """The agent of a connected group of nodes (one owner of several nodes, seed 001 §VII):
+    it solves their joint problem, in which its own copies of the group's internal lines agree,
+    and submits every node's copies signed with that node's key."""
+
+    def __init__(
+        self, feeder: Feeder, nodes: list[int], keys: dict[int, KeyPair], round_id: str
+    ) -> None:
+        self.nodes = sorted(nodes)
+        self.keys = keys
+        self.round_id = round_id
+        self.model = LocalModel(feeder, self.nodes, merge_internal=True)
+        parent = [int(p) for p in feeder.parent]
+        layout = self.model.layout
+        # model row -> (node, position among that node's rows of node_rows)
+        self.where = [
+            (int(o), node_rows(parent, int(o)).index(int(zr)))
+            for zr, o in zip(layout.z_rows, layout.owner, strict=True)
+        ]
+        self.n_rows = {i: len(node_rows(parent, i)) for i in self.nodes}
+        self.done_k = 0
+        self.done = False
+
+    def warm_up(self) -> None:
+        shape = (len(self.where), self.model.feeder.horizon_h)
+        self.model.solve_admm(np.ones(shape), np.zeros(shape), 1.0)
+
+    def due(self, state: dict[str, Any] | None) -> bool:
+        if state is None:
+            return False
+        if state["status"] in TERMINAL:
+            self.done = True
+            return False
+        return state["status"] == "collecting" and state["k"] > self.done_k
+
+    def local_steps(
+        self, state: dict[str, Any], z: list, xi_all: list
+    ) -> list[tuple[KeyPair, str, dict[str, Any]]]:
+        z_tilde = np.array([z[r] for r in self.model.layout.z_rows], dtype=float) / SCALE
+        xi = np.array([xi_all[o][pos] for o, pos in self.where], dtype=float) / SCALE
+        x = self.model.solve_admm(z_tilde, xi, state["rho"] / SCALE)
+        self.done_k = state["k"]
+        rows: dict[int, list] = {i: [None] * self.n_rows[i] for i in self.nodes}
+        for (o, pos), row in zip(self.where, x, strict=True):
+            rows[o][pos] = [round(v * SCALE) for v in row]
+        dlmp = self.model.dlmp_usd_per_mwh()
+        p_mw = self.model.injections_mw()
+        out = []
+        for j, node in enumerate(self.nodes):
+            if node in state["submitted"]:
+                continue
+            payload = {
+                "dlmp_utoken_per_kwh": [round(v * UTOKEN_PER_KWH_PER_USD_PER_MWH) for v in dlmp[j]],
+                "k": state["k"],
+                "node": node,
+                "p_w": [round(v * W_PER_PU) for v in p_mw[j]],
+                "round": self.round_id,
+                "x": rows[node],
+            }
+            out.append((self.keys[node], "admm.submit", payload))
+        return out
+
+
 class AgentHttp:
     """The few calls a process of agents needs from a node's HTTP API (solo or BFT): state
     reads and one batched submission per iteration for all its keys."""
@@ -236,14 +299,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feeder", required=True)
     p.add_argument("--round", required=True)
     p.add_argument("--nodes", required=True, help="comma-separated node indices")
+    p.add_argument(
+        "--clusters", action="store_true", help="--nodes lists connected groups, split by ';'"
+    )
     p.add_argument("--deadline-s", type=float, default=3600.0)
     args = p.parse_args(argv)
     feeder = load_feeder(args.feeder)
     client = AgentHttp(args.node)
-    agents = [
-        DerAgent(feeder, int(i), load_key(node_key_path(args.home, int(i)))[0], args.round)
-        for i in args.nodes.split(",")
-    ]
+    if args.clusters:
+        groups = [[int(i) for i in g.split(",")] for g in args.nodes.split(";")]
+        agents: list[Any] = [
+            ClusterAgent(
+                feeder, g, {i: load_key(node_key_path(args.home, i))[0] for i in g}, args.round
+            )
+            for g in groups
+        ]
+    else:
+        agents = [
+            DerAgent(feeder, int(i), load_key(node_key_path(args.home, int(i)))[0], args.round)
+            for i in args.nodes.split(",")
+        ]
     for agent in agents:  # compile each DPP problem now, not inside the first iteration
         agent.warm_up()
     print(f"ready: nodes {args.nodes}", flush=True)
@@ -260,11 +335,18 @@ def main(argv: list[str] | None = None) -> int:
         # one read of z and of the duals per process and iteration, one batched submission
         z = client.state(f"admm/{args.round}/z")
         xi_all = client.state(f"admm/{args.round}/xi")
-        items = [(a.key, "admm.submit", a.local_step(state, z, xi_all)) for a in due]
-        for a, res in zip(due, client.submit_many(items), strict=True):
+        items = []
+        for a in due:
+            if isinstance(a, ClusterAgent):
+                items += a.local_steps(state, z, xi_all)
+            else:
+                items.append((a.key, "admm.submit", a.local_step(state, z, xi_all)))
+        for (_, _, payload), res in zip(items, client.submit_many(items), strict=True):
             if res["code"] != 0:
-                print(f"node {a.node} iteration {state['k']}: {res.get('log')}", file=sys.stderr)
-                a.done_k = 0  # retry at the next poll
+                node = payload["node"]
+                print(f"node {node} iteration {state['k']}: {res.get('log')}", file=sys.stderr)
+                for a in due:
+                    a.done_k = 0  # retry at the next poll
     print(f"agents {args.nodes}: deadline passed", file=sys.stderr)
     return 1
 

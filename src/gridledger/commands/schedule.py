@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agent-processes", type=int, default=2)
     p.add_argument("--max-iter", type=int, default=100)
     p.add_argument("--rho", type=float, default=None)
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=0,
+        help="agents for K connected groups of nodes instead of one per node (ρ = 10 default)",
+    )
     p.add_argument("--home", help="keep the chain here (default: a temporary directory)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_schedule)
@@ -44,14 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(handler=_vpp)
 
 
-def default_options(max_iter: int = 100, rho: float | None = None, workers: int = 2):
-    """ρ = 50 $/pu², α = 1.6, fixed ρ (so the contract runs the same iterations), one
-    subproblem per node in ``workers`` processes: measured faster than one batched solve on
-    2 cores (bench/admm.py: 0.18 vs 0.52 s per iteration on SCE-56)."""
+def default_options(
+    max_iter: int = 100, rho: float | None = None, workers: int = 2, clusters: int = 0
+):
+    """ρ = 50 $/pu² (10 with clusters), α = 1.6, fixed ρ (so the contract runs the same
+    iterations), one subproblem per node (or per cluster) in ``workers`` processes: measured
+    faster than one batched solve on 2 cores (see bench/admm.py)."""
     from gridledger.grid.admm import AdmmOptions
 
     return AdmmOptions(
-        rho=rho if rho is not None else 50.0,
+        rho=rho if rho is not None else (10.0 if clusters else 50.0),
         max_iter=max_iter,
         eps_pri=1e-3,
         eps_dual=1e-3,
@@ -59,6 +67,7 @@ def default_options(max_iter: int = 100, rho: float | None = None, workers: int 
         over_relaxation=1.6,
         groups=1_000_000,  # capped at the number of nodes: one subproblem per node
         workers=workers,
+        clusters=clusters,
     )
 
 
@@ -122,7 +131,7 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.method == "central":
         return out
-    options = default_options(args.max_iter, args.rho)
+    options = default_options(args.max_iter, args.rho, clusters=args.clusters)
     if args.on_chain:
         from gridledger.agents.admm_chain import OnChainError, run_on_chain
         from gridledger.market.aggregation import SCALE

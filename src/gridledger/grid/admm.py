@@ -51,6 +51,7 @@ class AdmmOptions:
     balance_tau: float = 2.0
     over_relaxation: float = 1.6
     groups: int = 1  # node groups solved as one block-separable problem each (1 = all batched)
+    clusters: int = 0  # > 0: agents for connected groups of nodes (not per node), see below
     workers: int = 1  # processes for the groups (1 = in this process)
     warm_start: bool = True  # initial z from subtree net loads (a flat start when False)
     v_weight: float = 1.0  # ρ on voltage copies = v_weight × ρ
@@ -279,10 +280,10 @@ _WORKER_MODELS: dict[int, LocalModel] = {}
 
 
 def _worker_init(
-    feeder: Feeder, groups: list[list[int]], indices: list[int], v_weight: float
+    feeder: Feeder, groups: list[list[int]], indices: list[int], v_weight: float, merge: bool
 ) -> None:
     for gi in indices:
-        _WORKER_MODELS[gi] = LocalModel(feeder, groups[gi], v_weight=v_weight)
+        _WORKER_MODELS[gi] = LocalModel(feeder, groups[gi], v_weight=v_weight, merge_internal=merge)
 
 
 def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray) -> tuple:
@@ -296,12 +297,36 @@ def _partition(n_nodes: int, groups: int) -> list[list[int]]:
     return [list(range(n_nodes))[g::groups] for g in range(groups)]
 
 
+def tree_clusters(feeder: Feeder, clusters: int) -> list[list[int]]:
+    """Cut the tree into about ``clusters`` connected groups of similar size: walking up from
+    the leaves, a subtree that reaches the target size becomes a group."""
+    n = feeder.n_nodes
+    target = max(1, round(n / clusters))
+    depth = np.zeros(n, dtype=int)
+    for i in range(1, n):
+        depth[i] = depth[feeder.parent[i]] + 1
+    pending: dict[int, list[int]] = {i: [i] for i in range(n)}
+    out: list[list[int]] = []
+    for i in sorted(range(1, n), key=lambda k: -depth[k]):
+        if len(pending[i]) >= target:
+            out.append(sorted(pending.pop(i)))
+        else:
+            pending[int(feeder.parent[i])] += pending.pop(i)
+    out.append(sorted(pending.pop(0)))
+    return out
+
+
 class SubproblemRunner:
     """Solves eq. 15 for all node groups; `solve` returns stacked x̃ and per-node outputs."""
 
     def __init__(self, feeder: Feeder, options: AdmmOptions) -> None:
         self.feeder = feeder
-        self.groups = _partition(feeder.n_nodes, options.groups)
+        merge = options.clusters > 0
+        self.groups = (
+            tree_clusters(feeder, options.clusters)
+            if merge
+            else _partition(feeder.n_nodes, options.groups)
+        )
         self.models: list[LocalModel] | None = None
         self.pools: list[ProcessPoolExecutor] = []
         layouts = (
@@ -318,13 +343,16 @@ class SubproblemRunner:
                 pool = ProcessPoolExecutor(
                     max_workers=1,
                     initializer=_worker_init,
-                    initargs=(feeder, self.groups, idx, options.v_weight),
+                    initargs=(feeder, self.groups, idx, options.v_weight, merge),
                 )
                 self.pools.append(pool)
             self.z_rows_per_group = [lay.z_rows for lay in layouts]
             self.owner_per_group = [lay.owner for lay in layouts]
         else:
-            self.models = [LocalModel(feeder, g, v_weight=options.v_weight) for g in self.groups]
+            self.models = [
+                LocalModel(feeder, g, v_weight=options.v_weight, merge_internal=merge)
+                for g in self.groups
+            ]
             self.z_rows_per_group = [m.layout.z_rows for m in self.models]
             self.owner_per_group = [m.layout.owner for m in self.models]
         self.offsets = np.cumsum([0] + [len(r) for r in self.z_rows_per_group])

@@ -69,6 +69,7 @@ class LocalModel:
         nodes: list[int] | None = None,
         admm: bool = True,
         v_weight: float = 1.0,
+        merge_internal: bool = False,
     ) -> None:
         self.feeder = feeder
         n_nodes, horizon = feeder.n_nodes, feeder.horizon_h
@@ -220,6 +221,19 @@ class LocalModel:
                     axis=0,
                 )
             )
+        if merge_internal:
+            # one agent for a connected group of nodes (seed 001 §VII: "devices, feeders, or
+            # substations as nodes"): its copies of lines inside the group agree by construction,
+            # so only the lines leaving the group are negotiated through the aggregator
+            own_pos = {k: i for i, k in enumerate(own_lines)}
+            inside = [(c, own_pos[k]) for c, k in enumerate(child_lines) if k in own_pos]
+            if inside:
+                ch_idx, own_idx = (list(t) for t in zip(*inside, strict=True))
+                cons += [self.P_ch[ch_idx] == self.P[own_idx], self.Q_ch[ch_idx] == self.Q[own_idx]]
+            par_inside = [i for i, k in enumerate(own_lines) if int(parent[k]) in pos]
+            if par_inside:
+                rows = [pos[int(parent[own_lines[i]])] for i in par_inside]
+                cons.append(self.v_par[par_inside] == self.v[rows])
         self.constraints = cons
         self.x_tilde = cp.vstack(
             [b for b in (self.P, self.Q, self.v, self.v_par, self.P_ch, self.Q_ch) if b.shape[0]]
