@@ -116,14 +116,15 @@ def write_section(f: dict) -> None:
     lines += [
         "",
         "| variant | \\|gap\\| ≤ 0.1 % for good from iteration | gap at the end of the "
-        "long run | budget met |",
-        "|---|---|---|---|",
+        "long run | gap budget (≤ 0.1 % by 100) | time budget (≤ 15 s) |",
+        "|---|---|---|---|---|",
     ]
     for name, label in (("per_node", "per node"), ("clustered", "clustered")):
         v = f[name]
         lines.append(
             f"| {label} | {v['stays_within_0_1pct_from']} | {v['long_gap_pct']:.3f} % at "
-            f"{v['long_iterations']} | {v['budget_met']} |"
+            f"{v['long_iterations']} | {'met' if v['gap_budget_met'] else 'missed'} | "
+            f"{'met' if v['time_budget_met'] else 'missed'} ({v['seconds']:.1f} s) |"
         )
     lines += [
         "",
@@ -182,7 +183,8 @@ def off_chain(feeder, options, args, central_obj: float):
         "long_iterations": res.iterations,
         "long_gap_pct": round(100 * rel[-1], 4),
         "stays_within_0_1pct_from": stays,
-        "budget_met": bool(stays is not None and stays <= args.max_iter and at.elapsed_s <= 15.0),
+        "gap_budget_met": bool(stays is not None and stays <= args.max_iter),
+        "time_budget_met": bool(at.elapsed_s <= 15.0),
     }
     return v, res.history
 

@@ -337,7 +337,13 @@ class SubproblemRunner:
         if options.workers > 1:
             assert layouts is not None
             n_workers = min(options.workers, len(self.groups))
-            self.assign = [list(range(len(self.groups)))[w::n_workers] for w in range(n_workers)]
+            # largest groups first, each to the least loaded worker (groups differ in size)
+            self.assign = [[] for _ in range(n_workers)]
+            load = [0] * n_workers
+            for gi in sorted(range(len(self.groups)), key=lambda g: -len(self.groups[g])):
+                w = load.index(min(load))
+                self.assign[w].append(gi)
+                load[w] += len(self.groups[gi])
             # one single-process pool per worker so a group always meets its compiled model
             for idx in self.assign:
                 pool = ProcessPoolExecutor(
