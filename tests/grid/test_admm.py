@@ -168,3 +168,19 @@ def test_sce56_admm_against_centralized():
     np.testing.assert_allclose(
         res.dlmp_usd_per_mwh.mean(axis=0), central.dlmp_usd_per_mwh.mean(axis=0), rtol=0.02
     )
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("admm_processes")
+def test_sce56_clustered_agents_reach_the_budget_gap_within_100_iterations():
+    from gridledger.commands.schedule import default_options
+
+    feeder = sce56()
+    central = solve_central(feeder)
+    res = solve_admm(feeder, default_options(100, clusters=8))
+    assert res.iterations == 100
+    gaps = [
+        abs(h.objective_usd - central.objective_usd) / central.objective_usd for h in res.history
+    ]
+    assert max(gaps[79:]) <= 1e-3  # within 0.1 % over the last 20 of the 100 iterations
+    assert res.history[-1].primal_residual < res.history[0].primal_residual / 10

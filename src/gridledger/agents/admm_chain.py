@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ class OnChainRun:
     home: Path
 
 
-def _start_solo(home: Path, chain_id: str, dso: KeyPair, agents: list[KeyPair]) -> tuple:
+def _start_solo(
+    home: Path, chain_id: str, dso: KeyPair, agents: list[KeyPair]
+) -> tuple[str, Callable[[], None]]:
     from gridledger.node.home import NodeConfig
 
     validator = KeyPair.generate()
@@ -93,7 +96,9 @@ def _start_solo(home: Path, chain_id: str, dso: KeyPair, agents: list[KeyPair]) 
     return url, stop
 
 
-def _start_bft(home: Path, n: int, dso: KeyPair, agents: list[KeyPair]) -> tuple:
+def _start_bft(
+    home: Path, n: int, dso: KeyPair, agents: list[KeyPair]
+) -> tuple[str, Callable[[], None]]:
     from gridledger.node.bft_testnet import FAST_TIMEOUTS, TestnetError, start_testnet
 
     members = [{"name": "dso", "pub_key": dso.pub_hex, "role": "dso"}] + [

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def default_options(
     max_iter: int = 100, rho: float | None = None, workers: int = 2, clusters: int = 0
-):
+) -> Any:
     """ρ = 50 $/pu² (10 with clusters), α = 1.6, fixed ρ (so the contract runs the same
     iterations), one subproblem per node (or per cluster) in ``workers`` processes: measured
     faster than one batched solve on 2 cores (see bench/admm.py)."""
@@ -71,7 +71,7 @@ def default_options(
     )
 
 
-def generator_cost_usd(feeder, p_root_mw) -> float:
+def generator_cost_usd(feeder: Any, p_root_mw: Any) -> float:
     """Cost of the root generator given the root's net injection (it only has the generator,
     its load and its solar)."""
     import numpy as np
@@ -264,7 +264,7 @@ def _vpp(args: argparse.Namespace) -> int:
     return 0
 
 
-def plot_trading(profiles, result, path: str) -> None:
+def plot_trading(profiles: list[Any], result: Any, path: str) -> None:
     """Seed 003 Fig. 5: each prosumer's hourly net P2P trade (bought > 0, sold < 0)."""
     import matplotlib
 

@@ -365,7 +365,10 @@ class SubproblemRunner:
         self.z_rows = np.concatenate(self.z_rows_per_group)
         self.owner = np.concatenate(self.owner_per_group)
 
-    def solve(self, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray):
+    def solve(
+        self, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """All groups' eq. 15: stacked x̃, total cost ($), injections (MW) and DLMPs ($/MWh)."""
         n, horizon = self.feeder.n_nodes, self.feeder.horizon_h
         x = np.zeros_like(z_tilde)
         p_mw = np.zeros((n, horizon))
