@@ -23,7 +23,7 @@ from gridledger.chain.consensus.tendermint.validators import (
     ValidatorSetError,
     verify_commit,
 )
-from gridledger.chain.consensus.tendermint.voteset import VoteSet
+from gridledger.chain.consensus.tendermint.voteset import MAX_VALUES_PER_VALIDATOR, VoteSet
 
 from .simnet import make_keys
 
@@ -139,10 +139,18 @@ def test_voteset_counts_power_once_and_flags_conflicts(tmp_path):
     s.add(pvs[2].sign_vote(VoteType.PREVOTE, 1, 0, b))  # 7/10 > 2/3
     assert s.has_quorum_for(b) and s.quorum_block() == (True, b)
     res = s.add(pvs[0].sign_unguarded_vote(VoteType.PREVOTE, 1, 0, None))
-    assert res.added
+    assert res.added and res.conflict is None
+    assert s.total == 8
+    # An equivocator's second value counts for that value (as the paper counts messages), is
+    # reported as a conflict, and does not count twice among the distinct voters.
     res = s.add(pvs[0].sign_unguarded_vote(VoteType.PREVOTE, 1, 0, b))
-    assert not res.added and res.conflict is not None
-    assert s.power_for(b) == 7 and s.power_for(None) == 1
+    assert res.added and res.conflict is not None
+    assert {res.conflict[0].block_id, res.conflict[1].block_id} == {None, b}
+    assert s.power_for(b) == 8 and s.power_for(None) == 1 and s.total == 8
+    assert not s.add(pvs[0].sign_unguarded_vote(VoteType.PREVOTE, 1, 0, b)).added
+    for k in range(3, 10):  # a liar cannot make us keep unboundedly many values
+        s.add(pvs[0].sign_unguarded_vote(VoteType.PREVOTE, 1, 0, bytes([k]) * 32))
+    assert len(s.votes_of(pvs[0].pub_key)) == MAX_VALUES_PER_VALIDATOR
     with pytest.raises(ConsensusError, match="non-validator"):
         other = PrivValidator(make_keys(1, 5)[0], tmp_path / "x.json", CHAIN)
         s.add(other.sign_vote(VoteType.PREVOTE, 1, 0, b))

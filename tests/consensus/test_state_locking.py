@@ -221,4 +221,26 @@ def test_equivocating_vote_becomes_evidence_once(tmp_path):
     assert len(h.env.evidence) == 1
     ev = h.env.evidence[0]
     ev.verify(CHAIN, h.valset, 1)
-    assert h.cs.hs.votes[(0, VoteType.PREVOTE)].power_for(None) == 1  # first vote stands
+    assert h.cs.hs.votes[(0, VoteType.PREVOTE)].power_for(None) == 1
+    assert h.cs.hs.votes[(0, VoteType.PREVOTE)].total == 1  # one voter, though two values
+
+
+def test_equivocators_second_value_completes_a_proof_of_lock(tmp_path):
+    """A node that first saw the equivocator's nil still counts its vote for the block.
+
+    Keeping only the first vote would let the equivocator show half of the validators a polka
+    the other half can never assemble (the stall the equivocation fault test found).
+    """
+    h = Harness(tmp_path)
+    h.cs.on_timeout(1, 0, Step.PROPOSE)  # our proposal arrives late: we prevoted nil
+    assert h.my_last_vote().block_id is None
+    v = h.propose(0, b"block-v")
+    honest, liar = list(h.others)[:2], list(h.others)[2]
+    for pk in honest:
+        h.cs.on_vote(h.pv[pk].sign_vote(VoteType.PREVOTE, 1, 0, v))
+    h.cs.on_vote(h.pv[liar].sign_vote(VoteType.PREVOTE, 1, 0, None))  # nil to us ...
+    assert h.cs.hs.valid_id is None  # 2 of 4 for v so far
+    h.cs.on_vote(h.pv[liar].sign_unguarded_vote(VoteType.PREVOTE, 1, 0, v))  # ... v to others
+    assert len(h.env.evidence) == 1
+    assert (h.cs.hs.valid_id, h.cs.hs.valid_round) == (v, 0)  # the polka is complete
+    assert h.env.relayed[-1].block_id == v  # and passed on for the others to count too

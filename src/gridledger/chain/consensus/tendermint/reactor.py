@@ -161,9 +161,21 @@ class Reactor:
 
     def schedule_timeout(self, height: int, rnd: int, step: Step, delay_s: float) -> None:
         self._loop.call_later(delay_s, self._fire_timeout, height, rnd, step)
+        if step == Step.PROPOSE and log.isEnabledFor(logging.INFO):
+            log.info(
+                "height %d round %d: proposer %s", height, rnd, self.cs.proposer(rnd).hex()[:16]
+            )
 
     def _fire_timeout(self, height: int, rnd: int, step: Step) -> None:
         if not self._stopped:
+            if height == self.cs.height and rnd == self.cs.round:
+                log.info(
+                    "height %d round %d: timeout %s in step %s",
+                    height,
+                    rnd,
+                    Step(step).name,
+                    self.cs.step,
+                )
             self.cs.on_timeout(height, rnd, step)
 
     def get_value(self, height: int, rnd: int) -> tuple[bytes, bytes]:
@@ -259,7 +271,7 @@ class Reactor:
                 raise ConsensusError(f"unknown frame kind {kind}")
         except (ConsensusError, ValueError) as exc:
             self.rejected_msgs += 1
-            log.info("rejected frame kind %d from %s: %s", kind, peer.hex()[:16], exc)
+            log.warning("rejected frame kind %d from %s: %s", kind, peer.hex()[:16], exc)
 
     def _on_status(self, peer: bytes, payload: bytes) -> None:
         height, rnd = _STATUS.unpack(payload)

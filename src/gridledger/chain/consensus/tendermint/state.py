@@ -148,9 +148,7 @@ class ConsensusState:
         me = self.privval.pub_key
         out: list[Proposal | Vote] = [p for p in hs.proposals.values() if p.proposer == me]
         for vs in hs.votes.values():
-            v = vs.votes.get(me)
-            if v is not None:
-                out.append(v)
+            out.extend(vs.votes_of(me))
         return out
 
     def round_votes(self, rnd: int) -> list[Vote]:
@@ -162,7 +160,7 @@ class ConsensusState:
         for t in (VoteType.PREVOTE, VoteType.PRECOMMIT):
             vs = hs.votes.get((rnd, t))
             if vs is not None:
-                out.extend(vs.votes.values())
+                out.extend(vs.all_votes())
         return out
 
     def proposal_for(self, rnd: int) -> Proposal | None:
@@ -209,8 +207,7 @@ class ConsensusState:
         if v.height < hs.height or hs.step == COMMITTED or v.round > hs.round + MAX_ROUNDS_AHEAD:
             return
         vs = self._voteset(v.round, v.type)
-        prior = vs.votes.get(v.validator)
-        if prior is not None and prior.block_id == v.block_id:
+        if vs.has(v.validator, v.block_id):
             return  # a re-gossiped copy: skip the signature check
         if v.validator not in hs.valset:
             raise ConsensusError(f"vote from non-validator {v.validator.hex()[:16]}")
@@ -222,8 +219,10 @@ class ConsensusState:
             if ev.hash() not in hs.evidence_seen:
                 hs.evidence_seen.add(ev.hash())
                 self.env.on_evidence(ev)
-                self.env.relay_vote(v)  # so that others see the conflicting half as well
+        if not res.added:
             return
+        # Relayed on, including the second value of an equivocator: every honest node must be
+        # able to count the same messages (see voteset.py).
         self.env.relay_vote(v)
         self._process()
 
