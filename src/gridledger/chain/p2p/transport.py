@@ -169,7 +169,10 @@ class Transport:
             await asyncio.sleep(self.redial_s)
 
     async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        await self._run_link(reader, writer, expected=None)
+        # asyncio's server logs a cancelled connection task as an error; at shutdown every
+        # link is cancelled on purpose, so end quietly instead.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._run_link(reader, writer, expected=None)
 
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, expected: bytes | None
