@@ -345,3 +345,25 @@ def test_cluster_agents_run_the_same_iterations_as_off_chain_clusters(tmp_path):
     own = chain.state(f"admm/r1/x/{node}")["x"][0]  # P_node, the node's own copy
     at_parent = chain.state(f"admm/r1/x/{parent[node]}")["x"]
     assert at_parent[node_rows(parent, parent[node]).index(node - 1)] == own
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("admm_processes")
+def test_schedule_on_a_four_validator_bft_network(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "gridledger.cli", "schedule", "case33bw[:4]", "--on-chain",
+         "--validators", "4", "--max-iter", "3", "--json", "--home", str(tmp_path / "net")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["validators"] == 4 and out["iterations"] == 3 and out["status"] == "max_iter"
+    feeder = head(case33bw(), 4)
+    from gridledger.commands.schedule import default_options
+
+    off = solve_admm(feeder, replace(default_options(3), groups=feeder.n_nodes))
+    assert out["primal_residual"] == pytest.approx(off.primal_residual, rel=1e-3)

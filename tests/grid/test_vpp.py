@@ -107,3 +107,20 @@ def test_profiles_from_csv(tmp_path, profiles):
     neg.write_text(lines[0] + "\n" + "\n".join(f"A,{h},-1,0,1,0" for h in range(24)) + "\n")
     with pytest.raises(VppError, match="prosumer A: solar_kw must be finite and non-negative"):
         load_profiles_csv(neg)
+
+
+def test_vpp_command(tmp_path, capsys):
+    import json
+
+    from gridledger.cli import main
+
+    plot = tmp_path / "trading.png"
+    assert main(["vpp", "--prosumers", "3", "--days", "1", "--json", "--plot", str(plot)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prosumers"] == 3 and out["days"] == 1 and out["residual_kwh"] <= 1e-3
+    assert sum(out["bought_kwh"].values()) == pytest.approx(sum(out["sold_kwh"].values()), abs=0.01)
+    assert plot.stat().st_size > 10_000
+    assert main(["vpp", "--prosumers", "1"]) == 2
+    assert "--prosumers must be ≥ 2" in capsys.readouterr().err
+    assert main(["vpp", "--profiles", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
