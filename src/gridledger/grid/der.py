@@ -23,7 +23,7 @@ Models
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,7 +82,6 @@ class NodeDers:
     battery: Battery | None = None
     shapable: ShapableLoad | None = None
     deferrable: DeferrableLoad | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 def deferrable_matrix(load: DeferrableLoad, horizon: int) -> np.ndarray:

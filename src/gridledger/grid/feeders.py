@@ -52,7 +52,8 @@ LOAD_SHAPE = (
     0.72, 0.72, 0.73, 0.76, 0.82, 0.92, 1.00, 0.98, 0.90, 0.80, 0.70, 0.60,
 )  # fmt: skip
 
-# Energy price of SCE-56's data used when a feeder has none of its own ($/MWh).
+# Quadratic cost coefficient of the root microturbine (seed 001 eq. 6 gives the form, not the
+# value): a few $/MWh of marginal-cost rise per MW keeps the DLMPs responsive to the schedule.
 QUAD_COST_USD_PER_MW2H = 10.0
 
 

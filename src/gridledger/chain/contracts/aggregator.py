@@ -67,8 +67,7 @@ def _round_id(p: dict[str, Any]) -> str:
     return rid
 
 
-def _int_list(p: dict[str, Any], name: str, length: int, lo: int = -MAX_ABS, hi: int = MAX_ABS):
-    v = p.get(name)
+def _ints(v: Any, name: str, length: int, lo: int = -MAX_ABS, hi: int = MAX_ABS) -> list[int]:
     if not isinstance(v, list) or len(v) != length:
         raise PayloadError(f"{name} must be a list of {length} integers")
     for i, a in enumerate(v):
@@ -77,12 +76,16 @@ def _int_list(p: dict[str, Any], name: str, length: int, lo: int = -MAX_ABS, hi:
     return v
 
 
+def _int_list(p: dict[str, Any], name: str, length: int) -> list[int]:
+    return _ints(p.get(name), name, length)
+
+
 def _matrix(p: dict[str, Any], name: str, horizon: int) -> list[list[int]]:
     v = p.get(name)
     if not isinstance(v, list) or not v:
         raise PayloadError(f"{name} must be a non-empty list of rows")
-    for i, _row in enumerate(v):
-        _int_list({f"{name}[{i}]": _row}, f"{name}[{i}]", horizon)
+    for i, row in enumerate(v):
+        _ints(row, f"{name}[{i}]", horizon)
     return v
 
 
