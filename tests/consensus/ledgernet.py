@@ -72,7 +72,6 @@ class LedgerNode:
             self.mempool,
             self.net.genesis,
             self.home / "consensus_state.json",
-            proposer_key=self.key.pub_key,
             clock_ms=lambda: GENESIS_MS + 1000 + int(self.net.now * 1000),
         )
         pv = PrivValidator(self.key.signing_key, self.home / "privval.json", CHAIN)

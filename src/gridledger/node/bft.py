@@ -137,7 +137,6 @@ class BftNode:
             self.mempool,
             genesis,
             data / "consensus_state.json",
-            proposer_key=self.key.pub_key,
             max_block_txs=self.config.max_block_txs,
         )
         if self.chain.chain_id != self.config.chain_id:
@@ -256,6 +255,14 @@ class BftNode:
             "peer_pool": len(self.chain.peer_txs),
             "pub_key": self.key.pub_hex,
             "rejected_msgs": self.reactor.rejected_msgs,
+            "p2p": {
+                self.peer_names.get(pk, pk.hex()[:16]): {
+                    "frames_in": p.frames_in,
+                    "frames_out": p.frames_out,
+                    "dropped_out": p.dropped_out,
+                }
+                for pk, p in list(self.transport.peers.items())
+            },
         }
 
     # --- API --------------------------------------------------------------------------------------

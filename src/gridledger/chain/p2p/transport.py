@@ -101,7 +101,6 @@ class Transport:
         self.faults = faults
         self.redial_s = redial_s
         self.peers: dict[bytes, Peer] = {}
-        self.on_connect: Callable[[bytes], None] | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -216,8 +215,6 @@ class Transport:
         self.peers[pk] = peer
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(6, 1, 1)  # TCP_NODELAY
-        if self.on_connect is not None:
-            self.on_connect(pk)
         try:
             # Read whatever has arrived and cut every complete frame out of it: one await per
             # batch of segments instead of two per frame (votes are ~150-byte frames).

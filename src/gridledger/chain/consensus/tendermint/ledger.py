@@ -107,13 +107,11 @@ class LedgerChain:
         mempool: Mempool,
         genesis: bytes,
         state_path: str | Path,
-        proposer_key: bytes | None = None,
         max_block_bytes: int = 4 * 1024 * 1024,
         max_block_txs: int = 5_000,
         clock_ms=None,
     ):
         self.app, self.store, self.mempool = app, store, mempool
-        self.proposer_key = proposer_key
         self.max_block_bytes, self.max_block_txs = max_block_bytes, max_block_txs
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.state_path = Path(state_path)
