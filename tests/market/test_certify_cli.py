@@ -54,7 +54,9 @@ def test_validate_json(capsys):
                           "regulators", "feasible", "reasons"}  # fmt: skip
         assert set(c["trades"][0]) >= {"id", "loss_share_kw"}
         assert set(c["regulators"][0]) >= {"node", "q_kvar", "delta_q_kvar", "delta_pq_kw",
-                                           "remuneration_utoken"}  # fmt: skip
+                                           "remuneration_utoken", "remuneration"}  # fmt: skip
+        for reg in c["regulators"]:
+            assert reg["remuneration"] == reg["remuneration_utoken"]
 
 
 def test_validate_tables_and_rejection(capsys, tmp_path):

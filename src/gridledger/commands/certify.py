@@ -131,6 +131,14 @@ def _ropf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_cli_fields(cert: dict[str, Any]) -> dict[str, Any]:
+    """The documented CLI contract names the regulator's pay ``remuneration`` (in micro-tokens,
+    the same integer as the certificate's ``remuneration_utoken``)."""
+    for reg in cert["regulators"]:
+        reg["remuneration"] = reg["remuneration_utoken"]
+    return cert
+
+
 def _validate(args: argparse.Namespace) -> int:
     from gridledger.grid.network import NetworkError
     from gridledger.market.certificate import WorkflowError, validate_scenario
@@ -146,7 +154,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.json:
         doc: dict[str, Any] = {
             "scenario": scenario.name,
-            "certificates": [c.to_dict() for c in certificates],
+            "certificates": [_with_cli_fields(c.to_dict()) for c in certificates],
         }
         if ranking:
             doc["seller_ranking"] = ranking
