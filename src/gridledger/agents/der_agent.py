@@ -25,7 +25,7 @@ import numpy as np
 from gridledger.agents.client import AgentError, ChainClient, must
 from gridledger.chain.keys import KeyPair
 from gridledger.grid.admm import AdmmOptions, initial_z, root_price_estimate
-from gridledger.grid.distflow import LocalModel
+from gridledger.grid.conic_subproblem import ConicLocalModel
 from gridledger.grid.feeders import Feeder
 from gridledger.market.aggregation import SCALE, node_rows
 
@@ -102,7 +102,7 @@ class DerAgent:
         self.node = node
         self.key = key
         self.round_id = round_id
-        self.model = LocalModel(feeder, [node])
+        self.model = ConicLocalModel(feeder, [node])
         self.rows = node_rows([int(p) for p in feeder.parent], node)
         self.done_k = 0
         self.done = False
@@ -172,7 +172,7 @@ class ClusterAgent:
         self.nodes = sorted(nodes)
         self.keys = keys
         self.round_id = round_id
-        self.model = LocalModel(feeder, self.nodes, merge_internal=True)
+        self.model = ConicLocalModel(feeder, self.nodes, merge_internal=True)
         parent = [int(p) for p in feeder.parent]
         layout = self.model.layout
         # model row -> (node, position among that node's rows of node_rows)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from gridledger.grid.conic_subproblem import ConicLocalModel
 from gridledger.grid.der import NodeDers, deferrable_matrix
 from gridledger.grid.distflow import LocalModel, global_rows
 from gridledger.grid.feeders import Feeder
@@ -59,6 +60,9 @@ class AdmmOptions:
     anderson: int = 0  # memory of Anderson acceleration on (z, ξ/ρ); 0 = plain ADMM
     price_warm_start: bool = True  # initial ξ on P copies from the root's marginal cost
     flat_price: bool = True  # that marginal cost flattened over the day (see root_price_estimate)
+    # subproblems as Clarabel on conic data compiled once (grid/conic_subproblem.py); False: the
+    # reference path, cvxpy's DPP problem re-solved each iteration (same iterates to ~1e-5 pu)
+    conic: bool = True
 
     def __post_init__(self) -> None:
         if self.rho <= 0 or self.max_iter < 1 or self.eps_pri <= 0 or self.eps_dual <= 0:
@@ -276,14 +280,27 @@ class AdmmResult:
 
 # --- subproblem groups, in this process or in a pool -----------------------------------------
 
-_WORKER_MODELS: dict[int, LocalModel] = {}
+_WORKER_MODELS: dict[int, LocalModel | ConicLocalModel] = {}
+
+
+def _subproblem(
+    feeder: Feeder, nodes: list[int], v_weight: float, merge: bool, conic: bool
+) -> LocalModel | ConicLocalModel:
+    kind = ConicLocalModel if conic else LocalModel
+    return kind(feeder, nodes, v_weight=v_weight, merge_internal=merge)
 
 
 def _worker_init(
-    feeder: Feeder, groups: list[list[int]], indices: list[int], v_weight: float, merge: bool
+    feeder: Feeder,
+    groups: list[list[int]],
+    indices: list[int],
+    v_weight: float,
+    merge: bool,
+    conic: bool,
 ) -> None:
+    # the subproblems stay resident in the worker: each iteration only ships z̃, ξ, ρ and x̃
     for gi in indices:
-        _WORKER_MODELS[gi] = LocalModel(feeder, groups[gi], v_weight=v_weight, merge_internal=merge)
+        _WORKER_MODELS[gi] = _subproblem(feeder, groups[gi], v_weight, merge, conic)
 
 
 def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray) -> tuple:
@@ -327,7 +344,7 @@ class SubproblemRunner:
             if merge
             else _partition(feeder.n_nodes, options.groups)
         )
-        self.models: list[LocalModel] | None = None
+        self.models: list[LocalModel | ConicLocalModel] | None = None
         self.pools: list[ProcessPoolExecutor] = []
         layouts = (
             [LocalModel(feeder, g, admm=False).layout for g in self.groups]
@@ -349,15 +366,14 @@ class SubproblemRunner:
                 pool = ProcessPoolExecutor(
                     max_workers=1,
                     initializer=_worker_init,
-                    initargs=(feeder, self.groups, idx, options.v_weight, merge),
+                    initargs=(feeder, self.groups, idx, options.v_weight, merge, options.conic),
                 )
                 self.pools.append(pool)
             self.z_rows_per_group = [lay.z_rows for lay in layouts]
             self.owner_per_group = [lay.owner for lay in layouts]
         else:
             self.models = [
-                LocalModel(feeder, g, v_weight=options.v_weight, merge_internal=merge)
-                for g in self.groups
+                _subproblem(feeder, g, options.v_weight, merge, options.conic) for g in self.groups
             ]
             self.z_rows_per_group = [m.layout.z_rows for m in self.models]
             self.owner_per_group = [m.layout.owner for m in self.models]
