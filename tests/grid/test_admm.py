@@ -7,7 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gridledger.grid.admm import AdmmOptions, Aggregator, initial_z, solve_admm, tree_clusters
+from gridledger.grid.admm import (
+    AdmmOptions,
+    Aggregator,
+    balance,
+    initial_z,
+    solve_admm,
+    tree_clusters,
+)
 from gridledger.grid.conic_subproblem import ConicLocalModel
 from gridledger.grid.distflow import LocalModel, global_rows, solve_central
 from gridledger.grid.feeders import case33bw, head, sce56
@@ -235,11 +242,32 @@ def test_fast_path_runs_the_same_iterations_as_the_cvxpy_path(small, extra):
     ref = solve_admm(feeder, replace(opts, conic=False))
     fast = solve_admm(feeder, opts)
     assert fast.iterations == ref.iterations
-    np.testing.assert_allclose(fast.z, ref.z, atol=5e-5)  # subproblem tolerance, see above
+    # the subproblems agree to their tolerance (see above); 30 iterations carry that along
+    np.testing.assert_allclose(fast.z, ref.z, atol=1e-4)
     np.testing.assert_allclose(
         [h.primal_residual for h in fast.history],
         [h.primal_residual for h in ref.history],
         rtol=1e-3,
-        atol=1e-6,
+        atol=1e-5,  # the subproblems' tolerance, as for z
     )
     assert fast.objective_usd == pytest.approx(ref.objective_usd, rel=1e-6)
+
+
+def test_conic_subproblem_does_not_depend_on_what_it_solved_before():
+    """Bit-identical x̃ for the same input whatever came first — why a group may move between
+    workers, and why an agent that warmed up matches the off-chain runner."""
+    feeder = head(case33bw(), 6)
+    used, fresh = ConicLocalModel(feeder), ConicLocalModel(feeder)
+    z_tilde = initial_z(feeder)[used.layout.z_rows]
+    rng = np.random.default_rng(4)
+    xi = rng.normal(0, 5, z_tilde.shape)
+    used.solve_admm(np.ones_like(z_tilde), np.zeros_like(z_tilde), 1.0)  # a warm-up
+    used.solve_admm(z_tilde * 1.01, rng.normal(0, 5, z_tilde.shape), 20.0)
+    np.testing.assert_array_equal(
+        used.solve_admm(z_tilde, xi, 20.0), fresh.solve_admm(z_tilde, xi, 20.0)
+    )
+
+
+def test_balance_puts_the_longest_solves_on_different_workers():
+    assert balance([1.0, 6.0, 2.0, 3.0, 2.5], 2) == [[1, 0], [3, 4, 2]]
+    assert balance([1.0, 1.0], 3) == [[0], [1], []]

@@ -281,6 +281,7 @@ class AdmmResult:
 # --- subproblem groups, in this process or in a pool -----------------------------------------
 
 _WORKER_MODELS: dict[int, LocalModel | ConicLocalModel] = {}
+_WORKER_SETUP: dict[str, object] = {}
 
 
 def _subproblem(
@@ -299,14 +300,33 @@ def _worker_init(
     conic: bool,
 ) -> None:
     # the subproblems stay resident in the worker: each iteration only ships z̃, ξ, ρ and x̃
+    _WORKER_SETUP.update(feeder=feeder, groups=groups, v_weight=v_weight, merge=merge, conic=conic)
     for gi in indices:
         _WORKER_MODELS[gi] = _subproblem(feeder, groups[gi], v_weight, merge, conic)
 
 
 def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray) -> tuple:
+    if gi not in _WORKER_MODELS:  # moved here by the load balancing
+        w = _WORKER_SETUP
+        _WORKER_MODELS[gi] = _subproblem(
+            w["feeder"], w["groups"][gi], w["v_weight"], w["merge"], w["conic"]
+        )
     model = _WORKER_MODELS[gi]
+    started = time.perf_counter()
     x = model.solve_admm(z_tilde, xi, rho)
-    return x, model.cost_usd(), model.injections_mw(), model.dlmp_usd_per_mwh()
+    seconds = time.perf_counter() - started
+    return x, model.cost_usd(), model.injections_mw(), model.dlmp_usd_per_mwh(), seconds
+
+
+def balance(seconds: list[float], n_workers: int) -> list[list[int]]:
+    """Longest solve first, each to the least loaded worker (LPT, within 4/3 of the best)."""
+    assign: list[list[int]] = [[] for _ in range(n_workers)]
+    load = [0.0] * n_workers
+    for gi in sorted(range(len(seconds)), key=lambda g: -seconds[g]):
+        w = load.index(min(load))
+        assign[w].append(gi)
+        load[w] += seconds[gi]
+    return assign
 
 
 def _partition(n_nodes: int, groups: int) -> list[list[int]]:
@@ -354,13 +374,11 @@ class SubproblemRunner:
         if options.workers > 1:
             assert layouts is not None
             n_workers = min(options.workers, len(self.groups))
-            # largest groups first, each to the least loaded worker (groups differ in size)
-            self.assign = [[] for _ in range(n_workers)]
-            load = [0] * n_workers
-            for gi in sorted(range(len(self.groups)), key=lambda g: -len(self.groups[g])):
-                w = load.index(min(load))
-                self.assign[w].append(gi)
-                load[w] += len(self.groups[gi])
+            # by size until solve times are known (groups differ in size); the conic models
+            # give the same x̃ whatever they solved before, so a group may move between workers
+            self.assign = balance([float(len(g)) for g in self.groups], n_workers)
+            self.rebalance_after = 2 if options.conic else 0  # iteration 1 builds the solvers
+            self.calls = 0
             # one single-process pool per worker so a group always meets its compiled model
             for idx in self.assign:
                 pool = ProcessPoolExecutor(
@@ -404,7 +422,12 @@ class SubproblemRunner:
                     s = parts[gi]
                     futures[gi] = pool.submit(_worker_solve, gi, z_tilde[s], xi[s], rho[s])
             outputs = [futures[gi].result() for gi in range(len(self.groups))]
-        for g, (xg, cg, pg, dg) in enumerate(outputs):
+            self.calls += 1
+            self.last_seconds = [o[-1] for o in outputs]
+            if self.calls == self.rebalance_after:
+                # measured: on SCE-56 with 8 clusters one 15-node cluster takes half the time
+                self.assign = balance([o[-1] for o in outputs], len(self.pools))
+        for g, (xg, cg, pg, dg, *_) in enumerate(outputs):
             x[parts[g]] = xg
             cost += cg
             p_mw[self.groups[g]] = pg

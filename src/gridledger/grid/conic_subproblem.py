@@ -137,14 +137,14 @@ class ConicLocalModel:
         q = self.q0.copy()
         q[self.columns.ravel()] += (xi - rho_copy * z_tilde).ravel()
         if self.solver is None or not np.array_equal(rho_copy, self._rho_copy):
-            # a new solver when ρ changes (P does): Clarabel equilibrates P and A when it is
-            # built, so a solver updated to a new P would scale differently from a fresh one
-            # and the iterates would depend on the history of ρ
+            # built on the model's own q and only ever solved after an update: Clarabel scales
+            # the cost by the q it was built with, so building on this iteration's q would make
+            # later solves depend on which iteration came first (and differ between an agent
+            # that warmed up and the off-chain runner); a new solver when ρ (so P) changes
             settings = _settings(self.tolerance, self.refine)
             p = self._p_values(rho_copy)
-            self.solver = clarabel.DefaultSolver(p, q, self.A, self.b, self.cones, settings)
-        else:
-            self.solver.update(q=q)
+            self.solver = clarabel.DefaultSolver(p, self.q0, self.A, self.b, self.cones, settings)
+        self.solver.update(q=q)
         self._rho_copy = rho_copy.copy()
         solution = self.solver.solve()
         status = str(solution.status)
