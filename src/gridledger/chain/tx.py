@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gridledger.chain import encoding
@@ -38,14 +38,17 @@ class Tx:
     payload: dict[str, Any]
     signature: bytes
     raw: bytes  # the wire bytes this was decoded from (or encoded to)
+    # SHA-256 of ``raw``, computed once at decode: the id is looked up several times per
+    # execution path (signature cache, context, indexes) and was re-hashed each time (profiled)
+    id: bytes = field(default=b"", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", hashlib.sha256(self.raw).digest())
 
     @property
     def body(self) -> bytes:
         return self.raw[:-SIG_LEN]
-
-    @property
-    def id(self) -> bytes:
-        return hashlib.sha256(self.raw).digest()
 
     @property
     def sign_bytes(self) -> bytes:
@@ -115,4 +118,4 @@ def decode_tx(raw: bytes, max_bytes: int = MAX_TX_BYTES) -> Tx:
         raise TxError(f"seq must be an integer in [0, 2^63), got {seq!r}")
     if not isinstance(tx_type, str) or not _TYPE_RE.match(tx_type):
         raise TxError(f"type must look like 'contract.action', got {tx_type!r}")
-    return Tx(chain_id, sender, seq, tx_type, payload, sig, raw)
+    return Tx(chain_id, sender, seq, tx_type, payload, sig, raw, hashlib.sha256(raw).digest())

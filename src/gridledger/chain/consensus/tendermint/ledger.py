@@ -381,7 +381,9 @@ class LedgerChain:
         # A transaction committed before its gossip arrived would make every block this node
         # proposes invalid; the store is checked here, off the proposer's critical path (pool
         # entries that get committed later are removed by apply).
-        if txid in self._recent_committed or self.store.tx_exists(txid):
+        # (the app's lookup remembers "not committed", sparing the block's own lookups later)
+        committed = getattr(self.app, "tx_committed", self.store.tx_exists)
+        if txid in self._recent_committed or committed(txid):
             return False
         if self._precheck is not None:
             _, code, _ = self._precheck(raw)
