@@ -22,6 +22,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,11 +72,12 @@ def plot_residuals(runs, central_obj: float, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _row(label: str, r: dict) -> str:
+def _row(label: str, r: dict, note: str = "") -> str:
+    cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else note
     return (
         f"| {label} | {r['iterations']} | {r['gap_pct']:.3f} % | "
         f"{r['primal_residual']:.2e} / {r['dual_residual']:.2e} | {r['seconds']:.1f} | "
-        f"{r['s_per_iter']:.3f} |"
+        f"{r['s_per_iter']:.3f} | {cpu} |"
     )
 
 
@@ -92,8 +94,8 @@ def write_section(f: dict) -> None:
         "(seed 001: 0.4 % in 204).",
         "",
         "| run (figures at iteration 100) | iterations | gap | primal / dual residual (pu) | "
-        "seconds | s / iteration |",
-        "|---|---|---|---|---|---|",
+        "seconds | s / iteration | CPU s (all processes) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, label in (
         ("per_node", "one agent per node (the paper)"),
@@ -110,10 +112,8 @@ def write_section(f: dict) -> None:
         ):
             run = v.get(key)
             if run and "error" not in run:
-                lines.append(
-                    _row(f"on chain ({chain_label}), {label}", run)[:-1]
-                    + f"(chain overhead {run['overhead_s_per_iter']:.3f}) |"
-                )
+                note = f"(chain overhead {run['overhead_s_per_iter']:.3f} s / iteration)"
+                lines.append(_row(f"on chain ({chain_label}), {label}", run, note))
             elif run:
                 lines.append(f"| on chain ({chain_label}), {label} | not run: {run['error']} |")
     lines += [
@@ -170,9 +170,28 @@ def on_chain(feeder, options, validators, iters, central_obj, compute_s_per_iter
     }
 
 
+def timed(feeder, options):
+    """solve_admm with wall seconds and CPU seconds of this process and its (joined) workers:
+    the machine is shared, so wall time alone swings with other people's jobs."""
+    import resource
+
+    def cpu() -> float:
+        return sum(
+            u.ru_utime + u.ru_stime
+            for u in (
+                resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN),
+            )
+        )
+
+    cpu0, t0 = cpu(), time.perf_counter()
+    res = solve_admm(feeder, options)
+    return res, time.perf_counter() - t0, cpu() - cpu0
+
+
 def reference_path(feeder, options, args, central_obj: float) -> dict:
     """The same iterations with cvxpy's DPP subproblems (``conic=False``): the time before."""
-    res = solve_admm(feeder, replace(options, max_iter=args.max_iter, conic=False))
+    res, wall, cpu = timed(feeder, replace(options, max_iter=args.max_iter, conic=False))
     at, first = res.history[-1], res.history[0]
     return {
         "iterations": at.iteration,
@@ -182,6 +201,8 @@ def reference_path(feeder, options, args, central_obj: float) -> dict:
         "seconds": round(at.elapsed_s, 2),
         "s_per_iter": round((at.elapsed_s - first.elapsed_s) / max(1, at.iteration - 1), 4),
         "first_iteration_s": round(first.elapsed_s, 2),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
     }
 
 
@@ -206,8 +227,18 @@ def off_chain(feeder, options, args, central_obj: float):
         "stays_within_0_1pct_from": stays,
         "first_iteration_s": round(res.history[0].elapsed_s, 2),
         "gap_budget_met": bool(stays is not None and stays <= args.max_iter),
-        "time_budget_met": bool(at.elapsed_s <= 15.0),
     }
+    # the budget's time: separate runs of exactly --max-iter iterations, median of --repeats
+    walls, cpus = [], []
+    for _ in range(args.repeats):
+        _, wall, cpu = timed(feeder, replace(options, max_iter=args.max_iter))
+        walls.append(wall)
+        cpus.append(cpu)
+    v["seconds_in_long_run"] = v["seconds"]
+    v["seconds"] = round(float(np.median(walls)), 2)
+    v["seconds_all"] = [round(w, 2) for w in walls]
+    v["cpu_s"] = round(float(np.median(cpus)), 2)
+    v["time_budget_met"] = bool(v["seconds"] <= 15.0)
     return v, res.history
 
 
@@ -225,6 +256,7 @@ def main() -> int:
     p.add_argument("--clusters", type=int, default=8)
     p.add_argument("--no-docs", action="store_true")
     p.add_argument("--no-reference", action="store_true", help="skip the cvxpy-path runs")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of --max-iter iterations")
     args = p.parse_args()
     import os
 
