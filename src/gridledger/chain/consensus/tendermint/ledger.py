@@ -375,24 +375,40 @@ class LedgerChain:
         every node would cost one more full execution per node, and a transaction that has
         become invalid meanwhile only ends up as a failed result in a block.
         """
-        txid = tx_id(raw)
-        if txid in self.peer_txs or txid in self.mempool or len(self.peer_txs) >= MAX_PEER_TXS:
-            return False
+        return self.add_peer_txs([raw]) > 0
+
+    def add_peer_txs(self, raws: list[bytes]) -> int:
+        """:meth:`add_peer_tx` for a batch (one store query for all); returns how many joined."""
+        fresh: dict[bytes, bytes] = {}
+        for raw in raws:
+            txid = tx_id(raw)
+            if txid in self.peer_txs or txid in self.mempool or txid in self._recent_committed:
+                continue
+            fresh.setdefault(txid, raw)
+        if not fresh:
+            return 0
         # A transaction committed before its gossip arrived would make every block this node
         # proposes invalid; the store is checked here, off the proposer's critical path (pool
-        # entries that get committed later are removed by apply).
-        # (the app's lookup remembers "not committed", sparing the block's own lookups later)
-        committed = getattr(self.app, "tx_committed", self.store.tx_exists)
-        if txid in self._recent_committed or committed(txid):
-            return False
-        if self._precheck is not None:
-            _, code, _ = self._precheck(raw)
-            ok = code == 0
+        # entries that get committed later are removed by apply). The app's lookup remembers
+        # "not committed", which spares the block's own lookups later.
+        among = getattr(self.app, "committed_among", None)
+        if among is not None:
+            old = among(set(fresh))
         else:
-            ok = self.app.check_tx(raw).ok
-        if ok:
-            self.peer_txs[txid] = raw
-        return ok
+            old = {t for t in fresh if self.store.tx_exists(t)}
+        added = 0
+        for txid, raw in fresh.items():
+            if txid in old or len(self.peer_txs) >= MAX_PEER_TXS:
+                continue
+            if self._precheck is not None:
+                _, code, _ = self._precheck(raw)
+                ok = code == 0
+            else:
+                ok = self.app.check_tx(raw).ok
+            if ok:
+                self.peer_txs[txid] = raw
+                added += 1
+        return added
 
     def load(self, height: int) -> tuple[bytes, Commit] | None:
         sb = self.store.get_block(height, writer=True)
