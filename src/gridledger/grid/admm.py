@@ -318,6 +318,12 @@ def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray)
     return x, model.cost_usd(), model.injections_mw(), model.dlmp_usd_per_mwh(), seconds
 
 
+def _worker_solve_many(jobs: list[tuple]) -> list[tuple]:
+    # one message per worker and iteration, not one per group: with a group per node (56 on
+    # SCE-56) that cut the parent's CPU for 100 iterations from ≈ 2.0 s to ≈ 1.3 s (measured)
+    return [_worker_solve(*job) for job in jobs]
+
+
 def balance(seconds: list[float], n_workers: int) -> list[list[int]]:
     """Longest solve first, each to the least loaded worker (LPT, within 4/3 of the best)."""
     assign: list[list[int]] = [[] for _ in range(n_workers)]
@@ -416,12 +422,17 @@ class SubproblemRunner:
                 for m, s in zip(self.models, parts, strict=True)
             ]  # fmt: skip
         else:
-            futures = {}
-            for pool, idx in zip(self.pools, self.assign, strict=True):
-                for gi in idx:
-                    s = parts[gi]
-                    futures[gi] = pool.submit(_worker_solve, gi, z_tilde[s], xi[s], rho[s])
-            outputs = [futures[gi].result() for gi in range(len(self.groups))]
+            futures = [
+                pool.submit(
+                    _worker_solve_many,
+                    [(gi, z_tilde[parts[gi]], xi[parts[gi]], rho[parts[gi]]) for gi in idx],
+                )
+                for pool, idx in zip(self.pools, self.assign, strict=True)
+            ]
+            by_group = {}
+            for future, idx in zip(futures, self.assign, strict=True):
+                by_group.update(zip(idx, future.result(), strict=True))
+            outputs = [by_group[gi] for gi in range(len(self.groups))]
             self.calls += 1
             self.last_seconds = [o[-1] for o in outputs]
             if self.calls == self.rebalance_after:
