@@ -40,11 +40,10 @@ class Tx:
     raw: bytes  # the wire bytes this was decoded from (or encoded to)
     # SHA-256 of ``raw``, computed once at decode: the id is looked up several times per
     # execution path (signature cache, context, indexes) and was re-hashed each time (profiled)
-    id: bytes = field(default=b"", compare=False)
+    id: bytes = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.id:
-            object.__setattr__(self, "id", hashlib.sha256(self.raw).digest())
+        object.__setattr__(self, "id", hashlib.sha256(self.raw).digest())
 
     @property
     def body(self) -> bytes:
@@ -118,4 +117,4 @@ def decode_tx(raw: bytes, max_bytes: int = MAX_TX_BYTES) -> Tx:
         raise TxError(f"seq must be an integer in [0, 2^63), got {seq!r}")
     if not isinstance(tx_type, str) or not _TYPE_RE.match(tx_type):
         raise TxError(f"type must look like 'contract.action', got {tx_type!r}")
-    return Tx(chain_id, sender, seq, tx_type, payload, sig, raw, hashlib.sha256(raw).digest())
+    return Tx(chain_id, sender, seq, tx_type, payload, sig, raw)
