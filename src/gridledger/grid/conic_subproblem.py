@@ -6,9 +6,9 @@ is cvxpy's conic form of the *fixed* model (``min cost s.t. constraints``, no pa
 ``diag(ρ)`` on the copies' columns of ``P`` and ``ξ − ρ z̃`` on those entries of ``q``.
 
 Why not the DPP problem of :class:`~gridledger.grid.distflow.LocalModel`: measured on SCE-56 with
-8 clusters, DPP compilation took ≈ 2.5 s per cluster, re-canonicalizing the parameters
+8 clusters, DPP compilation took ≈ 1.3–2.5 s per cluster, re-canonicalizing the parameters
 ≈ 6 ms per solve, and the ``sum_squares`` term added one auxiliary variable and one equality per
-copy entry (3200 columns instead of 2096 for a 7-node cluster), so the interior-point solve was
+copy entry (3200 columns instead of 2096 for an 8-node cluster), so the interior-point solve was
 slower too.  Here the compile is ≈ 0.1–0.4 s, and while ρ is fixed the same Clarabel solver
 object gets only the new ``q`` in place (no new equilibration or symbolic factorization).
 
