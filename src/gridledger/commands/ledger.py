@@ -286,7 +286,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home")
     p.set_defaults(handler=_query)
 
-    p = sub.add_parser("verify", help="re-check every block from genesis; names the first bad block")
+    p = sub.add_parser(
+        "verify", help="re-check every block from genesis; names the first bad block"
+    )
     p.add_argument("--home", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_verify)

@@ -82,7 +82,7 @@ def _empty(columns: dict[str, type]) -> pd.DataFrame:
 
 
 def table(rows: list[dict], columns: dict[str, type], defaults: dict | None = None) -> pd.DataFrame:
-    """Build a table with the given columns from row dicts, filling ``defaults``; unknown keys fail."""
+    """A table with the given columns from row dicts, ``defaults`` filled in; unknown keys fail."""
     defaults = defaults or {}
     if not rows:
         return _empty(columns)
@@ -90,7 +90,9 @@ def table(rows: list[dict], columns: dict[str, type], defaults: dict | None = No
     for i, row in enumerate(rows):
         unknown = set(row) - set(columns)
         if unknown:
-            raise NetworkError(f"row {i}: unknown column(s) {sorted(unknown)}; known: {list(columns)}")
+            raise NetworkError(
+                f"row {i}: unknown column(s) {sorted(unknown)}; known: {list(columns)}"
+            )
         merged = {**defaults, **row}
         missing = [c for c in columns if c not in merged]
         if missing:
@@ -178,8 +180,10 @@ def validate(net: Network) -> Network:
             (~(vn > 0), lambda i, k: f"bus {i} has non-positive vn_kv={vn[k]}"),
             (
                 ~((vmin > 0) & (vmin <= vmax)),
-                lambda i, k: f"bus {i} voltage limits must satisfy 0 < vmin_pu <= vmax_pu, "
-                f"got [{vmin[k]}, {vmax[k]}]",
+                lambda i, k: (
+                    f"bus {i} voltage limits must satisfy 0 < vmin_pu <= vmax_pu, "
+                    f"got [{vmin[k]}, {vmax[k]}]"
+                ),
             ),
         ],
         net.name,
@@ -229,13 +233,16 @@ def validate(net: Network) -> Network:
             (unknown(gen, "bus"), bus_ref("generator", gen, "bus")),
             (
                 ~np.isin(role, list(roles)),
-                lambda i, k: f"generator {i} ({gnames[k]}) has unknown role {role[k]!r}; "
-                f"expected one of {[r_.value for r_ in GenRole]}",
+                lambda i, k: (
+                    f"generator {i} ({gnames[k]}) has unknown role {role[k]!r}; "
+                    f"expected one of {[r_.value for r_ in GenRole]}"
+                ),
             ),
             (
                 ~(sn > 0),
-                lambda i, k: f"generator {i} ({gnames[k]}) needs a positive rating sn_mva, "
-                f"got {sn[k]}",
+                lambda i, k: (
+                    f"generator {i} ({gnames[k]}) needs a positive rating sn_mva, got {sn[k]}"
+                ),
             ),
             (
                 (role != GenRole.PQ.value) & ~(vm > 0),
