@@ -18,9 +18,7 @@ import argparse
 import json
 import os
 import re
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -165,6 +163,7 @@ def in_process(tmp: Path, n_tx: int, n_acc: int, chunk: int) -> dict:
 def over_http(tmp: Path, n_tx: int, n_acc: int, batch: int) -> dict:
     from gridledger.node.client import LedgerClient
     from gridledger.node.home import NodeConfig
+    from gridledger.node.process import start_node_process
 
     staff, accs, genesis = make_accounts(n_acc)
     home = tmp / "home"
@@ -173,28 +172,9 @@ def over_http(tmp: Path, n_tx: int, n_acc: int, batch: int) -> dict:
     save_key(home / "keys" / "validator.json", staff["validator"], "validator")
     NodeConfig(CHAIN_ID, eager=True).save(home)
     txs = signed_transfers(accs, n_tx // n_acc)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gridledger.cli",
-            "node",
-            "start",
-            "--home",
-            str(home),
-            "--api",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    node = start_node_process(home)
     try:
-        deadline = time.monotonic() + 60
-        while not (home / "node.addr").exists():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("node did not start")
-            time.sleep(0.1)
-        url = (home / "node.addr").read_text().strip()
+        url = node.url
         with LedgerClient(url, timeout_s=120) as c:
             while True:
                 try:
@@ -231,8 +211,7 @@ def over_http(tmp: Path, n_tx: int, n_acc: int, batch: int) -> dict:
                 lat.append(time.perf_counter() - t1)
             lat.sort()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        node.stop()
     return {
         "txs": len(txs),
         "blocks": height,

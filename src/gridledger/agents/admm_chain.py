@@ -52,6 +52,7 @@ def _start_solo(
     home: Path, chain_id: str, dso: KeyPair, agents: list[KeyPair]
 ) -> tuple[str, Callable[[], None]]:
     from gridledger.node.home import NodeConfig
+    from gridledger.node.process import NodeStartError, start_node_process
 
     validator = KeyPair.generate()
     (home / "data").mkdir(parents=True, exist_ok=True)
@@ -59,41 +60,11 @@ def _start_solo(
     genesis = admm_genesis(chain_id, dso, validator, agents, int(time.time() * 1000) - 1000)
     (home / "genesis.json").write_bytes(genesis + b"\n")
     NodeConfig(chain_id, block_interval_ms=20, eager=True, synchronous="NORMAL").save(home)
-    log = open(home / "node.log", "w")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gridledger.cli",
-            "node",
-            "start",
-            "--home",
-            str(home),
-            "--api",
-            "127.0.0.1:0",
-            "--eager",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    addr = home / "node.addr"
-    deadline = time.monotonic() + 60
-    while not addr.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise OnChainError(f"the solo node did not start; see {home / 'node.log'}")
-        time.sleep(0.05)
-    url = addr.read_text().strip()
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-    return url, stop
+    try:
+        node = start_node_process(home, extra_args=["--eager"], log_path=home / "node.log")
+    except NodeStartError as exc:
+        raise OnChainError(f"the solo node did not start: {exc}") from exc
+    return node.url, node.stop
 
 
 def _start_bft(

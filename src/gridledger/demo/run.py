@@ -245,6 +245,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
 def _start_solo(home: Path, plan: dict[str, Any], logs: Path) -> tuple[Any, list[str], Path]:
     """A solo node process (empty blocks on); returns (handle, API URLs, its database)."""
     from gridledger.node.home import NodeConfig
+    from gridledger.node.process import start_node_process
 
     genesis = genesis_of(plan)
     (home / "data").mkdir(parents=True, exist_ok=True)
@@ -256,17 +257,12 @@ def _start_solo(home: Path, plan: dict[str, Any], logs: Path) -> tuple[Any, list
         synchronous="NORMAL",
         validator_key=plan["keys"]["validator"],
     ).save(home)
-    node = _spawn(
-        [sys.executable, "-m", "gridledger.demo.node_proc", "--home", str(home)], logs / "node.log"
+    node = start_node_process(
+        home,
+        command=[sys.executable, "-m", "gridledger.demo.node_proc"],
+        log_path=logs / "node.log",
     )
-    addr_file = home / "node.addr"
-    deadline = time.monotonic() + 60
-    while not addr_file.exists():
-        if node.poll() is not None or time.monotonic() > deadline:
-            node.terminate()
-            raise RuntimeError(f"node did not start: {(logs / 'node.log').read_text()}")
-        time.sleep(0.1)
-    return node, [addr_file.read_text().strip()], home / "data" / "chain.db"
+    return node, [node.url], home / "data" / "chain.db"
 
 
 def _start_bft(home: Path, plan: dict[str, Any], validators: int) -> tuple[Any, list[str], Path]:
@@ -368,8 +364,7 @@ def run_processes(
         if validators > 1:
             handle.close()
         else:
-            handle.terminate()
-            handle.wait(timeout=30)
+            handle.stop()
     genesis = (db.parent.parent / "genesis.json").read_bytes().rstrip(b"\n")
     chain = LocalChain(db.parent.parent, genesis, None, plan["start_ms"], db_path=db)
     return plan, chain, db
