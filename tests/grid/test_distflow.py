@@ -6,8 +6,8 @@ import math
 from dataclasses import replace
 
 import numpy as np
-import pandapower as pp
 import pytest
+from pandapower_feeder import feeder_power_flow
 
 from gridledger.grid.der import Battery, DeferrableLoad, DerSpecError, ShapableLoad
 from gridledger.grid.distflow import KW_PER_PU, solve_central
@@ -27,25 +27,10 @@ def central33(feeder33):
 
 def _ac_voltages(feeder, result, hour: int) -> np.ndarray:
     """pandapower AC power flow at the SOCP's injections; slack at the SOCP's root voltage."""
-    net = pp.create_empty_network(sn_mva=1.0)
-    buses = [pp.create_bus(net, vn_kv=feeder.base_kv) for _ in range(feeder.n_nodes)]
-    z_base = feeder.base_kv**2
-    for i in range(1, feeder.n_nodes):
-        pp.create_line_from_parameters(
-            net, buses[int(feeder.parent[i])], buses[i], length_km=1.0,
-            r_ohm_per_km=feeder.r_pu[i] * z_base, x_ohm_per_km=feeder.x_pu[i] * z_base,
-            c_nf_per_km=0.0, max_i_ka=10.0,
-        )  # fmt: skip
     v = result.v_pu2[:, hour]
-    pp.create_ext_grid(net, buses[0], vm_pu=math.sqrt(v[0]))
-    for i in range(1, feeder.n_nodes):
-        cap_mvar = feeder.ders[i].capacitor_kvar / KW_PER_PU
-        # the shunt injects b·|V|², exactly as in the SOCP (b·v): keep it voltage dependent
-        q_without_cap = result.q_mvar[i, hour] - cap_mvar * v[i]
-        pp.create_load(net, buses[i], p_mw=-result.p_mw[i, hour], q_mvar=-q_without_cap)
-        if cap_mvar:
-            pp.create_shunt(net, buses[i], q_mvar=-cap_mvar, p_mw=0.0)
-    pp.runpp(net, tolerance_mva=1e-10)
+    cap_mvar = np.array([d.capacitor_kvar for d in feeder.ders]) / KW_PER_PU
+    q_without_cap = result.q_mvar[:, hour] - cap_mvar * v
+    net = feeder_power_flow(feeder, result.p_mw[:, hour], q_without_cap, math.sqrt(v[0]))
     return net.res_bus.vm_pu.to_numpy()
 
 

@@ -46,7 +46,8 @@ def _settings(tolerance: float, refine: bool) -> clarabel.DefaultSettings:
 
 class ConicLocalModel:
     """Same interface as :class:`LocalModel` for ADMM (``solve_admm``, ``cost_usd``,
-    ``injections_mw``, ``dlmp_usd_per_mwh``, ``layout``, ``weight``, ``nodes``)."""
+    ``injections_mw``, ``generation_mw``, ``dlmp_usd_per_mwh``, ``layout``, ``weight``,
+    ``nodes``)."""
 
     def __init__(
         self,
@@ -159,6 +160,9 @@ class ConicLocalModel:
 
     def injections_mw(self) -> np.ndarray:
         return self.model.injections_mw()
+
+    def generation_mw(self) -> np.ndarray:
+        return self.model.generation_mw()
 
     def cost_usd(self) -> float:
         return self.model.cost_usd()

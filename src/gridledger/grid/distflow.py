@@ -291,6 +291,14 @@ class LocalModel:
     def injections_mw(self) -> np.ndarray:
         return np.asarray(self.p_inj.value)
 
+    def generation_mw(self) -> np.ndarray:
+        """Generator outputs (|S| × T), zero at nodes without one."""
+        out = np.zeros((len(self.nodes), self.feeder.horizon_h))
+        if self.g is not None:
+            pos = {node: i for i, node in enumerate(self.nodes)}
+            out[[pos[i] for i in self.gen_nodes]] = self.g.value
+        return out
+
     def cost_usd(self) -> float:
         return float(self.cost.value)
 
