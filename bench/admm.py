@@ -56,8 +56,10 @@ def plot_residuals(runs, central_obj: float, path: Path, title: str) -> None:
             ls=":",
             label=f"{label}: dual ‖z − z_prev‖",
         )
-        gap = [abs(h.objective_usd - central_obj) / abs(central_obj) * 100 for h in history]
-        ax2.semilogy(k, gap, color=color, label=label)
+        gap = [abs(h.dispatch_usd - central_obj) / abs(central_obj) * 100 for h in history]
+        ax2.semilogy(k, gap, color=color, label=f"{label}: the schedule as run")
+        own = [abs(h.objective_usd - central_obj) / abs(central_obj) * 100 for h in history]
+        ax2.semilogy(k, own, color=color, ls=":", label=f"{label}: the agents' cost sum")
     ax1.set_xlabel("iteration")
     ax1.set_ylabel("residual (pu), eq. 18")
     ax1.legend(fontsize=7)
@@ -75,7 +77,7 @@ def plot_residuals(runs, central_obj: float, path: Path, title: str) -> None:
 def _row(label: str, r: dict, note: str = "") -> str:
     cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else note
     return (
-        f"| {label} | {r['iterations']} | {r['gap_pct']:.3f} % | "
+        f"| {label} | {r['iterations']} | {r['gap_pct']:.4f} % | {r['admm_gap_pct']:.3f} % | "
         f"{r['primal_residual']:.2e} / {r['dual_residual']:.2e} | {r['seconds']:.1f} | "
         f"{r['s_per_iter']:.3f} | {cpu} |"
     )
@@ -93,9 +95,17 @@ def write_section(f: dict) -> None:
         f"{f['relaxation_gap']:.1e}. Budget: ≤ 0.1 % gap in ≤ 100 iterations, ≤ 15 s off chain "
         "(seed 001: 0.4 % in 204).",
         "",
-        "| run (figures at iteration 100) | iterations | gap | primal / dual residual (pu) | "
-        "seconds | s / iteration | CPU s (all processes) |",
-        "|---|---|---|---|---|---|---|",
+        "Gap: the schedule as the feeder would run it (devices as scheduled, the root's "
+        "generator as the slack, the substation voltage kept in the band; AC power flow, "
+        "`grid/dispatch.py`), against the centralized optimum; a schedule that runs feasibly "
+        "cannot beat the relaxation's optimum, so this gap is ≥ 0. Cost-sum gap: the sum of "
+        "the agents' local costs at their own copies (the ADMM objective, not the cost of any "
+        "operation while the copies disagree).",
+        "",
+        "| run (figures at iteration 100) | iterations | gap (schedule as run) | gap (agents' "
+        "cost sum) | primal / dual residual (pu) | seconds | s / iteration | "
+        "CPU s (all processes) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, label in (
         ("per_node", "one agent per node (the paper)"),
@@ -118,15 +128,18 @@ def write_section(f: dict) -> None:
                 lines.append(f"| on chain ({chain_label}), {label} | not run: {run['error']} |")
     lines += [
         "",
-        "| variant | \\|gap\\| ≤ 0.1 % for good from iteration | gap at the end of the "
-        "long run | gap budget (≤ 0.1 % by 100) | time budget (≤ 15 s) |",
+        "| variant | gap ≤ 0.1 % for good from iteration (schedule as run / agents' cost sum) "
+        "| gaps at the end of the long run | gap budget (≤ 0.1 % by 100) | "
+        "time budget (≤ 15 s) |",
         "|---|---|---|---|---|",
     ]
     for name, label in (("per_node", "per node"), ("clustered", "clustered")):
         v = f[name]
         lines.append(
-            f"| {label} | {v['stays_within_0_1pct_from']} | {v['long_gap_pct']:.3f} % at "
-            f"{v['long_iterations']} | {'met' if v['gap_budget_met'] else 'missed'} | "
+            f"| {label} | {v['stays_within_0_1pct_from']} / "
+            f"{v['admm_stays_within_0_1pct_from']} | {v['long_gap_pct']:.4f} % / "
+            f"{v['long_admm_gap_pct']:.3f} % at {v['long_iterations']} | "
+            f"{'met' if v['gap_budget_met'] else 'missed'} | "
             f"{'met' if v['time_budget_met'] else 'missed'} ({v['seconds']:.1f} s) |"
         )
     lines += [
@@ -151,8 +164,7 @@ def write_section(f: dict) -> None:
 
 
 def on_chain(feeder, options, validators, iters, central_obj, compute_s_per_iter, processes):
-    from gridledger.agents.admm_chain import OnChainError, run_on_chain
-    from gridledger.commands.schedule import generator_cost_usd
+    from gridledger.agents.admm_chain import OnChainError, evaluate_chain_schedule, run_on_chain
     from gridledger.market.aggregation import SCALE
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-admm-{validators}v-"))
@@ -160,7 +172,7 @@ def on_chain(feeder, options, validators, iters, central_obj, compute_s_per_iter
         run = run_on_chain(feeder, replace(options, max_iter=iters), home, validators, processes)
     except OnChainError as exc:
         return {"validators": validators, "error": str(exc)}
-    objective = generator_cost_usd(feeder, np.array(run.schedule["p_w"][0]) / 1e6)
+    admm_objective, ran = evaluate_chain_schedule(feeder, run.schedule)
     last = run.state["history"][-1]
     s_per_iter = run.seconds / run.iterations
     return {
@@ -169,7 +181,8 @@ def on_chain(feeder, options, validators, iters, central_obj, compute_s_per_iter
         "seconds": round(run.seconds, 2),
         "s_per_iter": round(s_per_iter, 3),
         "overhead_s_per_iter": round(s_per_iter - compute_s_per_iter, 3),
-        "gap_pct": round(100 * (objective - central_obj) / abs(central_obj), 4),
+        "gap_pct": _pct(ran.cost_usd, central_obj),
+        "admm_gap_pct": _pct(admm_objective, central_obj),
         "primal_residual": last[1] / SCALE,
         "dual_residual": last[2] / SCALE,
     }
@@ -200,7 +213,8 @@ def reference_path(feeder, options, args, central_obj: float) -> dict:
     at, first = res.history[-1], res.history[0]
     return {
         "iterations": at.iteration,
-        "gap_pct": round(100 * (at.objective_usd - central_obj) / abs(central_obj), 4),
+        "gap_pct": _pct(at.dispatch_usd, central_obj),
+        "admm_gap_pct": _pct(at.objective_usd, central_obj),
         "primal_residual": at.primal_residual,
         "dual_residual": at.dual_residual,
         "seconds": round(at.elapsed_s, 2),
@@ -211,27 +225,42 @@ def reference_path(feeder, options, args, central_obj: float) -> dict:
     }
 
 
+def _pct(objective_usd: float, central_usd: float) -> float:
+    return round(100 * (objective_usd - central_usd) / abs(central_usd), 4)
+
+
+def _stays_within(rel_gaps: list[float], budget: float = 1e-3) -> int | None:
+    """First iteration from which |gap| stays within the budget to the end of the run."""
+    return next((i + 1 for i in range(len(rel_gaps)) if max(rel_gaps[i:]) <= budget), None)
+
+
 def off_chain(feeder, options, args, central_obj: float):
     """One run to the longer horizon; the budget figures are read at iteration --max-iter."""
     res = solve_admm(feeder, replace(options, max_iter=max(args.max_iter, args.long_iter)))
     at = res.history[min(args.max_iter, len(res.history)) - 1]
-    rel = [abs(h.objective_usd - central_obj) / abs(central_obj) for h in res.history]
-    # first iteration from which |gap| stays within 0.1 % to the end of the long run
-    stays = next((i + 1 for i in range(len(rel)) if max(rel[i:]) <= 1e-3), None)
+    run_gap = [abs(h.dispatch_usd - central_obj) / abs(central_obj) for h in res.history]
+    own_gap = [abs(h.objective_usd - central_obj) / abs(central_obj) for h in res.history]
+    stays, own_stays = _stays_within(run_gap), _stays_within(own_gap)
     # from the end of iteration 1 on: subproblems compiled, as the agents' are before a round
     s_per_iter = (at.elapsed_s - res.history[0].elapsed_s) / max(1, at.iteration - 1)
     v = {
         "iterations": at.iteration,
-        "gap_pct": round(100 * (at.objective_usd - central_obj) / abs(central_obj), 4),
+        "gap_pct": _pct(at.dispatch_usd, central_obj),
+        "admm_gap_pct": _pct(at.objective_usd, central_obj),
+        "feasible_at_budget": bool(at.dispatch_feasible),
         "primal_residual": at.primal_residual,
         "dual_residual": at.dual_residual,
         "seconds": round(at.elapsed_s, 2),
         "s_per_iter": round(s_per_iter, 4),
         "long_iterations": res.iterations,
-        "long_gap_pct": round(100 * rel[-1], 4),
+        "long_gap_pct": _pct(res.history[-1].dispatch_usd, central_obj),
+        "long_admm_gap_pct": _pct(res.history[-1].objective_usd, central_obj),
         "stays_within_0_1pct_from": stays,
+        "admm_stays_within_0_1pct_from": own_stays,
         "first_iteration_s": round(res.history[0].elapsed_s, 2),
-        "gap_budget_met": bool(stays is not None and stays <= args.max_iter),
+        "gap_budget_met": bool(
+            stays is not None and stays <= args.max_iter and at.dispatch_feasible
+        ),
     }
     # the budget's time: separate runs of exactly --max-iter iterations, median of --repeats
     walls, cpus, per_iter = [], [], []

@@ -247,6 +247,8 @@ def test_schedule_command_central_json(capsys):
                 "seconds", "relaxation_exact", "dlmp"):  # fmt: skip
         assert key in out
     assert out["relaxation_exact"] is True and out["gap_pct"] == 0.0
+    assert out["dispatch"]["feasible"] is True  # the optimum, run through the AC power flow
+    assert out["dispatch"]["max_slack_mismatch_mw"] < 1e-6
     assert set(out["dlmp"]) == {"min", "max", "root"}
 
 
@@ -272,6 +274,14 @@ def test_schedule_on_chain_with_node_and_agent_processes(tmp_path):
     feeder = head(case33bw(), 4)
     off = solve_admm(feeder, replace(default_options(6), groups=feeder.n_nodes))
     assert out["primal_residual"] == pytest.approx(off.primal_residual, rel=1e-3)
+    # the chain's schedule, costed from its integers, is worth what the off-chain one is
+    central_usd = out["central_objective"]
+    # (injections on chain are whole watts: ≤ 0.5 W per node and hour at ≤ 100 $/MWh)
+    assert out["objective"] == pytest.approx(off.dispatch.cost_usd, abs=4 * 24 * 0.5e-6 * 100)
+    assert out["admm_gap_pct"] == pytest.approx(
+        100 * (off.objective_usd - central_usd) / central_usd, abs=1e-3
+    )
+    assert out["dispatch"]["feasible"] is off.dispatch.feasible
     # anyone can replay the aggregator from the node's own database
     from gridledger.chain.store import Store
 
@@ -367,3 +377,11 @@ def test_schedule_on_a_four_validator_bft_network(tmp_path):
 
     off = solve_admm(feeder, replace(default_options(3), groups=feeder.n_nodes))
     assert out["primal_residual"] == pytest.approx(off.primal_residual, rel=1e-3)
+    # the chain's schedule, costed from its integers, is worth what the off-chain one is
+    central_usd = out["central_objective"]
+    # (injections on chain are whole watts: ≤ 0.5 W per node and hour at ≤ 100 $/MWh)
+    assert out["objective"] == pytest.approx(off.dispatch.cost_usd, abs=4 * 24 * 0.5e-6 * 100)
+    assert out["admm_gap_pct"] == pytest.approx(
+        100 * (off.objective_usd - central_usd) / central_usd, abs=1e-3
+    )
+    assert out["dispatch"]["feasible"] is off.dispatch.feasible

@@ -160,22 +160,31 @@ def test_fixed_point_aggregator_matches_the_float_one(small):
     np.testing.assert_allclose(xi_fixed, agg.xi, atol=1e-6)
 
 
+def _gaps(history, central_usd: float, key: str) -> np.ndarray:
+    return np.array([(getattr(h, key) - central_usd) / central_usd for h in history])
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("admm_processes")
-def test_sce56_admm_against_centralized():
-    """SCE-56 × 24 h with the command's defaults (one subproblem per node, 2 processes)."""
+def test_sce56_per_node_schedule_meets_the_budget_within_100_iterations():
+    """SCE-56 × 24 h with the command's defaults (one agent per node, 2 processes): the
+    schedule as the feeder would run it (grid/dispatch.py) is within 0.1 % of the centralized
+    optimum well before iteration 100, runs feasibly, and never beats the optimum (it is a
+    feasible point of the problem the SOCP relaxes)."""
     from gridledger.commands.schedule import default_options
 
     feeder = sce56()
     central = solve_central(feeder)
     assert central.relaxation_gap < 1e-3
-    res = solve_admm(feeder, default_options(300))
-    gap = abs(res.objective_usd - central.objective_usd) / central.objective_usd
-    assert gap < 1e-3  # 0.1 %: reached by iteration ~280 (not within the 100 of the budget)
-    assert res.history[-1].primal_residual < res.history[0].primal_residual / 30
-    np.testing.assert_allclose(
-        res.dlmp_usd_per_mwh.mean(axis=0), central.dlmp_usd_per_mwh.mean(axis=0), rtol=0.02
-    )
+    res = solve_admm(feeder, default_options(100))
+    assert res.iterations == 100 and res.dispatch is not None and res.dispatch.feasible
+    run_gap = _gaps(res.history, central.objective_usd, "dispatch_usd")
+    assert np.all(run_gap[49:] <= 1e-3)  # within 0.1 % over the last 50 of the 100 iterations
+    assert run_gap[-1] >= -1e-7
+    # the agents' own cost sum still differs: their copies agree only to the primal residual
+    local_gap = _gaps(res.history, central.objective_usd, "objective_usd")
+    assert abs(local_gap[-1]) > 1e-3
+    assert res.history[-1].primal_residual < res.history[0].primal_residual / 10
 
 
 @pytest.mark.slow
@@ -187,10 +196,10 @@ def test_sce56_clustered_agents_reach_the_budget_gap_within_100_iterations():
     central = solve_central(feeder)
     res = solve_admm(feeder, default_options(100, clusters=8))
     assert res.iterations == 100
-    gaps = [
-        abs(h.objective_usd - central.objective_usd) / central.objective_usd for h in res.history
-    ]
-    assert max(gaps[79:]) <= 1e-3  # within 0.1 % over the last 20 of the 100 iterations
+    # both measures: the agents' cost sum, and the schedule as the feeder would run it
+    assert np.all(np.abs(_gaps(res.history, central.objective_usd, "objective_usd")[79:]) <= 1e-3)
+    run_gap = _gaps(res.history, central.objective_usd, "dispatch_usd")
+    assert np.all(run_gap[19:] <= 1e-3) and run_gap[-1] >= -1e-7 and res.dispatch.feasible
     assert res.history[-1].primal_residual < res.history[0].primal_residual / 10
 
 

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gridledger.agents.der_agent import (
     TERMINAL,
+    W_PER_PU,
     admm_genesis,
     agent_keys,
     node_key_path,
@@ -28,7 +31,9 @@ from gridledger.agents.der_agent import (
 )
 from gridledger.chain.keys import KeyPair, save_key
 from gridledger.grid.admm import AdmmOptions, tree_clusters
+from gridledger.grid.dispatch import Dispatch, dispatch, generator_cost_usd
 from gridledger.grid.feeders import Feeder
+from gridledger.market.aggregation import SCALE
 
 AGGREGATOR = "gridledger.chain.contracts.aggregator"
 BILLING = "gridledger.chain.contracts.billing"
@@ -46,6 +51,30 @@ class OnChainRun:
     schedule: dict[str, Any] | None
     state: dict[str, Any]
     home: Path
+
+
+def evaluate_chain_schedule(feeder: Feeder, schedule: dict[str, Any]) -> tuple[float, Dispatch]:
+    """(sum of the local costs, the schedule as the feeder would run it) of a schedule stored by
+    S1, from its integers alone: anyone can check what the chain's schedule is worth.
+
+    The chain holds injections, not device costs, so this needs the feeders of seed 001 §VI:
+    the only costed device is the root's generator, beside the root's fixed load and solar."""
+    root = feeder.ders[0]
+    others = (root.battery, root.shapable, root.deferrable)
+    if (
+        root.generator is None
+        or any(d is not None for d in others)
+        or any(d.generator is not None for d in feeder.ders[1:])
+    ):
+        raise OnChainError(
+            f"{feeder.name}: costing a schedule from the chain needs the generator at the root "
+            "as the only costed device, beside the root's fixed load and solar"
+        )
+    p_mw = np.array(schedule["p_w"], dtype=float) / W_PER_PU
+    g_mw = p_mw[0] + (np.array(root.load_kw) - np.array(root.solar_kw)) / 1000.0
+    local_usd = generator_cost_usd(root.generator, g_mw)
+    root_v = np.array(schedule["z"][2 * (feeder.n_nodes - 1)], dtype=float) / SCALE
+    return local_usd, dispatch(feeder, p_mw, g_mw, local_usd, root_v)
 
 
 def _start_solo(

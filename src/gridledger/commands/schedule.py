@@ -71,15 +71,18 @@ def default_options(
     )
 
 
-def generator_cost_usd(feeder: Any, p_root_mw: Any) -> float:
-    """Cost of the root generator given the root's net injection (it only has the generator,
-    its load and its solar)."""
-    import numpy as np
-
-    root = feeder.ders[0]
-    gen = root.generator
-    g = np.asarray(p_root_mw) + (np.array(root.load_kw) - np.array(root.solar_kw)) / 1000.0
-    return float(np.sum(gen.cost_quad_usd_per_mw2h * g**2 + np.array(gen.cost_lin_usd_per_mwh) * g))
+def _dispatch_stats(ran: Any) -> dict[str, Any]:
+    return {
+        "feasible": bool(ran.feasible),
+        "voltage_violation_pu": float(ran.voltage_violation_pu),
+        "generator_violation_mw": float(ran.generator_violation_mw),
+        "root_vm_pu": {
+            "min": round(float(ran.root_vm_pu.min()), 6),
+            "max": round(float(ran.root_vm_pu.max()), 6),
+        },
+        "max_slack_mismatch_mw": float(abs(ran.slack_mismatch_mw).max()),
+        "loss_mwh": round(float(ran.loss_mw.sum()), 6),
+    }
 
 
 def _dlmp_stats(dlmp) -> dict[str, float]:
@@ -94,6 +97,7 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from gridledger.grid.der import DerSpecError
+    from gridledger.grid.dispatch import DispatchError, dispatch
     from gridledger.grid.distflow import ScheduleError, solve_central
     from gridledger.grid.feeders import FeederError, load_feeder
 
@@ -112,6 +116,13 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
     except ScheduleError as exc:
         raise CliError(str(exc)) from exc
     exact = central.relaxation_gap <= RELAXATION_EXACT_TOL
+    ran = dispatch(
+        feeder,
+        central.p_mw,
+        central.model.generation_mw()[0],
+        central.objective_usd,
+        central.v_pu2[0],
+    )
     out: dict[str, Any] = {
         "case": args.case,
         "method": args.method,
@@ -126,6 +137,9 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
         "relaxation_exact": bool(exact),
         "relaxation_gap": central.relaxation_gap,
         "dlmp": _dlmp_stats(central.dlmp_usd_per_mwh),
+        "admm_objective": None,
+        "admm_gap_pct": None,
+        "dispatch": _dispatch_stats(ran),
         "central_objective": round(central.objective_usd, 6),
         "central_seconds": round(central.seconds, 3),
     }
@@ -133,7 +147,11 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
         return out
     options = default_options(args.max_iter, args.rho, clusters=args.clusters)
     if args.on_chain:
-        from gridledger.agents.admm_chain import OnChainError, run_on_chain
+        from gridledger.agents.admm_chain import (
+            OnChainError,
+            evaluate_chain_schedule,
+            run_on_chain,
+        )
         from gridledger.market.aggregation import SCALE
 
         home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridledger-admm-"))
@@ -143,12 +161,14 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(str(exc)) from exc
         if run.schedule is None:
             raise CliError(f"round ended {run.status} without a schedule: {run.state}")
-        p_root = np.array(run.schedule["p_w"][0]) / 1e6
-        objective = generator_cost_usd(feeder, p_root)
+        try:
+            admm_objective, ran = evaluate_chain_schedule(feeder, run.schedule)
+        except (OnChainError, DispatchError) as exc:
+            raise CliError(str(exc)) from exc
         dlmp = np.array(run.schedule["dlmp_utoken_per_kwh"]) / 1000.0
         last = run.state["history"][-1]
         out.update(
-            objective=round(objective, 6),
+            admm_objective=round(admm_objective, 6),
             iterations=run.iterations,
             primal_residual=last[1] / SCALE,
             dual_residual=last[2] / SCALE,
@@ -161,8 +181,10 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
         from gridledger.grid.admm import solve_admm
 
         res = solve_admm(feeder, options)
+        assert res.dispatch is not None  # default_options keeps dispatch on
+        ran = res.dispatch
         out.update(
-            objective=round(res.objective_usd, 6),
+            admm_objective=round(res.objective_usd, 6),
             iterations=res.iterations,
             primal_residual=res.primal_residual,
             dual_residual=res.dual_residual,
@@ -170,10 +192,17 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
             dlmp=_dlmp_stats(res.dlmp_usd_per_mwh),
             converged=res.converged,
         )
-    out["gap_pct"] = round(
-        100 * (out["objective"] - central.objective_usd) / abs(central.objective_usd), 5
-    )
+    # the schedule is worth what running it costs (grid/dispatch.py): the devices as
+    # scheduled, the root's generator as the slack, the substation voltage within the band
+    out["objective"] = round(ran.cost_usd, 6)
+    out["dispatch"] = _dispatch_stats(ran)
+    out["gap_pct"] = _gap_pct(ran.cost_usd, central.objective_usd)
+    out["admm_gap_pct"] = _gap_pct(out["admm_objective"], central.objective_usd)
     return out
+
+
+def _gap_pct(objective_usd: float, central_usd: float) -> float:
+    return round(100 * (objective_usd - central_usd) / abs(central_usd), 5)
 
 
 def _schedule(args: argparse.Namespace) -> int:
@@ -181,8 +210,9 @@ def _schedule(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, sort_keys=True))
     else:
-        for key in ("case", "method", "objective", "iterations", "gap_pct", "primal_residual",
-                    "dual_residual", "seconds", "relaxation_exact", "dlmp"):  # fmt: skip
+        for key in ("case", "method", "objective", "iterations", "gap_pct", "admm_gap_pct",
+                    "primal_residual", "dual_residual", "seconds", "relaxation_exact", "dlmp",
+                    "dispatch"):  # fmt: skip
             print(f"{key:>18}: {out[key]}")
     return 0
 
