@@ -24,16 +24,6 @@ from gridledger.grid.feeders import case33bw, head, load_feeder
 from gridledger.market.aggregation import SCALE
 
 
-@pytest.fixture(scope="module")
-def feeder33():
-    return case33bw()
-
-
-@pytest.fixture(scope="module")
-def central33(feeder33):
-    return solve_central(feeder33)
-
-
 def _run_central(feeder, central, **kw):
     return dispatch(
         feeder,

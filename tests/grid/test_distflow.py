@@ -15,16 +15,6 @@ from gridledger.grid.dlmp import decompose
 from gridledger.grid.feeders import FeederError, case33bw, head
 
 
-@pytest.fixture(scope="module")
-def feeder33():
-    return case33bw()
-
-
-@pytest.fixture(scope="module")
-def central33(feeder33):
-    return solve_central(feeder33)
-
-
 def _ac_voltages(feeder, result, hour: int) -> np.ndarray:
     """pandapower AC power flow at the SOCP's injections; slack at the SOCP's root voltage."""
     v = result.v_pu2[:, hour]
