@@ -294,7 +294,7 @@ def main() -> int:
     p.add_argument("--long-iter", type=int, default=300, help="run on to see where it gets")
     p.add_argument("--onchain-iters", type=int, default=100)
     p.add_argument("--validators", type=int, default=4, help="BFT run (0: skip)")
-    p.add_argument("--bft-iters", type=int, default=20)
+    p.add_argument("--bft-iters", type=int, default=100)
     p.add_argument("--agent-processes", type=int, default=2)
     p.add_argument("--clusters", type=int, default=8)
     p.add_argument("--no-docs", action="store_true")
