@@ -170,3 +170,17 @@ def test_reactive_injection_follows_the_capacitor_voltage():
     q = reactive_injection_mvar(feeder, v)
     for i, d in enumerate(feeder.ders):
         np.testing.assert_allclose(q[i], cap[i] / 1000 * 1.1025 - np.array(d.load_kvar) / 1000)
+
+
+def test_admm_goes_on_when_a_schedule_cannot_run(monkeypatch):
+    """An iterate the feeder cannot carry is recorded (NaN, infeasible); ADMM does not stop."""
+    import gridledger.grid.admm as admm
+
+    def collapse(*args, **kwargs):
+        raise DispatchError("radial power flow: voltage collapse")
+
+    monkeypatch.setattr(admm, "run_schedule", collapse)
+    feeder = head(case33bw(), 4)
+    res = solve_admm(feeder, AdmmOptions(rho=50.0, adaptive=False, max_iter=3))
+    assert res.iterations == 3 and res.dispatch is None
+    assert all(np.isnan(h.dispatch_usd) and h.dispatch_feasible is False for h in res.history)

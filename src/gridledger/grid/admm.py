@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from gridledger.grid.conic_subproblem import ConicLocalModel
 from gridledger.grid.der import NodeDers, deferrable_matrix
-from gridledger.grid.dispatch import Dispatch, dispatch, subtree_matrix
+from gridledger.grid.dispatch import Dispatch, DispatchError, dispatch, subtree_matrix
 from gridledger.grid.distflow import LocalModel, global_rows
 from gridledger.grid.feeders import Feeder
 
@@ -509,7 +509,10 @@ def solve_admm(
             u_prev = agg.state() if accel is not None else None
             primal, dual, boyd_dual = agg.step(local.x_tilde, options.over_relaxation)
             if options.dispatch:
-                ran = run_schedule(feeder, local, agg.z, subtree)
+                try:
+                    ran = run_schedule(feeder, local, agg.z, subtree)
+                except DispatchError:
+                    ran = None  # a schedule the feeder cannot carry: recorded as NaN, no stop
             if accel is not None:
                 agg.set_state(accel.update(u_prev, agg.state()))
             record = IterationRecord(
@@ -520,7 +523,7 @@ def solve_admm(
                 local.cost_usd,
                 time.perf_counter() - started,
                 ran.cost_usd if ran is not None else math.nan,
-                ran.feasible if ran is not None else None,
+                ran.feasible if ran is not None else (False if options.dispatch else None),
             )
             history.append(record)
             if on_iteration is not None:
