@@ -249,6 +249,8 @@ def test_schedule_command_central_json(capsys):
     assert out["relaxation_exact"] is True and out["gap_pct"] == 0.0
     assert out["dispatch"]["feasible"] is True  # the optimum, run through the AC power flow
     assert out["dispatch"]["max_slack_mismatch_mw"] < 1e-6
+    # the marginal prices of the optimum as run are its DLMPs (no bus but the root at a limit)
+    assert out["dispatch"]["marginal_price"] == pytest.approx(out["dlmp"], abs=2e-3)
     assert set(out["dlmp"]) == {"min", "max", "root"}
 
 

@@ -16,6 +16,7 @@ from gridledger.grid.dispatch import (
     DispatchError,
     dispatch,
     generator_cost_usd,
+    marginal_prices_usd_per_mwh,
     radial_power_flow,
     reactive_injection_mvar,
 )
@@ -184,3 +185,28 @@ def test_admm_goes_on_when_a_schedule_cannot_run(monkeypatch):
     res = solve_admm(feeder, AdmmOptions(rho=50.0, adaptive=False, max_iter=3))
     assert res.iterations == 3 and res.dispatch is None
     assert all(np.isnan(h.dispatch_usd) and h.dispatch_feasible is False for h in res.history)
+
+
+@pytest.mark.parametrize("name", ["case33bw", "sce56"])
+def test_marginal_prices_of_the_optimum_are_its_dlmps(name, feeder33, central33):
+    """Envelope theorem: at the optimum, the root generator's marginal cost times a node's loss
+    factor is the node's balance dual wherever no bus but the root sits at a voltage limit."""
+    feeder, central = (feeder33, central33) if name == "case33bw" else (load_feeder(name), None)
+    central = central or solve_central(feeder)
+    ran = _run_central(feeder, central)
+    prices = marginal_prices_usd_per_mwh(feeder, central.p_mw, ran)
+    free = np.all(np.abs(central.voltage_dual[1:]) < 1e-6, axis=0)
+    assert free.sum() >= 10  # SCE-56: a far bus reaches 1.05 pu from 11:00 on
+    np.testing.assert_allclose(prices[:, free], central.dlmp_usd_per_mwh[:, free], atol=2e-3)
+    # the root pays its generator's marginal cost (seed 001 eq. 6 differentiated by hand)
+    gen = feeder.ders[0].generator
+    by_hand = np.array(gen.cost_lin_usd_per_mwh) + 2 * gen.cost_quad_usd_per_mw2h * ran.generator_mw
+    np.testing.assert_allclose(prices[0], by_hand, rtol=1e-12)
+    np.testing.assert_allclose(prices[0], central.dlmp_usd_per_mwh[0], atol=1e-4)
+
+
+def test_marginal_prices_need_a_priced_slack(feeder33, central33):
+    ran = _run_central(feeder33, central33)
+    no_gen = feeder33.with_ders(0, replace(feeder33.ders[0], generator=None))
+    with pytest.raises(ValueError, match="no generator at the root"):
+        marginal_prices_usd_per_mwh(no_gen, central33.p_mw, ran)

@@ -71,8 +71,14 @@ def default_options(
     )
 
 
-def _dispatch_stats(ran: Any) -> dict[str, Any]:
+def _dispatch_stats(feeder: Any, p_mw: Any, ran: Any) -> dict[str, Any]:
+    from gridledger.grid.dispatch import marginal_prices_usd_per_mwh
+
+    prices = None
+    if feeder.ders[0].generator is not None:
+        prices = _dlmp_stats(marginal_prices_usd_per_mwh(feeder, p_mw, ran))
     return {
+        "marginal_price": prices,
         "feasible": bool(ran.feasible),
         "voltage_violation_pu": float(ran.voltage_violation_pu),
         "generator_violation_mw": float(ran.generator_violation_mw),
@@ -139,7 +145,7 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
         "dlmp": _dlmp_stats(central.dlmp_usd_per_mwh),
         "admm_objective": None,
         "admm_gap_pct": None,
-        "dispatch": _dispatch_stats(ran),
+        "dispatch": _dispatch_stats(feeder, central.p_mw, ran),
         "central_objective": round(central.objective_usd, 6),
         "central_seconds": round(central.seconds, 3),
     }
@@ -152,6 +158,7 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
             evaluate_chain_schedule,
             run_on_chain,
         )
+        from gridledger.agents.der_agent import W_PER_PU
         from gridledger.market.aggregation import SCALE
 
         home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridledger-admm-"))
@@ -161,6 +168,7 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(str(exc)) from exc
         if run.schedule is None:
             raise CliError(f"round ended {run.status} without a schedule: {run.state}")
+        p_sched = np.array(run.schedule["p_w"], dtype=float) / W_PER_PU
         try:
             admm_objective, ran = evaluate_chain_schedule(feeder, run.schedule)
         except (OnChainError, DispatchError) as exc:
@@ -182,7 +190,7 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
 
         res = solve_admm(feeder, options)
         assert res.dispatch is not None  # default_options keeps dispatch on
-        ran = res.dispatch
+        ran, p_sched = res.dispatch, res.p_mw
         out.update(
             admm_objective=round(res.objective_usd, 6),
             iterations=res.iterations,
@@ -195,7 +203,7 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
     # the schedule is worth what running it costs (grid/dispatch.py): the devices as
     # scheduled, the root's generator as the slack, the substation voltage within the band
     out["objective"] = round(ran.cost_usd, 6)
-    out["dispatch"] = _dispatch_stats(ran)
+    out["dispatch"] = _dispatch_stats(feeder, p_sched, ran)
     out["gap_pct"] = _gap_pct(ran.cost_usd, central.objective_usd)
     out["admm_gap_pct"] = _gap_pct(out["admm_objective"], central.objective_usd)
     return out

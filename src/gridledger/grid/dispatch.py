@@ -102,17 +102,34 @@ def radial_power_flow(
     if p_mw.shape != (n, horizon):
         raise ValueError(f"injections {p_mw.shape} must be nodes × hours = {(n, horizon)}")
     m = subtree_matrix(feeder.parent) if subtree is None else subtree
+    return _sweep(feeder, p_mw, root_v_pu2, np.arange(horizon), m, tolerance_pu, max_passes)
+
+
+def _sweep(
+    feeder: Feeder,
+    p_mw: np.ndarray,
+    root_v_pu2: np.ndarray,
+    hours: np.ndarray,
+    m: np.ndarray,
+    tolerance_pu: float,
+    max_passes: int,
+) -> RadialFlow:
+    """The sweep over columns that may repeat hours (``hours[c]`` is column c's hour, for the
+    fixed reactive loads): many perturbed cases in one pass of dense products."""
+    n, cols = p_mw.shape
     r, x = feeder.r_pu[:, None], feeder.x_pu[:, None]
     z2 = r**2 + x**2
     parent = np.where(feeder.parent < 0, 0, feeder.parent)
-    v = np.broadcast_to(root_v_pu2, (n, horizon)).copy()
-    ell = np.zeros((n, horizon))
+    q_load = (np.array([d.load_kvar for d in feeder.ders]) / KW_PER_PU)[:, hours]
+    cap = np.array([d.capacitor_kvar for d in feeder.ders])[:, None] / KW_PER_PU
+    v = np.broadcast_to(root_v_pu2, (n, cols)).copy()
+    ell = np.zeros((n, cols))
     p = p_mw.copy()
     p[0] = 0.0
     passes = 0
     while passes < max_passes:
         passes += 1
-        q = reactive_injection_mvar(feeder, v)
+        q = cap * v - q_load
         q[0] = 0.0
         # backward: each line delivers its subtree's injections net of the subtree's losses
         flow_p = m @ (p - r * ell)
@@ -147,6 +164,41 @@ def radial_power_flow(
         root_mvar=-flow_q[children].sum(axis=0),
         passes=passes,
     )
+
+
+def marginal_prices_usd_per_mwh(
+    feeder: Feeder,
+    p_mw: np.ndarray,
+    ran: Dispatch,
+    step_mw: float = 1e-4,
+    subtree: np.ndarray | None = None,
+) -> np.ndarray:
+    """N × T: what one more MWh drawn at each node and hour costs in the operation as run —
+    the root generator's marginal cost at its dispatched output times the node's loss factor
+    ``∂(root supply)/∂(load)``, the substation voltage held.
+
+    By the envelope theorem this is the node's DLMP (the dual of its balance) whenever the
+    root's generator is the marginal resource and no bus but the root sits at a voltage limit
+    (the root's own limit is what holds its voltage): a check on the prices ADMM's agents
+    report, computed from the schedule alone. Where another bus is at a limit the DLMP also
+    carries that limit's dual, which a schedule does not reveal. Loss factors by one-sided
+    differences of ``step_mw``, all nodes in one batched sweep."""
+    gen = feeder.ders[0].generator
+    if gen is None:
+        raise ValueError(f"{feeder.name}: no generator at the root to price the slack")
+    n, horizon = feeder.n_nodes, feeder.horizon_h
+    m = subtree_matrix(feeder.parent) if subtree is None else subtree
+    # column block k: the schedule with node k drawing step_mw more (block 0: as scheduled)
+    cases = np.tile(p_mw, (1, n))
+    for k in range(1, n):
+        cases[k, k * horizon : (k + 1) * horizon] -= step_mw
+    root_v = np.tile(ran.root_vm_pu**2, n)
+    flow = _sweep(feeder, cases, root_v, np.tile(np.arange(horizon), n), m, 1e-13, 100)
+    supply = flow.root_mw.reshape(n, horizon)
+    loss_factor = np.ones((n, horizon))
+    loss_factor[1:] = (supply[1:] - supply[0]) / step_mw
+    lin = np.asarray(gen.cost_lin_usd_per_mwh)
+    return (lin + 2 * gen.cost_quad_usd_per_mw2h * ran.generator_mw) * loss_factor
 
 
 def _closest_root_voltage(
