@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="case1,case2,select",
         help="which phases to run, comma-separated (default: case1,case2,select)",
     )
+    p.add_argument(
+        "--no-schedule",
+        action="store_true",
+        help="skip the day-ahead DER schedule (ADMM on chain, billing) after the market "
+        "(embedded chain only; with agent processes use `gridledger schedule --on-chain`)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     p.set_defaults(handler=_demo)
 
@@ -96,7 +102,9 @@ def _demo(args: argparse.Namespace) -> int:
                 home, progress, args.method, args.slot_s, args.validators, phases
             )
         else:
-            plan, chain = run_embedded(home, progress, args.method, phases=phases)
+            plan, chain = run_embedded(
+                home, progress, args.method, phases=phases, day_ahead=not args.no_schedule
+            )
             db = home / "data" / "chain.db"
     except (AgentError, RuntimeError, TimeoutError) as exc:
         raise CliError(f"the demo stopped: {exc} (chain home: {home})") from exc

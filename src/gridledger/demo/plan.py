@@ -20,7 +20,12 @@ from gridledger.agents.prosumer_agent import OrderSpec, ProsumerAgent
 from gridledger.chain.keys import KeyPair, load_key, save_key
 from gridledger.demo.scenario import PARTIES, PHASES, Phase
 
-CONTRACTS = ["gridledger.chain.contracts.market", "gridledger.chain.contracts.settlement"]
+CONTRACTS = [
+    "gridledger.chain.contracts.market",
+    "gridledger.chain.contracts.settlement",
+    "gridledger.chain.contracts.aggregator",  # S1, the day-ahead schedule (demo/day_ahead.py)
+    "gridledger.chain.contracts.billing",  # S2
+]
 PHASE_SLOTS = 5  # up to three trading slots, one for the last readings, one spare
 LEAD_SLOTS = 4
 MIN_LEAD_MS = 5_000
@@ -39,9 +44,11 @@ def make_plan(
     method: str | None = None,
     phases: tuple[Phase, ...] = PHASES,
     evaluators: dict[str, Any] | None = None,
+    day_ahead: bool = False,
 ) -> dict[str, Any]:
     """Create the keys under ``home`` and describe the whole demo; ``evaluators`` (scenario name
-    -> evaluator) tells which buses regulate on each grid."""
+    -> evaluator) tells which buses regulate on each grid; ``day_ahead`` adds the day-ahead
+    DER schedule after the market (demo/day_ahead.py)."""
     from gridledger.agents.evaluator import make_evaluator
 
     keys = {
@@ -126,6 +133,10 @@ def make_plan(
             for p in PARTIES
         ],
     }
+    if day_ahead:
+        from gridledger.demo.day_ahead import FEEDER_NODES, plan_day_ahead
+
+        plan["day_ahead"] = plan_day_ahead(home, end_ms, FEEDER_NODES)
     (home / "demo").mkdir(parents=True, exist_ok=True)
     (home / "demo" / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.chain.contracts.market import ESCROW
+from gridledger.demo import day_ahead
 from gridledger.demo.scenario import SELLERS
 
 KINDS = ("energy", "loss", "reactive", "penalty")
@@ -37,6 +38,7 @@ class Report:
     audit: dict[str, Any] = field(default_factory=dict)
     voltages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     invariants: dict[str, Any] = field(default_factory=dict)
+    day_ahead: dict[str, Any] | None = None
 
 
 def _names(plan: dict[str, Any]) -> dict[str, str]:
@@ -238,6 +240,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
     }
     rep.audit = audit.to_json() if hasattr(audit, "to_json") else dict(audit)
     rep.voltages = _voltages(plan)
+    rep.day_ahead = day_ahead.summarize(plan, chain)
     return rep
 
 
@@ -372,6 +375,7 @@ def render_text(rep: Report, plan: dict[str, Any]) -> str:
         f"escrow left {inv['escrow_left_utoken']}; unpaid {inv['shortfall_utoken']}; "
         f"matches left uncertified {inv['pending_matches']}"
     )
+    lines += day_ahead.render(rep.day_ahead)
     c = rep.chain
     lines.append("")
     lines.append(

@@ -153,6 +153,7 @@ def run_embedded(
     method: str | None = None,
     start_ms: int | None = None,
     phases: tuple[Any, ...] | None = None,
+    day_ahead: bool = True,
 ) -> tuple[dict[str, Any], LocalChain]:
     if start_ms is None:
         # market time starts at the next whole hour (UTC); only its shape matters
@@ -160,10 +161,11 @@ def run_embedded(
         start_ms = now - now % 3_600_000 + 3_600_000
     from gridledger.demo.scenario import PHASES
 
-    plan = make_plan(home, start_ms, DEFAULT_SLOT_MS, method, phases or PHASES)
+    plan = make_plan(home, start_ms, DEFAULT_SLOT_MS, method, phases or PHASES, day_ahead=day_ahead)
     chain = LocalChain(home, genesis_of(plan), key_of(plan, "validator"), plan["start_ms"])
     progress(
-        f"chain {chain.chain_id} at {home} (embedded, 1 validator; contracts: market, settlement)"
+        f"chain {chain.chain_id} at {home} (embedded, 1 validator; contracts: market, "
+        "settlement, aggregator, billing)"
     )
     slot = plan["slot_ms"]
 
@@ -195,6 +197,10 @@ def run_embedded(
             report_block(chain, plan, block, progress)
         t += slot // 3
     trade_recs(chain, plan, produce, progress)
+    if day_ahead:
+        from gridledger.demo.day_ahead import run_day_ahead
+
+        run_day_ahead(chain, plan, key_of(plan, "dso"), key_of(plan, "vendor"), progress)
     return plan, chain
 
 
