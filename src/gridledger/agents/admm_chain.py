@@ -25,7 +25,6 @@ from gridledger.agents.der_agent import (
     TERMINAL,
     W_PER_PU,
     admm_genesis,
-    agent_keys,
     node_key_path,
     open_round,
 )
@@ -133,7 +132,9 @@ def run_on_chain(
 
     home.mkdir(parents=True, exist_ok=True)
     dso = KeyPair.generate()
-    keys = agent_keys(round_id, feeder.n_nodes)
+    # fresh keys, saved where the agent processes load them (never derived from the round id:
+    # anyone could re-derive those and sign for a node)
+    keys = [KeyPair.generate() for _ in range(feeder.n_nodes)]
     for i, k in enumerate(keys):
         save_key(node_key_path(home, i), k, "prosumer")
     if validators == 1:
