@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+KW_PER_PU = 1000.0  # 1 MVA base: the feeders' optimization and power flow run in pu
+
 
 class DerSpecError(ValueError):
     """A DER specification that cannot be scheduled; the message names node, device and fault."""

@@ -30,10 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridledger.grid.der import Generator
+from gridledger.grid.der import KW_PER_PU, Generator
 from gridledger.grid.feeders import Feeder
-
-KW_PER_PU = 1000.0  # 1 MVA base, as grid/distflow.py
 
 
 class DispatchError(RuntimeError):
@@ -78,11 +76,17 @@ def subtree_matrix(parent: np.ndarray) -> np.ndarray:
     return m
 
 
+def _reactive_parts(feeder: Feeder, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shunt susceptances N × 1, fixed reactive loads N × columns) in pu."""
+    load = (np.array([d.load_kvar for d in feeder.ders]) / KW_PER_PU)[:, hours]
+    cap = np.array([d.capacitor_kvar for d in feeder.ders])[:, None] / KW_PER_PU
+    return cap, load
+
+
 def reactive_injection_mvar(feeder: Feeder, v_pu2: np.ndarray) -> np.ndarray:
     """Fixed reactive loads plus shunt capacitors ``b·v`` (controllable loads run at unity power
     factor, as in the SOCP)."""
-    load = np.array([d.load_kvar for d in feeder.ders]) / KW_PER_PU
-    cap = np.array([d.capacitor_kvar for d in feeder.ders])[:, None] / KW_PER_PU
+    cap, load = _reactive_parts(feeder, np.arange(feeder.horizon_h))
     return cap * v_pu2 - load
 
 
@@ -120,8 +124,7 @@ def _sweep(
     r, x = feeder.r_pu[:, None], feeder.x_pu[:, None]
     z2 = r**2 + x**2
     parent = np.where(feeder.parent < 0, 0, feeder.parent)
-    q_load = (np.array([d.load_kvar for d in feeder.ders]) / KW_PER_PU)[:, hours]
-    cap = np.array([d.capacitor_kvar for d in feeder.ders])[:, None] / KW_PER_PU
+    cap, q_load = _reactive_parts(feeder, hours)
     v = np.broadcast_to(root_v_pu2, (n, cols)).copy()
     ell = np.zeros((n, cols))
     p = p_mw.copy()

@@ -30,10 +30,8 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from gridledger.grid.der import deferrable_bounds, deferrable_matrix
+from gridledger.grid.der import KW_PER_PU, deferrable_bounds, deferrable_matrix
 from gridledger.grid.feeders import Feeder
-
-KW_PER_PU = 1000.0  # 1 MVA base
 
 
 class ScheduleError(RuntimeError):
