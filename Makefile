@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint docs clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+
+docs: install
+	$(PY) -m gridledger.demo.reproduction --write
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info out .pytest_cache

@@ -271,7 +271,7 @@ def test_schedule_on_chain_with_node_and_agent_processes(tmp_path):
     out = json.loads(proc.stdout)
     assert out["on_chain"] and out["iterations"] == 6 and out["status"] == "max_iter"
     # the same iterations off chain (one subproblem per node, as the agents solve them)
-    from gridledger.commands.schedule import default_options
+    from gridledger.grid.admm import default_options
 
     feeder = head(case33bw(), 4)
     off = solve_admm(feeder, replace(default_options(6), groups=feeder.n_nodes))
@@ -375,7 +375,7 @@ def test_schedule_on_a_four_validator_bft_network(tmp_path):
     out = json.loads(proc.stdout)
     assert out["validators"] == 4 and out["iterations"] == 3 and out["status"] == "max_iter"
     feeder = head(case33bw(), 4)
-    from gridledger.commands.schedule import default_options
+    from gridledger.grid.admm import default_options
 
     off = solve_admm(feeder, replace(default_options(3), groups=feeder.n_nodes))
     assert out["primal_residual"] == pytest.approx(off.primal_residual, rel=1e-3)

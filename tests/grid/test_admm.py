@@ -171,7 +171,7 @@ def test_sce56_per_node_schedule_meets_the_budget_within_100_iterations():
     schedule as the feeder would run it (grid/dispatch.py) is within 0.1 % of the centralized
     optimum well before iteration 100, runs feasibly, and never beats the optimum (it is a
     feasible point of the problem the SOCP relaxes)."""
-    from gridledger.commands.schedule import default_options
+    from gridledger.grid.admm import default_options
 
     feeder = sce56()
     central = solve_central(feeder)
@@ -190,7 +190,7 @@ def test_sce56_per_node_schedule_meets_the_budget_within_100_iterations():
 @pytest.mark.slow
 @pytest.mark.xdist_group("admm_processes")
 def test_sce56_clustered_agents_reach_the_budget_gap_within_100_iterations():
-    from gridledger.commands.schedule import default_options
+    from gridledger.grid.admm import default_options
 
     feeder = sce56()
     central = solve_central(feeder)

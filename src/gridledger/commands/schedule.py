@@ -50,27 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(handler=_vpp)
 
 
-def default_options(
-    max_iter: int = 100, rho: float | None = None, workers: int = 2, clusters: int = 0
-) -> Any:
-    """ρ = 50 $/pu² (10 with clusters), α = 1.6, fixed ρ (so the contract runs the same
-    iterations), one subproblem per node (or per cluster) in ``workers`` processes: measured
-    faster than one batched solve on 2 cores (see bench/admm.py)."""
-    from gridledger.grid.admm import AdmmOptions
-
-    return AdmmOptions(
-        rho=rho if rho is not None else (10.0 if clusters else 50.0),
-        max_iter=max_iter,
-        eps_pri=1e-3,
-        eps_dual=1e-3,
-        adaptive=False,
-        over_relaxation=1.6,
-        groups=1_000_000,  # capped at the number of nodes: one subproblem per node
-        workers=workers,
-        clusters=clusters,
-    )
-
-
 def _dispatch_stats(feeder: Any, p_mw: Any, ran: Any) -> dict[str, Any]:
     from gridledger.grid.dispatch import marginal_prices_usd_per_mwh
 
@@ -152,6 +131,8 @@ def run_schedule(args: argparse.Namespace) -> dict[str, Any]:
         )
         out["dispatch"] = _dispatch_stats(feeder, central.p_mw, ran)
         return out
+    from gridledger.grid.admm import default_options
+
     options = default_options(args.max_iter, args.rho, clusters=args.clusters)
     if args.on_chain:
         from gridledger.agents.admm_chain import (

@@ -67,7 +67,7 @@ def run_day_ahead(
     chain: Any, plan: dict[str, Any], dso: KeyPair, vendor: KeyPair, progress: Progress
 ) -> None:
     """Register, schedule on chain, meter and bill; ``chain`` is the embedded LocalChain."""
-    from gridledger.commands.schedule import default_options
+    from gridledger.grid.admm import default_options
     from gridledger.grid.feeders import load_feeder
 
     spec = plan["day_ahead"]

@@ -8,7 +8,7 @@ The 9-bus MV microgrid (seed 000 §VI, Tables I–II, Fig. 4b)
 -----------------------------------------------------------
 What the paper gives: line R and X in ohm (Table I), loads in kW/kVAr per case (Table II), DGs at
 buses 2, 3, 4, rated 1.5 MVA each in CASE 1 and 2.5/2.5/2.0 MVA in CASE 2, grid at bus 1 in
-CASE 1.  What it does not give, and what we assume (DESIGN.md):
+CASE 1.  What it does not give, and what we assume:
 
 * nominal voltage 20 kV, system base 1 MVA (Z_base = 400 Ω);
 * CASE 1: the main grid is the slack at bus 1 holding 1.0 pu; each DG produces the active power of

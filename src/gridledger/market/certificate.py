@@ -103,7 +103,7 @@ class Certificate:
         return _plain(d)
 
     def to_chain_dict(self) -> dict[str, Any]:
-        """The integer form for the ledger (DESIGN.md: W, var, utoken; voltages in micro-pu,
+        """The integer form for the ledger (W, var, utoken; voltages in micro-pu,
         loadings in basis points), every amount rounded to the nearest unit."""
 
         def i(x: float | None) -> int | None:
