@@ -299,7 +299,7 @@ def off_chain(feeder, options, args, central):
 
 
 def main() -> int:
-    from gridledger.commands.schedule import default_options
+    from gridledger.grid.admm import default_options
 
     p = argparse.ArgumentParser()
     p.add_argument("--case", default="sce56")
