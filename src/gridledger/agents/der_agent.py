@@ -27,6 +27,7 @@ from gridledger.chain.keys import KeyPair
 from gridledger.grid.admm import AdmmOptions, initial_z, root_price_estimate
 from gridledger.grid.conic_subproblem import ConicLocalModel
 from gridledger.grid.feeders import Feeder
+from gridledger.grid.zlayout import ZLayout
 from gridledger.market.aggregation import SCALE, node_rows
 
 W_PER_PU = 1_000_000  # 1 MVA base
@@ -86,8 +87,7 @@ def open_round(
     must(client.submit(dso, "admm.open", payload), "admm.open")
     z0 = initial_z(feeder) if options.warm_start else None
     if z0 is None:
-        n = feeder.n_nodes
-        z0 = np.vstack([np.zeros((2 * (n - 1), feeder.horizon_h)), np.ones((n, feeder.horizon_h))])
+        z0 = ZLayout(feeder.n_nodes).flat(feeder.horizon_h)
     fixed = [[round(v * SCALE) for v in row] for row in z0]
     for row0 in range(0, len(fixed), SEED_ROWS_PER_TX):
         chunk = fixed[row0 : row0 + SEED_ROWS_PER_TX]

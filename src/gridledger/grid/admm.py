@@ -38,6 +38,7 @@ from gridledger.grid.der import NodeDers, deferrable_matrix
 from gridledger.grid.dispatch import Dispatch, DispatchError, dispatch, subtree_matrix
 from gridledger.grid.distflow import LocalModel, global_rows
 from gridledger.grid.feeders import Feeder
+from gridledger.grid.zlayout import ZLayout
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ class Aggregator:
         self, z_rows: np.ndarray, n_global: int, z0: np.ndarray, rho: float, v_weight: float = 1.0
     ) -> None:
         self.z_rows = z_rows
-        self.weight = np.where(z_rows >= 2 * ((n_global - 1) // 3), v_weight, 1.0)[:, None]
+        # n_global = 3·lines + 1 for a feeder; the voltage copies may carry their own weight
+        layout = ZLayout((n_global - 1) // 3 + 1)
+        self.weight = np.where(layout.is_v(z_rows), v_weight, 1.0)[:, None]
         k = len(z_rows)
         self.gather = sp.csr_matrix((np.ones(k), (z_rows, np.arange(k))), shape=(n_global, k))
         self.counts = np.asarray(self.gather.sum(axis=1)).ravel()
@@ -220,10 +223,10 @@ def initial_xi(
     """Duals of the P copies at a uniform price: ``ξ = −λ`` on a line's own copy, ``+λ`` on
     the parent's (at the optimum they are minus/plus the two ends' balance duals, which nearly
     agree — checked against the consensus duals of the centralized solve); zero on Q and v."""
-    n_lines = feeder.n_nodes - 1
+    layout = ZLayout(feeder.n_nodes)
     xi = np.zeros((len(z_rows), feeder.horizon_h))
-    is_p = z_rows < n_lines
-    own = is_p & (owner == z_rows + 1)
+    is_p = layout.is_p(z_rows)
+    own = is_p & (owner == layout.line_of_p(z_rows))
     xi[own] = -price
     xi[is_p & ~own] = price
     return xi
@@ -267,7 +270,7 @@ def initial_z(feeder: Feeder) -> np.ndarray:
         # flow toward the root is -flow (our P is power into the parent)
         v[i] = v[feeder.parent[i]] - 2 * (feeder.r_pu[i] * flow_p[i] + feeder.x_pu[i] * flow_q[i])
     lo, hi = feeder.vmin_pu**2, feeder.vmax_pu**2
-    return np.vstack([-flow_p[1:], -flow_q[1:], np.clip(v, lo, hi)])
+    return ZLayout(n).stack(-flow_p[1:], -flow_q[1:], np.clip(v, lo, hi))
 
 
 @dataclass
@@ -576,14 +579,13 @@ def run_schedule(
         local.p_mw,
         local.generation_mw[0],
         local.cost_usd,
-        z[2 * (feeder.n_nodes - 1)],
+        ZLayout(feeder.n_nodes).root_v(z),
         subtree=subtree,
     )
 
 
 def _flat_z(feeder: Feeder) -> np.ndarray:
-    n, horizon = feeder.n_nodes, feeder.horizon_h
-    return np.vstack([np.zeros((2 * (n - 1), horizon)), np.ones((n, horizon))])
+    return ZLayout(feeder.n_nodes).flat(feeder.horizon_h)
 
 
 def default_options(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
@@ -32,6 +33,7 @@ import scipy.sparse as sp
 
 from gridledger.grid.der import KW_PER_PU, deferrable_bounds, deferrable_matrix
 from gridledger.grid.feeders import Feeder
+from gridledger.grid.zlayout import ZLayout
 
 
 class ScheduleError(RuntimeError):
@@ -55,7 +57,7 @@ class CouplingLayout:
 
 
 def global_rows(n_nodes: int) -> int:
-    return 3 * (n_nodes - 1) + 1
+    return ZLayout(n_nodes).n_rows
 
 
 class LocalModel:
@@ -71,7 +73,6 @@ class LocalModel:
     ) -> None:
         self.feeder = feeder
         n_nodes, horizon = feeder.n_nodes, feeder.horizon_h
-        n_lines = n_nodes - 1
         self.nodes = sorted(range(n_nodes) if nodes is None else nodes)
         nodes_s = self.nodes
         pos = {node: i for i, node in enumerate(nodes_s)}
@@ -104,155 +105,28 @@ class LocalModel:
         q_inj = -load_q + cp.multiply(cap_b, self.v) if np.any(cap_b) else -load_q
         self.cost_terms: list[cp.Expression] = []
 
-        # generators
-        gen_nodes = [i for i, d in enumerate(ders) if d.generator is not None]
-        self.gen_nodes = [nodes_s[i] for i in gen_nodes]
-        if gen_nodes:
-            gens = [ders[i].generator for i in gen_nodes]
-            self.g = cp.Variable((len(gen_nodes), horizon), name="g")
-            self.qg = cp.Variable((len(gen_nodes), horizon), name="qg")
-            sel = _selector(gen_nodes, list(range(len(gen_nodes))), ns, len(gen_nodes))
-            p_inj = p_inj + sel @ self.g
-            q_inj = q_inj + sel @ self.qg
-            lo = np.array([[g.p_min_kw] for g in gens]) / KW_PER_PU
-            hi = np.array([[g.p_max_kw] for g in gens]) / KW_PER_PU
-            qlo = np.array([[g.q_min_kvar] for g in gens]) / KW_PER_PU
-            qhi = np.array([[g.q_max_kvar] for g in gens]) / KW_PER_PU
-            cons += [self.g >= lo, self.g <= hi, self.qg >= qlo, self.qg <= qhi]
-            quad = np.array([[g.cost_quad_usd_per_mw2h] for g in gens])
-            lin = np.array([g.cost_lin_usd_per_mwh for g in gens])
-            self.cost_terms.append(
-                cp.sum(cp.multiply(quad, cp.square(self.g))) + cp.sum(cp.multiply(lin, self.g))
-            )
-        else:
-            self.g = None
-        # batteries (eq. 7)
-        bat_nodes = [i for i, d in enumerate(ders) if d.battery is not None]
-        self.bat_nodes = [nodes_s[i] for i in bat_nodes]
-        if bat_nodes:
-            bats = [ders[i].battery for i in bat_nodes]
-            nb = len(bats)
-            self.charge = cp.Variable((nb, horizon), nonneg=True, name="charge")
-            self.discharge = cp.Variable((nb, horizon), nonneg=True, name="discharge")
-            col = lambda vals: np.array(vals, dtype=float)[:, None]  # noqa: E731
-            e0 = col([b.energy_kwh_initial for b in bats]) / KW_PER_PU
-            eta_in = col([b.eta_in for b in bats])
-            eta_out = col([b.eta_out for b in bats])
-            # recursion as sparse constraints: a cumulative-sum matrix would be dense (T² per unit)
-            self.energy = cp.Variable((nb, horizon), name="energy")
-            delta = cp.multiply(eta_in, self.charge) - cp.multiply(1 / eta_out, self.discharge)
-            cons += [
-                self.energy[:, :1] == e0 + delta[:, :1],
-                self.energy[:, 1:] == self.energy[:, :-1] + delta[:, 1:],
-            ]
-            band = col([b.end_band for b in bats]) * e0
-            cons += [
-                self.charge <= col([b.charge_kw_max for b in bats]) / KW_PER_PU,
-                self.discharge <= col([b.discharge_kw_max for b in bats]) / KW_PER_PU,
-                self.energy >= col([b.energy_kwh_min for b in bats]) / KW_PER_PU,
-                self.energy <= col([b.energy_kwh_max for b in bats]) / KW_PER_PU,
-                cp.abs(self.energy[:, -1:] - e0) <= band,
-            ]
-            sel = _selector(bat_nodes, list(range(nb)), ns, nb)
-            p_inj = p_inj + sel @ (self.discharge - self.charge)
-        # shapable loads (eq. 8)
-        shp_nodes = [i for i, d in enumerate(ders) if d.shapable is not None]
-        self.shp_nodes = [nodes_s[i] for i in shp_nodes]
-        if shp_nodes:
-            shps = [ders[i].shapable for i in shp_nodes]
-            hours = np.arange(horizon)
-            window = np.array([(hours >= s.start_hour) & (hours < s.end_hour) for s in shps])
-            self.shapable = cp.Variable((len(shps), horizon), nonneg=True, name="shapable")
-            p_max = np.array([[s.power_kw_max] for s in shps]) / KW_PER_PU * window
-            p_min = np.array([[s.power_kw_min] for s in shps]) / KW_PER_PU * window
-            energy = np.array([s.energy_kwh for s in shps]) / KW_PER_PU
-            cons += [
-                self.shapable <= p_max,
-                self.shapable >= p_min,
-                cp.sum(self.shapable, axis=1) == energy,
-            ]
-            sel = _selector(shp_nodes, list(range(len(shps))), ns, len(shps))
-            p_inj = p_inj - sel @ self.shapable
-        # deferrable loads (eq. 9, LP relaxation)
-        dfr_nodes = [i for i, d in enumerate(ders) if d.deferrable is not None]
-        self.dfr_nodes = [nodes_s[i] for i in dfr_nodes]
-        if dfr_nodes:
-            dfrs = [ders[i].deferrable for i in dfr_nodes]
-            nd = len(dfrs)
-            self.departure = cp.Variable((nd, horizon), name="departure")
-            bounds = [deferrable_bounds(d, horizon) for d in dfrs]
-            phi = sp.block_diag([sp.csr_matrix(deferrable_matrix(d, horizon)) for d in dfrs])
-            cons += [
-                self.departure >= np.array([b[0] for b in bounds]),
-                self.departure <= np.array([b[1] for b in bounds]),
-                self.departure[:, 1:] >= self.departure[:, :-1],
-            ]
-            flat = cp.reshape(self.departure, (nd * horizon,), order="C")
-            self.deferrable = cp.reshape(phi @ flat, (nd, horizon), order="C") / KW_PER_PU
-            sel = _selector(dfr_nodes, list(range(nd)), ns, nd)
-            p_inj = p_inj - sel @ self.deferrable
+        p_inj, q_inj = self._add_generators(ders, horizon, cons, p_inj, q_inj)
+        # each block returns its injection (or consumption) per node, None when it has no unit
+        if (battery := self._add_batteries(ders, horizon, cons)) is not None:
+            p_inj = p_inj + battery
+        if (shapable := self._add_shapable(ders, horizon, cons)) is not None:
+            p_inj = p_inj - shapable
+        if (deferrable := self._add_deferrable(ders, horizon, cons)) is not None:
+            p_inj = p_inj - deferrable
         self.p_inj, self.q_inj = p_inj, q_inj
 
-        # network (eqs. 1–3, 12b–e)
-        self.balance_p = own_sel @ (self.P + cp.multiply(r, self.ell)) - ch_sel @ self.P_ch == p_inj
-        balance_q = own_sel @ (self.Q + cp.multiply(x, self.ell)) - ch_sel @ self.Q_ch == q_inj
-        cons += [self.balance_p, balance_q]
-        vmin2, vmax2 = feeder.vmin_pu**2, feeder.vmax_pu**2
-        self.v_lower, self.v_upper = self.v >= vmin2, self.v <= vmax2
-        cons += [self.v_lower, self.v_upper, self.v_par >= vmin2, self.v_par <= vmax2]
-        if 0 in pos and feeder.root_vm_pu is not None:
-            cons.append(self.v[pos[0]] == feeder.root_vm_pu**2)
-        if nr:
-            z2 = r**2 + x**2
-            drop = 2 * (cp.multiply(r, self.P) + cp.multiply(x, self.Q)) + cp.multiply(z2, self.ell)
-            cons.append(own_sel.T @ self.v == self.v_par + drop)
-            cons.append(
-                cp.SOC(
-                    cp.vec(self.ell + self.v_par, order="F"),
-                    cp.vstack(
-                        [
-                            cp.vec(2 * self.P, order="F"),
-                            cp.vec(2 * self.Q, order="F"),
-                            cp.vec(self.ell - self.v_par, order="F"),
-                        ]
-                    ),
-                    axis=0,
-                )
-            )
+        self._add_network(r, x, own_sel, ch_sel, pos, p_inj, q_inj, cons)
         if merge_internal:
-            # one agent for a connected group of nodes (seed 001 §VII: "devices, feeders, or
-            # substations as nodes"): its copies of lines inside the group agree by construction,
-            # so only the lines leaving the group are negotiated through the aggregator
-            own_pos = {k: i for i, k in enumerate(own_lines)}
-            inside = [(c, own_pos[k]) for c, k in enumerate(child_lines) if k in own_pos]
-            if inside:
-                ch_idx, own_idx = (list(t) for t in zip(*inside, strict=True))
-                cons += [self.P_ch[ch_idx] == self.P[own_idx], self.Q_ch[ch_idx] == self.Q[own_idx]]
-            par_inside = [i for i, k in enumerate(own_lines) if int(parent[k]) in pos]
-            if par_inside:
-                rows = [pos[int(parent[own_lines[i]])] for i in par_inside]
-                cons.append(self.v_par[par_inside] == self.v[rows])
+            self._merge_internal(pos, cons)
         self.constraints = cons
         self.x_tilde = cp.vstack(
             [b for b in (self.P, self.Q, self.v, self.v_par, self.P_ch, self.Q_ch) if b.shape[0]]
         )
-        n_l = n_lines
-        z_rows = np.concatenate(
-            [
-                np.array(own_lines, dtype=int) - 1,
-                n_l + np.array(own_lines, dtype=int) - 1,
-                2 * n_l + np.array(nodes_s, dtype=int),
-                2 * n_l + parent[own_lines].astype(int),
-                np.array(child_lines, dtype=int) - 1,
-                n_l + np.array(child_lines, dtype=int) - 1,
-            ]
-        ).astype(int)
-        owner = np.concatenate(
-            [own_lines, own_lines, nodes_s, own_lines] + [parent[child_lines].astype(int)] * 2
-        ).astype(int)
-        self.layout = CouplingLayout(z_rows=z_rows, owner=owner)
+        zl = ZLayout(n_nodes)
+        self.layout = self._coupling_layout(zl)
+        z_rows = self.layout.z_rows
         # penalty weight per copy: voltage copies may be tied harder than flows (ρ_v = w ρ)
-        self.weight = np.where(z_rows >= 2 * n_l, v_weight, 1.0)[:, None]
+        self.weight = np.where(zl.is_v(z_rows), v_weight, 1.0)[:, None]
         self.cost = cp.sum(cp.hstack(self.cost_terms)) if self.cost_terms else cp.Constant(0.0)
         self.problem: cp.Problem | None = None
         if admm:
@@ -265,6 +139,191 @@ class LocalModel:
                 + cp.sum_squares(cp.multiply(self.sqrt_rho, self.x_tilde)) / 2
             )
             self.problem = cp.Problem(cp.Minimize(objective), self.constraints)
+
+    # --- the blocks of the model, built in a fixed order (the variables' order fixes the
+    # solver's problem matrix, and so the last bits of every schedule that goes on chain) ---
+
+    def _add_generators(
+        self, ders: list, horizon: int, cons: list, p_inj: Any, q_inj: Any
+    ) -> tuple[Any, Any]:
+        """Dispatchable generators: P and Q within limits, quadratic cost (seed 001 eq. 5)."""
+        ns = len(ders)
+        gen_nodes = [i for i, d in enumerate(ders) if d.generator is not None]
+        self.gen_nodes = [self.nodes[i] for i in gen_nodes]
+        self.g = None
+        if not gen_nodes:
+            return p_inj, q_inj
+        gens = [ders[i].generator for i in gen_nodes]
+        self.g = cp.Variable((len(gen_nodes), horizon), name="g")
+        self.qg = cp.Variable((len(gen_nodes), horizon), name="qg")
+        sel = _selector(gen_nodes, list(range(len(gen_nodes))), ns, len(gen_nodes))
+        lo = np.array([[g.p_min_kw] for g in gens]) / KW_PER_PU
+        hi = np.array([[g.p_max_kw] for g in gens]) / KW_PER_PU
+        qlo = np.array([[g.q_min_kvar] for g in gens]) / KW_PER_PU
+        qhi = np.array([[g.q_max_kvar] for g in gens]) / KW_PER_PU
+        cons += [self.g >= lo, self.g <= hi, self.qg >= qlo, self.qg <= qhi]
+        quad = np.array([[g.cost_quad_usd_per_mw2h] for g in gens])
+        lin = np.array([g.cost_lin_usd_per_mwh for g in gens])
+        self.cost_terms.append(
+            cp.sum(cp.multiply(quad, cp.square(self.g))) + cp.sum(cp.multiply(lin, self.g))
+        )
+        return p_inj + sel @ self.g, q_inj + sel @ self.qg
+
+    def _add_batteries(self, ders: list, horizon: int, cons: list) -> Any:
+        """Batteries (eq. 7); returns their net injection per node."""
+        ns = len(ders)
+        bat_nodes = [i for i, d in enumerate(ders) if d.battery is not None]
+        self.bat_nodes = [self.nodes[i] for i in bat_nodes]
+        if not bat_nodes:
+            return None
+        bats = [ders[i].battery for i in bat_nodes]
+        nb = len(bats)
+        self.charge = cp.Variable((nb, horizon), nonneg=True, name="charge")
+        self.discharge = cp.Variable((nb, horizon), nonneg=True, name="discharge")
+
+        def col(vals: list[float]) -> np.ndarray:
+            return np.array(vals, dtype=float)[:, None]
+
+        e0 = col([b.energy_kwh_initial for b in bats]) / KW_PER_PU
+        eta_in = col([b.eta_in for b in bats])
+        eta_out = col([b.eta_out for b in bats])
+        # recursion as sparse constraints: a cumulative-sum matrix would be dense (T² per unit)
+        self.energy = cp.Variable((nb, horizon), name="energy")
+        delta = cp.multiply(eta_in, self.charge) - cp.multiply(1 / eta_out, self.discharge)
+        cons += [
+            self.energy[:, :1] == e0 + delta[:, :1],
+            self.energy[:, 1:] == self.energy[:, :-1] + delta[:, 1:],
+        ]
+        band = col([b.end_band for b in bats]) * e0
+        cons += [
+            self.charge <= col([b.charge_kw_max for b in bats]) / KW_PER_PU,
+            self.discharge <= col([b.discharge_kw_max for b in bats]) / KW_PER_PU,
+            self.energy >= col([b.energy_kwh_min for b in bats]) / KW_PER_PU,
+            self.energy <= col([b.energy_kwh_max for b in bats]) / KW_PER_PU,
+            cp.abs(self.energy[:, -1:] - e0) <= band,
+        ]
+        sel = _selector(bat_nodes, list(range(nb)), ns, nb)
+        return sel @ (self.discharge - self.charge)
+
+    def _add_shapable(self, ders: list, horizon: int, cons: list) -> Any:
+        """Shapable loads (eq. 8); returns their consumption per node."""
+        ns = len(ders)
+        shp_nodes = [i for i, d in enumerate(ders) if d.shapable is not None]
+        self.shp_nodes = [self.nodes[i] for i in shp_nodes]
+        if not shp_nodes:
+            return None
+        shps = [ders[i].shapable for i in shp_nodes]
+        hours = np.arange(horizon)
+        window = np.array([(hours >= s.start_hour) & (hours < s.end_hour) for s in shps])
+        self.shapable = cp.Variable((len(shps), horizon), nonneg=True, name="shapable")
+        p_max = np.array([[s.power_kw_max] for s in shps]) / KW_PER_PU * window
+        p_min = np.array([[s.power_kw_min] for s in shps]) / KW_PER_PU * window
+        energy = np.array([s.energy_kwh for s in shps]) / KW_PER_PU
+        cons += [
+            self.shapable <= p_max,
+            self.shapable >= p_min,
+            cp.sum(self.shapable, axis=1) == energy,
+        ]
+        sel = _selector(shp_nodes, list(range(len(shps))), ns, len(shps))
+        return sel @ self.shapable
+
+    def _add_deferrable(self, ders: list, horizon: int, cons: list) -> Any:
+        """Deferrable loads (eq. 9, LP relaxation); returns their consumption per node."""
+        ns = len(ders)
+        dfr_nodes = [i for i, d in enumerate(ders) if d.deferrable is not None]
+        self.dfr_nodes = [self.nodes[i] for i in dfr_nodes]
+        if not dfr_nodes:
+            return None
+        dfrs = [ders[i].deferrable for i in dfr_nodes]
+        nd = len(dfrs)
+        self.departure = cp.Variable((nd, horizon), name="departure")
+        bounds = [deferrable_bounds(d, horizon) for d in dfrs]
+        phi = sp.block_diag([sp.csr_matrix(deferrable_matrix(d, horizon)) for d in dfrs])
+        cons += [
+            self.departure >= np.array([b[0] for b in bounds]),
+            self.departure <= np.array([b[1] for b in bounds]),
+            self.departure[:, 1:] >= self.departure[:, :-1],
+        ]
+        flat = cp.reshape(self.departure, (nd * horizon,), order="C")
+        self.deferrable = cp.reshape(phi @ flat, (nd, horizon), order="C") / KW_PER_PU
+        sel = _selector(dfr_nodes, list(range(nd)), ns, nd)
+        return sel @ self.deferrable
+
+    def _add_network(
+        self,
+        r: np.ndarray,
+        x: np.ndarray,
+        own_sel: sp.csr_matrix,
+        ch_sel: sp.csr_matrix,
+        pos: dict[int, int],
+        p_inj: Any,
+        q_inj: Any,
+        cons: list,
+    ) -> None:
+        """Branch flow (eqs. 1–3, 12b–e): nodal balances, voltage band and drop, the cone."""
+        feeder = self.feeder
+        self.balance_p = own_sel @ (self.P + cp.multiply(r, self.ell)) - ch_sel @ self.P_ch == p_inj
+        balance_q = own_sel @ (self.Q + cp.multiply(x, self.ell)) - ch_sel @ self.Q_ch == q_inj
+        cons += [self.balance_p, balance_q]
+        vmin2, vmax2 = feeder.vmin_pu**2, feeder.vmax_pu**2
+        self.v_lower, self.v_upper = self.v >= vmin2, self.v <= vmax2
+        cons += [self.v_lower, self.v_upper, self.v_par >= vmin2, self.v_par <= vmax2]
+        if 0 in pos and feeder.root_vm_pu is not None:
+            cons.append(self.v[pos[0]] == feeder.root_vm_pu**2)
+        if not self.own_lines:
+            return
+        z2 = r**2 + x**2
+        drop = 2 * (cp.multiply(r, self.P) + cp.multiply(x, self.Q)) + cp.multiply(z2, self.ell)
+        cons.append(own_sel.T @ self.v == self.v_par + drop)
+        cons.append(
+            cp.SOC(
+                cp.vec(self.ell + self.v_par, order="F"),
+                cp.vstack(
+                    [
+                        cp.vec(2 * self.P, order="F"),
+                        cp.vec(2 * self.Q, order="F"),
+                        cp.vec(self.ell - self.v_par, order="F"),
+                    ]
+                ),
+                axis=0,
+            )
+        )
+
+    def _merge_internal(self, pos: dict[int, int], cons: list) -> None:
+        """One agent for a connected group of nodes (seed 001 §VII: "devices, feeders, or
+        substations as nodes"): its copies of lines inside the group agree by construction, so
+        only the lines leaving the group are negotiated through the aggregator."""
+        own_lines, parent = self.own_lines, self.feeder.parent
+        own_pos = {k: i for i, k in enumerate(own_lines)}
+        inside = [(c, own_pos[k]) for c, k in enumerate(self.child_lines) if k in own_pos]
+        if inside:
+            ch_idx, own_idx = (list(t) for t in zip(*inside, strict=True))
+            cons += [self.P_ch[ch_idx] == self.P[own_idx], self.Q_ch[ch_idx] == self.Q[own_idx]]
+        par_inside = [i for i, k in enumerate(own_lines) if int(parent[k]) in pos]
+        if par_inside:
+            rows = [pos[int(parent[own_lines[i]])] for i in par_inside]
+            cons.append(self.v_par[par_inside] == self.v[rows])
+
+    def _coupling_layout(self, zl: ZLayout) -> CouplingLayout:
+        """Where each copy of x̃ (P, Q, v, v_par, P_ch, Q_ch) sits in z, and who holds it."""
+        parent = self.feeder.parent
+        own = np.array(self.own_lines, dtype=int)
+        child = np.array(self.child_lines, dtype=int)
+        z_rows = np.concatenate(
+            [
+                zl.p_row(own),
+                zl.q_row(own),
+                zl.v_row(np.array(self.nodes, dtype=int)),
+                zl.v_row(parent[self.own_lines].astype(int)),
+                zl.p_row(child),
+                zl.q_row(child),
+            ]
+        ).astype(int)
+        owner = np.concatenate(
+            [self.own_lines, self.own_lines, self.nodes, self.own_lines]
+            + [parent[self.child_lines].astype(int)] * 2
+        ).astype(int)
+        return CouplingLayout(z_rows=z_rows, owner=owner)
 
     def solve_admm(
         self, z_tilde: np.ndarray, xi: np.ndarray, rho: float | np.ndarray

@@ -6,8 +6,8 @@ Every quantity is an integer in units of ``1/SCALE`` (``SCALE = 10⁹``) of its 
 over-relaxation α as a fraction ``alpha_num/alpha_den``.  Divisions round half up
 (:func:`div_round`), so every node that replays the same submissions gets the same bits.
 
-Layout: the global ``z`` has ``3n + 1`` rows × T hours (n lines): rows ``0..n-1`` are ``P_1..P_n``
-(line i into its parent), ``n..2n-1`` are ``Q_1..Q_n``, ``2n + i`` is ``v_i``.  Node i's copies
+Layout: the global ``z`` of :class:`gridledger.grid.zlayout.ZLayout` (P of every line, then Q,
+then every node's squared voltage).  Node i's copies
 (:func:`node_rows`) are, in this order: ``P_i, Q_i, v_i, v_π(i)`` (the first, second and fourth
 only when i is not the root), then ``P_k`` and ``Q_k`` for its children k in increasing order —
 the same order as :class:`gridledger.grid.distflow.LocalModel` of the single node i.
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from gridledger.grid.zlayout import ZLayout
 
 SCALE = 10**9
 
@@ -36,15 +38,15 @@ def children_of(parent: list[int]) -> list[list[int]]:
 
 def node_rows(parent: list[int], node: int) -> list[int]:
     """Rows of z that node's copies stand for (see module doc)."""
-    n_lines = len(parent) - 1
+    zl = ZLayout(len(parent))
     kids = [k for k in range(1, len(parent)) if parent[k] == node]
     rows: list[int] = []
     if node:
-        rows += [node - 1, n_lines + node - 1]
-    rows.append(2 * n_lines + node)
+        rows += [zl.p_row(node), zl.q_row(node)]
+    rows.append(zl.v_row(node))
     if node:
-        rows.append(2 * n_lines + parent[node])
-    rows += [k - 1 for k in kids] + [n_lines + k - 1 for k in kids]
+        rows.append(zl.v_row(parent[node]))
+    rows += [zl.p_row(k) for k in kids] + [zl.q_row(k) for k in kids]
     return rows
 
 
@@ -68,19 +70,19 @@ class RoundParams:
 
     @property
     def n_global(self) -> int:
-        return 3 * (len(self.parent) - 1) + 1
+        return ZLayout(len(self.parent)).n_rows
 
 
 def initial_xi(params: RoundParams, price: list[int]) -> list[list[list[int]]]:
     """Per node, ξ rows at the price warm start: −λ on a line's own P copy, +λ on the parent's
     (as :func:`gridledger.grid.admm.initial_xi`)."""
-    n_lines = params.n_nodes - 1
+    layout = ZLayout(params.n_nodes)
     out = []
     for node in range(params.n_nodes):
         rows = node_rows(list(params.parent), node)
         xi = []
         for pos, row in enumerate(rows):
-            if row < n_lines:
+            if layout.is_p(row):
                 own = node != 0 and pos == 0
                 xi.append([-p for p in price] if own else list(price))
             else:
