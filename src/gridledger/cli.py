@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from gridledger.commands.errors import CliError
+
 # Each module registers its own sub-commands; a missing module is a packaging error, not a
 # reason to hide the others.
 COMMAND_MODULES = (
@@ -17,10 +19,6 @@ COMMAND_MODULES = (
     "gridledger.commands.schedule",  # schedule
     "gridledger.commands.market",  # demo
 )
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

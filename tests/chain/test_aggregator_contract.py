@@ -307,8 +307,8 @@ def test_schedule_on_chain_with_node_and_agent_processes(tmp_path):
 def test_audit_replays_rounds_and_detects_a_tampered_state(tmp_path, feeder):
     import sqlite3
 
+    from gridledger.agents.scheduling import audit_rounds
     from gridledger.chain import encoding
-    from gridledger.commands.schedule import audit_rounds
 
     chain, keys = _chain(tmp_path, feeder)
     open_round(chain, DSO, feeder, "r1", [k.pub_hex for k in keys], replace(OPTIONS, max_iter=2))

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from gridledger.cli import CliError
+from gridledger.commands.errors import CliError
 
 METHODS = ("exact", "gso", "sbde", "de")
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gridledger.cli import CliError
+from gridledger.commands.errors import CliError
 
 
 def _passphrase(args: argparse.Namespace) -> str | None:

@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gridledger.cli import CliError
+    from gridledger.commands.errors import CliError
 
     if args.validators < 1:
         raise CliError(f"--validators must be at least 1, got {args.validators}")

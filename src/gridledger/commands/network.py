@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gridledger.cli import CliError
+from gridledger.commands.errors import CliError
 
 
 def _testnet(home: str):

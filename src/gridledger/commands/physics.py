@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from gridledger.cli import CliError
+from gridledger.commands.errors import CliError
 
 
 def register(sub: Any) -> None:
