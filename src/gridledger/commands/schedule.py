@@ -13,7 +13,7 @@ from gridledger.commands.errors import CliError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("schedule", help="day-ahead DER schedule of a feeder (DistFlow + ADMM)")
-    p.add_argument("case", help="sce56 | case33bw (case[:k]: its first k nodes)")
+    p.add_argument("case", help="sce56 | case33bw (NAME[:k]: its first k nodes, e.g. case33bw[:6])")
     p.add_argument("--method", choices=["central", "admm"], default="admm")
     p.add_argument("--on-chain", action="store_true", help="aggregator as a contract (S1)")
     p.add_argument("--validators", type=int, default=1, help="1: solo node; N > 1: BFT testnet")

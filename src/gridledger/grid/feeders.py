@@ -296,7 +296,10 @@ def load_feeder(name: str, seed: int | None = None) -> Feeder:
     if sep and rest.endswith("]") and rest[:-1].isdigit() and base in builders:
         return head(load_feeder(base, seed), int(rest[:-1]))
     if name not in builders:
-        raise FeederError(f"unknown feeder {name!r}; expected one of {sorted(builders)}")
+        raise FeederError(
+            f"unknown feeder {name!r}; expected one of {sorted(builders)}, "
+            "or NAME[:k] for its first k nodes (e.g. case33bw[:6])"
+        )
     return builders[name]() if seed is None else builders[name](seed=seed)
 
 
