@@ -44,6 +44,12 @@ _STATUS = struct.Struct(">QI")
 ADMIT_BATCH = 32  # gossiped transactions admitted per store lookup
 ADMIT_SLICE_S = 0.004  # longest stretch of gossiped-transaction admission between other events
 _BLOCK_HEAD = struct.Struct(">QI")
+# Blocks received ahead of our height (block sync) wait in a buffer bounded by height and bytes.
+# Only blocks whose commit verified enter it, so a peer cannot fill it with junk; the bounds
+# cap what even genuine blocks from a far-ahead peer can hold (two sync batches of full blocks
+# would be 256 MiB at the 4 MiB block limit).
+FUTURE_WINDOW_BATCHES = 2  # heights buffered: current + 1 .. current + this x sync_batch
+MAX_FUTURE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -90,7 +96,8 @@ class Reactor:
         self.evidence: dict[bytes, DuplicateVoteEvidence] = {}
         self._tx_buf: list[bytes] = []
         self._tx_flush_scheduled = False
-        self._future_blocks: dict[int, tuple[bytes, Commit]] = {}
+        self._future_blocks: dict[int, tuple[bytes, Commit, int]] = {}  # block, commit, bytes
+        self.future_block_bytes = 0
         self._height_started = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
@@ -270,7 +277,7 @@ class Reactor:
                 self._on_evidence(payload)
             else:
                 raise ConsensusError(f"unknown frame kind {kind}")
-        except (ConsensusError, ValueError) as exc:
+        except (ConsensusError, ValueError, struct.error) as exc:
             self.rejected_msgs += 1
             log.warning("rejected frame kind %d from %s: %s", kind, peer.hex()[:16], exc)
 
@@ -305,25 +312,47 @@ class Reactor:
     def _on_block(self, payload: bytes) -> None:
         h, blen = _BLOCK_HEAD.unpack_from(payload)
         off = _BLOCK_HEAD.size
+        if off + blen > len(payload):
+            raise ConsensusError("block frame shorter than its block length")
+        base = self.chain.height
+        if h <= base or h in self._future_blocks:
+            return  # already have it, or a genuine copy is buffered
+        if h > base + FUTURE_WINDOW_BATCHES * self.config.sync_batch:
+            return  # too far ahead: a later sync batch brings it
+        if len(payload) > MAX_FUTURE_BYTES:
+            raise ConsensusError(f"block frame of {len(payload)} bytes exceeds the sync buffer")
         block = payload[off : off + blen]
         commit = Commit.decode(payload[off + blen :])
-        if commit.height != h:
-            raise ConsensusError("block frame height differs from its commit")
-        if h <= self.chain.height:
-            return
-        if len(self._future_blocks) < 4 * self.config.sync_batch:
-            self._future_blocks[h] = (block, commit)
+        # Before anything is kept: the commit must be signed by > 2/3 of the set the block names.
+        self.chain.check_synced_block(h, block, commit)
+        self._buffer_block(h, block, commit, len(payload))
         self._drain_future_blocks()
+
+    def _buffer_block(self, h: int, block: bytes, commit: Commit, size: int) -> None:
+        # Over the byte budget: lower heights are needed first, so evict from the top.
+        while self.future_block_bytes + size > MAX_FUTURE_BYTES:
+            top = max(self._future_blocks, default=0)
+            if top <= h:
+                return
+            self._forget_block(top)
+        self._future_blocks[h] = (block, commit, size)
+        self.future_block_bytes += size
+
+    def _forget_block(self, h: int) -> tuple[bytes, Commit, int] | None:
+        item = self._future_blocks.pop(h, None)
+        if item is not None:
+            self.future_block_bytes -= item[2]
+        return item
 
     def _drain_future_blocks(self) -> None:
         h = self.cs.height
-        item = self._future_blocks.pop(h, None)
-        for k in [k for k in self._future_blocks if k < h]:
-            del self._future_blocks[k]
-        if item is None or self.cs.step == COMMITTED:
+        for k in [k for k in self._future_blocks if k < h or k <= self.chain.height]:
+            self._forget_block(k)
+        if self.cs.step == COMMITTED or h not in self._future_blocks:
             return
-        block, commit = item
-        # The state machine verifies the commit against this height's validator set.
+        block, commit, _ = self._forget_block(h)
+        # The state machine verifies the commit against this height's validator set again and
+        # the block against our chain.
         self.cs.on_commit(block, commit)
 
     def _on_evidence(self, payload: bytes) -> None:
