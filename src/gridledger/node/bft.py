@@ -148,18 +148,24 @@ class BftNode:
             self.key.signing_key, data / "privval_state.json", self.chain.chain_id
         )
         c = self.config
-        self.reactor = Reactor(
+        reactor_args = (
             self.chain,
             self.privval,
             ReactorConfig(
                 timeouts=c.timeouts,
                 status_interval_s=c.status_interval_s,
                 stuck_after_s=c.stuck_after_s,
-                byzantine=c.byzantine,
                 empty_block_interval_s=c.empty_block_interval_s,
             ),
-            submit_evidence=self._submit_evidence,
         )
+        if c.byzantine:  # fault tests only: a validator that misbehaves on purpose
+            from gridledger.chain.consensus.tendermint.byzantine import ByzantineReactor
+
+            self.reactor: Reactor = ByzantineReactor(
+                *reactor_args, submit_evidence=self._submit_evidence, behaviours=c.byzantine
+            )
+        else:
+            self.reactor = Reactor(*reactor_args, submit_evidence=self._submit_evidence)
         self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in c.peers}
         faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
         current = self.chain.valset(self.chain.height + 1).validators

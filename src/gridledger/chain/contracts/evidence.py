@@ -3,9 +3,10 @@
 A validator node that sees two conflicting signed votes of one validator for one (height, round,
 step) gossips them and submits them in this transaction. The contract re-verifies both
 signatures against the chain id (deterministic: Ed25519 verification has one answer), checks the
-accused is a validator member and the evidence is recent, and records it once. What follows is
-governance: the DSO may suspend the member (``member.suspend``) and the validators may vote its
-power to 0 (``validator.propose``); the record here is what they point to.
+accused holds (or held, if already jailed) validator power and the evidence is recent, records
+it once and jails the validator through the committee contract (``validators.jail``: power 0
+from two heights on, with the reason and the evidence hash recorded under ``jail/<pubkey>``).
+Re-admitting it takes a committee vote; the DSO may also suspend the member (``member.suspend``).
 
 State: ``evidence/<sha256 hex>`` -> {"at_height", "height", "reporter", "round", "step",
 "validator"}; ``misbehavior/<pubkey hex>`` -> number of distinct equivocations recorded.
@@ -30,6 +31,7 @@ from gridledger.chain.contracts.base import (
     TxType,
     require_fields,
 )
+from gridledger.chain.contracts.validators import current_powers, jail
 
 MAX_EVIDENCE_HEX = 2048
 
@@ -63,6 +65,8 @@ def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
     member = ctx.state.get(f"member/{accused}")
     if member is None or member["role"] != "validator":
         raise ContractError(codes.NOT_FOUND, "the accused key is not a validator member")
+    if accused not in current_powers(ctx) and ctx.state.get(f"jail/{accused}") is None:
+        raise ContractError(codes.NOT_FOUND, "the accused key holds no validator power")
     if not ev.vote_a.verify(ctx.chain_id) or not ev.vote_b.verify(ctx.chain_id):
         raise ContractError(codes.BAD_SIGNATURE, "an evidence vote is not validly signed")
     key = f"evidence/{ev.hash().hex()}"
@@ -88,6 +92,7 @@ def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
         round=ev.vote_a.round,
         evidence=ev.hash().hex(),
     )
+    jail(ctx, accused, f"duplicate {ev.kind} at height {ev.height}", ev.hash().hex())
 
 
 CONTRACT = Contract(

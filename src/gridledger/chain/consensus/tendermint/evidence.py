@@ -35,6 +35,11 @@ class DuplicateVoteEvidence:
     def validator(self) -> bytes:
         return self.vote_a.validator
 
+    @property
+    def kind(self) -> str:
+        """What was signed twice, for the jail record ("prevote" or "precommit")."""
+        return self.vote_a.type.name.lower()
+
     def encode(self) -> bytes:
         return _TAG + self.vote_a.encode() + self.vote_b.encode()
 

@@ -35,7 +35,7 @@ from .evidence import DuplicateVoteEvidence
 from .ledger import LedgerChain
 from .privval import PrivValidator
 from .state import COMMITTED, ConsensusState, Timeouts
-from .types import Commit, ConsensusError, Proposal, Step, Vote, VoteType
+from .types import Commit, ConsensusError, Proposal, Step, Vote
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ class ReactorConfig:
     sync_batch: int = 32
     tx_flush_s: float = 0.005
     empty_block_interval_s: float = 1.0
-    byzantine: frozenset[str] = frozenset()  # test-only: "equivocate", "split_proposal"
 
 
 @dataclass
@@ -145,15 +144,9 @@ class Reactor:
 
     # --- Environment for the state machine --------------------------------------------------------
     def broadcast_proposal(self, p: Proposal) -> None:
-        if "split_proposal" in self.config.byzantine:
-            self._split_proposal(p)
-            return
         self.transport.broadcast(K_PROPOSAL, p.encode())
 
     def broadcast_vote(self, v: Vote) -> None:
-        if "equivocate" in self.config.byzantine and v.type == VoteType.PREVOTE:
-            self._equivocate(v)
-            return
         self.transport.broadcast(K_VOTE, v.encode())
 
     def relay_vote(self, v: Vote) -> None:
@@ -231,34 +224,6 @@ class Reactor:
         self.transport.broadcast(K_EVIDENCE, ev.encode())
         if self.submit_evidence is not None:
             self.submit_evidence(ev)
-
-    # --- byzantine test behaviours ----------------------------------------------------------------
-    def _halves(self) -> tuple[list[bytes], list[bytes]]:
-        peers = sorted(self.transport.peers)
-        return peers[: len(peers) // 2], peers[len(peers) // 2 :]
-
-    def _split_proposal(self, p: Proposal) -> None:
-        # A second, different block for the same (height, round) to half of the peers.
-        alt_block, alt_id = self.chain.make_block(
-            p.height, p.round, self.privval.pub_key, time_offset_ms=1
-        )
-        alt = self.privval.sign_unguarded_proposal(
-            p.height, p.round, p.pol_round, alt_id, alt_block
-        )
-        a, b = self._halves()
-        for pk in a:
-            self.transport.send(pk, K_PROPOSAL, p.encode())
-        for pk in b:
-            self.transport.send(pk, K_PROPOSAL, alt.encode())
-
-    def _equivocate(self, v: Vote) -> None:
-        other = None if v.block_id is not None else b"\xee" * 32
-        alt = self.privval.sign_unguarded_vote(v.type, v.height, v.round, other)
-        a, b = self._halves()
-        for pk in a:
-            self.transport.send(pk, K_VOTE, v.encode())
-        for pk in b:
-            self.transport.send(pk, K_VOTE, alt.encode())
 
     # --- inbound ----------------------------------------------------------------------------------
     def on_frame(self, peer: bytes, kind: int, payload: bytes) -> None:
