@@ -74,6 +74,8 @@ class NodeConfig:
     store_sync: str
     max_block_txs: int
     empty_block_interval_s: float
+    # Test-only clock skew: this node's wall clock reads this much ahead (negative: behind).
+    clock_offset_ms: int = 0
 
     @staticmethod
     def load(home: Path) -> NodeConfig:
@@ -100,6 +102,7 @@ class NodeConfig:
                 store_sync=str(d.get("store_sync", "FULL")),
                 max_block_txs=int(d.get("max_block_txs", 5000)),
                 empty_block_interval_s=float(d.get("empty_block_interval_s", 1.0)),
+                clock_offset_ms=int(d.get("clock_offset_ms", 0)),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: bad or missing field: {exc!r}") from exc
@@ -138,6 +141,7 @@ class BftNode:
             genesis,
             data / "consensus_state.json",
             max_block_txs=self.config.max_block_txs,
+            clock_ms=self._clock_ms,
         )
         if self.chain.chain_id != self.config.chain_id:
             raise ConfigError(
@@ -187,6 +191,9 @@ class BftNode:
         self.offchain = OffchainStore(data / "offchain.db")
         self.chain.on_applied.append(self._on_applied)
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _clock_ms(self) -> int:
+        return int(time.time() * 1000) + self.config.clock_offset_ms
 
     # --- hooks ----------------------------------------------------------------------------------
     def _on_applied(self, applied) -> None:
