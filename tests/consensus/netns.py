@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ import httpx
 from gridledger.node.bft_testnet import init_testnet
 
 CLONE_NEWNET = 0x40000000
+_clusters = itertools.count()  # several clusters of one test process get distinct names
 P2P_PORT, API_PORT = 26656, 8080
 
 
@@ -85,7 +87,7 @@ class NetnsCluster:
         self, home: Path, n: int = 4, clock_offsets_ms: dict[int, int] | None = None, **kw
     ):
         self.home, self.n = Path(home), n
-        tag = f"{os.getpid() % 100000}"
+        tag = f"{os.getpid() % 100000}{next(_clusters) % 10}"
         self.hub = f"glhub{tag}"
         self.ns = [f"gln{i}x{tag}" for i in range(n)]
         self.procs: list[subprocess.Popen | None] = [None] * n

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 from gridledger.chain import codes
-from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
+from gridledger.chain.consensus.tendermint.evidence import (
+    DuplicateProposalEvidence,
+    DuplicateVoteEvidence,
+)
 from gridledger.chain.consensus.tendermint.privval import PrivValidator
-from gridledger.chain.consensus.tendermint.types import Vote, VoteType
+from gridledger.chain.consensus.tendermint.types import Proposal, Vote, VoteType
 from gridledger.chain.consensus.tendermint.validators import ValidatorSet
 from gridledger.chain.contracts import evidence as evidence_contract
 from gridledger.chain.tx import make_tx, tx_id
@@ -160,3 +163,31 @@ def test_evidence_against_a_powerless_or_old_validator_is_refused(tmp_path, monk
     assert res.code == codes.INVALID_PAYLOAD and "too old" in res.log
     assert app.query(f"state/jail/{net.keys[3].pub_hex}").code != codes.OK
     assert app.query(f"state/misbehavior/{net.extra[0].pub_hex}").code != codes.OK
+
+
+def test_duplicate_proposal_evidence_jails_the_proposer(tmp_path):
+    net = LedgerNet(tmp_path / "net", 4)
+    net.start()
+    net.run_until(2)
+    culprit = net.keys[2]
+    pv = PrivValidator(culprit.signing_key, tmp_path / "pv-prop.json", CHAIN)
+    a = pv.sign_unguarded_proposal(2, 0, -1, b"\x0a" * 32, b"")
+    b = pv.sign_unguarded_proposal(2, 0, -1, b"\x0b" * 32, b"")
+    ev = DuplicateProposalEvidence.from_proposals(a, b)
+    app = net.nodes[0].app
+    # Refused: a forged signature, and two proposals that do not conflict.
+    forged = Proposal(2, 0, -1, b"\x0c" * 32, b"", culprit.pub_key, b.signature)
+    bad = DuplicateProposalEvidence.from_proposals(a, forged).encode().hex()
+    assert app.check_tx(_submit_tx(net.keys[0], 0, bad)).code == codes.BAD_SIGNATURE
+    same = DuplicateProposalEvidence.from_proposals(a, a).encode().hex()
+    assert app.check_tx(_submit_tx(net.keys[0], 0, same)).code == codes.INVALID_PAYLOAD
+    net.nodes[0].submit(_submit_tx(net.keys[0], 0, ev.encode().hex()))
+    net.run_until(6)
+    for node in net.nodes:
+        jail = json.loads(node.app.query(f"state/jail/{culprit.pub_hex}").value)
+        assert jail["reason"] == "duplicate proposal at height 2"
+        assert jail["evidence"] == ev.hash().hex()
+        top = node.chain.height
+        assert culprit.pub_key not in {v.pub_key for v in node.chain.validators_at(top)}
+        rec = json.loads(node.app.query(f"state/evidence/{ev.hash().hex()}").value)
+        assert (rec["height"], rec["round"], rec["step"]) == (2, 0, 1)

@@ -32,7 +32,7 @@ from fastapi import FastAPI, HTTPException, Request
 
 from gridledger.chain import codes
 from gridledger.chain.app import LedgerApp
-from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
+from gridledger.chain.consensus.tendermint.evidence import Evidence
 from gridledger.chain.consensus.tendermint.ledger import LedgerChain
 from gridledger.chain.consensus.tendermint.privval import PrivValidator
 from gridledger.chain.consensus.tendermint.reactor import Reactor, ReactorConfig
@@ -202,7 +202,7 @@ class BftNode:
         )
         self.feed.publish(applied.block, list(applied.results))
 
-    def _submit_evidence(self, ev: DuplicateVoteEvidence) -> None:
+    def _submit_evidence(self, ev: Evidence) -> None:
         if "evidence.submit" not in self.app.registry.types:
             return
         if self.app.query(f"state/evidence/{ev.hash().hex()}").code == 0:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .evidence import DuplicateVoteEvidence
+from .evidence import Evidence, decode_evidence
 from .ledger import LedgerChain
 from .privval import PrivValidator
 from .state import COMMITTED, ConsensusState, Timeouts
@@ -83,7 +83,7 @@ class Reactor:
         chain: LedgerChain,
         privval: PrivValidator | None,
         config: ReactorConfig | None = None,
-        submit_evidence: Callable[[DuplicateVoteEvidence], None] | None = None,
+        submit_evidence: Callable[[Evidence], None] | None = None,
     ):
         self.chain = chain
         self.privval = privval
@@ -92,7 +92,7 @@ class Reactor:
         self.transport = None  # set by attach()
         self.peers: dict[bytes, PeerState] = {}
         self.submit_evidence = submit_evidence
-        self.evidence: dict[bytes, DuplicateVoteEvidence] = {}
+        self.evidence: dict[bytes, Evidence] = {}
         self._tx_buf: list[bytes] = []
         self._tx_flush_scheduled = False
         self._future_blocks: dict[int, tuple[bytes, Commit, int]] = {}  # block, commit, bytes
@@ -215,11 +215,13 @@ class Reactor:
             self._idle_wait = True
         self._start_timer = self._loop.call_later(delay, self._start_height)
 
-    def on_evidence(self, ev: DuplicateVoteEvidence) -> None:
+    def on_evidence(self, ev: Evidence) -> None:
         h = ev.hash()
         if h in self.evidence:
             return
-        log.warning("equivocation by %s at height %d", ev.validator.hex()[:16], ev.height)
+        log.warning(
+            "equivocation (%s) by %s at height %d", ev.kind, ev.validator.hex()[:16], ev.height
+        )
         self.evidence[h] = ev
         self.transport.broadcast(K_EVIDENCE, ev.encode())
         if self.submit_evidence is not None:
@@ -321,7 +323,7 @@ class Reactor:
         self.cs.on_commit(block, commit)
 
     def _on_evidence(self, payload: bytes) -> None:
-        ev = DuplicateVoteEvidence.decode(payload)
+        ev = decode_evidence(payload)
         if ev.hash() in self.evidence:
             return
         ev.verify(self.chain.chain_id, self.chain.valset(self.chain.height + 1), self.cs.height)
