@@ -8,6 +8,7 @@ byzantine ones get their own.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import pytest
@@ -167,23 +168,35 @@ def test_negative_control_two_of_four_down_then_one_back(net):
     net.check_agreement()
 
 
-def test_equivocating_validator_evidence_committed_everywhere(tmp_path_factory):
+def test_equivocating_validator_is_jailed_everywhere(tmp_path_factory):
+    """Evidence is committed on every honest node and the equivocator loses its power."""
     net = _net(tmp_path_factory, "equivocate", byzantine={3: ["equivocate"]})
     try:
         culprit = net.nodes[3].pub_key.hex()
         deadline = time.monotonic() + 60
-        found: dict[int, int] = {}
-        while time.monotonic() < deadline and len(found) < 3:
+        jailed: dict[int, dict] = {}
+        while time.monotonic() < deadline and len(jailed) < 3:
             for i in range(3):
-                r = net._http.get(f"{net.nodes[i].api_url}/state/misbehavior/{culprit}")
+                r = net._http.get(f"{net.nodes[i].api_url}/state/jail/{culprit}")
                 value = r.json().get("value") if r.status_code == 200 else None
                 if value is not None:
-                    found[i] = int(bytes.fromhex(value))
+                    jailed[i] = json.loads(bytes.fromhex(value))
             time.sleep(0.3)
-        assert sorted(found) == [0, 1, 2], f"evidence not committed on every honest node: {found}"
-        assert all(v >= 1 for v in found.values())
-        net.wait_height(_max_height(net, [0, 1, 2]) + 1, timeout_s=60)
-        net.check_agreement()
+        assert sorted(jailed) == [0, 1, 2], f"not jailed on every honest node: {jailed}"
+        rec = jailed[0]
+        assert all(r == rec for r in jailed.values())
+        assert rec["reason"].startswith("duplicate prevote at height ") and rec["power"] == 1
+        for i in range(3):
+            r = net._http.get(f"{net.nodes[i].api_url}/state/misbehavior/{culprit}")
+            assert int(bytes.fromhex(r.json()["value"])) >= 1
+        # From two heights after the jailing block the set has three validators, and the three
+        # honest ones (3 of 3 > 2/3) go on committing without it.
+        net.wait_height(rec["from_height"] + 3, [0, 1, 2], timeout_s=60)
+        for h, expect_in in ((rec["from_height"] - 1, True), (rec["from_height"], False)):
+            vals = net._http.get(f"{net.api_urls[1]}/validators", params={"height": h}).json()
+            keys = {v["pub_key"] for v in vals["validators"]}
+            assert (culprit in keys) is expect_in, (h, keys)
+        net.check_agreement([0, 1, 2])
     finally:
         net.close()
 

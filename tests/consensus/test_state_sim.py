@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from gridledger.chain.consensus.tendermint.types import VoteType
+from gridledger.chain.consensus.tendermint.evidence import (
+    DuplicateProposalEvidence,
+    decode_evidence,
+)
+from gridledger.chain.consensus.tendermint.types import ConsensusError, Proposal, VoteType
 
-from .simnet import SimNet
+from .simnet import CHAIN, SimNet
 
 
 def _run_to(net: SimNet, height: int, until_s: float = 60.0, nodes=None) -> None:
@@ -78,6 +84,46 @@ def test_byzantine_proposer_splitting_its_block_cannot_fork(tmp_path):
     honest = [n for n in net.nodes if n.index != 0]
     assert net.all_decided(honest, 6)
     net.assert_agreement()
+
+
+def test_second_different_proposal_for_a_round_is_evidence_not_a_vote_change(tmp_path):
+    net = SimNet(tmp_path, n=4, target_height=1)
+    for n in net.nodes:
+        n.cs.start_height(1, net.valset.copy())
+    proposer = next(n for n in net.nodes if n.pub == n.cs.proposer(0))
+    judge = next(n for n in net.nodes if n is not proposer)
+    pv = proposer.cs.privval
+    first = pv.sign_unguarded_proposal(1, 0, -1, hashlib.sha256(b"A").digest(), b"A")
+    second = pv.sign_unguarded_proposal(1, 0, -1, hashlib.sha256(b"B").digest(), b"B")
+    judge.cs.on_proposal(first)
+    judge.cs.on_proposal(first)  # a re-sent copy: nothing
+    assert judge.evidence == []
+    judge.cs.on_proposal(second)
+    judge.cs.on_proposal(second)  # reported once
+    assert len(judge.evidence) == 1
+    ev = judge.evidence[0]
+    assert isinstance(ev, DuplicateProposalEvidence) and ev.validator == proposer.pub
+    ev.verify(CHAIN, net.valset, 1)
+    assert decode_evidence(ev.encode()) == ev
+    assert ev == DuplicateProposalEvidence.from_proposals(second, first)  # canonical order
+    # The first proposal stays the round's proposal; its prevote is unchanged.
+    assert judge.cs.proposal_for(0) == first
+    # A forged second proposal (wrong key, or a bad signature) is refused, not reported.
+    other = next(n for n in net.nodes if n not in (proposer, judge))
+    forged = other.cs.privval.sign_unguarded_proposal(1, 0, -1, b"\x07" * 32, b"C")
+    with pytest.raises(ConsensusError, match="not from its proposer"):
+        judge.cs.on_proposal(forged)
+    bad = Proposal(1, 0, -1, b"\x08" * 32, b"D", proposer.pub, second.signature)
+    with pytest.raises(ConsensusError, match="signature"):
+        judge.cs.on_proposal(bad)
+    assert len(judge.evidence) == 1
+    # Evidence that does not conflict, or mixes slots, is refused by verify.
+    same = DuplicateProposalEvidence.from_proposals(first, first)
+    with pytest.raises(ConsensusError, match="do not conflict"):
+        same.verify(CHAIN, net.valset, 1)
+    later = pv.sign_unguarded_proposal(1, 1, -1, hashlib.sha256(b"E").digest(), b"E")
+    with pytest.raises(ConsensusError, match="different slots"):
+        DuplicateProposalEvidence.from_proposals(first, later).verify(CHAIN, net.valset, 1)
 
 
 def test_equivocating_validator_yields_evidence_and_no_fork(tmp_path):

@@ -32,7 +32,7 @@ from fastapi import FastAPI, HTTPException, Request
 
 from gridledger.chain import codes
 from gridledger.chain.app import LedgerApp
-from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
+from gridledger.chain.consensus.tendermint.evidence import Evidence
 from gridledger.chain.consensus.tendermint.ledger import LedgerChain
 from gridledger.chain.consensus.tendermint.privval import PrivValidator
 from gridledger.chain.consensus.tendermint.reactor import Reactor, ReactorConfig
@@ -74,6 +74,8 @@ class NodeConfig:
     store_sync: str
     max_block_txs: int
     empty_block_interval_s: float
+    # Test-only clock skew: this node's wall clock reads this much ahead (negative: behind).
+    clock_offset_ms: int = 0
 
     @staticmethod
     def load(home: Path) -> NodeConfig:
@@ -100,6 +102,7 @@ class NodeConfig:
                 store_sync=str(d.get("store_sync", "FULL")),
                 max_block_txs=int(d.get("max_block_txs", 5000)),
                 empty_block_interval_s=float(d.get("empty_block_interval_s", 1.0)),
+                clock_offset_ms=int(d.get("clock_offset_ms", 0)),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: bad or missing field: {exc!r}") from exc
@@ -138,6 +141,7 @@ class BftNode:
             genesis,
             data / "consensus_state.json",
             max_block_txs=self.config.max_block_txs,
+            clock_ms=self._clock_ms,
         )
         if self.chain.chain_id != self.config.chain_id:
             raise ConfigError(
@@ -148,18 +152,24 @@ class BftNode:
             self.key.signing_key, data / "privval_state.json", self.chain.chain_id
         )
         c = self.config
-        self.reactor = Reactor(
+        reactor_args = (
             self.chain,
             self.privval,
             ReactorConfig(
                 timeouts=c.timeouts,
                 status_interval_s=c.status_interval_s,
                 stuck_after_s=c.stuck_after_s,
-                byzantine=c.byzantine,
                 empty_block_interval_s=c.empty_block_interval_s,
             ),
-            submit_evidence=self._submit_evidence,
         )
+        if c.byzantine:  # fault tests only: a validator that misbehaves on purpose
+            from gridledger.chain.consensus.tendermint.byzantine import ByzantineReactor
+
+            self.reactor: Reactor = ByzantineReactor(
+                *reactor_args, submit_evidence=self._submit_evidence, behaviours=c.byzantine
+            )
+        else:
+            self.reactor = Reactor(*reactor_args, submit_evidence=self._submit_evidence)
         self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in c.peers}
         faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
         current = self.chain.valset(self.chain.height + 1).validators
@@ -182,6 +192,9 @@ class BftNode:
         self.chain.on_applied.append(self._on_applied)
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def _clock_ms(self) -> int:
+        return int(time.time() * 1000) + self.config.clock_offset_ms
+
     # --- hooks ----------------------------------------------------------------------------------
     def _on_applied(self, applied) -> None:
         self.recent.append(
@@ -189,7 +202,7 @@ class BftNode:
         )
         self.feed.publish(applied.block, list(applied.results))
 
-    def _submit_evidence(self, ev: DuplicateVoteEvidence) -> None:
+    def _submit_evidence(self, ev: Evidence) -> None:
         if "evidence.submit" not in self.app.registry.types:
             return
         if self.app.query(f"state/evidence/{ev.hash().hex()}").code == 0:

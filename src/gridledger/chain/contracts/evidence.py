@@ -1,11 +1,13 @@
 """Evidence of validator equivocation, committed on chain (``evidence.submit``).
 
 A validator node that sees two conflicting signed votes of one validator for one (height, round,
-step) gossips them and submits them in this transaction. The contract re-verifies both
+step), or two different signed proposals of one proposer for one (height, round), gossips them
+and submits them in this transaction. The contract re-verifies both
 signatures against the chain id (deterministic: Ed25519 verification has one answer), checks the
-accused is a validator member and the evidence is recent, and records it once. What follows is
-governance: the DSO may suspend the member (``member.suspend``) and the validators may vote its
-power to 0 (``validator.propose``); the record here is what they point to.
+accused holds (or held, if already jailed) validator power and the evidence is recent, records
+it once and jails the validator through the committee contract (``validators.jail``: power 0
+from two heights on, with the reason and the evidence hash recorded under ``jail/<pubkey>``).
+Re-admitting it takes a committee vote; the DSO may also suspend the member (``member.suspend``).
 
 State: ``evidence/<sha256 hex>`` -> {"at_height", "height", "reporter", "round", "step",
 "validator"}; ``misbehavior/<pubkey hex>`` -> number of distinct equivocations recorded.
@@ -19,7 +21,8 @@ from typing import Any
 from gridledger.chain import codes
 from gridledger.chain.consensus.tendermint.evidence import (
     MAX_EVIDENCE_AGE_HEIGHTS,
-    DuplicateVoteEvidence,
+    Evidence,
+    decode_evidence,
 )
 from gridledger.chain.consensus.tendermint.types import ConsensusError
 from gridledger.chain.contracts.base import (
@@ -30,16 +33,17 @@ from gridledger.chain.contracts.base import (
     TxType,
     require_fields,
 )
+from gridledger.chain.contracts.validators import current_powers, jail
 
 MAX_EVIDENCE_HEX = 2048
 
 
-def _decode(p: dict[str, Any]) -> DuplicateVoteEvidence:
+def _decode(p: dict[str, Any]) -> Evidence:
     raw = p.get("evidence")
     if not isinstance(raw, str) or len(raw) > MAX_EVIDENCE_HEX:
         raise PayloadError(f"evidence must be a hex string of at most {MAX_EVIDENCE_HEX} chars")
     try:
-        return DuplicateVoteEvidence.decode(bytes.fromhex(raw))
+        return decode_evidence(bytes.fromhex(raw))
     except (ValueError, ConsensusError) as exc:
         raise PayloadError(f"evidence does not decode: {exc}") from exc
 
@@ -47,10 +51,10 @@ def _decode(p: dict[str, Any]) -> DuplicateVoteEvidence:
 def _v_submit(p: dict[str, Any]) -> None:
     require_fields(p, ["evidence"])
     ev = _decode(p)
-    if not ev.vote_a.same_slot(ev.vote_b):
-        raise PayloadError("evidence votes are for different slots or validators")
-    if ev.vote_a.block_id == ev.vote_b.block_id:
-        raise PayloadError("evidence votes do not conflict")
+    try:
+        ev.check_conflict()
+    except ConsensusError as exc:
+        raise PayloadError(str(exc)) from exc
 
 
 def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
@@ -63,8 +67,10 @@ def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
     member = ctx.state.get(f"member/{accused}")
     if member is None or member["role"] != "validator":
         raise ContractError(codes.NOT_FOUND, "the accused key is not a validator member")
-    if not ev.vote_a.verify(ctx.chain_id) or not ev.vote_b.verify(ctx.chain_id):
-        raise ContractError(codes.BAD_SIGNATURE, "an evidence vote is not validly signed")
+    if accused not in current_powers(ctx) and ctx.state.get(f"jail/{accused}") is None:
+        raise ContractError(codes.NOT_FOUND, "the accused key holds no validator power")
+    if not ev.signatures_valid(ctx.chain_id):
+        raise ContractError(codes.BAD_SIGNATURE, "an evidence message is not validly signed")
     key = f"evidence/{ev.hash().hex()}"
     if ctx.state.get(key) is not None:
         raise ContractError(codes.ALREADY_EXISTS, "this evidence is already recorded")
@@ -74,8 +80,8 @@ def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
             "at_height": ctx.height,
             "height": ev.height,
             "reporter": ctx.sender,
-            "round": ev.vote_a.round,
-            "step": int(ev.vote_a.type),
+            "round": ev.round,
+            "step": ev.step,
             "validator": accused,
         },
     )
@@ -85,9 +91,11 @@ def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
         "validator.equivocation",
         validator=accused,
         height=ev.height,
-        round=ev.vote_a.round,
+        round=ev.round,
+        kind=ev.kind,
         evidence=ev.hash().hex(),
     )
+    jail(ctx, accused, f"duplicate {ev.kind} at height {ev.height}", ev.hash().hex())
 
 
 CONTRACT = Contract(

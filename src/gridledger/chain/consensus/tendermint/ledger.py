@@ -42,7 +42,7 @@ from gridledger.chain.store import Store
 from gridledger.chain.tx import tx_id
 
 from .types import Commit, ConsensusError, Vote, VoteType
-from .validators import ValidatorSet, ValidatorSetError
+from .validators import ValidatorSet, ValidatorSetError, verify_commit
 
 MAX_CLOCK_DRIFT_MS = 30_000
 MAX_PEER_TXS = 200_000
@@ -317,6 +317,40 @@ class LedgerChain:
         if not self.app.process_proposal(list(block.txs), info):
             return "the application rejected the block's transactions"
         return None
+
+    def check_synced_block(self, height: int, data: bytes, commit: Commit) -> None:
+        """Raise :class:`ConsensusError` unless ``data`` is a committed block for ``height``.
+
+        For block sync, *before* a block for a future height is buffered: the header must be for
+        this chain and height, hash to the commit's block id and name a validator set we know
+        (this height's, or for a later height our latest one, since a set changes only through
+        updates we will have executed); more than 2/3 of that set must have signed the commit,
+        and the body must match the header. Cheapest checks first, so a junk frame costs one
+        header decode and at most one signature check. The block is still judged against our
+        chain (previous hash, state root, ...) when its height comes.
+        """
+        if commit.height != height:
+            raise ConsensusError("block frame height differs from its commit")
+        if len(data) < 4:
+            raise ConsensusError("block shorter than its header length")
+        (n,) = struct.unpack_from(">I", data)
+        try:
+            header = Header.decode(data[4 : 4 + n])
+        except BlockError as exc:
+            raise ConsensusError(f"synced block header does not decode: {exc}") from exc
+        if header.chain_id != self.chain_id or header.height != height:
+            raise ConsensusError(f"synced block is for {header.chain_id!r} height {header.height}")
+        if header.hash() != commit.block_id:
+            raise ConsensusError("synced block does not match its commit's block id")
+        known = self.valsets[height if height in self.valsets else max(self.valsets)]
+        if header.validators_hash != known.hash():
+            raise ConsensusError(
+                f"synced block {height} names a validator set this node does not know yet"
+            )
+        verify_commit(self.chain_id, known, commit)
+        block, why = self._decoded(data)
+        if block is None or why is not None:
+            raise ConsensusError(f"synced block body does not match its header: {why}")
 
     def apply(self, height: int, data: bytes, commit: Commit) -> AppliedBlock:
         """Execute and durably commit a decided block; advance the validator sets."""

@@ -31,11 +31,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .evidence import DuplicateVoteEvidence
+from .evidence import Evidence, decode_evidence
 from .ledger import LedgerChain
 from .privval import PrivValidator
 from .state import COMMITTED, ConsensusState, Timeouts
-from .types import Commit, ConsensusError, Proposal, Step, Vote, VoteType
+from .types import Commit, ConsensusError, Proposal, Step, Vote
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ _STATUS = struct.Struct(">QI")
 ADMIT_BATCH = 32  # gossiped transactions admitted per store lookup
 ADMIT_SLICE_S = 0.004  # longest stretch of gossiped-transaction admission between other events
 _BLOCK_HEAD = struct.Struct(">QI")
+# Blocks received ahead of our height (block sync) wait in a buffer bounded by height and bytes.
+# Only blocks whose commit verified enter it, so a peer cannot fill it with junk; the bounds
+# cap what even genuine blocks from a far-ahead peer can hold (two sync batches of full blocks
+# would be 256 MiB at the 4 MiB block limit).
+FUTURE_WINDOW_BATCHES = 2  # heights buffered: current + 1 .. current + this x sync_batch
+MAX_FUTURE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -62,7 +68,6 @@ class ReactorConfig:
     sync_batch: int = 32
     tx_flush_s: float = 0.005
     empty_block_interval_s: float = 1.0
-    byzantine: frozenset[str] = frozenset()  # test-only: "equivocate", "split_proposal"
 
 
 @dataclass
@@ -78,7 +83,7 @@ class Reactor:
         chain: LedgerChain,
         privval: PrivValidator | None,
         config: ReactorConfig | None = None,
-        submit_evidence: Callable[[DuplicateVoteEvidence], None] | None = None,
+        submit_evidence: Callable[[Evidence], None] | None = None,
     ):
         self.chain = chain
         self.privval = privval
@@ -87,10 +92,11 @@ class Reactor:
         self.transport = None  # set by attach()
         self.peers: dict[bytes, PeerState] = {}
         self.submit_evidence = submit_evidence
-        self.evidence: dict[bytes, DuplicateVoteEvidence] = {}
+        self.evidence: dict[bytes, Evidence] = {}
         self._tx_buf: list[bytes] = []
         self._tx_flush_scheduled = False
-        self._future_blocks: dict[int, tuple[bytes, Commit]] = {}
+        self._future_blocks: dict[int, tuple[bytes, Commit, int]] = {}  # block, commit, bytes
+        self.future_block_bytes = 0
         self._height_started = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
@@ -138,15 +144,9 @@ class Reactor:
 
     # --- Environment for the state machine --------------------------------------------------------
     def broadcast_proposal(self, p: Proposal) -> None:
-        if "split_proposal" in self.config.byzantine:
-            self._split_proposal(p)
-            return
         self.transport.broadcast(K_PROPOSAL, p.encode())
 
     def broadcast_vote(self, v: Vote) -> None:
-        if "equivocate" in self.config.byzantine and v.type == VoteType.PREVOTE:
-            self._equivocate(v)
-            return
         self.transport.broadcast(K_VOTE, v.encode())
 
     def relay_vote(self, v: Vote) -> None:
@@ -215,43 +215,17 @@ class Reactor:
             self._idle_wait = True
         self._start_timer = self._loop.call_later(delay, self._start_height)
 
-    def on_evidence(self, ev: DuplicateVoteEvidence) -> None:
+    def on_evidence(self, ev: Evidence) -> None:
         h = ev.hash()
         if h in self.evidence:
             return
-        log.warning("equivocation by %s at height %d", ev.validator.hex()[:16], ev.height)
+        log.warning(
+            "equivocation (%s) by %s at height %d", ev.kind, ev.validator.hex()[:16], ev.height
+        )
         self.evidence[h] = ev
         self.transport.broadcast(K_EVIDENCE, ev.encode())
         if self.submit_evidence is not None:
             self.submit_evidence(ev)
-
-    # --- byzantine test behaviours ----------------------------------------------------------------
-    def _halves(self) -> tuple[list[bytes], list[bytes]]:
-        peers = sorted(self.transport.peers)
-        return peers[: len(peers) // 2], peers[len(peers) // 2 :]
-
-    def _split_proposal(self, p: Proposal) -> None:
-        # A second, different block for the same (height, round) to half of the peers.
-        alt_block, alt_id = self.chain.make_block(
-            p.height, p.round, self.privval.pub_key, time_offset_ms=1
-        )
-        alt = self.privval.sign_unguarded_proposal(
-            p.height, p.round, p.pol_round, alt_id, alt_block
-        )
-        a, b = self._halves()
-        for pk in a:
-            self.transport.send(pk, K_PROPOSAL, p.encode())
-        for pk in b:
-            self.transport.send(pk, K_PROPOSAL, alt.encode())
-
-    def _equivocate(self, v: Vote) -> None:
-        other = None if v.block_id is not None else b"\xee" * 32
-        alt = self.privval.sign_unguarded_vote(v.type, v.height, v.round, other)
-        a, b = self._halves()
-        for pk in a:
-            self.transport.send(pk, K_VOTE, v.encode())
-        for pk in b:
-            self.transport.send(pk, K_VOTE, alt.encode())
 
     # --- inbound ----------------------------------------------------------------------------------
     def on_frame(self, peer: bytes, kind: int, payload: bytes) -> None:
@@ -270,7 +244,7 @@ class Reactor:
                 self._on_evidence(payload)
             else:
                 raise ConsensusError(f"unknown frame kind {kind}")
-        except (ConsensusError, ValueError) as exc:
+        except (ConsensusError, ValueError, struct.error) as exc:
             self.rejected_msgs += 1
             log.warning("rejected frame kind %d from %s: %s", kind, peer.hex()[:16], exc)
 
@@ -305,29 +279,51 @@ class Reactor:
     def _on_block(self, payload: bytes) -> None:
         h, blen = _BLOCK_HEAD.unpack_from(payload)
         off = _BLOCK_HEAD.size
+        if off + blen > len(payload):
+            raise ConsensusError("block frame shorter than its block length")
+        base = self.chain.height
+        if h <= base or h in self._future_blocks:
+            return  # already have it, or a genuine copy is buffered
+        if h > base + FUTURE_WINDOW_BATCHES * self.config.sync_batch:
+            return  # too far ahead: a later sync batch brings it
+        if len(payload) > MAX_FUTURE_BYTES:
+            raise ConsensusError(f"block frame of {len(payload)} bytes exceeds the sync buffer")
         block = payload[off : off + blen]
         commit = Commit.decode(payload[off + blen :])
-        if commit.height != h:
-            raise ConsensusError("block frame height differs from its commit")
-        if h <= self.chain.height:
-            return
-        if len(self._future_blocks) < 4 * self.config.sync_batch:
-            self._future_blocks[h] = (block, commit)
+        # Before anything is kept: the commit must be signed by > 2/3 of the set the block names.
+        self.chain.check_synced_block(h, block, commit)
+        self._buffer_block(h, block, commit, len(payload))
         self._drain_future_blocks()
+
+    def _buffer_block(self, h: int, block: bytes, commit: Commit, size: int) -> None:
+        # Over the byte budget: lower heights are needed first, so evict from the top.
+        while self.future_block_bytes + size > MAX_FUTURE_BYTES:
+            top = max(self._future_blocks, default=0)
+            if top <= h:
+                return
+            self._forget_block(top)
+        self._future_blocks[h] = (block, commit, size)
+        self.future_block_bytes += size
+
+    def _forget_block(self, h: int) -> tuple[bytes, Commit, int] | None:
+        item = self._future_blocks.pop(h, None)
+        if item is not None:
+            self.future_block_bytes -= item[2]
+        return item
 
     def _drain_future_blocks(self) -> None:
         h = self.cs.height
-        item = self._future_blocks.pop(h, None)
-        for k in [k for k in self._future_blocks if k < h]:
-            del self._future_blocks[k]
-        if item is None or self.cs.step == COMMITTED:
+        for k in [k for k in self._future_blocks if k < h or k <= self.chain.height]:
+            self._forget_block(k)
+        if self.cs.step == COMMITTED or h not in self._future_blocks:
             return
-        block, commit = item
-        # The state machine verifies the commit against this height's validator set.
+        block, commit, _ = self._forget_block(h)
+        # The state machine verifies the commit against this height's validator set again and
+        # the block against our chain.
         self.cs.on_commit(block, commit)
 
     def _on_evidence(self, payload: bytes) -> None:
-        ev = DuplicateVoteEvidence.decode(payload)
+        ev = decode_evidence(payload)
         if ev.hash() in self.evidence:
             return
         ev.verify(self.chain.chain_id, self.chain.valset(self.chain.height + 1), self.cs.height)

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .evidence import DuplicateVoteEvidence
+from .evidence import DuplicateProposalEvidence, DuplicateVoteEvidence, Evidence
 from .privval import DoubleSignError, PrivValidator
 from .types import Commit, ConsensusError, Proposal, Step, Vote, VoteType
 from .validators import ValidatorSet, verify_commit
@@ -68,7 +68,7 @@ class Environment(Protocol):
 
     def decide(self, height: int, block: bytes, commit: Commit) -> None: ...
 
-    def on_evidence(self, evidence: DuplicateVoteEvidence) -> None: ...
+    def on_evidence(self, evidence: Evidence) -> None: ...
 
     def relay_vote(self, vote: Vote) -> None:
         """A valid vote from another validator was added: gossip it on (lets peers see both
@@ -186,7 +186,11 @@ class ConsensusState:
             return
         if p.height < hs.height or hs.step == COMMITTED:
             return
-        if p.round in hs.proposals or p.round > hs.round + MAX_ROUNDS_AHEAD:
+        if p.round > hs.round + MAX_ROUNDS_AHEAD:
+            return
+        first = hs.proposals.get(p.round)
+        if first is not None:
+            self._check_second_proposal(first, p)
             return
         if p.proposer != self.proposer(p.round):
             raise ConsensusError(f"proposal for round {p.round} not from its proposer")
@@ -198,6 +202,26 @@ class ConsensusState:
         hs.proposals[p.round] = p
         hs.blocks[bid] = p.block
         self._process()
+
+    def _check_second_proposal(self, first: Proposal, p: Proposal) -> None:
+        """A second proposal for a round: ignored, but a different signed one is evidence."""
+        if (p.block_id, p.pol_round, p.proposer) == (
+            first.block_id,
+            first.pol_round,
+            first.proposer,
+        ):
+            return  # a re-sent copy
+        if p.proposer != first.proposer:
+            raise ConsensusError(f"proposal for round {p.round} not from its proposer")
+        if not p.verify(self.chain_id):
+            raise ConsensusError("proposal signature invalid")
+        self._report(DuplicateProposalEvidence.from_proposals(first, p))
+
+    def _report(self, ev: Evidence) -> None:
+        hs = self._hs()
+        if ev.hash() not in hs.evidence_seen:
+            hs.evidence_seen.add(ev.hash())
+            self.env.on_evidence(ev)
 
     def on_vote(self, v: Vote) -> None:
         hs = self.hs
@@ -215,10 +239,7 @@ class ConsensusState:
             raise ConsensusError("vote signature invalid")
         res = vs.add(v)
         if res.conflict is not None:
-            ev = DuplicateVoteEvidence.from_votes(*res.conflict)
-            if ev.hash() not in hs.evidence_seen:
-                hs.evidence_seen.add(ev.hash())
-                self.env.on_evidence(ev)
+            self._report(DuplicateVoteEvidence.from_votes(*res.conflict))
         if not res.added:
             return
         # Relayed on, including the second value of an equivocator: every honest node must be
