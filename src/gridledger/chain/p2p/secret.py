@@ -101,6 +101,8 @@ class SecretSession:
     def open(self, head: bytes, sealed: bytes) -> bytes:
         if self._recv_n >= _MAX_COUNTER:
             raise RecordError("receive nonce counter exhausted")
+        if len(sealed) < TAG_BYTES:  # PyNaCl raises a bare ValueError on these
+            raise RecordError(f"sealed record of {len(sealed)} bytes is shorter than its tag")
         nonce = _NONCE_PAD + self._recv_n.to_bytes(8, "little")
         try:
             payload = crypto_aead_chacha20poly1305_ietf_decrypt(sealed, head, nonce, self._recv_key)
