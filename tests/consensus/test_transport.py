@@ -418,3 +418,21 @@ def test_bad_frame_ends_only_the_offending_link(attack):
             await t.close()
 
     asyncio.run(run())
+
+
+def test_silent_link_is_closed():
+    """A link that carries nothing (not even keepalives) for dead_after_s is closed: a peer that
+    died behind a lost FIN does not keep its slot (the dialer then redials)."""
+
+    async def run():
+        ka, kb = key("a"), key("b")
+        a = Transport(CHAIN, ka, "127.0.0.1", 0, [], {pub(kb)}, Inbox(), dead_after_s=0.5)
+        await a.start()
+        r, w, _ = await _authenticate_as(kb, a.listen_port)  # then says nothing at all
+        await _wait_connected(a)
+        await asyncio.wait_for(r.read(), 5)  # a's keepalives, then a closes the link
+        assert r.at_eof() and not a.peers
+        w.close()
+        await a.close()
+
+    asyncio.run(run())

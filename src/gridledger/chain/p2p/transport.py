@@ -11,7 +11,8 @@ secret; ChaCha20-Poly1305 records after it). This module decides who may hold a 
 * an existing authenticated link is never replaced by a newcomer while it is alive (it received
   something within ``stale_after_s``; every link carries a keepalive each ``keepalive_s``), so
   a stranger cannot kick a real link, while a peer that restarted behind a lost FIN still gets
-  back in once the old link has gone silent;
+  back in once the old link has gone silent; a link silent for ``dead_after_s`` is closed (the
+  dialer then redials);
 * at most ``MAX_PENDING_HANDSHAKES`` unauthenticated connections are held at once, each for at
   most ``HANDSHAKE_TIMEOUT_S``.
 
@@ -141,6 +142,7 @@ class Transport:
         frame_limits: Mapping[int, int] | None = None,
         keepalive_s: float = 0.5,
         stale_after_s: float = 3.0,
+        dead_after_s: float = 10.0,
     ):
         self.chain_hash = hashlib.sha256(chain_id.encode()).digest()
         self.key = key
@@ -153,6 +155,7 @@ class Transport:
         self.redial_s = redial_s
         self.frame_limits = frame_limits
         self.keepalive_s, self.stale_after_s = keepalive_s, stale_after_s
+        self.dead_after_s = dead_after_s
         self.peers: dict[bytes, Peer] = {}
         self.refused_links = 0
         self.dropped_links = 0
@@ -233,7 +236,12 @@ class Transport:
             await asyncio.sleep(self.keepalive_s)
             now = time.monotonic()
             for peer in list(self.peers.values()):
-                if now - peer.last_send >= self.keepalive_s:
+                if now - peer.last_recv > self.dead_after_s:
+                    # half-open (the peer died or the path is cut): close it so the dialer
+                    # redials instead of waiting for TCP to give up
+                    log.warning("closing the link to %s: silent", peer.pub_key.hex()[:16])
+                    peer.close()
+                elif now - peer.last_send >= self.keepalive_s:
                     peer.send(KEEPALIVE_KIND, b"")
 
     # --- connections ------------------------------------------------------------------------
