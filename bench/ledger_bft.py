@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import struct
 import sys
@@ -216,7 +217,9 @@ def cpu_seconds(net: Testnet) -> float:
     return total / tick
 
 
-def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
+def run_one(
+    n: int, rates: list[float], seconds: float, senders: int, profile_dir: Path | None = None
+) -> dict:
     """One network of ``n`` validators; offered load stepped up through ``rates``."""
     keys, members, balances = make_accounts(senders)
     chunks = [int(r * seconds / senders) + 1 for r in rates]
@@ -297,6 +300,10 @@ def run_one(n: int, rates: list[float], seconds: float, senders: int) -> dict:
             net.check_agreement()
         finally:
             net.close()
+            if profile_dir is not None:  # each node wrote a cProfile when it stopped
+                profile_dir.mkdir(parents=True, exist_ok=True)
+                for prof in sorted((tmp / "net").glob("*/profile.out")):
+                    shutil.copy(prof, profile_dir / f"{prof.parent.name}.prof")
     # "Sustained": everything committed, with the median latency within the 250 ms budget.
     sustained = [
         s
@@ -436,7 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=6.0, help="load window per rate")
     p.add_argument("--senders", type=int, default=200)
     p.add_argument("--no-doc", action="store_true", help="do not update docs/")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile every validator and keep the profiles here (nodeI.prof; diagnosis)",
+    )
     args = p.parse_args(argv)
+    if args.profile is not None:
+        os.environ["GRIDLEDGER_BFT_PROFILE"] = "1"  # read by Testnet.start
     for n in args.validators:
         if not 1 <= n <= 40:
             p.error(f"--validators must be in 1..40, got {n}")
@@ -444,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     figs = {int(k): v for k, v in figs.items()}
     this_run = {}
     for n in args.validators:
-        this_run[n] = run_one(n, sorted(args.rates), args.seconds, args.senders)
+        prof = args.profile / f"n{n}" if args.profile is not None else None
+        this_run[n] = run_one(n, sorted(args.rates), args.seconds, args.senders, prof)
     figs.update(this_run)
     if not args.no_doc:
         FIGS.write_text(json.dumps({str(k): v for k, v in sorted(figs.items())}, indent=2) + "\n")

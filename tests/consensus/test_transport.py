@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import struct
 
 import pytest
+from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from gridledger.chain.p2p.faults import FaultControl, write_faults
-from gridledger.chain.p2p.transport import MAGIC, PeerAddress, Transport
+from gridledger.chain.p2p.secret import (
+    AUTH_BYTES,
+    AUTH_KIND,
+    HELLO,
+    MAGIC,
+    RECORD_HEAD,
+    auth_message,
+    derive,
+    handshake,
+    read_record,
+)
+from gridledger.chain.p2p.transport import KEEPALIVE_KIND, PeerAddress, Transport
 
 CHAIN = "p2p-test"
 
@@ -22,6 +35,10 @@ def key(name: str) -> SigningKey:
 
 def pub(k: SigningKey) -> bytes:
     return bytes(k.verify_key)
+
+
+def chain_hash(chain: str = CHAIN) -> bytes:
+    return hashlib.sha256(chain.encode()).digest()
 
 
 class Inbox:
@@ -109,21 +126,24 @@ def test_handshake_refuses_strangers(case):
 
 
 def test_handshake_refuses_a_forged_proof():
-    """A peer that claims an allowed key but cannot sign our nonce is dropped."""
+    """A peer that claims an allowed key but cannot sign this session's challenge is dropped."""
 
     async def run():
-        ka, kb = key("a"), key("b")
+        ka, kb, kx = key("a"), key("b"), key("stranger")
         inbox = Inbox()
         a = Transport(CHAIN, ka, "127.0.0.1", 0, [], {pub(kb)}, inbox)
         await a.start()
         r, w = await asyncio.open_connection("127.0.0.1", a.listen_port)
-        chain_hash = hashlib.sha256(CHAIN.encode()).digest()
-        w.write(struct.pack(">4s32s32s32s", MAGIC, chain_hash, pub(kb), os.urandom(32)))
+        eph = PrivateKey.generate()
+        w.write(HELLO.pack(MAGIC, chain_hash(), bytes(eph.public_key)))
         await w.drain()
-        await r.readexactly(100)  # a's hello
-        await r.readexactly(64)  # a's proof
-        w.write(os.urandom(64))  # not b's signature
+        _, _, a_eph = HELLO.unpack(await r.readexactly(HELLO.size))
+        session, challenge = derive(chain_hash(), bytes(eph), bytes(eph.public_key), a_eph)
+        # b's key with the stranger's signature over the right challenge
+        forged = pub(kb) + auth_message(kx, challenge)[32:]
+        w.write(session.seal(AUTH_KIND, forged))
         await w.drain()
+        await read_record(r, session, AUTH_BYTES)  # a's own authentication
         assert await r.read() == b""  # a closed the link
         assert not a.peers and not inbox.frames
         w.close()
@@ -176,3 +196,243 @@ def test_unreadable_fault_file_keeps_the_previous_setting(tmp_path):
     p.unlink()
     fc.reload()
     assert not fc.blocks(b"\x01" * 32)
+
+
+# --- attacks on links -------------------------------------------------------------------------
+
+
+async def _link(dialer: Transport, target: Transport) -> None:
+    """Make ``dialer`` dial ``target`` (whatever the key order) and wait for both ends."""
+    dialer.peer_addrs[target.pub_key] = PeerAddress(target.pub_key, "127.0.0.1", target.listen_port)
+    dialer._spawn(dialer._dial_loop(target.pub_key))
+
+    async def _w():
+        while target.pub_key not in dialer.peers or dialer.pub_key not in target.peers:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(_w(), 5.0)
+
+
+class Relay:
+    """A key-less stranger that opens a connection to each of two nodes and pipes the bytes
+    between them; it can flip a bit of the next chunk it forwards from the first node."""
+
+    def __init__(self):
+        self.seen = bytearray()
+        self.flip_next_from_first = False
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self, port_first: int, port_second: int) -> None:
+        r1, w1 = await asyncio.open_connection("127.0.0.1", port_first)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port_second)
+        self.writers = [w1, w2]
+        self.tasks = [
+            asyncio.create_task(self._pipe(r1, w2, from_first=True)),
+            asyncio.create_task(self._pipe(r2, w1, from_first=False)),
+        ]
+
+    async def _pipe(self, r, w, from_first: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := await r.read(65536):
+                if from_first and self.flip_next_from_first:
+                    self.flip_next_from_first = False
+                    data = data[:-1] + bytes([data[-1] ^ 1])
+                self.seen += data
+                w.write(data)
+                await w.drain()
+        w.close()
+
+    def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for w in self.writers:
+            w.close()
+
+
+def test_relaying_stranger_cannot_take_over_a_live_link():
+    """Finding 2's attack: a stranger relays A's and B's handshakes to each other. Both ends
+    refuse (the dialer takes no inbound link from the peer it dials, the other end keeps its
+    live link), and the real link keeps carrying frames."""
+
+    async def run():
+        ka, kb = key("a"), key("b")
+        a, b, _ia, ib = _pair(ka, kb)
+        await a.start()
+        await b.start()
+        dialer, target = (a, b) if pub(ka) > pub(kb) else (b, a)
+        await _link(dialer, target)
+        link_a, link_b = a.peers[pub(kb)], b.peers[pub(ka)]
+        relay = Relay()
+        await relay.start(a.listen_port, b.listen_port)
+        async with asyncio.timeout(5):
+            while a.refused_links + b.refused_links < 2:
+                await asyncio.sleep(0.02)
+        assert a.peers[pub(kb)] is link_a and b.peers[pub(ka)] is link_b
+        assert a.refused_links == 1 and b.refused_links == 1
+        assert a.send(pub(kb), 7, b"still here")
+        await ib.wait(1)
+        assert ib.frames == [(pub(ka), 7, b"still here")]
+        relay.close()
+        await a.close()
+        await b.close()
+
+    asyncio.run(run())
+
+
+def test_relayed_session_is_end_to_end_and_a_tampered_record_ends_it():
+    """Where neither side dials (both only accept), a relay does join A and B, but into a
+    session keyed end to end: the stranger sees no plaintext, and a record it alters is
+    refused and ends the link without reaching the handler."""
+
+    async def run():
+        ka, kb = key("a"), key("b")
+        a, b, _ia, ib = _pair(ka, kb)
+        await a.start()
+        await b.start()
+        relay = Relay()
+        await relay.start(a.listen_port, b.listen_port)
+        await _wait_connected(a, b)
+        secret = b"meter reading 42 kWh " * 8
+        assert a.send(pub(kb), 7, secret)
+        await ib.wait(1)
+        assert ib.frames == [(pub(ka), 7, secret)]
+        assert b"meter reading" not in relay.seen
+        relay.flip_next_from_first = True
+        assert a.send(pub(kb), 7, b"altered in flight")
+        async with asyncio.timeout(5):
+            while b.dropped_links < 1:
+                await asyncio.sleep(0.02)
+        assert ib.frames == [(pub(ka), 7, secret)]
+        assert pub(ka) not in b.peers
+        relay.close()
+        await a.close()
+        await b.close()
+
+    asyncio.run(run())
+
+
+def test_reflected_hello_is_refused():
+    """A stranger that sends a node's own hello back gets no session (equal ephemerals)."""
+
+    async def run():
+        ka = key("a")
+        inbox = Inbox()
+        a = Transport(CHAIN, ka, "127.0.0.1", 0, [], {pub(key("b"))}, inbox)
+        await a.start()
+        r, w = await asyncio.open_connection("127.0.0.1", a.listen_port)
+        w.write(await r.readexactly(HELLO.size))
+        await w.drain()
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        assert not a.peers
+        w.close()
+        await a.close()
+
+    asyncio.run(run())
+
+
+async def _authenticate_as(k: SigningKey, port: int):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    _pk, session = await handshake(r, w, chain_hash(), k)
+    return r, w, session
+
+
+def test_newcomer_with_a_valid_key_cannot_replace_a_live_link_only_a_silent_one():
+    async def run():
+        ka, kb = key("a"), key("b")
+        a = Transport(CHAIN, ka, "127.0.0.1", 0, [], {pub(kb)}, Inbox(), stale_after_s=0.5)
+        await a.start()
+        r1, w1, s1 = await _authenticate_as(kb, a.listen_port)
+        await _wait_connected(a)
+        first = a.peers[pub(kb)]
+        w1.write(s1.seal(KEEPALIVE_KIND, b""))  # the first link is live
+        await w1.drain()
+        r2, w2, _ = await _authenticate_as(kb, a.listen_port)
+        assert await asyncio.wait_for(r2.read(), 5) == b""  # newcomer refused
+        assert a.peers[pub(kb)] is first and a.refused_links == 1
+        await asyncio.sleep(0.6)  # the first link says nothing for longer than stale_after_s
+        _r3, w3, _ = await _authenticate_as(kb, a.listen_port)
+        async with asyncio.timeout(5):
+            while a.peers.get(pub(kb)) is first:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(r1.read(), 5)  # a's last keepalives, then the end of the link
+        assert r1.at_eof()
+        for w in (w1, w2, w3):
+            w.close()
+        await a.close()
+
+    asyncio.run(run())
+
+
+STATUS = struct.Struct(">QI")
+
+
+class StatusDecoder(Inbox):
+    """A handler that decodes kind-3 frames like the reactor's status (struct.error on junk)."""
+
+    def __call__(self, peer: bytes, kind: int, payload: bytes) -> None:
+        super().__call__(peer, kind, STATUS.unpack(payload))
+
+
+@pytest.mark.parametrize(
+    "attack", ["undecodable", "oversize head", "oversize sealed", "unknown kind", "tampered"]
+)
+def test_bad_frame_ends_only_the_offending_link(attack):
+    async def run():
+        ka, kb, kc = key("a"), key("b"), key("c")
+        limits = {3: STATUS.size, 7: 64}
+        inbox = StatusDecoder()
+        a = Transport(CHAIN, ka, "127.0.0.1", 0, [], {pub(kb), pub(kc)}, inbox, frame_limits=limits)
+        b = Transport(CHAIN, kb, "127.0.0.1", 0, [], {pub(ka)}, Inbox(), frame_limits=limits)
+        c = Transport(CHAIN, kc, "127.0.0.1", 0, [], {pub(ka)}, Inbox(), frame_limits=limits)
+        for t in (a, b, c):
+            await t.start()
+        await _link(b, a)
+        await _link(c, a)
+        link_b = b.peers[pub(ka)]
+        if attack == "undecodable":
+            assert b.send(pub(ka), 3, b"\x01\x02\x03")
+        elif attack == "oversize head":  # claims 8 MiB and sends none of it: refused on the head
+            link_b.writer.write(RECORD_HEAD.pack(8 << 20, 3))
+        elif attack == "oversize sealed":
+            assert not b.send(pub(ka), 3, bytes(13))  # our own sender refuses it
+            assert link_b.send(3, bytes(13))  # forced past that check
+        elif attack == "unknown kind":
+            assert link_b.send(9, b"")
+        else:
+            record = bytearray(link_b.session.seal(3, STATUS.pack(1, 0)))
+            record[7] ^= 0x40
+            link_b.writer.write(bytes(record))
+        async with asyncio.timeout(5):
+            while a.dropped_links < 1:
+                await asyncio.sleep(0.02)
+        assert inbox.frames == []
+        assert c.send(pub(ka), 3, STATUS.pack(5, 1))
+        await inbox.wait(1)
+        assert inbox.frames == [(pub(kc), 3, (5, 1))]
+        # the attacker's own dial loop gets a fresh link; the node kept running throughout
+        await _wait_connected(b)
+        assert b.send(pub(ka), 3, STATUS.pack(6, 0))
+        await inbox.wait(2)
+        assert inbox.frames[1] == (pub(kb), 3, (6, 0))
+        for t in (a, b, c):
+            await t.close()
+
+    asyncio.run(run())
+
+
+def test_silent_link_is_closed():
+    """A link that carries nothing (not even keepalives) for dead_after_s is closed: a peer that
+    died behind a lost FIN does not keep its slot (the dialer then redials)."""
+
+    async def run():
+        ka, kb = key("a"), key("b")
+        a = Transport(CHAIN, ka, "127.0.0.1", 0, [], {pub(kb)}, Inbox(), dead_after_s=0.5)
+        await a.start()
+        r, w, _ = await _authenticate_as(kb, a.listen_port)  # then says nothing at all
+        await _wait_connected(a)
+        await asyncio.wait_for(r.read(), 5)  # a's keepalives, then a closes the link
+        assert r.at_eof() and not a.peers
+        w.close()
+        await a.close()
+
+    asyncio.run(run())

@@ -31,11 +31,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .evidence import Evidence, decode_evidence
+from .evidence import (
+    DuplicateProposalEvidence,
+    DuplicateVoteEvidence,
+    Evidence,
+    SignedProposal,
+    decode_evidence,
+)
 from .ledger import LedgerChain
 from .privval import PrivValidator
 from .state import COMMITTED, ConsensusState, Timeouts
-from .types import Commit, ConsensusError, Proposal, Step, Vote
+from .types import Commit, ConsensusError, Proposal, Step, Vote, VoteType
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,30 @@ _BLOCK_HEAD = struct.Struct(">QI")
 # would be 256 MiB at the 4 MiB block limit).
 FUTURE_WINDOW_BATCHES = 2  # heights buffered: current + 1 .. current + this x sync_batch
 MAX_FUTURE_BYTES = 64 * 1024 * 1024
+TX_BATCH_BYTES = 1024 * 1024  # largest K_TXS frame; a flush is cut into frames of this size
+COMMIT_VOTES_BOUND = 1000  # block frames leave room for a commit of this many precommits
+
+
+def frame_limits(max_block_bytes: int, max_block_txs: int) -> dict[int, int]:
+    """Largest payload per frame kind; the transport ends a link that sends more."""
+    blank_vote = Vote(VoteType.PREVOTE, 0, 0, None, bytes(32), bytes(64))
+    blank_proposal = SignedProposal(0, 0, -1, bytes(32), bytes(32), bytes(64))
+    vote = len(blank_vote.encode())
+    # an encoded block: header (< 64 KiB) + a u32 length per transaction + the transactions
+    block = max_block_bytes + 4 * max_block_txs + 64 * 1024
+    commit = len(Commit(0, 0, bytes(32), ()).encode()) + COMMIT_VOTES_BOUND * vote
+    proposal = len(Proposal(0, 0, -1, bytes(32), b"", bytes(32), bytes(64)).encode())
+    return {
+        K_PROPOSAL: proposal + block,
+        K_VOTE: vote,
+        K_STATUS: _STATUS.size,
+        K_TXS: TX_BATCH_BYTES,
+        K_BLOCK: _BLOCK_HEAD.size + block + commit,
+        K_EVIDENCE: max(
+            len(DuplicateVoteEvidence(blank_vote, blank_vote).encode()),
+            len(DuplicateProposalEvidence(blank_proposal, blank_proposal).encode()),
+        ),
+    }
 
 
 @dataclass
@@ -113,6 +143,7 @@ class Reactor:
     def attach(self, transport) -> None:
         self.transport = transport
         transport.handler = self.on_frame
+        transport.frame_limits = frame_limits(self.chain.max_block_bytes, self.chain.max_block_txs)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -341,9 +372,15 @@ class Reactor:
     def _flush_txs(self) -> None:
         self._tx_flush_scheduled = False
         buf, self._tx_buf = self._tx_buf, []
-        if buf:
-            payload = b"".join(struct.pack(">I", len(t)) + t for t in buf)
-            self.transport.broadcast(K_TXS, payload)
+        parts, size = [], 0
+        for t in buf:
+            if size + 4 + len(t) > TX_BATCH_BYTES and parts:
+                self.transport.broadcast(K_TXS, b"".join(parts))
+                parts, size = [], 0
+            parts.append(struct.pack(">I", len(t)) + t)
+            size += 4 + len(t)
+        if parts:
+            self.transport.broadcast(K_TXS, b"".join(parts))
 
     def _on_txs(self, payload: bytes) -> None:
         # Admission (a signature check per transaction) is queued and done in slices between

@@ -82,6 +82,9 @@ class Vote:
             raise ConsensusError(f"unknown vote type {vtype}")
         if rnd < 0 or has_block not in (0, 1):
             raise ConsensusError("vote round must be >= 0 and has_block 0 or 1")
+        if not has_block and block_id != bytes(BLOCK_ID_LEN):
+            # one wire form per vote: a nil vote's block id field must be zero
+            raise ConsensusError("nil vote carries a non-zero block id")
         return Vote(VoteType(vtype), height, rnd, block_id if has_block else None, validator, sig)
 
     def verify(self, chain_id: str) -> bool:
