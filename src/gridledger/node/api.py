@@ -118,19 +118,23 @@ def _member(node: Any, pub_hex: str) -> dict[str, Any]:
 
 
 def signing_headers(
+    # typed ``str`` with a None default: optional in the schema but never ``null``
     x_gridledger_key: Annotated[
-        str | None, Header(pattern=HEX64, description="the member's Ed25519 public key")
-    ] = None,
+        str,  # noqa: RUF013
+        Header(pattern=HEX64, description="the member's Ed25519 public key"),
+    ] = None,  # type: ignore[assignment]
     x_gridledger_time: Annotated[
-        str | None, Header(pattern=r"^[0-9]{1,16}$", description="signing time, ms")
-    ] = None,
+        str,  # noqa: RUF013
+        Header(pattern=r"^[0-9]{1,16}$", description="signing time, ms"),
+    ] = None,  # type: ignore[assignment]
     x_gridledger_nonce: Annotated[
-        str | None, Header(pattern=r"^[0-9a-f]{32}$", description="16 random bytes, hex")
-    ] = None,
+        str,  # noqa: RUF013
+        Header(pattern=r"^[0-9a-f]{32}$", description="16 random bytes, hex"),
+    ] = None,  # type: ignore[assignment]
     x_gridledger_signature: Annotated[
-        str | None,
+        str,  # noqa: RUF013
         Header(pattern=r"^[0-9a-f]{128}$", description="Ed25519 over the canonical request"),
-    ] = None,
+    ] = None,  # type: ignore[assignment]
 ) -> SignedHeaders:
     """Declares the signing headers in the schema; see ``gridledger.node.request_auth``."""
     return parse_headers(
@@ -211,6 +215,15 @@ def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
     @api.post("/txs/batch", response_model=BatchResult, responses={**responses(400, 413, 422)})
     def submit_batch(body: TxBatchIn) -> Any:
         return {"results": [node.submit(bytes.fromhex(t.tx)) for t in body.txs]}
+
+    @api.api_route(
+        "/txs/batch",
+        methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"],
+        include_in_schema=False,
+    )
+    def batch_other_methods() -> JSONResponse:
+        # without this, GET /txs/batch would reach GET /txs/{txid} and fail its pattern (422)
+        return api_errors.error_response(405, "Method Not Allowed", {"Allow": "POST"})
 
     @api.get("/txs/{txid}", responses={**common, **responses(404)})
     def tx_status(txid: Hex64Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gridledger.node import offchain
 from gridledger.node.request_auth import AuthError
@@ -88,6 +89,15 @@ class StrictJsonRoute(APIRoute):
         return strict
 
 
+def _allowed_methods(api: FastAPI, scope: Any) -> set[str]:
+    allowed: set[str] = set()
+    for route in api.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(scope)[0] != Match.NONE and route.include_in_schema:
+            allowed |= set(methods)
+    return allowed or {"GET"}
+
+
 def install(api: FastAPI) -> None:
     """Route class and exception handlers; call before adding routes."""
     api.router.route_class = StrictJsonRoute
@@ -112,8 +122,13 @@ def install(api: FastAPI) -> None:
         )
 
     @api.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), exc.headers)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route matching the path; a path served by
+            # several routes (GET and DELETE /offchain/{h}) allows all of their methods
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(api, request.scope)))
+        return error_response(exc.status_code, str(exc.detail), headers)
 
     @api.exception_handler(offchain.OffchainError)
     async def _offchain(_request: Request, exc: offchain.OffchainError) -> JSONResponse:
