@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -55,10 +56,12 @@ class LedgerClient:
         http: httpx.Client | None = None,
         key: KeyPair | None = None,
         chain_id: str | None = None,
-        verify: str | bool = True,
+        verify: str | bool | ssl.SSLContext = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # ``http`` lets tests pass FastAPI's in-process TestClient (an httpx.Client)
+        if isinstance(verify, str):  # a CA bundle (a node's self-signed certificate)
+            verify = ssl.create_default_context(cafile=verify)
         self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s, verify=verify)
         self.key = key
         self._chain_id = chain_id
