@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import httpx
 
 from gridledger.chain.keys import KeyPair
 from gridledger.chain.tx import make_tx
+from gridledger.node.request_auth import sign_headers
 
 
 class ClientError(RuntimeError):
@@ -22,13 +24,77 @@ class ClientError(RuntimeError):
         self.detail = detail
 
 
+class MemberAuth(httpx.Auth):
+    """Signs every request with a member's key (see ``gridledger.node.request_auth``)."""
+
+    requires_request_body = True
+
+    def __init__(self, key: KeyPair, chain_id: str) -> None:
+        self.key = key
+        self.chain_id = chain_id
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers.update(
+            sign_headers(
+                self.key, self.chain_id, request.method, request.url.raw_path, request.content
+            )
+        )
+        yield request
+
+
 class LedgerClient:
+    """Client of one node. With ``key`` (a member's), requests are signed: needed for personal
+    data (``offchain_*``) and, on a node with ``read_auth``, for every read; pass ``chain_id``
+    then (it is read from ``/status`` otherwise, which needs no signature only when reads are
+    open). ``verify`` is httpx's: a CA bundle path for a node with a self-signed certificate.
+    """
+
     def __init__(
-        self, base_url: str, timeout_s: float = 30.0, http: httpx.Client | None = None
+        self,
+        base_url: str,
+        timeout_s: float = 30.0,
+        http: httpx.Client | None = None,
+        key: KeyPair | None = None,
+        chain_id: str | None = None,
+        verify: str | bool | ssl.SSLContext = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # ``http`` lets tests pass FastAPI's in-process TestClient (an httpx.Client)
-        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        if isinstance(verify, str):  # a CA bundle (a node's self-signed certificate)
+            verify = ssl.create_default_context(cafile=verify)
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s, verify=verify)
+        self.key = key
+        self._chain_id = chain_id
+        self._auth: MemberAuth | None = None
+        if key is not None and chain_id is not None:
+            self._auth = MemberAuth(key, chain_id)
+
+    def as_member(self, key: KeyPair) -> LedgerClient:
+        """A client on the same connection that signs as ``key``."""
+        return LedgerClient(self.base_url, http=self.http, key=key, chain_id=self.chain_id)
+
+    @property
+    def chain_id(self) -> str:
+        if self._chain_id is None:
+            self._chain_id = self._json(self.http.get("/status"))["chain_id"]
+        return self._chain_id
+
+    @property
+    def auth(self) -> MemberAuth | httpx.Auth | None:
+        if self.key is None:
+            return None
+        if self._auth is None:
+            self._auth = MemberAuth(self.key, self.chain_id)
+        return self._auth
+
+    def _get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, auth=self.auth or httpx.USE_CLIENT_DEFAULT, **kw)
+
+    def _member_auth(self) -> MemberAuth:
+        auth = self.auth
+        if not isinstance(auth, MemberAuth):
+            raise ValueError("personal data needs a signed request: create the client with key=")
+        return auth
 
     def close(self) -> None:
         self.http.close()
@@ -51,7 +117,7 @@ class LedgerClient:
         return body
 
     def status(self) -> dict[str, Any]:
-        return self._json(self.http.get("/status"))
+        return self._json(self._get("/status"))
 
     def submit(self, raw: bytes) -> dict[str, Any]:
         """Submit one transaction; returns {txid, code, code_name, log} (code 0 = admitted)."""
@@ -62,7 +128,7 @@ class LedgerClient:
         return self._json(self.http.post("/txs/batch", json=body))["results"]
 
     def tx(self, txid: str) -> dict[str, Any] | None:
-        resp = self.http.get(f"/txs/{txid}")
+        resp = self._get(f"/txs/{txid}")
         if resp.status_code == 404:
             return None
         return self._json(resp)
@@ -81,30 +147,38 @@ class LedgerClient:
             time.sleep(poll_s)
 
     def block(self, height: int | None = None) -> dict[str, Any]:
-        return self._json(
-            self.http.get("/blocks/latest" if height is None else f"/blocks/{height}")
-        )
+        return self._json(self._get("/blocks/latest" if height is None else f"/blocks/{height}"))
 
     def account(self, pub_hex: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/accounts/{pub_hex}"))
+        return self._json(self._get(f"/accounts/{pub_hex}"))
 
     def state(self, key: str, prove: bool = False) -> dict[str, Any]:
-        return self._json(self.http.get(f"/state/{key}", params={"prove": prove}))
+        return self._json(self._get(f"/state/{key}", params={"prove": prove}))
 
     def tx_proof(self, txid: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/proofs/tx/{txid}"))
+        return self._json(self._get(f"/proofs/tx/{txid}"))
 
-    def offchain_put(self, data: bytes) -> str:
-        return self._json(self.http.post("/offchain", content=data))["hash"]
+    def offchain_put(self, data: bytes, readers: tuple[str, ...] = ("dso",)) -> str:
+        """Store personal data (signed by this client's key, the subject or its meter) that
+        members of the ``readers`` roles may read too; returns its SHA-256 hex."""
+        resp = self.http.post(
+            "/offchain",
+            content=data,
+            params={"readers": ",".join(readers)},
+            headers={"content-type": "application/octet-stream"},
+            auth=self._member_auth(),
+        )
+        return self._json(resp)["hash"]
 
     def offchain_get(self, h: str) -> bytes:
-        resp = self.http.get(f"/offchain/{h}")
+        resp = self.http.get(f"/offchain/{h}", auth=self._member_auth())
         if resp.status_code >= 400:
             self._json(resp)
         return resp.content
 
     def offchain_erase(self, h: str) -> None:
-        self._json(self.http.delete(f"/offchain/{h}"))
+        """Erase this client's key's own record (the subject's right to be forgotten)."""
+        self._json(self.http.delete(f"/offchain/{h}", auth=self._member_auth()))
 
     def events(
         self, since: int | None = None, timeout_s: float | None = None
@@ -115,6 +189,7 @@ class LedgerClient:
             "GET",
             "/events",
             params=params,
+            auth=self.auth or httpx.USE_CLIENT_DEFAULT,
             timeout=httpx.Timeout(timeout_s or 30.0, read=timeout_s),
         ) as resp:
             data: list[str] = []

@@ -33,6 +33,15 @@ class NodeConfig:
     eager: bool = False
     synchronous: str = "FULL"
     validator_key: str = "keys/validator.json"
+    # API hardening (docs/security.md): TLS when both files are set (paths relative to HOME);
+    # read_auth makes every read need a request signed by a member (a private chain)
+    tls_cert: str = ""
+    tls_key: str = ""
+    read_auth: bool = False
+    request_timeout_ms: int = 10_000  # a request's headers and body must arrive within this
+    max_event_streams: int = 64
+    offchain_quota_bytes: int = 64 * 1024 * 1024
+    offchain_quota_records: int = 10_000
 
     @staticmethod
     def load(home: Path) -> NodeConfig:

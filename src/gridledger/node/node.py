@@ -98,7 +98,11 @@ class Node:
         self.feed = EventFeed()
         self.feed.height = self.app.height
         self.engine.listeners.append(self.feed.publish)
-        self.offchain = OffchainStore(self.home / "data" / "offchain.db")
+        self.offchain = OffchainStore(
+            self.home / "data" / "offchain.db",
+            quota_bytes=self.config.offchain_quota_bytes,
+            quota_records=self.config.offchain_quota_records,
+        )
 
     def start(self) -> None:
         self.engine.start()

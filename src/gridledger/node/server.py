@@ -10,7 +10,8 @@ from pathlib import Path
 
 import uvicorn
 
-from gridledger.node.api import create_api
+from gridledger.node.api import ApiSettings, create_api
+from gridledger.node.http_server import uvicorn_config
 from gridledger.node.node import Node
 
 
@@ -30,9 +31,18 @@ def serve(node: Node, api: str) -> None:
     # waits for the client's delayed ACK (~40 ms per request, measured)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
-    addr = f"{host}:{sock.getsockname()[1]}"
-    app = create_api(node)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    cfg = node.config
+    tls = bool(cfg.tls_cert and cfg.tls_key)
+    addr = f"{'https' if tls else 'http'}://{host}:{sock.getsockname()[1]}"
+    app = create_api(
+        node, ApiSettings(read_auth=cfg.read_auth, max_event_streams=cfg.max_event_streams)
+    )
+    config = uvicorn_config(
+        app,
+        request_timeout_s=cfg.request_timeout_ms / 1000,
+        tls_cert=node.home / cfg.tls_cert if cfg.tls_cert else None,
+        tls_key=node.home / cfg.tls_key if cfg.tls_key else None,
+    )
     server = uvicorn.Server(config)
     node.start()
 
@@ -47,9 +57,9 @@ def serve(node: Node, api: str) -> None:
 
     threading.Thread(target=watch, name="engine-watch", daemon=True).start()
     addr_file = Path(node.home) / "node.addr"
-    addr_file.write_text(f"http://{addr}\n")
+    addr_file.write_text(f"{addr}\n")
     print(
-        f"gridledger node {node.app.chain_id} at height {node.app.height}: API on http://{addr}",
+        f"gridledger node {node.app.chain_id} at height {node.app.height}: API on {addr}",
         flush=True,
     )
     try:
