@@ -12,7 +12,12 @@ import pytest
 from gridledger.chain import codes
 from gridledger.chain.contracts import Context, State, build_registry, membership
 from gridledger.chain.contracts.base import ContractError, TxType
-from gridledger.chain.contracts.market import ESCROW, reactive_digest, trade_record
+from gridledger.chain.contracts.market import (
+    ESCROW,
+    MAX_SLOTS_PER_MATCH,
+    reactive_digest,
+    trade_record,
+)
 from gridledger.chain.contracts.metering import MAX_METER_RATING_W
 from gridledger.chain.contracts.roles import (
     MAX_PERMISSIONS,
@@ -508,3 +513,40 @@ def test_a_huge_reading_issues_one_record_and_is_bounded_by_the_meter_rating(
     assert too_much.code == codes.INVALID_PAYLOAD and "more than the certificate" in too_much.log
     assert net.final(net.send("alice", "rec.retire", {"id": part.txid})).ok
     assert net.chain.state(f"rec/{part.txid}")["status"] == "retired"
+
+
+def test_an_approval_writes_at_most_a_bounded_number_of_slot_entries(net: Members) -> None:
+    """With one-second slots a week-long bid would make an approval write 604,800 slot index
+    entries; an approval covers at most MAX_SLOTS_PER_MATCH slots (the DSO rejects longer)."""
+    net.ok("dso", "market.configure", {"slot_ms": 1_000})
+    net.block()
+    window = {"start_ms": T, "end_ms": T + (MAX_SLOTS_PER_MATCH + 1) * 1_000}
+    net.ok(
+        "alice",
+        "market.offer",
+        {"node": 3, "power_w": 1_000, "regulation_var": 0, "price_utoken_per_kwh": 1_000, **window},
+    )
+    net.ok(
+        "bob",
+        "market.bid",
+        {"node": 7, "power_w": 1_000, "max_price_utoken_per_kwh": 1_000, **window},
+    )
+    net.block(T - 8 * SLOT)
+    net.ok(
+        "dso",
+        "market.losses",
+        {"from_ms": T, "total_loss_w": 0, "shares": [{"match_id": "m0", "loss_w": 0}]},
+    )
+    net.ok("dso", "market.reactive", {"match_id": "m0", "setpoints": []})
+    net.block()
+    out = net.final(net.send("dso", "market.certificate", _approval(net, "m0", [])))
+    assert out.code == codes.INVALID_PAYLOAD and f"spans {MAX_SLOTS_PER_MATCH + 1} slots" in out.log
+    assert net.chain.keys_with_prefix("market/slot/") == []
+    rec = net.chain.state("market/match/m0")
+    reject = {
+        "match_id": "m0",
+        "match_digest": rec["digest"],
+        "verdict": "rejected",
+        "reasons": ["longer than an approval may cover"],
+    }
+    assert net.final(net.send("dso", "market.certificate", reject)).ok

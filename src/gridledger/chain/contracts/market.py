@@ -77,6 +77,9 @@ MAX_REASONS = 16
 # percent of the power carried, so a larger share is refused as implausible, and the buyer's
 # loss charge, escrowed at approval for this cap, is bounded by it.
 MAX_LOSS_SHARE_PPM = 250_000
+# An approval writes one slot index entry per slot of the match: at most a week of the default
+# 15-minute slots, whatever slot length the market was configured with.
+MAX_SLOTS_PER_MATCH = 672
 
 BOOK = "market/book"
 PARAMS = "market/params"
@@ -581,6 +584,13 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
     book = load_book(ctx)
     housekeeping(ctx, book)
     if p["verdict"] == "approved":
+        slots = (m.end_ms - m.start_ms) // book.params.slot_ms
+        if slots > MAX_SLOTS_PER_MATCH:
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"match {mid} spans {slots} slots; an approval covers at most "
+                f"{MAX_SLOTS_PER_MATCH} (reject it instead)",
+            )
         if ctx.time_ms >= m.start_ms:
             raise ContractError(
                 codes.INVALID_PAYLOAD,
