@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gridledger.chain import codes
-from gridledger.chain.contracts import Context, State, build_registry, membership
+from gridledger.chain.contracts import Context, State, build_registry, membership, roles
 from gridledger.chain.contracts.base import ContractError, TxType
 from gridledger.chain.contracts.market import (
     ESCROW,
@@ -56,11 +56,13 @@ class Members:
     """DSO, vendor, ICT operator, validator; the vendor's prosumers alice (bus 3) and bob
     (bus 7) with their meters; a regulator prosumer; every optional contract loaded."""
 
-    def __init__(self, home: Path, funds: int = 2_000_000) -> None:
-        self.k = {n: key(n) for n in NAMES}
+    def __init__(self, home: Path, funds: int = 2_000_000, second_dso: bool = False) -> None:
+        self.k = {n: key(n) for n in (*NAMES, "dso2")}
         members = [
             {"pub_key": self.k[n].pub_hex, "role": n, "name": n} for n in ("dso", "vendor", "ict")
         ]
+        if second_dso:
+            members.append({"pub_key": self.k["dso2"].pub_hex, "role": "dso", "name": "dso2"})
         balances = [{"account": self.k["dso"].pub_hex, "denom": "utoken", "amount": 10**12}]
         genesis = make_genesis(
             "privileges",
@@ -156,6 +158,48 @@ def test_a_vendor_cannot_give_its_prosumer_dso_powers(net: Members) -> None:
         )
         assert out.code == codes.UNAUTHORIZED, permission
     assert net.member("alice") == before
+
+
+def test_a_grant_made_before_the_table_opens_nothing(
+    net: Members, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack's state: a prosumer that already holds grants of DSO types (as the old
+    member.grant allowed; replayed here by switching the table's check off for the grants)
+    still cannot mint or certify: the gate honours grants of prosumer-level types only."""
+    monkeypatch.setattr(roles, "check_grant", lambda *_: None)
+    for permission in ("token.mint", "market.certificate", "market.reactive"):
+        net.ok("vendor", "member.grant", {"member": net.pub("alice"), "permission": permission})
+    net.block()
+    monkeypatch.undo()
+    assert "token.mint" in net.member("alice")["grants"]
+    mint = {"amount": 10**15, "denom": "utoken", "to": net.pub("alice")}
+    assert net.final(net.send("alice", "token.mint", mint)).code == codes.ROLE_NOT_ALLOWED
+    mid = _trade(net)
+    cert = _approval(net, mid, [])
+    assert net.final(net.send("alice", "market.certificate", cert)).code == codes.ROLE_NOT_ALLOWED
+    assert net.chain.state(f"market/match/{mid}")["status"] == "pending"
+    assert net.bal("alice") == 2_000_000
+
+
+def test_only_the_certifier_changes_an_approved_matchs_loss_share(tmp_path: Path) -> None:
+    net = Members(tmp_path / "home", second_dso=True)
+    try:
+        mid = _trade(net)
+        share = {"from_ms": T, "total_loss_w": 5, "shares": [{"match_id": mid, "loss_w": 5}]}
+        net.ok("dso", "market.losses", share)
+        net.ok("dso", "market.reactive", {"match_id": mid, "setpoints": []})
+        net.ok("dso", "market.certificate", _approval(net, mid, []))
+        net.block()
+        assert net.chain.state(f"market/match/{mid}")["status"] == "approved"
+        other = net.final(
+            net.send(
+                "dso2", "market.losses", {**share, "shares": [{"match_id": mid, "loss_w": 200}]}
+            )
+        )
+        assert other.code == codes.UNAUTHORIZED and "only its certifier" in other.log
+        assert net.final(net.send("dso", "market.losses", share)).ok
+    finally:
+        net.chain.close()
 
 
 def test_grants_of_unknown_or_governance_types_are_refused_by_name(net: Members) -> None:
