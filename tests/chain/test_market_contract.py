@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridledger.chain import codes, merkle
-from gridledger.chain.contracts.market import ESCROW, trade_record
+from gridledger.chain.contracts.market import ESCROW, reactive_digest, trade_record
 from gridledger.chain.contracts.settlement import rec_id
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair
@@ -134,6 +134,7 @@ class Kit:
         }
         if verdict == "approved":
             cert["trade"] = trade_record(self.match(mid)["match"])
+            cert["reactive_digest"] = reactive_digest(list(reactive))
         return self.send(sender, "market.certificate", cert)
 
     def read(
@@ -328,6 +329,7 @@ def test_an_approval_must_state_the_trade_it_approves(kit: Kit) -> None:
         "match_digest": kit.match("m0")["digest"],
         "verdict": "approved",
         "reasons": [],
+        "reactive_digest": reactive_digest([]),
     }
     missing = kit.send(DSO, "market.certificate", base)
     inflated = kit.send(
@@ -335,6 +337,12 @@ def test_an_approval_must_state_the_trade_it_approves(kit: Kit) -> None:
     )
     for out in (missing, inflated):
         assert out.code == codes.INVALID_PAYLOAD and "trade record" in out.log
+    # nor can it approve other reactive set-points than the ones recorded for the match
+    other = {**base, "trade": trade, "reactive_digest": "00" * 32}
+    unnamed = {k: v for k, v in other.items() if k != "reactive_digest"}
+    for cert in (other, unnamed):
+        out = kit.send(DSO, "market.certificate", cert)
+        assert out.code == codes.INVALID_PAYLOAD and "reactive record" in out.log
     assert kit.send(DSO, "market.certificate", {**base, "trade": trade}).ok
     kit.block(T - 7 * SLOT)
     assert kit.match("m0")["status"] == "approved"

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from gridledger.agents.client import AgentError, ChainClient, must
 from gridledger.chain import encoding
-from gridledger.chain.contracts.market import trade_record
+from gridledger.chain.contracts.market import reactive_digest, trade_record
 from gridledger.chain.keys import KeyPair
 
 
@@ -373,6 +373,7 @@ class DsoAgent:
             "verdict": "approved",
             "reasons": [],
             "trade": trade_record(rec["match"]),
+            "reactive_digest": reactive_digest(setpoints),
         }
         must(client.submit(self.key, "market.certificate", cert), f"certificate for {mid}")
         return n + 2

@@ -35,7 +35,8 @@ from gridledger.chain.abci import (
 )
 from gridledger.chain.block import results_hash
 from gridledger.chain.contracts import Context, ContractError, Registry, State, build_registry
-from gridledger.chain.contracts.membership import may_send, new_member
+from gridledger.chain.contracts.membership import new_member
+from gridledger.chain.contracts.roles import may_send
 from gridledger.chain.contracts.tokens import mint
 from gridledger.chain.contracts.validators import VALIDATORS_KEY
 from gridledger.chain.genesis import Genesis, parse_genesis
@@ -346,7 +347,16 @@ class LedgerApp:
         if bad_payload is not None:
             return codes.INVALID_PAYLOAD, bad_payload, (), _GATE
         ctx = Context(
-            state, self.chain_id, height, time_ms, sender, member, tx.id.hex(), tx.type, self.params
+            state,
+            self.chain_id,
+            height,
+            time_ms,
+            sender,
+            member,
+            tx.id.hex(),
+            tx.type,
+            self.params,
+            tx_types=self.registry.types,
         )
         try:
             ttype.execute(ctx, tx.payload)

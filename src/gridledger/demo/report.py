@@ -23,6 +23,7 @@ from typing import Any
 from gridledger.chain.contracts.market import ESCROW
 from gridledger.demo import day_ahead
 from gridledger.demo.scenario import SELLERS
+from gridledger.market.recs import REC_WH
 
 KINDS = ("energy", "loss", "reactive", "penalty")
 
@@ -181,7 +182,8 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
         r = chain.state(key)
         who = names.get(r["owner"], "?")
         target = recs if r["status"] == "active" else retired
-        target[who] = target.get(who, 0) + 1
+        # one record per reading carries all its whole MWh: count certificates, not records
+        target[who] = target.get(who, 0) + r["energy_wh"] // REC_WH
     pubs = {n: pub for pub, n in names.items()}
     funds_of = {p["name"]: p["funds_utoken"] for p in plan["parties"]}
     for name in [*funds_of, "DSO"]:

@@ -107,9 +107,11 @@ def setup(
 def trade_recs(
     client: ChainClient, plan: dict[str, Any], produce: Callable[[], None], progress: Progress
 ) -> None:
-    """Green certificates are transferable and retirable: each green seller hands one REC to
-    the buyer it served most, who retires it (claims the green energy)."""
+    """Green certificates are transferable and retirable: each green seller hands one REC
+    (1 MWh, split off its first certificate record) to the buyer it served most, who retires
+    it (claims the green energy)."""
     from gridledger.chain.contracts.settlement import rec_id
+    from gridledger.market.recs import REC_WH
 
     names = {key_of(plan, p["name"]).pub_hex: p["name"] for p in plan["parties"]}
     n = (client.state("market/book") or {}).get("next_match", 0)
@@ -123,13 +125,20 @@ def trade_recs(
     retire = []
     for seller, buyers in sorted(served.items()):
         rid = rec_id(seller, 0)
-        if client.state(f"rec/{rid}") is None:
+        first = client.state(f"rec/{rid}")
+        if first is None:
             continue
         buyer = max(buyers, key=lambda b: (buyers[b], b))
-        must(
-            client.submit(key_of(plan, names[seller]), "rec.transfer", {"id": rid, "to": buyer}),
+        sent = must(
+            client.submit(
+                key_of(plan, names[seller]),
+                "rec.transfer",
+                {"id": rid, "to": buyer, "energy_wh": REC_WH},
+            ),
             "REC transfer",
         )
+        if first["energy_wh"] > REC_WH:
+            rid = sent.txid  # the MWh handed over is a record of its own
         retire.append((buyer, rid))
         progress(f"  {names[seller]} transfers REC {rid[:12]}… to {names[buyer]}")
     for buyer, rid in retire:

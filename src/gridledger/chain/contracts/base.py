@@ -114,6 +114,8 @@ class Context:
     params: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     validator_updates: list[Validator] = field(default_factory=list)
+    # the chain's registry (name -> type): what member.grant checks a permission against
+    tx_types: Mapping[str, TxType] = field(default_factory=dict)
 
     def emit(self, type_: str, **attributes: Any) -> None:
         self.events.append(Event(type_, {k: str(v) for k, v in sorted(attributes.items())}))

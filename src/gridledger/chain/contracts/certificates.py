@@ -2,7 +2,11 @@
 
 A certificate's id is the id of the transaction that issued it. Only its owner may transfer or
 retire it; a retired certificate can do neither again (no double counting of green energy).
-State: ``rec/<id>`` -> {"bus", "end_ms", "energy_wh", "owner", "start_ms", "status"}.
+One record may carry many MWh (settlement issues one record per green reading), so a transfer
+or retirement may name ``energy_wh``, a part of the record: that part becomes a new record whose
+id is the id of that transaction (with ``parent``, the record it came from), and the rest stays
+where it was.  Either way a transaction writes at most two records.
+State: ``rec/<id>`` -> {"bus", "end_ms", "energy_wh", "owner", "start_ms", "status"[, "parent"]}.
 """
 
 from __future__ import annotations
@@ -65,31 +69,52 @@ def _owned(ctx: Context, rec_id: str) -> dict[str, Any]:
     return rec
 
 
+def _part(ctx: Context, p: dict[str, Any], rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The record the transaction acts on: the whole of ``rec`` or, when ``energy_wh`` names a
+    smaller part, that part split off as a new record ``rec/<txid>`` (the rest stays)."""
+    part_wh = p.get("energy_wh", rec["energy_wh"])
+    if part_wh > rec["energy_wh"]:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"energy_wh {part_wh} is more than the certificate's {rec['energy_wh']} Wh",
+        )
+    if part_wh == rec["energy_wh"]:
+        return p["id"], rec
+    ctx.state.set(f"rec/{p['id']}", {**rec, "energy_wh": rec["energy_wh"] - part_wh})
+    return ctx.txid, {**rec, "energy_wh": part_wh, "parent": p["id"]}
+
+
 def _v_transfer(p: dict[str, Any]) -> None:
-    require_fields(p, ["id", "to"])
+    require_fields(p, ["id", "to"], ["energy_wh"])
     req_hash(p, "id")
     req_key(p, "to")
+    if "energy_wh" in p:
+        req_int(p, "energy_wh", 1, 10**12)
 
 
 def _x_transfer(ctx: Context, p: dict[str, Any]) -> None:
     rec = _owned(ctx, p["id"])
     if ctx.state.get_raw(f"member/{p['to']}".encode()) is None:
         raise ContractError(codes.NOT_FOUND, f"recipient {p['to'][:16]}… is not a member")
-    rec["owner"] = p["to"]
-    ctx.state.set(f"rec/{p['id']}", rec)
-    ctx.emit("rec.transferred", id=p["id"], to=p["to"])
+    rid, part = _part(ctx, p, rec)
+    part["owner"] = p["to"]
+    ctx.state.set(f"rec/{rid}", part)
+    ctx.emit("rec.transferred", id=rid, to=p["to"], energy_wh=part["energy_wh"])
 
 
 def _v_retire(p: dict[str, Any]) -> None:
-    require_fields(p, ["id"])
+    require_fields(p, ["id"], ["energy_wh"])
     req_hash(p, "id")
+    if "energy_wh" in p:
+        req_int(p, "energy_wh", 1, 10**12)
 
 
 def _x_retire(ctx: Context, p: dict[str, Any]) -> None:
     rec = _owned(ctx, p["id"])
-    rec["status"] = "retired"
-    ctx.state.set(f"rec/{p['id']}", rec)
-    ctx.emit("rec.retired", id=p["id"], owner=ctx.sender)
+    rid, part = _part(ctx, p, rec)
+    part["status"] = "retired"
+    ctx.state.set(f"rec/{rid}", part)
+    ctx.emit("rec.retired", id=rid, owner=ctx.sender, energy_wh=part["energy_wh"])
 
 
 OWNERS = frozenset({"prosumer", "vendor", "dso", "ict"})

@@ -11,13 +11,18 @@ Transaction types (payload fields in integers; see docs/market.md):
 * ``market.cancel`` (owner): withdraws an open order; matches already made stand.
 * ``market.ranking`` (dso): the DSO's seller ranking per buyer bus (seed 002 Table 5).
 * ``market.losses`` (dso, loss tree): loss shares of the trades running from ``from_ms`` on
-  (seed 000 eq. 5); re-issued whenever a new trade changes them.
-* ``market.reactive`` (dso, reactive tree): set-points of the regulator nodes for a match and
-  their remuneration per slot (seed 000 eqs. 7–8).
+  (seed 000 eq. 5); re-issued whenever a new trade changes them.  A share is at most
+  ``MAX_LOSS_SHARE_PPM`` of its trade's power, and once a match is approved only the DSO
+  member that certified it may change its share.
+* ``market.reactive`` (dso, reactive tree): set-points of the regulator nodes for a pending
+  match and their remuneration per slot (seed 000 eqs. 7–8); fixed once the match is certified.
 * ``market.certificate`` (dso, active tree): approves or rejects one pending match, bound to
   its exact content by ``match_digest``; approval needs the match's loss share and reactive
-  record first and must arrive before delivery starts.  A rejection records the reasons, gives
-  the power back to the book and lets the bid look for another seller.
+  record first, names the reactive record by ``reactive_digest`` and must arrive before
+  delivery starts.  Approval escrows the most the buyer can owe beyond the energy itself
+  (every slot's reactive pay plus its loss charge at the cap): the buyer's side of settlement
+  is paid from escrow only, never from its free balance.  A rejection records the reasons,
+  gives the power back to the book and lets the bid look for another seller.
 
 Matches and orders are in ``market/…`` state keys; the order book is one record (it holds open
 orders only: expired ones are dropped at every market transaction).
@@ -52,7 +57,9 @@ from gridledger.market.matching import (
 from gridledger.market.orders import (
     DEFAULT_SLOT_MS,
     MAX_POWER_W,
+    PPM,
     OrderError,
+    cost_utoken,
     energy_wh,
     parse_bid,
     parse_offer,
@@ -66,6 +73,13 @@ TRADERS = frozenset({"prosumer", "vendor"})
 DSO_ONLY = frozenset({"dso"})
 MAX_ROWS = 256
 MAX_REASONS = 16
+# A trade's loss share may be at most this part of its power: distribution losses are a few
+# percent of the power carried, so a larger share is refused as implausible, and the buyer's
+# loss charge, escrowed at approval for this cap, is bounded by it.
+MAX_LOSS_SHARE_PPM = 250_000
+# An approval writes one slot index entry per slot of the match: at most a week of the default
+# 15-minute slots, whatever slot length the market was configured with.
+MAX_SLOTS_PER_MATCH = 672
 
 BOOK = "market/book"
 PARAMS = "market/params"
@@ -387,6 +401,11 @@ def loss_w_at(ctx: Context, match_id: str, slot_ms: int) -> int:
     return loss
 
 
+def loss_cap_w(match: dict[str, Any]) -> int:
+    """The largest loss share a match may be charged (see ``MAX_LOSS_SHARE_PPM``)."""
+    return match["power_w"] * MAX_LOSS_SHARE_PPM // PPM
+
+
 def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
     slot = params(ctx)["slot_ms"]
     if p["from_ms"] % slot:
@@ -401,6 +420,19 @@ def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
         if not m["start_ms"] <= p["from_ms"] < m["end_ms"]:
             raise ContractError(
                 codes.INVALID_PAYLOAD, f"match {s['match_id']} is not running at {p['from_ms']}"
+            )
+        if rec["status"] == "approved" and rec["dso"] != ctx.sender:
+            raise ContractError(
+                codes.UNAUTHORIZED,
+                f"match {s['match_id']} was certified by another DSO member: "
+                "only its certifier changes its loss share",
+            )
+        cap = loss_cap_w(m)
+        if s["loss_w"] > cap:
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"loss share {s['loss_w']} W of match {s['match_id']} exceeds the cap of "
+                f"{MAX_LOSS_SHARE_PPM} ppm of its {m['power_w']} W ({cap} W)",
             )
         if p["from_ms"] < ctx.time_ms - ctx.time_ms % slot:
             raise ContractError(
@@ -439,10 +471,30 @@ def _v_reactive(p: dict[str, Any]) -> None:
         req_int(sp, "delta_q_var", -MAX_POWER_W, MAX_POWER_W)
         req_int(sp, "delta_pq_w", 0, MAX_POWER_W)
         req_int(sp, "utoken_per_slot", 0, 10**15)
+    nodes = [sp["node"] for sp in sps]
+    if len(set(nodes)) != len(nodes):
+        raise PayloadError("each regulator node may appear once in setpoints")
 
 
 def reactive_key(match_id: str) -> str:
     return f"market/reactive/{match_id}"
+
+
+def reactive_digest(setpoints: list[dict[str, Any]]) -> str:
+    """What an approval names the match's reactive record by: the hash of its set-points."""
+    return hashlib.sha256(b"gridledger/reactive/v1\x00" + encoding.encode(setpoints)).hexdigest()
+
+
+def buyer_extras_utoken(match: dict[str, Any], setpoints: list[dict[str, Any]], prm: dict) -> int:
+    """The most a match's buyer can owe beyond the energy: each slot's reactive pay plus the
+    buyer's part of the loss charge at the cap, at the match's price (settlement.py charges
+    exactly these per slot, floored, so this bounds them)."""
+    slot = prm["slot_ms"]
+    slots = (match["end_ms"] - match["start_ms"]) // slot
+    loss_utoken = cost_utoken(energy_wh(loss_cap_w(match), slot), match["price_utoken_per_kwh"])
+    per_slot = loss_utoken * prm["loss_buyer_share_ppm"] // PPM
+    per_slot += sum(sp["utoken_per_slot"] for sp in setpoints)
+    return slots * per_slot
 
 
 def _x_reactive(ctx: Context, p: dict[str, Any]) -> None:
@@ -486,7 +538,9 @@ def trade_record(m: dict[str, Any]) -> dict[str, Any]:
 
 def _v_certificate(p: dict[str, Any]) -> None:
     require_fields(
-        p, ["match_digest", "match_id", "reasons", "verdict"], ["document_digest", "trade"]
+        p,
+        ["match_digest", "match_id", "reasons", "verdict"],
+        ["document_digest", "reactive_digest", "trade"],
     )
     if "trade" in p:
         if not isinstance(p["trade"], dict):
@@ -500,6 +554,8 @@ def _v_certificate(p: dict[str, Any]) -> None:
     req_hash(p, "match_digest")
     if "document_digest" in p:
         req_hash(p, "document_digest")
+    if "reactive_digest" in p:
+        req_hash(p, "reactive_digest")
     req_str(p, "verdict", choices=("approved", "rejected"))
     reasons = p["reasons"]
     if (
@@ -528,6 +584,13 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
     book = load_book(ctx)
     housekeeping(ctx, book)
     if p["verdict"] == "approved":
+        slots = (m.end_ms - m.start_ms) // book.params.slot_ms
+        if slots > MAX_SLOTS_PER_MATCH:
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"match {mid} spans {slots} slots; an approval covers at most "
+                f"{MAX_SLOTS_PER_MATCH} (reject it instead)",
+            )
         if ctx.time_ms >= m.start_ms:
             raise ContractError(
                 codes.INVALID_PAYLOAD,
@@ -535,8 +598,15 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
             )
         if ctx.state.get(loss_steps_key(mid)) is None:
             raise ContractError(codes.INVALID_PAYLOAD, f"no loss share recorded for match {mid}")
-        if ctx.state.get(reactive_key(mid)) is None:
+        reactive = ctx.state.get(reactive_key(mid))
+        if reactive is None:
             raise ContractError(codes.INVALID_PAYLOAD, f"no reactive record for match {mid}")
+        if p.get("reactive_digest") != reactive_digest(reactive["setpoints"]):
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"an approval must name the reactive record of match {mid} by its digest "
+                f"(reactive_digest {reactive_digest(reactive['setpoints'])})",
+            )
         # the approval is the trade's record in the active-power tree: it must state the trade
         if p.get("trade") != trade_record(rec["match"]):
             raise ContractError(
@@ -545,6 +615,20 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
                 f"of match {mid} (source, destination, energy, start, duration, "
                 "power)",
             )
+        # the buyer's extras (reactive pay, loss charge at the cap) are escrowed now: what
+        # settlement may take from the buyer is capped by escrow, never its free balance
+        extras = buyer_extras_utoken(rec["match"], reactive["setpoints"], params(ctx))
+        have = tokens.balance(ctx, "utoken", m.buyer)
+        if have < extras:
+            raise ContractError(
+                codes.INSUFFICIENT_FUNDS,
+                f"approving match {mid} escrows {extras} utoken from the buyer for reactive pay "
+                f"and losses at the cap; the buyer has {have} utoken",
+            )
+        tokens.debit(ctx, "utoken", m.buyer, extras)
+        tokens.credit(ctx, "utoken", ESCROW, extras)
+        rec["extras_escrow_utoken"] = extras
+        rec["reactive_digest"] = p["reactive_digest"]
         rec["status"] = "approved"
         slot = book.params.slot_ms
         for s in range(m.start_ms, m.end_ms, slot):

@@ -1,14 +1,15 @@
 """Membership and dynamic permissions (seed 000 §II.B white list; seed 004 §3.2).
 
-The genesis names the DSO, the vendors and the validators. Vendors register prosumers (with the
-bus they are connected to); meters are bound to exactly one prosumer and its bus. Permissions are
-per transaction type: a member may send a type when its role allows it or it was granted, unless
-that permission was revoked; a suspended member can send nothing until reinstated; a revoked
-member never again. The DSO governs everyone; a vendor governs the prosumers it registered and
-their meters.
+The genesis names the DSO, the vendors and the validators. Vendors register prosumers (with the bus
+they are connected to); meters are bound to exactly one prosumer and its bus. Permissions are per
+transaction type: a member may send a type when its role allows it or it was granted, unless that
+permission was revoked (which types can be granted, and by whom, is the table in
+:mod:`gridledger.chain.contracts.roles`: never an operator's, a validator's or a meter's type); a
+suspended member can send nothing until reinstated; a revoked member never again. The DSO governs
+everyone; a vendor governs the prosumers it registered and their meters.
 
 State: ``member/<pubkey hex>`` -> {"bus", "grants", "denied", "name", "prosumer", "role",
-"since", "status", "vendor"}.
+"since", "status", "vendor"}, and a meter's optional "rating_w" (W, bounds its readings).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from gridledger.chain import codes
+from gridledger.chain.contracts import roles as roles_table
 from gridledger.chain.contracts.base import (
     Context,
     Contract,
@@ -27,6 +29,7 @@ from gridledger.chain.contracts.base import (
     req_str,
     require_fields,
 )
+from gridledger.chain.contracts.metering import MAX_METER_RATING_W
 from gridledger.chain.keys import ROLES
 
 MAX_BUS = 100_000
@@ -62,12 +65,6 @@ def get_member(ctx: Context, pub_hex: str) -> dict[str, Any]:
     if m is None:
         raise ContractError(codes.NOT_FOUND, f"{pub_hex[:16]}… is not a member")
     return m
-
-
-def may_send(member: dict[str, Any], tx_type: str, roles: frozenset[str]) -> bool:
-    return (member["role"] in roles or tx_type in member["grants"]) and tx_type not in member[
-        "denied"
-    ]
 
 
 def _governs(ctx: Context, target: dict[str, Any]) -> None:
@@ -112,7 +109,9 @@ def _x_register(ctx: Context, p: dict[str, Any]) -> None:
 
 # --- member.bind_meter ---------------------------------------------------------------------------
 def _v_bind(p: dict[str, Any]) -> None:
-    require_fields(p, ["meter", "prosumer"])
+    require_fields(p, ["meter", "prosumer"], ["rating_w"])
+    if "rating_w" in p:
+        req_int(p, "rating_w", 1, MAX_METER_RATING_W)
     req_key(p, "meter")
     req_key(p, "prosumer")
     if p["meter"] == p["prosumer"]:
@@ -126,10 +125,10 @@ def _x_bind(ctx: Context, p: dict[str, Any]) -> None:
     _governs(ctx, prosumer)
     if ctx.state.get(member_key(p["meter"])) is not None:
         raise ContractError(codes.ALREADY_EXISTS, f"{p['meter'][:16]}… is already a member")
-    ctx.state.set(
-        member_key(p["meter"]),
-        new_member("meter", ctx.height, "", prosumer["bus"], None, p["prosumer"]),
-    )
+    meter = new_member("meter", ctx.height, "", prosumer["bus"], None, p["prosumer"])
+    if "rating_w" in p:
+        meter["rating_w"] = p["rating_w"]  # readings are bounded by it (metering contract)
+    ctx.state.set(member_key(p["meter"]), meter)
     ctx.emit("member.meter_bound", meter=p["meter"], prosumer=p["prosumer"], bus=prosumer["bus"])
 
 
@@ -140,24 +139,38 @@ def _v_perm(p: dict[str, Any]) -> None:
     req_str(p, "permission", 64)
 
 
+def _set_permissions(ctx: Context, pub: str, m: dict[str, Any], grants: set, denied: set) -> None:
+    for name, perms in (("grants", grants), ("denied", denied)):
+        if len(perms) > roles_table.MAX_PERMISSIONS:
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"a member holds at most {roles_table.MAX_PERMISSIONS} {name}; "
+                f"{pub[:16]}… would hold {len(perms)}",
+            )
+    m["grants"], m["denied"] = sorted(grants), sorted(denied)
+    ctx.state.set(member_key(pub), m)
+
+
 def _x_grant(ctx: Context, p: dict[str, Any]) -> None:
     m = get_member(ctx, p["member"])
     _governs(ctx, m)
-    if ctx.member["role"] != "dso" and p["permission"].startswith("member."):
-        raise ContractError(codes.UNAUTHORIZED, "only the DSO grants membership permissions")
-    m["grants"] = sorted(set(m["grants"]) | {p["permission"]})
-    m["denied"] = sorted(set(m["denied"]) - {p["permission"]})
-    ctx.state.set(member_key(p["member"]), m)
-    ctx.emit("member.granted", member=p["member"], permission=p["permission"])
+    # the grant table (roles.GRANTABLE_BY): prosumer-level types only, never an operator's
+    roles_table.check_grant(ctx.tx_types, ctx.member, p["permission"])
+    perm = p["permission"]
+    _set_permissions(ctx, p["member"], m, set(m["grants"]) | {perm}, set(m["denied"]) - {perm})
+    ctx.emit("member.granted", member=p["member"], permission=perm)
 
 
 def _x_revoke_perm(ctx: Context, p: dict[str, Any]) -> None:
     m = get_member(ctx, p["member"])
     _governs(ctx, m)
-    m["grants"] = sorted(set(m["grants"]) - {p["permission"]})
-    m["denied"] = sorted(set(m["denied"]) | {p["permission"]})
-    ctx.state.set(member_key(p["member"]), m)
-    ctx.emit("member.permission_revoked", member=p["member"], permission=p["permission"])
+    perm = p["permission"]
+    if perm not in ctx.tx_types:
+        raise ContractError(
+            codes.INVALID_PAYLOAD, f"permission {perm!r} is not a registered transaction type"
+        )
+    _set_permissions(ctx, p["member"], m, set(m["grants"]) - {perm}, set(m["denied"]) | {perm})
+    ctx.emit("member.permission_revoked", member=p["member"], permission=perm)
 
 
 def _v_member(p: dict[str, Any]) -> None:

@@ -29,7 +29,17 @@ from gridledger.chain.contracts.base import (
     require_fields,
 )
 
-MAX_ENERGY_WH = 10**12
+# A meter's rating (W) is set when it is bound (member.bind_meter ``rating_w``); without one it
+# is the largest connection gridledger models, 1 GW (a sub-transmission bulk supply point: the
+# demo's seed-002 loads draw up to ~100 MW).  A reading's import, export and reactive energy
+# are bounded by the rating over its interval, so one signed reading cannot report (and mint,
+# and certify as green) more than its meter can physically see.
+MAX_METER_RATING_W = 1_000_000_000
+
+
+def max_energy_wh(rating_w: int, duration_s: int) -> int:
+    """The most energy (Wh, or varh) a meter of ``rating_w`` sees in ``duration_s`` seconds."""
+    return rating_w * duration_s // 3600
 
 
 def _v_reading(p: dict[str, Any]) -> None:
@@ -38,11 +48,12 @@ def _v_reading(p: dict[str, Any]) -> None:
     )
     req_key(p, "meter")
     req_int(p, "start_ms", 0)
-    req_int(p, "duration_s", 1, 86400)
-    req_int(p, "import_wh", 0, MAX_ENERGY_WH)
-    req_int(p, "export_wh", 0, MAX_ENERGY_WH)
+    duration_s = req_int(p, "duration_s", 1, 86400)
+    rated = max_energy_wh(MAX_METER_RATING_W, duration_s)
+    req_int(p, "import_wh", 0, rated)
+    req_int(p, "export_wh", 0, rated)
     if "q_varh" in p:
-        req_int(p, "q_varh", -MAX_ENERGY_WH, MAX_ENERGY_WH)
+        req_int(p, "q_varh", -rated, rated)
     if "detail_hash" in p:
         req_hash(p, "detail_hash")
 
@@ -57,6 +68,15 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
     prosumer = ctx.member.get("prosumer")
     if not prosumer:
         raise ContractError(codes.UNAUTHORIZED, "meter is not bound to a prosumer")
+    rating_w = ctx.member.get("rating_w", MAX_METER_RATING_W)
+    rated = max_energy_wh(rating_w, p["duration_s"])
+    for name in ("import_wh", "export_wh", "q_varh"):
+        if abs(p.get(name, 0)) > rated:
+            raise ContractError(
+                codes.INVALID_PAYLOAD,
+                f"{name} {p[name]} exceeds what a meter rated {rating_w} W "
+                f"sees in {p['duration_s']} s ({rated})",
+            )
     key = f"meter/{p['meter']}"
     last = ctx.state.get(key) or {"end_ms": 0, "export_wh": 0, "import_wh": 0}
     if p["start_ms"] < last["end_ms"]:

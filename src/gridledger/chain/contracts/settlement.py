@@ -1,20 +1,23 @@
 """The settlement contract (seed 001's billing contract S2; seed 004 §3.4 energy tokens).
 
 * ``settlement.reading`` (meter): the same payload as ``meter.reading`` and executed by the
-  metering contract first (signature must be the named meter's, intervals never overlap or go
-  back, exported Wh minted as ``ewh`` to the meter's prosumer, imported Wh burned up to its
-  balance).  Then, for a reading covering exactly one market slot that has ended in block time,
-  the reading is recorded for settlement, green generation earns renewable-energy certificates
-  (one per MWh, in the ``rec/<id>`` form of the certificates contract so they can be
-  transferred and retired there), and every approved trade of that slot whose two parties have
-  both been metered is settled: delivered energy paid buyer -> seller at the agreed price, the
+  metering contract first (signature must be the named meter's, intervals never overlap or go back,
+  exported Wh minted as ``ewh`` to the meter's prosumer, imported Wh burned up to its balance).
+  Then, for a reading covering exactly one market slot that has ended in block time, the reading is
+  recorded for settlement, green generation earns renewable-energy certificates (one per MWh,
+  issued as ONE record per reading that carries all the reading's whole MWh, in the ``rec/<id>``
+  form of the certificates contract so they can be transferred and retired there: a reading writes
+  O(1) state keys whatever it exports), and every approved trade of that slot whose two parties
+  have both been metered is settled: delivered energy paid buyer -> seller at the agreed price, the
   loss share charged, the regulator nodes paid, deviations penalized (market/settlement.py), the
-  delivered ``ewh`` moved from seller to buyer and burned against the buyer's unbacked
-  consumption.  Each settlement record names its match, certificate and readings.
+  delivered ``ewh`` moved from seller to buyer and burned against the buyer's unbacked consumption.
+  Each settlement record names its match, certificate and readings.
 * ``settlement.green`` (dso, vendor): declares a prosumer's generation renewable (or not).
 
-Payments never overdraw: the buyer's side is paid from the bid's escrow, then its balance; what
-cannot be paid is recorded as a shortfall.  Money only moves (supply changes only by mint/burn).
+Payments never overdraw and never exceed what was escrowed: the buyer's side is paid from the
+bid's escrow and the extras escrowed when the match was approved, never from its free balance;
+the seller's side (its loss part, its penalty) from its balance; what cannot be paid is
+recorded as a shortfall.  Money only moves (supply changes only by mint/burn).
 """
 
 from __future__ import annotations
@@ -127,24 +130,26 @@ def _issue_recs(ctx: Context, prosumer: str, start: int, end: int, export_wh: in
         return
     carry_key, count_key = f"settle/rec_carry/{prosumer}", f"settle/rec_count/{prosumer}"
     n, carry = recs_for_green(ctx.state.get_int(carry_key), export_wh)
-    serial = ctx.state.get_int(count_key)
-    bus = (ctx.member or {}).get("bus")
-    for i in range(n):
-        rid = rec_id(prosumer, serial + i)
-        ctx.state.set(
-            f"rec/{rid}",
-            {
-                "bus": bus,
-                "end_ms": end,
-                "energy_wh": REC_WH,
-                "owner": prosumer,
-                "start_ms": start,
-                "status": "active",
-            },
-        )
-        ctx.emit("rec.issued", id=rid, owner=prosumer, energy_wh=REC_WH, reading=ctx.txid)
     ctx.state.set_int(carry_key, carry)
-    ctx.state.set_int(count_key, serial + n)
+    if n == 0:
+        return
+    # One record for the reading's n certificates (n MWh), not n records: the state a reading
+    # writes does not grow with the energy it reports (docs/ledger.md, "Bounds").
+    serial = ctx.state.get_int(count_key)
+    rid = rec_id(prosumer, serial)
+    ctx.state.set(
+        f"rec/{rid}",
+        {
+            "bus": (ctx.member or {}).get("bus"),
+            "end_ms": end,
+            "energy_wh": n * REC_WH,
+            "owner": prosumer,
+            "start_ms": start,
+            "status": "active",
+        },
+    )
+    ctx.emit("rec.issued", id=rid, owner=prosumer, energy_wh=n * REC_WH, reading=ctx.txid)
+    ctx.state.set_int(count_key, serial + 1)
 
 
 def _share(ctx: Context, slot_start: int, mid: str, party: str, role: str, metered: int) -> int:
@@ -194,14 +199,9 @@ def _settle(ctx: Context, book: Any, mid: str, slot_start: int) -> None:
     for t in result.transfers:
         payer, payee = accounts[t.payer], accounts[t.payee]
         if t.payer == BUYER:
-            from_escrow = min(bid["escrow_utoken"], t.amount_utoken)
-            bid["escrow_utoken"] -= from_escrow
-            tokens.debit(ctx, "utoken", ESCROW, from_escrow)
-            rest, short = pay_capped(
-                tokens.balance(ctx, "utoken", payer), t.amount_utoken - from_escrow
-            )
-            tokens.debit(ctx, "utoken", payer, rest)
-            paid = from_escrow + rest
+            paid = _from_buyer_escrow(bid, rec, t.kind, t.amount_utoken)
+            short = t.amount_utoken - paid
+            tokens.debit(ctx, "utoken", ESCROW, paid)
         else:
             paid, short = pay_capped(tokens.balance(ctx, "utoken", payer), t.amount_utoken)
             tokens.debit(ctx, "utoken", payer, paid)
@@ -251,9 +251,33 @@ def _settle(ctx: Context, book: Any, mid: str, slot_start: int) -> None:
     rec["slots_settled"] = rec.get("slots_settled", 0) + 1
     if rec["slots_settled"] == (m["end_ms"] - m["start_ms"]) // slot:
         rec["status"] = "settled"
+        extras = rec.get("extras_escrow_utoken", 0)
+        if extras:
+            tokens.debit(ctx, "utoken", ESCROW, extras)
+            tokens.credit(ctx, "utoken", m["buyer"], extras)
+            rec["extras_escrow_utoken"] = 0
+            ctx.emit("market.escrow_released", match=mid, buyer=m["buyer"], amount=extras)
     ctx.state.set(match_key(mid), rec)
     if rec["status"] == "settled":
         release_escrow_if_done(ctx, book, m["bid_id"])
+
+
+def _from_buyer_escrow(bid: dict[str, Any], rec: dict[str, Any], kind: str, amount: int) -> int:
+    """Take up to ``amount`` from what the buyer escrowed (the bid's escrow, made when it was
+    posted, and the match's extras, made at approval) and return what was taken; the rest is
+    a shortfall.  The buyer's free balance is never touched, so no record can charge a buyer
+    more than it escrowed.  Loss and reactive pay come from the match's extras first, energy
+    and penalties from the bid's escrow first, so one match's extras do not eat the escrow
+    another match of the same bid needs for its energy."""
+    pots = [(rec, "extras_escrow_utoken"), (bid, "escrow_utoken")]
+    if kind not in ("loss", "reactive"):
+        pots.reverse()
+    taken = 0
+    for holder, field in pots:
+        take = min(holder.get(field, 0), amount - taken)
+        holder[field] = holder.get(field, 0) - take
+        taken += take
+    return taken
 
 
 # --- settlement.green -----------------------------------------------------------------------------
