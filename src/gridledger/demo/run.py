@@ -22,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.agents.client import ChainClient, must
+from gridledger.chain.contracts.market import (
+    DEFAULT_HORIZON_MS,
+    MAX_HORIZON_SLOTS,
+    NEXT_MATCH,
+    match_count,
+    match_id,
+    match_key,
+)
 from gridledger.chain.genesis import make_genesis
 from gridledger.demo.localchain import LocalChain
 from gridledger.demo.plan import agents_for_role, key_of, make_plan
@@ -62,7 +70,13 @@ def setup(
     funds the parties and declares which generation is renewable."""
     vendor, dso = key_of(plan, "vendor"), key_of(plan, "dso")
     if plan["slot_ms"] != DEFAULT_SLOT_MS:
-        must(client.submit(dso, "market.configure", {"slot_ms": plan["slot_ms"]}), "slot length")
+        slot = plan["slot_ms"]
+        # short demo slots: the horizon shrinks with them (the market bounds it in slots)
+        horizon = min(DEFAULT_HORIZON_MS // slot, MAX_HORIZON_SLOTS) * slot
+        must(
+            client.submit(dso, "market.configure", {"slot_ms": slot, "horizon_ms": horizon}),
+            "slot length and order horizon",
+        )
     for p in plan["parties"]:
         must(
             client.submit(
@@ -112,10 +126,10 @@ def trade_recs(
     from gridledger.chain.contracts.settlement import rec_id
 
     names = {key_of(plan, p["name"]).pub_hex: p["name"] for p in plan["parties"]}
-    n = (client.state("market/book") or {}).get("next_match", 0)
+    n = match_count(client.state(NEXT_MATCH))
     served: dict[str, dict[str, int]] = {}
     for i in range(n):
-        rec = client.state(f"market/match/m{i}")
+        rec = client.state(match_key(match_id(i)))
         if rec["status"] == "settled" and rec["match"]["green"]:
             m = rec["match"]
             served.setdefault(m["seller"], {}).setdefault(m["buyer"], 0)

@@ -19,8 +19,11 @@ Transaction types (payload fields in integers; see docs/market.md):
   record first and must arrive before delivery starts.  A rejection records the reasons, gives
   the power back to the book and lets the bid look for another seller.
 
-Matches and orders are in ``market/…`` state keys; the order book is one record (it holds open
-orders only: expired ones are dropped at every market transaction).
+Matches and orders are in ``market/…`` state keys, built by the key functions below (the one
+place they are spelled; agents and reports use them too).  The order book is one record per open
+order plus ordered index keys (market_book.py), so a market transaction touches only the orders
+it reads or changes.  Orders are bounded by the DSO's horizon and each member's open orders by a
+cap (``horizon_ms``, ``max_open_orders`` in the market parameters).
 """
 
 from __future__ import annotations
@@ -42,11 +45,24 @@ from gridledger.chain.contracts.base import (
     req_str,
     require_fields,
 )
+from gridledger.chain.contracts.market_book import (
+    DEFAULT_HORIZON_MS,
+    DEFAULT_MAX_OPEN_ORDERS,
+    MAX_HORIZON_SLOTS,
+    SEQ,
+    ChainBook,
+)
+
+# the order book's keys, re-exported so that this module is the one place readers import from
+from gridledger.chain.contracts.market_book import NEXT_MATCH as NEXT_MATCH
+from gridledger.chain.contracts.market_book import band_key as band_key
+from gridledger.chain.contracts.market_book import match_id as match_id
+from gridledger.chain.contracts.market_book import open_count_key as open_count_key
+from gridledger.chain.contracts.market_book import order_key as order_key
 from gridledger.market.matching import (
     PRICING_RULES,
     MarketParams,
     Match,
-    OrderBook,
     ranking_from_rows,
 )
 from gridledger.market.orders import (
@@ -67,7 +83,6 @@ DSO_ONLY = frozenset({"dso"})
 MAX_ROWS = 256
 MAX_REASONS = 16
 
-BOOK = "market/book"
 PARAMS = "market/params"
 PENDING = "market/pending"
 RANKING = "market/ranking"
@@ -89,6 +104,8 @@ def default_params() -> dict[str, Any]:
         "loss_buyer_share_ppm": s.loss_buyer_share_ppm,
         "penalty_ppm": s.penalty_ppm,
         "tolerance_ppm": s.tolerance_ppm,
+        "horizon_ms": DEFAULT_HORIZON_MS,
+        "max_open_orders": DEFAULT_MAX_OPEN_ORDERS,
     }
 
 
@@ -97,17 +114,34 @@ def market_params(ctx: Context) -> MarketParams:
     return MarketParams(slot_ms=p["slot_ms"], pricing=p["pricing"])
 
 
-def load_book(ctx: Context) -> OrderBook:
-    data = ctx.state.get(BOOK)
-    return OrderBook(market_params(ctx)) if data is None else OrderBook.from_dict(data)
+def horizon_ms(ctx: Context) -> int:
+    return params(ctx).get("horizon_ms", DEFAULT_HORIZON_MS)
 
 
-def save_book(ctx: Context, book: OrderBook) -> None:
-    ctx.state.set(BOOK, book.to_dict())
+def load_book(ctx: Context) -> ChainBook:
+    """The order book: a view over the state (each order is its own record; nothing to save)."""
+    return ChainBook(ctx.state, market_params(ctx), horizon_ms(ctx))
 
 
+# --- state keys (the one home of their spelling; settlement, agents and reports use these) ------
 def match_key(match_id: str) -> str:
     return f"market/match/{match_id}"
+
+
+def slot_matches_key(slot_start_ms: int) -> str:
+    """The approved matches delivering in a slot, in certification order."""
+    return f"market/slot/{slot_start_ms}"
+
+
+def loss_record_key(from_ms: int) -> str:
+    """The DSO's latest ``market.losses`` record for the trades running from ``from_ms``."""
+    return f"market/lossrec/{from_ms}"
+
+
+def match_count(state_value: Any) -> int:
+    """How many matches exist (ids ``match_id(0) .. match_id(n - 1)``), from the raw value of
+    :data:`NEXT_MATCH` as any state reader returns it (None before the first match)."""
+    return int(state_value or 0)
 
 
 def get_match(ctx: Context, match_id: str) -> dict[str, Any]:
@@ -130,7 +164,7 @@ def ranking(ctx: Context) -> dict[int, Any]:
     return ranking_from_rows(ctx.state.get(RANKING) or [])
 
 
-def _record_matches(ctx: Context, book: OrderBook, matches: list[Match]) -> None:
+def _record_matches(ctx: Context, book: ChainBook, matches: list[Match]) -> None:
     pending = ctx.state.get(PENDING) or []
     for m in matches:
         d = m.to_dict()
@@ -165,13 +199,14 @@ def _drop_pending(ctx: Context, match_id: str) -> None:
     ctx.state.set(PENDING, [m for m in pending if m != match_id])
 
 
-def release_escrow_if_done(ctx: Context, book: OrderBook, bid_id: str) -> None:
+def release_escrow_if_done(ctx: Context, book: ChainBook, bid_id: str) -> None:
     """Give the buyer back what is left of a bid's escrow once nothing more can be charged:
     the bid cannot be matched any more and each of its matches is rejected or fully settled."""
     bid = ctx.state.get(bid_key(bid_id))
     if bid is None or bid["escrow_utoken"] == 0:
         return
-    if bid_id in book.bids and book.bid_left_w.get(bid_id, 0) > 0:
+    order = book.get_order(bid_id)
+    if order is not None and order["left_w"] > 0:
         return
     for mid in bid["matches"]:
         if ctx.state.get(match_key(mid))["status"] not in ("rejected", "settled"):
@@ -184,12 +219,36 @@ def release_escrow_if_done(ctx: Context, book: OrderBook, bid_id: str) -> None:
     ctx.emit("market.escrow_released", bid=bid_id, buyer=bid["buyer"], amount=amount)
 
 
-def housekeeping(ctx: Context, book: OrderBook) -> None:
-    """Expire orders whose window has ended (block time) and release idle escrow."""
-    for oid in book.expire(ctx.time_ms):
+def housekeeping(ctx: Context, book: ChainBook, owner: str | None = None) -> None:
+    """Expire orders whose window has ended (block time; a bounded number per transaction, and
+    all of ``owner``'s) and release idle escrow."""
+    gone = book.expire(ctx.time_ms)
+    if owner is not None:
+        gone += book.expire_owner(owner, ctx.time_ms)
+    for oid in gone:
         ctx.emit("market.expired", order=oid)
         if ctx.state.get(bid_key(oid)) is not None:
             release_escrow_if_done(ctx, book, oid)
+
+
+def _admit_order(ctx: Context, book: ChainBook, end_ms: int) -> None:
+    """The limits a member's new order must respect: the DSO's horizon (so an order's records
+    and the search for its counterparts stay bounded) and the cap on open orders (so a member
+    cannot flood the book; its own ended orders are swept first)."""
+    horizon = book.horizon_ms
+    if end_ms - ctx.time_ms > horizon:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"window ends at {end_ms}, more than the market horizon of {horizon} ms "
+            f"after the block time {ctx.time_ms}",
+        )
+    cap = params(ctx).get("max_open_orders", DEFAULT_MAX_OPEN_ORDERS)
+    if book.open_orders(ctx.sender) >= cap:
+        raise ContractError(
+            codes.LIMIT_REACHED,
+            f"{cap} open orders already (the market's per-member cap): cancel one or wait "
+            "for one to end",
+        )
 
 
 def _order(fn):
@@ -223,17 +282,29 @@ def _v_configure(p: dict[str, Any]) -> None:
             req_int(p, name, 0, 1_000_000)
     if "penalty_ppm" in p:
         req_int(p, "penalty_ppm", 0, 10_000_000)
+    if "horizon_ms" in p:
+        req_int(p, "horizon_ms", 1_000, 366 * 86_400_000)
+    if "max_open_orders" in p:
+        req_int(p, "max_open_orders", 1, 100_000)
 
 
 def _x_configure(ctx: Context, p: dict[str, Any]) -> None:
     """The DSO sets the market rules before trading opens; they are frozen afterwards so that
     no trade is ever settled under rules it was not made under."""
-    if ctx.state.get(BOOK) is not None:
+    if ctx.state.get_int(SEQ) > 0:
         raise ContractError(
             codes.INVALID_PAYLOAD,
             "market parameters are frozen once the first order has been posted",
         )
-    ctx.state.set(PARAMS, {**params(ctx), **p})
+    new = {**default_params(), **params(ctx), **p}
+    slot, horizon = new["slot_ms"], new["horizon_ms"]
+    if horizon % slot or not 1 <= horizon // slot <= MAX_HORIZON_SLOTS:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"horizon_ms {horizon} must be a whole number of {slot} ms slots, "
+            f"from 1 to {MAX_HORIZON_SLOTS} of them (set horizon_ms with slot_ms)",
+        )
+    ctx.state.set(PARAMS, new)
     ctx.emit("market.configured", **p)
 
 
@@ -261,12 +332,12 @@ def _own_bus(ctx: Context, node: int) -> None:
 def _x_offer(ctx: Context, p: dict[str, Any]) -> None:
     _own_bus(ctx, p["node"])
     book = load_book(ctx)
-    housekeeping(ctx, book)
+    housekeeping(ctx, book, ctx.sender)
     offer = parse_offer(p, offer_id=ctx.txid, seller=ctx.sender, slot_ms=book.params.slot_ms)
+    _admit_order(ctx, book, offer.end_ms)
     matches = book.add_offer(offer, ctx.time_ms, ranking(ctx))
     ctx.emit("market.offer", id=ctx.txid, seller=ctx.sender, node=offer.node, power_w=offer.power_w)
     _record_matches(ctx, book, matches)
-    save_book(ctx, book)
 
 
 def _v_bid(p: dict[str, Any]) -> None:
@@ -281,8 +352,9 @@ def _v_bid(p: dict[str, Any]) -> None:
 def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
     _own_bus(ctx, p["node"])
     book = load_book(ctx)
-    housekeeping(ctx, book)
+    housekeeping(ctx, book, ctx.sender)
     bid = parse_bid(p, bid_id=ctx.txid, buyer=ctx.sender, slot_ms=book.params.slot_ms)
+    _admit_order(ctx, book, bid.end_ms)
     escrow = bid.max_cost_utoken()
     have = tokens.balance(ctx, "utoken", ctx.sender)
     if have < escrow:
@@ -306,7 +378,6 @@ def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
         escrow=escrow,
     )
     _record_matches(ctx, book, matches)
-    save_book(ctx, book)
 
 
 def _v_cancel(p: dict[str, Any]) -> None:
@@ -318,13 +389,12 @@ def _v_cancel(p: dict[str, Any]) -> None:
 def _x_cancel(ctx: Context, p: dict[str, Any]) -> None:
     book = load_book(ctx)
     housekeeping(ctx, book)
-    if p["order"] not in book.offers and p["order"] not in book.bids:
+    if book.get_order(p["order"]) is None:
         raise ContractError(codes.NOT_FOUND, f"no open order {p['order'][:16]}…")
     book.cancel(p["order"], ctx.sender)
     ctx.emit("market.cancelled", order=p["order"])
     if ctx.state.get(bid_key(p["order"])) is not None:
         release_escrow_if_done(ctx, book, p["order"])
-    save_book(ctx, book)
 
 
 # --- market.ranking -------------------------------------------------------------------------------
@@ -411,7 +481,7 @@ def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
         steps = [st for st in (ctx.state.get(key) or []) if st[0] != p["from_ms"]]
         steps.append([p["from_ms"], s["loss_w"]])
         ctx.state.set(key, sorted(steps))
-    ctx.state.set(f"market/lossrec/{p['from_ms']}", {**p, "tx": ctx.txid})
+    ctx.state.set(loss_record_key(p["from_ms"]), {**p, "tx": ctx.txid})
     ctx.emit(
         "market.losses",
         from_ms=p["from_ms"],
@@ -548,7 +618,7 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
         rec["status"] = "approved"
         slot = book.params.slot_ms
         for s in range(m.start_ms, m.end_ms, slot):
-            key = f"market/slot/{s}"
+            key = slot_matches_key(s)
             ctx.state.set(key, [*(ctx.state.get(key) or []), mid])
     else:
         rec["status"] = "rejected"
@@ -563,7 +633,6 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
     if p["verdict"] == "rejected":
         _record_matches(ctx, book, book.match_bid(m.bid_id, ctx.time_ms, ranking(ctx)))
         release_escrow_if_done(ctx, book, m.bid_id)
-    save_book(ctx, book)
 
 
 CONTRACT = Contract(
