@@ -64,7 +64,7 @@ def test_scan_refuses_keys_that_are_not_kept_sorted() -> None:
 
 # --- the state-backed book against the reference book --------------------------------------------
 SLOT = 1_000
-HORIZON_SLOTS = 6
+HORIZON_SLOTS = 6  # the longest window, and how far ahead orders go
 ACCOUNTS = ["a", "b", "c"]
 NODES = {"a": 2, "b": 3, "c": 4}
 RANKING = {
@@ -86,7 +86,7 @@ ops = st.lists(st.one_of(order_op, order_op, order_op, other_op), min_size=8, ma
 
 def _fresh_chain_book(params: MarketParams) -> tuple[ChainBook, State]:
     state = State({}, Overlay(), SortedSet())
-    return ChainBook(state, params, HORIZON_SLOTS * SLOT), state
+    return ChainBook(state, params, HORIZON_SLOTS), state
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -167,7 +167,7 @@ def test_a_long_window_costs_the_same_keys_as_a_short_one() -> None:
     sizes = []
     for slots in (1, 48):
         state = State({}, Overlay(), SortedSet())
-        book = ChainBook(state, MarketParams(slot_ms=SLOT), 48 * SLOT)
+        book = ChainBook(state, MarketParams(slot_ms=SLOT), 48)
         book.add_offer(Offer("o", "a", 2, 10, 0, 5, 10 * SLOT, (10 + slots) * SLOT), 0)
         writes = state._journal  # this transaction's writes
         sizes.append((len(writes), sum(len(k) + len(v or b"") for k, v in writes.items())))
@@ -176,7 +176,7 @@ def test_a_long_window_costs_the_same_keys_as_a_short_one() -> None:
 
 def test_partial_fills_store_remainders_only_for_the_slots_matched() -> None:
     state = State({}, Overlay(), SortedSet())
-    book = ChainBook(state, MarketParams(slot_ms=SLOT), 48 * SLOT)
+    book = ChainBook(state, MarketParams(slot_ms=SLOT), 48)
     book.add_offer(Offer("o", "a", 2, 100, 0, 5, SLOT, 41 * SLOT), 0)
     (m,) = book.add_bid(Bid("b", "b", 3, 30, 9, 3 * SLOT, 5 * SLOT), 0)
     assert m.power_w == 30

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from gridledger.chain import codes, merkle
 from gridledger.chain.contracts.market import (
+    DEFAULT_MAX_WINDOW_SLOTS,
     ESCROW,
-    MAX_HORIZON_SLOTS,
     open_count_key,
     order_key,
     trade_record,
@@ -613,21 +613,25 @@ def test_a_second_meter_cannot_report_a_metered_slot_again(kit: Kit) -> None:
     kit.supply_matches_balances()
 
 
-def test_the_dso_horizon_refuses_a_seven_day_offer_of_three_second_slots(kit: Kit) -> None:
+def test_a_seven_day_offer_of_three_second_slots_is_refused(kit: Kit) -> None:
     """The issue's abuse: one offer whose window was 7 days of 3-second slots made the book
-    4.8 MB.  A slot that short needs a horizon of at most MAX_HORIZON_SLOTS slots, and an
-    order must end within the horizon."""
-    short = kit.send(DSO, "market.configure", {"slot_ms": 3_000})  # 48 h = 57,600 slots
-    assert short.code == codes.INVALID_PAYLOAD and "horizon_ms" in short.log
-    kit.ok(DSO, "market.configure", {"slot_ms": 3_000, "horizon_ms": MAX_HORIZON_SLOTS * 3_000})
+    4.8 MB.  An order must end within the DSO's horizon (48 h by default) and span at most
+    max_window_slots slots; the refusal changes nothing."""
+    big = kit.send(DSO, "market.configure", {"max_window_slots": 10_000})
+    assert big.code == codes.INVALID_PAYLOAD and "max_window_slots" in big.log
+    kit.ok(DSO, "market.configure", {"slot_ms": 3_000})
     kit.block(T - 8 * SLOT)
     start = T - 8 * SLOT + 3_000
     week = kit.offer("dg2", 1_000, 100, start, start + 7 * 24 * 3_600_000)
     assert week.code == codes.INVALID_PAYLOAD and "horizon" in week.log
+    hour = kit.offer("dg2", 1_000, 100, start, start + 3_600_000)  # inside the horizon
+    assert hour.code == codes.INVALID_PAYLOAD and "max_window_slots" in hour.log
+    far = kit.offer("dg2", 1_000, 100, T + 200 * SLOT, T + 200 * SLOT + 3_000)  # 50 h ahead
+    assert far.code == codes.INVALID_PAYLOAD and "horizon" in far.log
     kit.block(T - 8 * SLOT + 1_000)
     assert kit.chain.keys_with_prefix("market/order/") == []
     assert kit.chain.keys_with_prefix("market/ix/") == []
-    fits = kit.offer("dg2", 1_000, 100, start, start + MAX_HORIZON_SLOTS * 3_000 - 3_000)
+    fits = kit.offer("dg2", 1_000, 100, start, start + DEFAULT_MAX_WINDOW_SLOTS * 3_000)
     assert fits.ok, fits.log
     kit.block(T - 8 * SLOT + 2_000)
     assert kit.chain.keys_with_prefix("market/order/") == [order_key(fits.txid)]

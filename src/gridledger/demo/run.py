@@ -22,14 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.agents.client import ChainClient, must
-from gridledger.chain.contracts.market import (
-    DEFAULT_HORIZON_MS,
-    MAX_HORIZON_SLOTS,
-    NEXT_MATCH,
-    match_count,
-    match_id,
-    match_key,
-)
+from gridledger.chain.contracts.market import NEXT_MATCH, match_count, match_id, match_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.demo.localchain import LocalChain
 from gridledger.demo.plan import agents_for_role, key_of, make_plan
@@ -70,13 +63,7 @@ def setup(
     funds the parties and declares which generation is renewable."""
     vendor, dso = key_of(plan, "vendor"), key_of(plan, "dso")
     if plan["slot_ms"] != DEFAULT_SLOT_MS:
-        slot = plan["slot_ms"]
-        # short demo slots: the horizon shrinks with them (the market bounds it in slots)
-        horizon = min(DEFAULT_HORIZON_MS // slot, MAX_HORIZON_SLOTS) * slot
-        must(
-            client.submit(dso, "market.configure", {"slot_ms": slot, "horizon_ms": horizon}),
-            "slot length and order horizon",
-        )
+        must(client.submit(dso, "market.configure", {"slot_ms": plan["slot_ms"]}), "slot length")
     for p in plan["parties"]:
         must(
             client.submit(

@@ -22,8 +22,9 @@ Transaction types (payload fields in integers; see docs/market.md):
 Matches and orders are in ``market/…`` state keys, built by the key functions below (the one
 place they are spelled; agents and reports use them too).  The order book is one record per open
 order plus ordered index keys (market_book.py), so a market transaction touches only the orders
-it reads or changes.  Orders are bounded by the DSO's horizon and each member's open orders by a
-cap (``horizon_ms``, ``max_open_orders`` in the market parameters).
+it reads or changes.  An order must end within the DSO's horizon and span at most a number of
+slots, and each member's open orders are capped (``horizon_ms``, ``max_window_slots``,
+``max_open_orders`` in the market parameters).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from gridledger.chain.contracts.base import (
 from gridledger.chain.contracts.market_book import (
     DEFAULT_HORIZON_MS,
     DEFAULT_MAX_OPEN_ORDERS,
-    MAX_HORIZON_SLOTS,
+    DEFAULT_MAX_WINDOW_SLOTS,
+    MAX_WINDOW_SLOTS,
     SEQ,
     ChainBook,
 )
@@ -105,6 +107,7 @@ def default_params() -> dict[str, Any]:
         "penalty_ppm": s.penalty_ppm,
         "tolerance_ppm": s.tolerance_ppm,
         "horizon_ms": DEFAULT_HORIZON_MS,
+        "max_window_slots": DEFAULT_MAX_WINDOW_SLOTS,
         "max_open_orders": DEFAULT_MAX_OPEN_ORDERS,
     }
 
@@ -114,13 +117,10 @@ def market_params(ctx: Context) -> MarketParams:
     return MarketParams(slot_ms=p["slot_ms"], pricing=p["pricing"])
 
 
-def horizon_ms(ctx: Context) -> int:
-    return params(ctx).get("horizon_ms", DEFAULT_HORIZON_MS)
-
-
 def load_book(ctx: Context) -> ChainBook:
     """The order book: a view over the state (each order is its own record; nothing to save)."""
-    return ChainBook(ctx.state, market_params(ctx), horizon_ms(ctx))
+    window = params(ctx).get("max_window_slots", DEFAULT_MAX_WINDOW_SLOTS)
+    return ChainBook(ctx.state, market_params(ctx), window)
 
 
 # --- state keys (the one home of their spelling; settlement, agents and reports use these) ------
@@ -231,16 +231,23 @@ def housekeeping(ctx: Context, book: ChainBook, owner: str | None = None) -> Non
             release_escrow_if_done(ctx, book, oid)
 
 
-def _admit_order(ctx: Context, book: ChainBook, end_ms: int) -> None:
-    """The limits a member's new order must respect: the DSO's horizon (so an order's records
-    and the search for its counterparts stay bounded) and the cap on open orders (so a member
+def _admit_order(ctx: Context, book: ChainBook, start_ms: int, end_ms: int) -> None:
+    """The limits a member's new order must respect: the DSO's horizon (how far ahead, so an
+    order leaves the book in bounded time), the longest window (so the search for its
+    counterparts and its per-slot records stay bounded) and the cap on open orders (so a member
     cannot flood the book; its own ended orders are swept first)."""
-    horizon = book.horizon_ms
+    horizon = params(ctx).get("horizon_ms", DEFAULT_HORIZON_MS)
     if end_ms - ctx.time_ms > horizon:
         raise ContractError(
             codes.INVALID_PAYLOAD,
             f"window ends at {end_ms}, more than the market horizon of {horizon} ms "
             f"after the block time {ctx.time_ms}",
+        )
+    if end_ms - start_ms > book.max_window_ms:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"window of {(end_ms - start_ms) // book.params.slot_ms} slots is longer than the "
+            f"market's max_window_slots of {book.max_window_ms // book.params.slot_ms}",
         )
     cap = params(ctx).get("max_open_orders", DEFAULT_MAX_OPEN_ORDERS)
     if book.open_orders(ctx.sender) >= cap:
@@ -284,6 +291,8 @@ def _v_configure(p: dict[str, Any]) -> None:
         req_int(p, "penalty_ppm", 0, 10_000_000)
     if "horizon_ms" in p:
         req_int(p, "horizon_ms", 1_000, 366 * 86_400_000)
+    if "max_window_slots" in p:
+        req_int(p, "max_window_slots", 1, MAX_WINDOW_SLOTS)
     if "max_open_orders" in p:
         req_int(p, "max_open_orders", 1, 100_000)
 
@@ -296,15 +305,7 @@ def _x_configure(ctx: Context, p: dict[str, Any]) -> None:
             codes.INVALID_PAYLOAD,
             "market parameters are frozen once the first order has been posted",
         )
-    new = {**default_params(), **params(ctx), **p}
-    slot, horizon = new["slot_ms"], new["horizon_ms"]
-    if horizon % slot or not 1 <= horizon // slot <= MAX_HORIZON_SLOTS:
-        raise ContractError(
-            codes.INVALID_PAYLOAD,
-            f"horizon_ms {horizon} must be a whole number of {slot} ms slots, "
-            f"from 1 to {MAX_HORIZON_SLOTS} of them (set horizon_ms with slot_ms)",
-        )
-    ctx.state.set(PARAMS, new)
+    ctx.state.set(PARAMS, {**params(ctx), **p})
     ctx.emit("market.configured", **p)
 
 
@@ -334,7 +335,7 @@ def _x_offer(ctx: Context, p: dict[str, Any]) -> None:
     book = load_book(ctx)
     housekeeping(ctx, book, ctx.sender)
     offer = parse_offer(p, offer_id=ctx.txid, seller=ctx.sender, slot_ms=book.params.slot_ms)
-    _admit_order(ctx, book, offer.end_ms)
+    _admit_order(ctx, book, offer.start_ms, offer.end_ms)
     matches = book.add_offer(offer, ctx.time_ms, ranking(ctx))
     ctx.emit("market.offer", id=ctx.txid, seller=ctx.sender, node=offer.node, power_w=offer.power_w)
     _record_matches(ctx, book, matches)
@@ -354,7 +355,7 @@ def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
     book = load_book(ctx)
     housekeeping(ctx, book, ctx.sender)
     bid = parse_bid(p, bid_id=ctx.txid, buyer=ctx.sender, slot_ms=book.params.slot_ms)
-    _admit_order(ctx, book, bid.end_ms)
+    _admit_order(ctx, book, bid.start_ms, bid.end_ms)
     escrow = bid.max_cost_utoken()
     have = tokens.balance(ctx, "utoken", ctx.sender)
     if have < escrow:

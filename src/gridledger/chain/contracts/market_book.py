@@ -21,10 +21,12 @@ Index keys are their own entries (the value is 1): ``State.scan`` walks them in 
 Numbers are zero-padded to 16 digits so key order is numeric order.
 
 Why offers are indexed by start slot only: an offer serves a bid when its window covers the
-bid's, and windows are at most the DSO's horizon long, so the offers that can serve a bid are
-among those starting in ``[bid end - horizon, bid start]``.  Each order has a fixed number of
-index keys whatever its window length.  The rules and the matches are those of the in-memory
-reference :class:`gridledger.market.matching.OrderBook` (tests check them against each other).
+bid's, and a window spans at most ``max_window_slots`` slots (a market parameter), so the offers
+that can serve a bid are among those starting in ``[bid end - max window, bid start]``: a bid
+visits at most that many start slots, whatever the size of the book.  Each order has a fixed
+number of index keys whatever its window length.  The rules and the matches are those of the
+in-memory reference :class:`gridledger.market.matching.OrderBook` (tests check them against
+each other).
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ from gridledger.market.orders import (
     slots_of,
 )
 
-DEFAULT_HORIZON_MS = 48 * 3_600_000
-# An order window spans at most this many slots (the horizon / slot length): it bounds the
-# start slots a bid searches and the per-slot remainders an offer record can hold.
-MAX_HORIZON_SLOTS = 576  # 48 h of 5-minute slots
+DEFAULT_HORIZON_MS = 48 * 3_600_000  # an order must end within this of the block time
+# An order window spans at most max_window_slots slots: it bounds the start slots a bid
+# searches (the K of a K-way merge, measured in bench/market.py) and the per-slot remainders an
+# offer record can hold.  The DSO may raise it up to MAX_WINDOW_SLOTS.
+DEFAULT_MAX_WINDOW_SLOTS = 16  # 4 h of 15-minute slots
+MAX_WINDOW_SLOTS = 96  # 24 h of 15-minute slots
 DEFAULT_MAX_OPEN_ORDERS = 256  # per member: 48 h of 15-minute offers and bids, with room
 MAX_EXPIRE_PER_TX = 64  # expired orders swept by one market transaction (the rest by the next)
 
@@ -88,10 +92,10 @@ def _n(x: int) -> str:
 class ChainBook:
     """The order book as a view over chain state (no copy: every read and write is a record)."""
 
-    def __init__(self, state: State, params: MarketParams, horizon_ms: int) -> None:
+    def __init__(self, state: State, params: MarketParams, max_window_slots: int) -> None:
         self.state = state
         self.params = params
-        self.horizon_ms = horizon_ms
+        self.max_window_ms = max_window_slots * params.slot_ms
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -157,7 +161,7 @@ class ChainBook:
         if bid.start_ms <= now_ms or brec["left_w"] == 0:
             return []
         ranks = {r.seller_node: r for r in (ranking or {}).get(bid.node, ())}
-        found = self._merged(OFFER_STARTS, OFFER_IX, bid.end_ms - self.horizon_ms, bid.start_ms)
+        found = self._merged(OFFER_STARTS, OFFER_IX, bid.end_ms - self.max_window_ms, bid.start_ms)
         matches: list[Match] = []
         if not ranks:
             for price, _seq, offer_id in found:
