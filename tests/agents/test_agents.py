@@ -11,6 +11,7 @@ from gridledger.agents.dso_agent import DsoAgent, GridPhase, TradeSpec
 from gridledger.agents.evaluator import make_evaluator
 from gridledger.agents.meter_sim import MeterSim
 from gridledger.agents.prosumer_agent import OrderSpec, ProsumerAgent
+from gridledger.chain.contracts.market import open_count_key, order_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair
 from gridledger.demo.localchain import LocalChain
@@ -69,8 +70,8 @@ def test_prosumer_agent_posts_when_due(world) -> None:
     assert agent.step(chain) == []  # never twice
     chain.produce(T - 6 * SLOT + 1)
     assert chain.result(first).ok and not agent.done
-    book = chain.state("market/book")
-    assert [o["power_w"] for o in book["offers"]] == [300_000]
+    assert chain.state(order_key(first))["offer"]["power_w"] == 300_000
+    assert chain.state(open_count_key(agent.key.pub_hex)) == 1  # the second is not due yet
     with pytest.raises(ValueError, match="offer or bid"):
         OrderSpec("swap", 1, 1, T, T + SLOT).payload(2)
 

@@ -11,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridledger.chain import codes, merkle
-from gridledger.chain.contracts.market import ESCROW, reactive_digest, trade_record
+from gridledger.chain.contracts.market import (
+    DEFAULT_MAX_WINDOW_SLOTS,
+    ESCROW,
+    open_count_key,
+    order_key,
+    reactive_digest,
+    trade_record,
+)
 from gridledger.chain.contracts.settlement import rec_id
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair
@@ -46,6 +53,7 @@ class Kit:
         genesis = make_genesis(
             "test-market", T - 10 * SLOT, [(VAL.pub_hex, 10)], members, balances, CONTRACTS
         )
+        self.home, self.genesis = home, genesis
         self.chain = LocalChain(home, genesis, VAL, T - 10 * SLOT)
         for n in PARTIES:
             self.ok(
@@ -612,3 +620,65 @@ def test_a_second_meter_cannot_report_a_metered_slot_again(kit: Kit) -> None:
     )
     assert again.code == codes.ALREADY_EXISTS and "already metered" in again.log
     kit.supply_matches_balances()
+
+
+def test_a_seven_day_offer_of_three_second_slots_is_refused(kit: Kit) -> None:
+    """The issue's abuse: one offer whose window was 7 days of 3-second slots made the book
+    4.8 MB.  An order must end within the DSO's horizon (48 h by default) and span at most
+    max_window_slots slots; the refusal changes nothing."""
+    big = kit.send(DSO, "market.configure", {"max_window_slots": 10_000})
+    assert big.code == codes.INVALID_PAYLOAD and "max_window_slots" in big.log
+    kit.ok(DSO, "market.configure", {"slot_ms": 3_000})
+    kit.block(T - 8 * SLOT)
+    start = T - 8 * SLOT + 3_000
+    week = kit.offer("dg2", 1_000, 100, start, start + 7 * 24 * 3_600_000)
+    assert week.code == codes.INVALID_PAYLOAD and "horizon" in week.log
+    hour = kit.offer("dg2", 1_000, 100, start, start + 3_600_000)  # inside the horizon
+    assert hour.code == codes.INVALID_PAYLOAD and "max_window_slots" in hour.log
+    far = kit.offer("dg2", 1_000, 100, T + 200 * SLOT, T + 200 * SLOT + 3_000)  # 50 h ahead
+    assert far.code == codes.INVALID_PAYLOAD and "horizon" in far.log
+    kit.block(T - 8 * SLOT + 1_000)
+    assert kit.chain.keys_with_prefix("market/order/") == []
+    assert kit.chain.keys_with_prefix("market/ix/") == []
+    fits = kit.offer("dg2", 1_000, 100, start, start + DEFAULT_MAX_WINDOW_SLOTS * 3_000)
+    assert fits.ok, fits.log
+    kit.block(T - 8 * SLOT + 2_000)
+    assert kit.chain.keys_with_prefix("market/order/") == [order_key(fits.txid)]
+
+
+def test_a_member_cannot_hold_more_open_orders_than_the_cap(kit: Kit) -> None:
+    kit.ok(DSO, "market.configure", {"max_open_orders": 3})
+    kit.block(T - 8 * SLOT)
+    first = [kit.offer("dg2", 1_000, 100 + i, T, T + SLOT) for i in range(3)]
+    assert all(o.ok for o in first)
+    over = kit.offer("dg2", 1_000, 200, T, T + SLOT)
+    assert over.code == codes.LIMIT_REACHED and "3 open orders" in over.log
+    over_bid = kit.bid("dg2", 1_000, 10, T, T + SLOT)
+    assert over_bid.code == codes.LIMIT_REACHED
+    assert kit.bal("dg2") == FUNDS  # the refused bid escrowed nothing
+    assert kit.offer("dg3", 1_000, 100, T, T + SLOT).ok  # the cap is per member
+    kit.block(T - 7 * SLOT)
+    assert kit.chain.state(open_count_key(kit.k["dg2"].pub_hex)) == 3
+    kit.ok(kit.k["dg2"], "market.cancel", {"order": first[0].txid})
+    kit.block(T - 6 * SLOT)
+    assert kit.offer("dg2", 1_000, 200, T, T + SLOT).ok  # cancelling frees a place
+    kit.block(T - 5 * SLOT)
+    # once their windows have ended, the member's orders no longer count (swept at its next)
+    kit.block(T + 2 * SLOT)
+    again = [kit.offer("dg2", 1_000, 100, T + 3 * SLOT, T + 4 * SLOT) for _ in range(3)]
+    assert all(o.ok for o in again), [o.log for o in again]
+    kit.block(T + 2 * SLOT + 1)
+    assert kit.chain.state(open_count_key(kit.k["dg2"].pub_hex)) == 3
+    kit.supply_matches_balances()
+
+
+def test_the_book_survives_a_restart(kit: Kit) -> None:
+    """The sorted index keys are rebuilt from the database: a bid after a restart still finds
+    the offer posted before it."""
+    o = kit.offer("dg2", 300_000, 100_000, T, T + 4 * SLOT)
+    kit.block(T - 8 * SLOT)
+    kit.chain.close()
+    kit.chain = LocalChain(kit.home, kit.genesis, VAL, T - 7 * SLOT)
+    kit.bid("load5", 100_000, 120_000, T, T + SLOT)
+    kit.block(T - 7 * SLOT)
+    assert kit.match("m0")["match"]["offer_id"] == o.txid

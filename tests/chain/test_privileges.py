@@ -15,6 +15,7 @@ from gridledger.chain.contracts.base import ContractError, TxType
 from gridledger.chain.contracts.market import (
     ESCROW,
     MAX_SLOTS_PER_MATCH,
+    MAX_WINDOW_SLOTS,
     reactive_digest,
     trade_record,
 )
@@ -497,8 +498,9 @@ def _keys_written(net: Members, monkeypatch: pytest.MonkeyPatch, send) -> int:
 
 # what one metered slot's reading writes when it settles no trade: the meter's record, its
 # sequence number, the prosumer's ewh balance and supply, the settlement reading, the REC carry,
-# the REC counter, one REC record and the order book (expired orders are dropped)
-READING_KEYS = 9
+# the REC counter and one REC record (the order book is one record per order: a reading does
+# not touch it)
+READING_KEYS = 8
 
 
 def test_a_huge_reading_issues_one_record_and_is_bounded_by_the_meter_rating(
@@ -561,15 +563,26 @@ def test_a_huge_reading_issues_one_record_and_is_bounded_by_the_meter_rating(
 
 def test_an_approval_writes_at_most_a_bounded_number_of_slot_entries(net: Members) -> None:
     """With one-second slots a week-long bid would make an approval write 604,800 slot index
-    entries; an approval covers at most MAX_SLOTS_PER_MATCH slots (the DSO rejects longer)."""
-    net.ok("dso", "market.configure", {"slot_ms": 1_000})
+    entries. Orders span at most MAX_WINDOW_SLOTS slots, however the DSO configures the market,
+    so a match and its approval do too: one slot entry per slot."""
+    assert MAX_SLOTS_PER_MATCH == MAX_WINDOW_SLOTS
+    net.ok("dso", "market.configure", {"slot_ms": 1_000, "max_window_slots": MAX_WINDOW_SLOTS})
     net.block()
-    window = {"start_ms": T, "end_ms": T + (MAX_SLOTS_PER_MATCH + 1) * 1_000}
-    net.ok(
-        "alice",
-        "market.offer",
-        {"node": 3, "power_w": 1_000, "regulation_var": 0, "price_utoken_per_kwh": 1_000, **window},
+    too_long = net.final(
+        net.send(
+            "dso",
+            "market.configure",
+            {"slot_ms": 1_000, "max_window_slots": MAX_WINDOW_SLOTS + 1},
+        )
     )
+    assert too_long.code == codes.INVALID_PAYLOAD and "max_window_slots" in too_long.log
+    week = {"start_ms": T, "end_ms": T + 7 * 86_400_000}
+    offer = {"node": 3, "power_w": 1_000, "regulation_var": 0, "price_utoken_per_kwh": 1_000}
+    refused = net.final(net.send("alice", "market.offer", {**offer, **week}))
+    assert refused.code == codes.INVALID_PAYLOAD
+    assert "max_window_slots" in refused.log or "horizon" in refused.log
+    window = {"start_ms": T, "end_ms": T + MAX_WINDOW_SLOTS * 1_000}
+    net.ok("alice", "market.offer", {**offer, **window})
     net.ok(
         "bob",
         "market.bid",
@@ -583,14 +596,5 @@ def test_an_approval_writes_at_most_a_bounded_number_of_slot_entries(net: Member
     )
     net.ok("dso", "market.reactive", {"match_id": "m0", "setpoints": []})
     net.block()
-    out = net.final(net.send("dso", "market.certificate", _approval(net, "m0", [])))
-    assert out.code == codes.INVALID_PAYLOAD and f"spans {MAX_SLOTS_PER_MATCH + 1} slots" in out.log
-    assert net.chain.keys_with_prefix("market/slot/") == []
-    rec = net.chain.state("market/match/m0")
-    reject = {
-        "match_id": "m0",
-        "match_digest": rec["digest"],
-        "verdict": "rejected",
-        "reasons": ["longer than an approval may cover"],
-    }
-    assert net.final(net.send("dso", "market.certificate", reject)).ok
+    assert net.final(net.send("dso", "market.certificate", _approval(net, "m0", []))).ok
+    assert len(net.chain.keys_with_prefix("market/slot/")) == MAX_WINDOW_SLOTS

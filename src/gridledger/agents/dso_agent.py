@@ -31,7 +31,14 @@ from typing import Any, Protocol
 
 from gridledger.agents.client import AgentError, ChainClient, must
 from gridledger.chain import encoding
-from gridledger.chain.contracts.market import reactive_digest, trade_record
+from gridledger.chain.contracts.market import (
+    PENDING,
+    RANKING,
+    match_key,
+    reactive_digest,
+    slot_matches_key,
+    trade_record,
+)
 from gridledger.chain.keys import KeyPair
 
 
@@ -193,7 +200,7 @@ class DsoAgent:
             if not r.posted and r.post_at_ms <= now:
                 self.publish_ranking(client, r)
                 posted += 1
-        for mid in client.state("market/pending") or []:
+        for mid in client.state(PENDING) or []:
             if mid in self.handled:
                 continue
             posted += self.certify(client, mid)
@@ -203,8 +210,8 @@ class DsoAgent:
     def _approved_at(self, client: ChainClient, t_ms: int) -> list[dict[str, Any]]:
         slot_start = t_ms - t_ms % self.slot_ms
         out = []
-        for mid in client.state(f"market/slot/{slot_start}") or []:
-            rec = client.state(f"market/match/{mid}")
+        for mid in client.state(slot_matches_key(slot_start)) or []:
+            rec = client.state(match_key(mid))
             if rec["status"] in ("approved", "settled"):
                 out.append(rec["match"])
         return out
@@ -216,7 +223,7 @@ class DsoAgent:
             r.buyer_bus, r.power_kw, r.sellers, running, phase.previous(r.at_ms)
         )
         # one ranking record on chain: keep the other buyers' rows, replace this buyer's
-        kept = [x for x in client.state("market/ranking") or [] if x["buyer_node"] != r.buyer_bus]
+        kept = [x for x in client.state(RANKING) or [] if x["buyer_node"] != r.buyer_bus]
         must(
             client.submit(self.key, "market.ranking", {"rows": kept + rows}),
             f"seller ranking for bus {r.buyer_bus}",
@@ -230,15 +237,15 @@ class DsoAgent:
         """Approved matches overlapping the new match's window (from the chain's slot index)."""
         seen: dict[str, dict[str, Any]] = {}
         for s in range(m["start_ms"], m["end_ms"], self.slot_ms):
-            for mid in client.state(f"market/slot/{s}") or []:
+            for mid in client.state(slot_matches_key(s)) or []:
                 if mid not in seen:
-                    rec = client.state(f"market/match/{mid}")
+                    rec = client.state(match_key(mid))
                     if rec["status"] in ("approved", "settled"):
                         seen[mid] = rec["match"]
         return list(seen.values())
 
     def certify(self, client: ChainClient, mid: str) -> int:
-        rec = client.state(f"market/match/{mid}")
+        rec = client.state(match_key(mid))
         m = rec["match"]
         phase = self.phase_at(m["start_ms"])
         ev = phase.evaluator

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from gridledger.agents.client import ChainClient, must
+from gridledger.chain.contracts.market import match_key, slot_matches_key
 from gridledger.chain.keys import KeyPair
 from gridledger.market.orders import energy_wh
 
@@ -24,8 +25,8 @@ def scheduled_wh(
 ) -> tuple[int, int]:
     """(export, import) the approved trades of a prosumer schedule for one slot, in Wh."""
     export = import_ = 0
-    for mid in client.state(f"market/slot/{slot_start_ms}") or []:
-        rec = client.state(f"market/match/{mid}")
+    for mid in client.state(slot_matches_key(slot_start_ms)) or []:
+        rec = client.state(match_key(mid))
         if rec is None or rec["status"] not in ("approved", "settled"):
             continue
         m = rec["match"]

@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sortedcontainers import SortedSet
+
 from gridledger.chain import codes, encoding
 from gridledger.chain.abci import (
     AppInfo,
@@ -35,6 +37,7 @@ from gridledger.chain.abci import (
 )
 from gridledger.chain.block import results_hash
 from gridledger.chain.contracts import Context, ContractError, Registry, State, build_registry
+from gridledger.chain.contracts.base import Overlay, scannable
 from gridledger.chain.contracts.membership import new_member
 from gridledger.chain.contracts.roles import may_send
 from gridledger.chain.contracts.tokens import mint
@@ -77,7 +80,7 @@ class _Pending:
     time_ms: int
     txs: list[bytes]
     txids: list[bytes]
-    overlay: dict[bytes, bytes | None]
+    overlay: Overlay
     results: list[ExecTxResult]
     app_hash: bytes
     results_hash: bytes
@@ -88,6 +91,8 @@ class LedgerApp:
         self.store = store
         self.lock = threading.RLock()
         self._committed: dict[bytes, bytes] = {}
+        # the committed scannable keys in order, for State.scan (contracts' ordered indices)
+        self._ordered: SortedSet = SortedSet()
         self._tree = StateTree()
         self._sig_ok: set[bytes] = set()
         # stateless gate results by wire bytes: a tx is decoded and verified once, not at each
@@ -104,7 +109,7 @@ class LedgerApp:
         self._uncommitted: dict[bytes, None] = {}
         # validator sets after the last two heights: block h is signed by the set after h-2
         self._sets_after: dict[int, list[dict[str, Any]]] = {}
-        self._check_overlay: dict[bytes, bytes | None] = {}
+        self._check_overlay = Overlay()
         self._pending: _Pending | None = None
         self.genesis: Genesis | None = None
         self.registry: Registry = build_registry()
@@ -132,6 +137,8 @@ class LedgerApp:
             k, v = bytes(k), bytes(v)
             self._committed[k] = v
             self._tree.set(k, v)
+            if scannable(k):
+                self._ordered.add(k)
         self.height = self.store.height(writer=True)
         self.app_hash = bytes.fromhex(self.store.meta("app_hash", writer=True))
         self.last_results_hash = bytes.fromhex(self.store.meta("last_results_hash", writer=True))
@@ -186,7 +193,7 @@ class LedgerApp:
                 return bytes.fromhex(self.store.meta("genesis_app_hash", writer=True))
             g = parse_genesis(genesis)
             registry = build_registry(g.contracts)
-            overlay: dict[bytes, bytes | None] = {}
+            overlay = Overlay()
             state = State({}, overlay)
             ctx = Context(state, g.chain_id, 0, g.doc["genesis_time_ms"], params=g.params)
             for m in g.doc["members"]:
@@ -229,7 +236,7 @@ class LedgerApp:
                 },
                 values,
             )
-            self._committed, self._tree = {}, StateTree()
+            self._committed, self._tree, self._ordered = {}, StateTree(), SortedSet()
             self._load(genesis)
             return root
 
@@ -391,7 +398,7 @@ class LedgerApp:
                     parsed.sender,
                     parsed.seq,
                 )
-            state = State(self._committed, self._check_overlay)
+            state = State(self._committed, self._check_overlay, self._ordered)
             code, log, _, _ = self._execute(parsed, state, self.height + 1, self.last_time_ms)
             if code == codes.OK:
                 state.commit_tx()
@@ -457,8 +464,8 @@ class LedgerApp:
                 raise AppError(
                     f"finalize_block for height {info.height}, expected {self.height + 1}"
                 )
-            overlay: dict[bytes, bytes | None] = {}
-            state = State(self._committed, overlay)
+            overlay = Overlay()
+            state = State(self._committed, overlay, self._ordered)
             results: list[ExecTxResult] = []
             updates: list[Validator] = []
             txids: list[bytes] = []
@@ -545,9 +552,14 @@ class LedgerApp:
                     self._committed.pop(k, None)
                 else:
                     self._committed[k] = v
+            for k in p.overlay.ordered:
+                if k in self._committed:
+                    self._ordered.add(k)
+                else:
+                    self._ordered.discard(k)
             self.height, self.app_hash = p.height, p.app_hash
             self.last_results_hash, self.last_time_ms = p.results_hash, p.time_ms
-            self._check_overlay = {}
+            self._check_overlay = Overlay()
             for txid, raw, r in zip(p.txids, p.txs, p.results, strict=True):
                 self._sig_ok.discard(txid)
                 self._prechecked.pop(raw, None)
@@ -602,7 +614,8 @@ class LedgerApp:
     def next_seq(self, sender_hex: str) -> int:
         """The next sequence number ``check_tx`` will accept from a sender (pending counted)."""
         with self.lock:
-            return State(self._committed, self._check_overlay).get_int(f"seq/{sender_hex}")
+            state = State(self._committed, self._check_overlay, self._ordered)
+            return state.get_int(f"seq/{sender_hex}")
 
     def state_root_from_disk(self) -> bytes:
         """Recompute the state root from the database (audit)."""

@@ -17,6 +17,7 @@ TOO_LARGE = 13
 DUPLICATE = 14  # the same transaction is already pending or committed
 MEMBER_INACTIVE = 15  # suspended or revoked
 MEMPOOL_FULL = 16
+LIMIT_REACHED = 17  # a per-member limit is reached (e.g. the market's cap on open orders)
 INTERNAL = 99
 
 NAMES = {v: k for k, v in dict(globals()).items() if k.isupper() and isinstance(v, int)}

@@ -20,7 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gridledger.chain.contracts.market import ESCROW
+from gridledger.chain.contracts.market import (
+    ESCROW,
+    NEXT_MATCH,
+    PENDING,
+    RANKING,
+    loss_record_key,
+    match_count,
+    match_id,
+    match_key,
+    reactive_key,
+)
 from gridledger.demo import day_ahead
 from gridledger.demo.scenario import SELLERS
 from gridledger.market.recs import REC_WH
@@ -79,10 +89,10 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
     rep = Report()
     names = _names(plan)
     slot_ms = plan["slot_ms"]
-    n_matches = (chain.state("market/book") or {}).get("next_match", 0)
+    n_matches = match_count(chain.state(NEXT_MATCH))
     by_phase: dict[str, list[dict[str, Any]]] = {}
     for i in range(n_matches):
-        rec = chain.state(f"market/match/m{i}")
+        rec = chain.state(match_key(match_id(i)))
         m = rec["match"]
         phase, label = _label(plan, names, m)
         row = {
@@ -107,7 +117,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
         rows = []
         for k in range(ph["n_slots"]):
             start = t1 + k * slot_ms
-            lossrec = chain.state(f"market/lossrec/{start}")
+            lossrec = chain.state(loss_record_key(start))
             if lossrec is None:
                 continue
             trades = []
@@ -129,7 +139,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
             ]
             dq = {}
             for r in starting[:1]:
-                reactive = chain.state(f"market/reactive/{r['match']}") or {"setpoints": []}
+                reactive = chain.state(reactive_key(r["match"])) or {"setpoints": []}
                 for sp in reactive["setpoints"]:
                     dq[names.get(sp["account"], str(sp["node"]))] = {
                         "delta_q_kvar": sp["delta_q_var"] / 1000,
@@ -148,7 +158,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
         rep.table3[ph["key"]] = rows
         if ph["ranking"]:
             sellers = SELLERS[ph["case"]]
-            for row in chain.state("market/ranking") or []:
+            for row in chain.state(RANKING) or []:
                 name = sellers.get(row["seller_node"], f"bus {row['seller_node']}")
                 rep.ranking.append({**row, "seller": name})
             for r in by_phase.get(ph["key"], []):
@@ -219,7 +229,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
         "settlements": settlements,
         "shortfall_utoken": shortfall,
         "escrow_left_utoken": chain.balance("utoken", ESCROW),
-        "pending_matches": len(chain.state("market/pending") or []),
+        "pending_matches": len(chain.state(PENDING) or []),
     }
     last = chain.blocks[-1].header if chain.blocks else None
     trees = {"active": 0, "loss": 0, "reactive": 0, "other": 0}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.agents.client import ChainClient, must
+from gridledger.chain.contracts.market import NEXT_MATCH, match_count, match_id, match_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.demo.localchain import LocalChain
 from gridledger.demo.plan import agents_for_role, key_of, make_plan
@@ -114,10 +115,10 @@ def trade_recs(
     from gridledger.market.recs import REC_WH
 
     names = {key_of(plan, p["name"]).pub_hex: p["name"] for p in plan["parties"]}
-    n = (client.state("market/book") or {}).get("next_match", 0)
+    n = match_count(client.state(NEXT_MATCH))
     served: dict[str, dict[str, int]] = {}
     for i in range(n):
-        rec = client.state(f"market/match/m{i}")
+        rec = client.state(match_key(match_id(i)))
         if rec["status"] == "settled" and rec["match"]["green"]:
             m = rec["match"]
             served.setdefault(m["seller"], {}).setdefault(m["buyer"], 0)

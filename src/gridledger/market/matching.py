@@ -134,7 +134,7 @@ class OrderBook:
             if b.start_ms > now_ms
             and self.bid_left_w[b.bid_id] > 0
             and self._compatible(offer, b)
-            and not _overloads(ranking, b.node, offer.node)
+            and not overloads(ranking, b.node, offer.node)
         ]
         candidates.sort(key=lambda b: (-b.max_price_utoken_per_kwh, self.arrival[b.bid_id]))
         matches = []
@@ -316,7 +316,8 @@ class OrderBook:
         )
 
 
-def _overloads(ranking: Ranking | None, buyer_node: int, seller_node: int) -> bool:
+def overloads(ranking: Ranking | None, buyer_node: int, seller_node: int) -> bool:
+    """Whether the DSO's ranking says a trade from the seller's bus to the buyer's overloads."""
     for r in (ranking or {}).get(buyer_node, ()):
         if r.seller_node == seller_node:
             return r.overloads

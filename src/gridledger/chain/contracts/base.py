@@ -10,10 +10,13 @@ time), no I/O, no randomness, no floats.
 
 from __future__ import annotations
 
+import heapq
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from sortedcontainers import SortedSet
 
 from gridledger.chain import codes, encoding
 from gridledger.chain.abci import Event, Validator
@@ -55,14 +58,45 @@ class Contract:
     genesis: Callable[[Context, dict[str, Any]], None] | None = None
 
 
+# Keys under these prefixes are also kept in sorted order (committed state, block overlay), so a
+# contract can walk them in key order with State.scan: an index whose keys are its entries.  Only
+# these keys pay for it (an O(log n) sorted-set insert or removal per write and ~100 bytes of RAM
+# per key); everything else is a plain dict entry.
+SCANNABLE_PREFIXES: tuple[bytes, ...] = (b"market/ix/",)
+
+
+def scannable(key: bytes) -> bool:
+    return key.startswith(SCANNABLE_PREFIXES)
+
+
+class Overlay(dict):
+    """Pending writes of a block (or of the mempool's check state), key -> value or None for a
+    deletion, with the scannable keys among them kept sorted."""
+
+    __slots__ = ("ordered",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ordered: SortedSet = SortedSet()
+
+
 class State:
-    """Read/write view: tx journal -> block overlay -> committed state (bytes keyed by str)."""
+    """Read/write view: tx journal -> block overlay -> committed state (bytes keyed by str).
 
-    __slots__ = ("_base", "_journal", "_overlay")
+    ``base_ordered`` is the sorted set of the committed state's scannable keys (kept by the
+    application); with it and an :class:`Overlay`, :meth:`scan` walks a key range in order."""
 
-    def __init__(self, base: Mapping[bytes, bytes], overlay: dict[bytes, bytes | None]) -> None:
+    __slots__ = ("_base", "_base_ordered", "_journal", "_overlay")
+
+    def __init__(
+        self,
+        base: Mapping[bytes, bytes],
+        overlay: dict[bytes, bytes | None],
+        base_ordered: SortedSet | None = None,
+    ) -> None:
         self._base = base
         self._overlay = overlay
+        self._base_ordered = base_ordered
         self._journal: dict[bytes, bytes | None] = {}
 
     def get_raw(self, key: bytes) -> bytes | None:
@@ -91,7 +125,42 @@ class State:
     def delete(self, key: str) -> None:
         self._journal[key.encode()] = None
 
+    def scan(self, lo: str, hi: str) -> Iterator[str]:
+        """The present keys ``k`` with ``lo <= k < hi`` (byte order), lazily, in order.
+
+        Both bounds must lie under one of :data:`SCANNABLE_PREFIXES`.  Cost: O(log n) to start
+        (a bisection in the committed and in the block's sorted keys, plus a pass over this
+        transaction's own writes), then O(1) per key yielded: a caller that stops early pays
+        only for what it read.  Keys written by this transaction after the scan started are not
+        seen; keys it deleted are skipped."""
+        blo, bhi = lo.encode(), hi.encode()
+        if not (scannable(blo) and scannable(bhi)):
+            raise ValueError(f"scan range [{lo!r}, {hi!r}) is not under a scannable prefix")
+        sources: list[Iterable[bytes]] = []
+        if self._base_ordered is not None:
+            sources.append(self._base_ordered.irange(blo, bhi, inclusive=(True, False)))
+        elif self._base:
+            raise ValueError("this state view has no sorted keys for its committed state")
+        ordered = getattr(self._overlay, "ordered", None)
+        if ordered is not None:
+            sources.append(ordered.irange(blo, bhi, inclusive=(True, False)))
+        else:
+            sources.append(sorted(k for k in self._overlay if blo <= k < bhi))
+        sources.append(sorted(k for k in self._journal if blo <= k < bhi))
+        last = None
+        for k in heapq.merge(*sources):
+            if k == last:
+                continue
+            last = k
+            if self.get_raw(k) is not None:
+                yield k.decode()
+
     def commit_tx(self) -> None:
+        ordered = getattr(self._overlay, "ordered", None)
+        if ordered is not None:
+            for k in self._journal:
+                if k.startswith(SCANNABLE_PREFIXES):
+                    ordered.add(k)
         self._overlay.update(self._journal)
         self._journal = {}
 

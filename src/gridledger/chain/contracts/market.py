@@ -24,8 +24,12 @@ Transaction types (payload fields in integers; see docs/market.md):
   is paid from escrow only, never from its free balance.  A rejection records the reasons,
   gives the power back to the book and lets the bid look for another seller.
 
-Matches and orders are in ``market/…`` state keys; the order book is one record (it holds open
-orders only: expired ones are dropped at every market transaction).
+Matches and orders are in ``market/…`` state keys, built by the key functions below (the one
+place they are spelled; agents and reports use them too).  The order book is one record per open
+order plus ordered index keys (market_book.py), so a market transaction touches only the orders
+it reads or changes.  An order must end within the DSO's horizon and span at most a number of
+slots, and each member's open orders are capped (``horizon_ms``, ``max_window_slots``,
+``max_open_orders`` in the market parameters).
 """
 
 from __future__ import annotations
@@ -47,11 +51,25 @@ from gridledger.chain.contracts.base import (
     req_str,
     require_fields,
 )
+from gridledger.chain.contracts.market_book import (
+    DEFAULT_HORIZON_MS,
+    DEFAULT_MAX_OPEN_ORDERS,
+    DEFAULT_MAX_WINDOW_SLOTS,
+    MAX_WINDOW_SLOTS,
+    SEQ,
+    ChainBook,
+)
+
+# the order book's keys, re-exported so that this module is the one place readers import from
+from gridledger.chain.contracts.market_book import NEXT_MATCH as NEXT_MATCH
+from gridledger.chain.contracts.market_book import band_key as band_key
+from gridledger.chain.contracts.market_book import match_id as match_id
+from gridledger.chain.contracts.market_book import open_count_key as open_count_key
+from gridledger.chain.contracts.market_book import order_key as order_key
 from gridledger.market.matching import (
     PRICING_RULES,
     MarketParams,
     Match,
-    OrderBook,
     ranking_from_rows,
 )
 from gridledger.market.orders import (
@@ -77,11 +95,11 @@ MAX_REASONS = 16
 # percent of the power carried, so a larger share is refused as implausible, and the buyer's
 # loss charge, escrowed at approval for this cap, is bounded by it.
 MAX_LOSS_SHARE_PPM = 250_000
-# An approval writes one slot index entry per slot of the match: at most a week of the default
-# 15-minute slots, whatever slot length the market was configured with.
-MAX_SLOTS_PER_MATCH = 672
+# An approval writes one slot index entry per slot of the match. An order spans at most
+# MAX_WINDOW_SLOTS slots, so a match does too; the approval checks it again (defence in depth:
+# a match recorded under older parameters cannot make an approval write more).
+MAX_SLOTS_PER_MATCH = MAX_WINDOW_SLOTS
 
-BOOK = "market/book"
 PARAMS = "market/params"
 PENDING = "market/pending"
 RANKING = "market/ranking"
@@ -103,6 +121,9 @@ def default_params() -> dict[str, Any]:
         "loss_buyer_share_ppm": s.loss_buyer_share_ppm,
         "penalty_ppm": s.penalty_ppm,
         "tolerance_ppm": s.tolerance_ppm,
+        "horizon_ms": DEFAULT_HORIZON_MS,
+        "max_window_slots": DEFAULT_MAX_WINDOW_SLOTS,
+        "max_open_orders": DEFAULT_MAX_OPEN_ORDERS,
     }
 
 
@@ -111,17 +132,31 @@ def market_params(ctx: Context) -> MarketParams:
     return MarketParams(slot_ms=p["slot_ms"], pricing=p["pricing"])
 
 
-def load_book(ctx: Context) -> OrderBook:
-    data = ctx.state.get(BOOK)
-    return OrderBook(market_params(ctx)) if data is None else OrderBook.from_dict(data)
+def load_book(ctx: Context) -> ChainBook:
+    """The order book: a view over the state (each order is its own record; nothing to save)."""
+    window = params(ctx).get("max_window_slots", DEFAULT_MAX_WINDOW_SLOTS)
+    return ChainBook(ctx.state, market_params(ctx), window)
 
 
-def save_book(ctx: Context, book: OrderBook) -> None:
-    ctx.state.set(BOOK, book.to_dict())
-
-
+# --- state keys (the one home of their spelling; settlement, agents and reports use these) ------
 def match_key(match_id: str) -> str:
     return f"market/match/{match_id}"
+
+
+def slot_matches_key(slot_start_ms: int) -> str:
+    """The approved matches delivering in a slot, in certification order."""
+    return f"market/slot/{slot_start_ms}"
+
+
+def loss_record_key(from_ms: int) -> str:
+    """The DSO's latest ``market.losses`` record for the trades running from ``from_ms``."""
+    return f"market/lossrec/{from_ms}"
+
+
+def match_count(state_value: Any) -> int:
+    """How many matches exist (ids ``match_id(0) .. match_id(n - 1)``), from the raw value of
+    :data:`NEXT_MATCH` as any state reader returns it (None before the first match)."""
+    return int(state_value or 0)
 
 
 def get_match(ctx: Context, match_id: str) -> dict[str, Any]:
@@ -144,7 +179,7 @@ def ranking(ctx: Context) -> dict[int, Any]:
     return ranking_from_rows(ctx.state.get(RANKING) or [])
 
 
-def _record_matches(ctx: Context, book: OrderBook, matches: list[Match]) -> None:
+def _record_matches(ctx: Context, book: ChainBook, matches: list[Match]) -> None:
     pending = ctx.state.get(PENDING) or []
     for m in matches:
         d = m.to_dict()
@@ -179,13 +214,14 @@ def _drop_pending(ctx: Context, match_id: str) -> None:
     ctx.state.set(PENDING, [m for m in pending if m != match_id])
 
 
-def release_escrow_if_done(ctx: Context, book: OrderBook, bid_id: str) -> None:
+def release_escrow_if_done(ctx: Context, book: ChainBook, bid_id: str) -> None:
     """Give the buyer back what is left of a bid's escrow once nothing more can be charged:
     the bid cannot be matched any more and each of its matches is rejected or fully settled."""
     bid = ctx.state.get(bid_key(bid_id))
     if bid is None or bid["escrow_utoken"] == 0:
         return
-    if bid_id in book.bids and book.bid_left_w.get(bid_id, 0) > 0:
+    order = book.get_order(bid_id)
+    if order is not None and order["left_w"] > 0:
         return
     for mid in bid["matches"]:
         if ctx.state.get(match_key(mid))["status"] not in ("rejected", "settled"):
@@ -198,12 +234,43 @@ def release_escrow_if_done(ctx: Context, book: OrderBook, bid_id: str) -> None:
     ctx.emit("market.escrow_released", bid=bid_id, buyer=bid["buyer"], amount=amount)
 
 
-def housekeeping(ctx: Context, book: OrderBook) -> None:
-    """Expire orders whose window has ended (block time) and release idle escrow."""
-    for oid in book.expire(ctx.time_ms):
+def housekeeping(ctx: Context, book: ChainBook, owner: str | None = None) -> None:
+    """Expire orders whose window has ended (block time; a bounded number per transaction, and
+    all of ``owner``'s) and release idle escrow."""
+    gone = book.expire(ctx.time_ms)
+    if owner is not None:
+        gone += book.expire_owner(owner, ctx.time_ms)
+    for oid in gone:
         ctx.emit("market.expired", order=oid)
         if ctx.state.get(bid_key(oid)) is not None:
             release_escrow_if_done(ctx, book, oid)
+
+
+def _admit_order(ctx: Context, book: ChainBook, start_ms: int, end_ms: int) -> None:
+    """The limits a member's new order must respect: the DSO's horizon (how far ahead, so an
+    order leaves the book in bounded time), the longest window (so the search for its
+    counterparts and its per-slot records stay bounded) and the cap on open orders (so a member
+    cannot flood the book; its own ended orders are swept first)."""
+    horizon = params(ctx).get("horizon_ms", DEFAULT_HORIZON_MS)
+    if end_ms - ctx.time_ms > horizon:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"window ends at {end_ms}, more than the market horizon of {horizon} ms "
+            f"after the block time {ctx.time_ms}",
+        )
+    if end_ms - start_ms > book.max_window_ms:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"window of {(end_ms - start_ms) // book.params.slot_ms} slots is longer than the "
+            f"market's max_window_slots of {book.max_window_ms // book.params.slot_ms}",
+        )
+    cap = params(ctx).get("max_open_orders", DEFAULT_MAX_OPEN_ORDERS)
+    if book.open_orders(ctx.sender) >= cap:
+        raise ContractError(
+            codes.LIMIT_REACHED,
+            f"{cap} open orders already (the market's per-member cap): cancel one or wait "
+            "for one to end",
+        )
 
 
 def _order(fn):
@@ -237,12 +304,18 @@ def _v_configure(p: dict[str, Any]) -> None:
             req_int(p, name, 0, 1_000_000)
     if "penalty_ppm" in p:
         req_int(p, "penalty_ppm", 0, 10_000_000)
+    if "horizon_ms" in p:
+        req_int(p, "horizon_ms", 1_000, 366 * 86_400_000)
+    if "max_window_slots" in p:
+        req_int(p, "max_window_slots", 1, MAX_WINDOW_SLOTS)
+    if "max_open_orders" in p:
+        req_int(p, "max_open_orders", 1, 100_000)
 
 
 def _x_configure(ctx: Context, p: dict[str, Any]) -> None:
     """The DSO sets the market rules before trading opens; they are frozen afterwards so that
     no trade is ever settled under rules it was not made under."""
-    if ctx.state.get(BOOK) is not None:
+    if ctx.state.get_int(SEQ) > 0:
         raise ContractError(
             codes.INVALID_PAYLOAD,
             "market parameters are frozen once the first order has been posted",
@@ -275,12 +348,12 @@ def _own_bus(ctx: Context, node: int) -> None:
 def _x_offer(ctx: Context, p: dict[str, Any]) -> None:
     _own_bus(ctx, p["node"])
     book = load_book(ctx)
-    housekeeping(ctx, book)
+    housekeeping(ctx, book, ctx.sender)
     offer = parse_offer(p, offer_id=ctx.txid, seller=ctx.sender, slot_ms=book.params.slot_ms)
+    _admit_order(ctx, book, offer.start_ms, offer.end_ms)
     matches = book.add_offer(offer, ctx.time_ms, ranking(ctx))
     ctx.emit("market.offer", id=ctx.txid, seller=ctx.sender, node=offer.node, power_w=offer.power_w)
     _record_matches(ctx, book, matches)
-    save_book(ctx, book)
 
 
 def _v_bid(p: dict[str, Any]) -> None:
@@ -295,8 +368,9 @@ def _v_bid(p: dict[str, Any]) -> None:
 def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
     _own_bus(ctx, p["node"])
     book = load_book(ctx)
-    housekeeping(ctx, book)
+    housekeeping(ctx, book, ctx.sender)
     bid = parse_bid(p, bid_id=ctx.txid, buyer=ctx.sender, slot_ms=book.params.slot_ms)
+    _admit_order(ctx, book, bid.start_ms, bid.end_ms)
     escrow = bid.max_cost_utoken()
     have = tokens.balance(ctx, "utoken", ctx.sender)
     if have < escrow:
@@ -320,7 +394,6 @@ def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
         escrow=escrow,
     )
     _record_matches(ctx, book, matches)
-    save_book(ctx, book)
 
 
 def _v_cancel(p: dict[str, Any]) -> None:
@@ -332,13 +405,12 @@ def _v_cancel(p: dict[str, Any]) -> None:
 def _x_cancel(ctx: Context, p: dict[str, Any]) -> None:
     book = load_book(ctx)
     housekeeping(ctx, book)
-    if p["order"] not in book.offers and p["order"] not in book.bids:
+    if book.get_order(p["order"]) is None:
         raise ContractError(codes.NOT_FOUND, f"no open order {p['order'][:16]}…")
     book.cancel(p["order"], ctx.sender)
     ctx.emit("market.cancelled", order=p["order"])
     if ctx.state.get(bid_key(p["order"])) is not None:
         release_escrow_if_done(ctx, book, p["order"])
-    save_book(ctx, book)
 
 
 # --- market.ranking -------------------------------------------------------------------------------
@@ -443,7 +515,7 @@ def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
         steps = [st for st in (ctx.state.get(key) or []) if st[0] != p["from_ms"]]
         steps.append([p["from_ms"], s["loss_w"]])
         ctx.state.set(key, sorted(steps))
-    ctx.state.set(f"market/lossrec/{p['from_ms']}", {**p, "tx": ctx.txid})
+    ctx.state.set(loss_record_key(p["from_ms"]), {**p, "tx": ctx.txid})
     ctx.emit(
         "market.losses",
         from_ms=p["from_ms"],
@@ -632,7 +704,7 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
         rec["status"] = "approved"
         slot = book.params.slot_ms
         for s in range(m.start_ms, m.end_ms, slot):
-            key = f"market/slot/{s}"
+            key = slot_matches_key(s)
             ctx.state.set(key, [*(ctx.state.get(key) or []), mid])
     else:
         rec["status"] = "rejected"
@@ -647,7 +719,6 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
     if p["verdict"] == "rejected":
         _record_matches(ctx, book, book.match_bid(m.bid_id, ctx.time_ms, ranking(ctx)))
         release_escrow_if_done(ctx, book, m.bid_id)
-    save_book(ctx, book)
 
 
 CONTRACT = Contract(

@@ -47,7 +47,7 @@ from gridledger.chain.contracts.market import (
     params,
     reactive_key,
     release_escrow_if_done,
-    save_book,
+    slot_matches_key,
 )
 from gridledger.market.orders import energy_wh
 from gridledger.market.recs import REC_WH, recs_for_green
@@ -112,7 +112,7 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
     _issue_recs(ctx, prosumer, start, start + slot, p["export_wh"])
     book = load_book(ctx)
     housekeeping(ctx, book)
-    for mid in ctx.state.get(f"market/slot/{start}") or []:
+    for mid in ctx.state.get(slot_matches_key(start)) or []:
         rec = ctx.state.get(match_key(mid))
         m = rec["match"]
         if prosumer not in (m["seller"], m["buyer"]) or rec["status"] != "approved":
@@ -122,7 +122,6 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
         other = m["buyer"] if prosumer == m["seller"] else m["seller"]
         if ctx.state.get(reading_key(other, start)) is not None:
             _settle(ctx, book, mid, start)
-    save_book(ctx, book)
 
 
 def _issue_recs(ctx: Context, prosumer: str, start: int, end: int, export_wh: int) -> None:
@@ -157,7 +156,7 @@ def _share(ctx: Context, slot_start: int, mid: str, party: str, role: str, meter
     party's approved trades in the slot (in the slot's deterministic order)."""
     ids, weights = [], []
     slot = params(ctx)["slot_ms"]
-    for other in ctx.state.get(f"market/slot/{slot_start}") or []:
+    for other in ctx.state.get(slot_matches_key(slot_start)) or []:
         rec = ctx.state.get(match_key(other))
         if rec["status"] in ("approved", "settled") and rec["match"][role] == party:
             ids.append(other)
