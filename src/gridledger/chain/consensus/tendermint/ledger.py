@@ -294,8 +294,12 @@ class LedgerChain:
         block, why = self._decoded(data)
         return None if block is None or why is not None else block.hash()
 
-    def problem(self, height: int, data: bytes) -> str | None:
-        """Why ``data`` is not a valid block for ``height`` on our chain (None: valid)."""
+    def problem(self, height: int, data: bytes, committed: bool = False) -> str | None:
+        """Why ``data`` is not a valid block for ``height`` on our chain (None: valid).
+
+        ``committed``: more than 2/3 already committed it (catch-up), so a block time ahead of
+        our clock is our clock's problem, not the block's; everything else is judged alike.
+        """
         block, why = self._decoded(data)
         if block is None:
             return why
@@ -317,8 +321,10 @@ class LedgerChain:
             return "block's next_validators_hash is not the next height's validator set"
         if h.proposer not in vs:
             return "block proposer is not a validator"
-        if h.time_ms <= self._last_time_ms() or h.time_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
-            return f"block time {h.time_ms} not after the last block or too far ahead"
+        if h.time_ms <= self._last_time_ms():
+            return f"block time {h.time_ms} not after the last block"
+        if not committed and h.time_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
+            return f"block time {h.time_ms} too far ahead of our clock"
         if why is not None:
             return why
         info = ProposalInfo(height, h.time_ms, h.proposer, h.prev_block_hash)
