@@ -107,6 +107,7 @@ def app_ceiling(genesis: bytes, txs: list[bytes], tmp: Path) -> float:
             app.app_hash,
             app.last_results_hash,
             [],
+            [],
         )
         block = Block(header, tuple(block_txs))
         store.stage_block(block, Commit(h, 0, block.hash(), ()))

@@ -163,6 +163,7 @@ def test_double_spend_in_one_block_exactly_one_succeeds(chain):
         app.app_hash,
         app.last_results_hash,
         app.validators_for(info.height),
+        app.validators_for(info.height + 1),
     )
     res = app.finalize_block([a, b], info)
     assert [r.code for r in res.tx_results] == [codes.OK, codes.INSUFFICIENT_FUNDS]

@@ -66,7 +66,7 @@ def test_header_roundtrip_and_strict_decode(tmp_path):
     with pytest.raises(BlockError):
         Header.decode(h.encode().replace(b'"height":1', b'"height":-1'))
     with pytest.raises(BlockError):
-        Header.decode(h.encode().replace(b'"version":1', b'"version":1,"x":1'))
+        Header.decode(h.encode().replace(b'"version":2', b'"version":2,"x":1'))
 
 
 def test_commit_needs_two_thirds_and_valid_signatures():

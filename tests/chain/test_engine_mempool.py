@@ -81,6 +81,7 @@ def commit_block(chain, txs):
         app.app_hash,
         app.last_results_hash,
         app.validators_for(info.height),
+        app.validators_for(info.height + 1),
     )
     res = app.finalize_block(txs, info)
     block = Block(header, tuple(txs))

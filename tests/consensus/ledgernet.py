@@ -110,6 +110,9 @@ class LedgerNode:
     def validate(self, height: int, block: bytes) -> bool:
         return self.chain.problem(height, block) is None
 
+    def validate_committed(self, height: int, block: bytes) -> bool:
+        return self.chain.problem(height, block, committed=True) is None
+
     def decide(self, height: int, block: bytes, commit: Commit) -> None:
         self.chain.apply(height, block, commit)
         self.net.at(self.net.timeouts.commit_s, lambda: self.up and self.start())

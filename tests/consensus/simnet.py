@@ -123,6 +123,9 @@ class SimNode:
         self.net.validations += 1
         return self.net.valid(block)
 
+    def validate_committed(self, height: int, block: bytes) -> bool:
+        return self.validate(height, block)
+
     def decide(self, height: int, block: bytes, commit: Commit) -> None:
         self.decided[height] = block
         self.commits[height] = commit

@@ -20,7 +20,12 @@ import pytest
 from gridledger.chain.app import LedgerApp
 from gridledger.chain.block import Block
 from gridledger.chain.consensus.tendermint import reactor as reactor_mod
-from gridledger.chain.consensus.tendermint.ledger import LedgerChain, decode_block, encode_block
+from gridledger.chain.consensus.tendermint.ledger import (
+    MAX_CLOCK_DRIFT_MS,
+    LedgerChain,
+    decode_block,
+    encode_block,
+)
 from gridledger.chain.consensus.tendermint.reactor import K_BLOCK, Reactor, ReactorConfig
 from gridledger.chain.consensus.tendermint.state import Timeouts
 from gridledger.chain.consensus.tendermint.types import Commit, Vote, VoteType, vote_sign_bytes
@@ -70,11 +75,13 @@ def _frame(h: int, block: bytes, commit: Commit) -> bytes:
     return struct.pack(">QI", h, len(block)) + block + commit.encode()
 
 
-def _lagging(tmp_path, net: LedgerNet) -> tuple[Reactor, Store]:
+def _lagging(tmp_path, net: LedgerNet, clock_ms=None) -> tuple[Reactor, Store]:
     store = Store(tmp_path / "chain.db", synchronous="OFF")
     app = LedgerApp(store)
     app.init_chain(net.genesis)
-    chain = LedgerChain(app, store, Mempool(app), net.genesis, tmp_path / "cs.json")
+    chain = LedgerChain(
+        app, store, Mempool(app), net.genesis, tmp_path / "cs.json", clock_ms=clock_ms
+    )
     cfg = ReactorConfig(
         timeouts=Timeouts(0.2, 0.1, 0.1, 0.05, 0.1, 0.05, 0.01),
         status_interval_s=10.0,
@@ -221,4 +228,26 @@ def test_block_of_a_future_height_naming_an_unknown_set_is_not_buffered(source, 
         await r.stop()
 
     asyncio.run(run())
+    store.close()
+
+
+def test_node_with_a_slow_clock_still_executes_committed_blocks(source, tmp_path):
+    """A block time far ahead of our clock makes us refuse a *proposal*, never a committed
+    block: a node whose clock lags by more than the drift bound still catches up."""
+    net, blocks = source
+    first_time = decode_block(blocks[1][0]).header.time_ms
+    slow = lambda: first_time - MAX_CLOCK_DRIFT_MS - 60_000  # noqa: E731 - a stopped, slow clock
+    r, store = _lagging(tmp_path, net, clock_ms=slow)
+    assert "too far ahead" in r.chain.problem(1, blocks[1][0])  # as a proposal: refused
+
+    async def run() -> None:
+        await r.start()
+        for h in range(1, TOP + 1):
+            r.on_frame(PEER, K_BLOCK, _frame(h, *blocks[h]))
+        await _until(lambda: r.chain.height >= TOP)
+        await r.stop()
+
+    asyncio.run(run())
+    assert r.rejected_msgs == 0
+    assert store.get_block(TOP).hash == net.nodes[0].store.get_block(TOP).hash
     store.close()

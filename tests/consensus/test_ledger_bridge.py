@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from gridledger.chain.abci import Validator
-from gridledger.chain.block import Block, Commit, CommitSig, validator_set_hash
+from gridledger.chain.block import Block, Commit, CommitSig, Header, make_header, validator_set_hash
 from gridledger.chain.consensus.tendermint.ledger import (
     UPDATE_DELAY_HEIGHTS,
     decode_block,
@@ -85,11 +85,26 @@ def test_validator_set_change_applies_a_fixed_number_of_heights_after_approval(t
     for n in net.nodes[1:]:
         assert _hashes(n, effective + 2) == _hashes(node, effective + 2)
 
+    # Each header announces the next height's set: the change shows one height early.
+    before = node.store.get_block(effective - 2, writer=True).block().header
+    assert prev.next_validators_hash == validator_set_hash(new)
+    assert before.next_validators_hash == validator_set_hash(old)
+    assert hdr.next_validators_hash == validator_set_hash(new)
+
     # Light client: trusts the genesis set, skips to a header signed by the new set.
-    lc = LightClient(CHAIN, [Validator(k.pub_key, 1) for k in net.keys])
+    genesis_vals = [Validator(k.pub_key, 1) for k in net.keys]
+    lc = LightClient(CHAIN, genesis_vals)
     sb = node.store.get_block(effective + 1, writer=True)
     lc.verify_header(sb.block().header, sb.commit(), new)
     assert lc.trusted.height == effective + 1
+    # ... or follows every height across the change (adjacent verification).
+    follower = LightClient(CHAIN, genesis_vals)
+    steps = []
+    for h in range(1, effective + 2):
+        b = node.store.get_block(h, writer=True)
+        steps.append((b.block().header, b.commit(), node.chain.validators_at(h)))
+    st = follower.follow(steps)
+    assert st.height == effective + 1 and st.next_validators_hash == validator_set_hash(new)
 
 
 def test_light_client_accepts_good_and_rejects_bad_commits_and_proofs(tmp_path):
@@ -197,6 +212,7 @@ def test_blocks_that_do_not_follow_from_our_chain_are_rejected(tmp_path):
         "extend our last block": variant(prev_block_hash=b"\x01" * 32),
         "app_hash": variant(app_hash=b"\x02" * 32),
         "validators_hash": variant(validators_hash=b"\x03" * 32),
+        "next_validators_hash": variant(next_validators_hash=b"\x04" * 32),
         "not a validator": variant(proposer=kp("alice").pub_key),
         "height": variant(height=h + 1),
         "block time": variant(time_ms=1),
@@ -238,3 +254,47 @@ def test_restart_replays_proposer_priorities_from_the_last_checkpoint(tmp_path):
     fresh.increment_proposer_priority(h)  # one step per height since genesis
     assert a.chain.valset(h + 1).priorities == fresh.priorities
     assert a.chain.valset(h + 1).proposer == fresh.proposer
+
+
+def test_light_client_follows_a_complete_validator_set_change(tmp_path):
+    """Adjacent headers: the trusted header's next_validators_hash vouches for the new set, even
+    when no member of the old set signs after the change (skipping cannot cross it)."""
+    old_keys = [kp(f"old{i}") for i in range(4)]
+    new_keys = [kp(f"new{i}") for i in range(4)]
+    fake_keys = [kp(f"fake{i}") for i in range(4)]
+    old, new, fake = (
+        [Validator(k.pub_key, 1) for k in keys] for keys in (old_keys, new_keys, fake_keys)
+    )
+
+    def header(h: int, signers: list, nxt: list) -> Header:
+        return make_header(
+            CHAIN, h, 1000 + h, bytes(32), signers[0].pub_key, [], lambda raw: "other",
+            bytes(32), bytes(32), [Validator(k.pub_key, 1) for k in signers], nxt,
+        )  # fmt: skip
+
+    h1 = header(1, old_keys, new)  # announces the new set
+    h2 = header(2, new_keys, new)
+    c1 = Commit.sign(CHAIN, 1, 0, h1.hash(), old_keys)
+    c2 = Commit.sign(CHAIN, 2, 0, h2.hash(), new_keys)
+
+    lc = LightClient(CHAIN, old)
+    lc.follow([(h1, c1, old), (h2, c2, new)])
+    assert lc.trusted.height == 2 and lc.trusted.validators == tuple(new)
+
+    # Skipping straight from genesis to height 2: no old validator signed it, refused.
+    with pytest.raises(LightClientError, match="cannot skip"):
+        LightClient(CHAIN, old).verify_header(h2, c2, new)
+    # A self-consistent set other than the announced one, at the adjacent height: refused.
+    h2_fake = header(2, fake_keys, fake)
+    c2_fake = Commit.sign(CHAIN, 2, 0, h2_fake.hash(), fake_keys)
+    lc2 = LightClient(CHAIN, old)
+    lc2.verify_header(h1, c1, old)
+    with pytest.raises(LightClientError, match="announced"):
+        lc2.verify_header(h2_fake, c2_fake, fake)
+    # The announced set must still sign it: 2 of 4 new validators are not enough.
+    thin = Commit(2, 0, h2.hash(), c2.signatures[:2])
+    with pytest.raises(LightClientError, match="needs > 2/3"):
+        lc2.verify_header(h2, thin, new)
+    # follow() takes consecutive heights only.
+    with pytest.raises(LightClientError, match="does not follow"):
+        LightClient(CHAIN, old).follow([(h2, c2, new)])

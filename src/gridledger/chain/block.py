@@ -26,7 +26,7 @@ from gridledger.chain.keys import KeyPair, verify
 TREES = ("active", "loss", "reactive", "other")
 HEADER_DOMAIN = b"gridledger/header/v1\x00"
 RESULT_DOMAIN = b"gridledger/result/v1\x00"
-HEADER_VERSION = 1
+HEADER_VERSION = 2  # 2: next_validators_hash
 PRECOMMIT = 3
 _VOTE_HEAD = struct.Struct(">BQiB")
 
@@ -105,6 +105,7 @@ class Header:
     app_hash: bytes  # state root after block height-1 (after genesis for height 1)
     last_results_hash: bytes  # results of block height-1
     validators_hash: bytes  # the set that signs this block
+    next_validators_hash: bytes  # the set that signs the next block (light clients follow it)
     version: int = HEADER_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -116,6 +117,7 @@ class Header:
             "height": self.height,
             "last_results_hash": self.last_results_hash.hex(),
             "loss_root": r.loss.hex(),
+            "next_validators_hash": self.next_validators_hash.hex(),
             "num_txs": self.num_txs,
             "other_root": r.other.hex(),
             "prev_block_hash": self.prev_block_hash.hex(),
@@ -144,6 +146,7 @@ class Header:
             "height",
             "last_results_hash",
             "loss_root",
+            "next_validators_hash",
             "num_txs",
             "other_root",
             "prev_block_hash",
@@ -178,6 +181,7 @@ class Header:
             h32["app_hash"],
             h32["last_results_hash"],
             h32["validators_hash"],
+            h32["next_validators_hash"],
             d["version"],
         )
 
@@ -329,6 +333,7 @@ def make_header(
     app_hash: bytes,
     last_results_hash: bytes,
     validators: Sequence[Validator],
+    next_validators: Sequence[Validator],
 ) -> Header:
     return Header(
         chain_id,
@@ -341,6 +346,7 @@ def make_header(
         app_hash,
         last_results_hash,
         validator_set_hash(validators),
+        validator_set_hash(next_validators),
     )
 
 

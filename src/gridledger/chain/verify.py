@@ -142,6 +142,8 @@ def _check_height(
     validators = app.validators_for(h)
     if hd.validators_hash != validator_set_hash(validators):
         return "validators_hash is not the validator set of this height"
+    if hd.next_validators_hash != validator_set_hash(app.validators_for(h + 1)):
+        return "next_validators_hash is not the validator set of the next height"
     if hd.proposer not in {v.pub_key for v in validators}:
         return "proposer is not a validator"
     bad_commit = commit.check(chain_id, validators, sb.hash, h)

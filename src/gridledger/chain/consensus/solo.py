@@ -89,6 +89,7 @@ class SoloEngine:
                     app.app_hash,
                     app.last_results_hash,
                     app.validators_for(height),
+                    app.validators_for(height + 1),
                 )
                 result = app.finalize_block(txs, info)
                 block = Block(header, tuple(txs))

@@ -205,6 +205,11 @@ class LedgerChain:
         nxt.increment_proposer_priority(1)
         return nxt
 
+    def next_valset(self, height: int) -> ValidatorSet:
+        """The set that signs ``height + 1``, known while ``height`` is decided (its updates
+        were returned by block ``height - 1``): the header's ``next_validators_hash``."""
+        return self._next_valset(self.valsets[height], height)
+
     def _save_valsets(self) -> None:
         d = {
             "height": self.height,
@@ -257,6 +262,7 @@ class LedgerChain:
             self.app.info().last_block_app_hash,
             self._last_results_hash(),
             self.valsets[height].validators,
+            self.next_valset(height).validators,
         )
         block = Block(header, tuple(txs))
         return encode_block(block), header.hash()
@@ -288,8 +294,12 @@ class LedgerChain:
         block, why = self._decoded(data)
         return None if block is None or why is not None else block.hash()
 
-    def problem(self, height: int, data: bytes) -> str | None:
-        """Why ``data`` is not a valid block for ``height`` on our chain (None: valid)."""
+    def problem(self, height: int, data: bytes, committed: bool = False) -> str | None:
+        """Why ``data`` is not a valid block for ``height`` on our chain (None: valid).
+
+        ``committed``: more than 2/3 already committed it (catch-up), so a block time ahead of
+        our clock is our clock's problem, not the block's; everything else is judged alike.
+        """
         block, why = self._decoded(data)
         if block is None:
             return why
@@ -307,10 +317,14 @@ class LedgerChain:
         vs = self.valsets[height]
         if h.validators_hash != vs.hash():
             return "block's validators_hash is not this height's validator set"
+        if h.next_validators_hash != self.next_valset(height).hash():
+            return "block's next_validators_hash is not the next height's validator set"
         if h.proposer not in vs:
             return "block proposer is not a validator"
-        if h.time_ms <= self._last_time_ms() or h.time_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
-            return f"block time {h.time_ms} not after the last block or too far ahead"
+        if h.time_ms <= self._last_time_ms():
+            return f"block time {h.time_ms} not after the last block"
+        if not committed and h.time_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
+            return f"block time {h.time_ms} too far ahead of our clock"
         if why is not None:
             return why
         info = ProposalInfo(height, h.time_ms, h.proposer, h.prev_block_hash)

@@ -5,9 +5,12 @@ earlier verified header), accept a header when
 
 1. the validator set offered with it hashes to the header's ``validators_hash``;
 2. validators holding more than 2/3 of *that* set's power signed the header's hash (the commit);
-3. if that set differs from the trusted one, validators holding more than 1/3 of the *trusted*
-   set's power are among the signers (CometBFT's skipping verification: with at most 1/3
-   faulty in the trusted set, at least one honest validator vouches for the new set);
+3. the set is one the trusted state vouches for: for the *next* height, it must be the set the
+   trusted header announced in ``next_validators_hash`` (CometBFT's adjacent verification — this
+   follows any validator-set change, even a complete one, height by height); further ahead, if
+   the set differs from the trusted one, validators holding more than 1/3 of the *trusted* set's
+   power must be among the signers (skipping verification: with at most 1/3 faulty in the
+   trusted set, at least one honest validator vouches for the new set);
 
 then check a transaction's inclusion proof (``chain/proofs.py``: audit path into the header's
 Merkle root for the transaction's tree) against the verified header.
@@ -34,6 +37,7 @@ class TrustedState:
     height: int
     validators: tuple[Validator, ...]
     block_hash: bytes | None = None
+    next_validators_hash: bytes | None = None  # from the trusted header (None: from genesis)
 
 
 class LightClient:
@@ -74,16 +78,35 @@ class LightClient:
         problem = commit.check(self.chain_id, validators, block_hash, header.height)
         if problem is not None:
             raise LightClientError(f"commit: {problem}")
-        trusted = self.trusted.validators
-        if validator_set_hash(trusted) != header.validators_hash:
-            vouched = self._signed_power(commit, block_hash, trusted)
-            total = sum(v.power for v in trusted)
+        trusted = self.trusted
+        announced = trusted.next_validators_hash
+        if header.height == trusted.height + 1 and announced is not None:
+            if header.validators_hash != announced:
+                raise LightClientError(
+                    "header's validator set is not the one the trusted header announced"
+                )
+        elif validator_set_hash(trusted.validators) != header.validators_hash:
+            vouched = self._signed_power(commit, block_hash, trusted.validators)
+            total = sum(v.power for v in trusted.validators)
             if 3 * vouched <= total:
                 raise LightClientError(
                     f"only {vouched} of {total} trusted voting power signed: cannot skip to "
                     "this validator set (verify intermediate headers first)"
                 )
-        self.trusted = TrustedState(header.height, tuple(validators), block_hash)
+        self.trusted = TrustedState(
+            header.height, tuple(validators), block_hash, header.next_validators_hash
+        )
+
+    def follow(self, headers: Sequence[tuple[Header, Commit, Sequence[Validator]]]) -> TrustedState:
+        """Verify consecutive headers one by one (each adjacent to the last), following every
+        validator-set change through ``next_validators_hash``; returns the new trusted state."""
+        for header, commit, validators in headers:
+            if header.height != self.trusted.height + 1:
+                raise LightClientError(
+                    f"header {header.height} does not follow the trusted {self.trusted.height}"
+                )
+            self.verify_header(header, commit, validators)
+        return self.trusted
 
     def verify_tx(self, proof: dict[str, Any], validators: Sequence[Validator]) -> str:
         """Verify a ``chain/proofs.py`` transaction proof: its header first, then inclusion."""

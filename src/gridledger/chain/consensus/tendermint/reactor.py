@@ -222,6 +222,12 @@ class Reactor:
             log.warning("height %d: rejecting block: %s", height, why)
         return why is None
 
+    def validate_committed(self, height: int, block: bytes) -> bool:
+        why = self.chain.problem(height, block, committed=True)
+        if why is not None:
+            log.error("height %d: a committed block fails here: %s", height, why)
+        return why is None
+
     def decide(self, height: int, block: bytes, commit: Commit) -> None:
         try:
             self.chain.apply(height, block, commit)

@@ -66,6 +66,11 @@ class Environment(Protocol):
         """The paper's valid(v): well-formed, extends our chain, accepted by the application."""
         ...
 
+    def validate_committed(self, height: int, block: bytes) -> bool:
+        """valid(v) for a block that > 2/3 already committed (catch-up): the same, except for
+        heuristics about our own clock (a block time ahead of it is not our call any more)."""
+        ...
+
     def decide(self, height: int, block: bytes, commit: Commit) -> None: ...
 
     def on_evidence(self, evidence: Evidence) -> None: ...
@@ -268,9 +273,12 @@ class ConsensusState:
             raise ConsensusError("catch-up block does not match the commit's block id")
         verify_commit(self.chain_id, hs.valset, commit)
         hs.blocks[commit.block_id] = block
-        if not self._valid(commit.block_id):
+        # Judged afresh (not from the validity cache): rules about our own clock, which may have
+        # made us refuse the proposal, do not apply to a block > 2/3 already committed.
+        if not self.env.validate_committed(hs.height, block):
             # > 2/3 signed it, so at least one honest node validated it: our state diverged.
             raise ConsensusError("a committed block fails validation here: state divergence")
+        hs.validity[commit.block_id] = True
         hs.step = COMMITTED
         self.env.decide(hs.height, block, commit)
         return True
