@@ -24,7 +24,12 @@ from gridledger.chain.p2p.secret import (
     handshake,
     read_record,
 )
-from gridledger.chain.p2p.transport import KEEPALIVE_KIND, PeerAddress, Transport
+from gridledger.chain.p2p.transport import (
+    KEEPALIVE_KIND,
+    MAX_PENDING_HANDSHAKES,
+    PeerAddress,
+    Transport,
+)
 
 CHAIN = "p2p-test"
 
@@ -434,5 +439,34 @@ def test_silent_link_is_closed():
         assert r.at_eof() and not a.peers
         w.close()
         await a.close()
+
+    asyncio.run(run())
+
+
+def test_idle_strangers_cannot_hold_more_than_the_pending_handshake_bound():
+    """A stranger opening many connections that never finish the handshake gets at most
+    MAX_PENDING_HANDSHAKES of them held; the rest are closed at once, and live links work."""
+
+    async def run():
+        ka, kb = key("a"), key("b")
+        a, b, _ia, ib = _pair(ka, kb)
+        await a.start()
+        await b.start()
+        await _link(b, a)
+        idle = [
+            await asyncio.open_connection("127.0.0.1", a.listen_port)
+            for _ in range(MAX_PENDING_HANDSHAKES)
+        ]
+        for r, _ in idle:  # each got a's hello: its handshake is pending
+            await asyncio.wait_for(r.readexactly(HELLO.size), 5)
+        r, w = await asyncio.open_connection("127.0.0.1", a.listen_port)
+        assert await asyncio.wait_for(r.read(), 5) == b""  # no hello: closed at once
+        assert a.send(pub(kb), 7, b"unaffected")
+        await ib.wait(1)
+        assert ib.frames == [(pub(ka), 7, b"unaffected")]
+        for _, iw in [*idle, (r, w)]:
+            iw.close()
+        await a.close()
+        await b.close()
 
     asyncio.run(run())
