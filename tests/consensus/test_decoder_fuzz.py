@@ -39,7 +39,7 @@ from gridledger.chain.p2p.transport import FrameError, Peer, Transport
 from gridledger.chain.tx import TxError, decode_tx, make_tx
 
 pytestmark = pytest.mark.xdist_group("fuzz")
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHAIN = "fuzz-chain"
 CHAIN_HASH = hashlib.sha256(CHAIN.encode()).digest()
 KEY = SigningKey(hashlib.sha256(b"fuzz").digest())

@@ -24,7 +24,12 @@ from gridledger.chain.p2p.secret import (
     handshake,
     read_record,
 )
-from gridledger.chain.p2p.transport import KEEPALIVE_KIND, PeerAddress, Transport
+from gridledger.chain.p2p.transport import (
+    KEEPALIVE_KIND,
+    MAX_PENDING_HANDSHAKES,
+    PeerAddress,
+    Transport,
+)
 
 CHAIN = "p2p-test"
 
@@ -436,3 +441,61 @@ def test_silent_link_is_closed():
         await a.close()
 
     asyncio.run(run())
+
+
+def test_idle_strangers_cannot_hold_more_than_the_pending_handshake_bound():
+    """A stranger opening many connections that never finish the handshake gets at most
+    MAX_PENDING_HANDSHAKES of them held; the rest are closed at once, and live links work."""
+
+    async def run():
+        ka, kb = key("a"), key("b")
+        a, b, _ia, ib = _pair(ka, kb)
+        await a.start()
+        await b.start()
+        await _link(b, a)
+        idle = [
+            await asyncio.open_connection("127.0.0.1", a.listen_port)
+            for _ in range(MAX_PENDING_HANDSHAKES)
+        ]
+        for r, _ in idle:  # each got a's hello: its handshake is pending
+            await asyncio.wait_for(r.readexactly(HELLO.size), 5)
+        r, w = await asyncio.open_connection("127.0.0.1", a.listen_port)
+        assert await asyncio.wait_for(r.read(), 5) == b""  # no hello: closed at once
+        assert a.send(pub(kb), 7, b"unaffected")
+        await ib.wait(1)
+        assert ib.frames == [(pub(ka), 7, b"unaffected")]
+        for _, iw in [*idle, (r, w)]:
+            iw.close()
+        await a.close()
+        await b.close()
+
+    asyncio.run(run())
+
+
+def test_reactor_frame_limits_admit_the_largest_real_frames():
+    from types import SimpleNamespace
+
+    from gridledger.chain.consensus.tendermint import reactor as r
+    from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
+    from gridledger.chain.consensus.tendermint.types import Proposal, Vote, VoteType
+
+    limits = r.frame_limits(4 << 20, 5000)
+    v1 = Vote(VoteType.PREVOTE, 2**63, 2**31 - 1, bytes(32), bytes(32), bytes(64))
+    v2 = Vote(VoteType.PREVOTE, 2**63, 2**31 - 1, None, bytes(32), bytes(64))
+    assert len(v1.encode()) == limits[r.K_VOTE]
+    assert len(DuplicateVoteEvidence.from_votes(v1, v2).encode()) == limits[r.K_EVIDENCE]
+    assert r._STATUS.size == limits[r.K_STATUS]
+    # a block of 5,000 transactions filling 4 MiB, with its header, fits a proposal frame
+    full = Proposal(9, 1, 0, bytes(32), bytes((4 << 20) + 4 * 5000 + 2048), bytes(32), bytes(64))
+    assert len(full.encode()) <= limits[r.K_PROPOSAL]
+    # a transaction flush larger than one frame goes out as several frames within the bound
+    sent = []
+    fake = SimpleNamespace(
+        _tx_flush_scheduled=True,
+        _tx_buf=[bytes([i % 256]) * 30_000 for i in range(100)],  # ~3 MiB
+        transport=SimpleNamespace(broadcast=lambda kind, payload: sent.append((kind, payload))),
+    )
+    r.Reactor._flush_txs(fake)
+    assert len(sent) == 3 and all(k == r.K_TXS for k, _ in sent)
+    assert all(len(p) <= limits[r.K_TXS] for _, p in sent)
+    assert sum(len(p) for _, p in sent) == 100 * (4 + 30_000)

@@ -1,1 +1,1 @@
-"""Authenticated asyncio TCP transport between validators, with test-only fault hooks."""
+"""Authenticated, encrypted asyncio TCP links between validators, with test-only fault hooks."""

@@ -65,8 +65,9 @@ def frame_limits(max_block_bytes: int, max_block_txs: int) -> dict[int, int]:
     blank_vote = Vote(VoteType.PREVOTE, 0, 0, None, bytes(32), bytes(64))
     blank_proposal = SignedProposal(0, 0, -1, bytes(32), bytes(32), bytes(64))
     vote = len(blank_vote.encode())
-    # an encoded block: header (< 64 KiB) + a u32 length per transaction + the transactions
-    block = max_block_bytes + 4 * max_block_txs + 64 * 1024
+    # an encoded block: header (< 64 KiB) + a u32 length per transaction + the transactions;
+    # other nodes may configure more transactions per block, up to the app's cap (20,000)
+    block = max_block_bytes + 4 * max(max_block_txs, 20_000) + 64 * 1024
     commit = len(Commit(0, 0, bytes(32), ()).encode()) + COMMIT_VOTES_BOUND * vote
     proposal = len(Proposal(0, 0, -1, bytes(32), b"", bytes(32), bytes(64)).encode())
     return {
