@@ -219,3 +219,33 @@ def test_a_restarted_dso_agent_keeps_the_previous_setpoints(world, tmp_path: Pat
     # ΔQ is against the optimized t1 interval, not the initial state a restart would assume
     assert on_chain == {r.bus: round(1000 * r.delta_q_kvar) for r in both.regulators}
     assert on_chain != {r.bus: round(1000 * r.delta_q_kvar) for r in fresh.regulators}
+
+
+def test_dso_rejects_a_trade_whose_buyer_cannot_escrow_the_extras(world, tmp_path: Path) -> None:
+    """The approval escrows the buyer's reactive pay and loss charge at the cap; the agent
+    checks that before posting, and rejects (with the reason) rather than leave the match
+    pending behind an approval the chain would refuse."""
+    chain, keys, _, dso = world
+    agent = DsoAgent(dso, [GridPhase(0, make_evaluator("seed000_case1"), {})], SLOT)
+    for n, kind in (("DG2", "offer"), ("L5", "bid")):
+        ProsumerAgent(n, keys[n], BUSES[n], [OrderSpec(kind, 100_000, 10, T, T + SLOT)]).step(chain)
+    chain.produce(T - 6 * SLOT)
+    # 100 kW x 0.25 h x 10 utoken/kWh = 250 escrowed; the loss cap's charge is 25 % of that,
+    # 62 utoken, and L5 keeps only 10 in its free balance
+    spend = 10**11 - 250 - 10
+    chain.submit(
+        keys["L5"],
+        "token.transfer",
+        {"amount": spend, "denom": "utoken", "to": keys["DG3"].pub_hex},
+    )
+    chain.produce(T - 6 * SLOT + 1)
+    assert chain.balance("utoken", keys["L5"].pub_hex) == 10
+    assert agent.step(chain) == 1  # the rejection only
+    chain.produce(T - 6 * SLOT + 2)
+    rec = chain.state("market/match/m0")
+    assert rec["status"] == "rejected"
+    assert rec["reasons"] == [
+        "the DSO could not certify the trade: the buyer cannot escrow 62 utoken for reactive "
+        "pay and losses"
+    ]
+    assert chain.keys_with_prefix("market/losses/") == []

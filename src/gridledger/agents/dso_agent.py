@@ -32,13 +32,19 @@ from typing import Any, Protocol
 from gridledger.agents.client import AgentError, ChainClient, must
 from gridledger.chain import encoding
 from gridledger.chain.contracts.market import (
+    MAX_LOSS_SHARE_PPM,
+    PARAMS,
     PENDING,
     RANKING,
+    buyer_extras_utoken,
+    default_params,
+    loss_cap_w,
     match_key,
     reactive_digest,
     slot_matches_key,
     trade_record,
 )
+from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import KeyPair
 
 
@@ -338,7 +344,33 @@ class DsoAgent:
         start_eval: Evaluation,
         digest: str,
     ) -> int:
-        """Loss shares (one record per instant), set-points, then the approval."""
+        """Loss shares (one record per instant), set-points, then the approval.  What the
+        contract would refuse in the block (a loss share above the cap, a buyer who cannot
+        escrow the extras) is checked first and raised, so the match is rejected, not left
+        pending by an approval that fails after it was accepted."""
+        setpoints = [
+            {
+                "account": phase.regulator_accounts[r.bus],
+                "node": r.bus,
+                "q_var": round(1000 * r.q_kvar),
+                "delta_q_var": round(1000 * r.delta_q_kvar),
+                "delta_pq_w": round(1000 * r.delta_pq_kw),
+                "utoken_per_slot": r.utoken_per_slot,
+            }
+            for r in start_eval.regulators
+            if r.bus in phase.regulator_accounts
+        ]
+        for _, (run, e) in sorted(evaluations.items()):
+            for x in run:
+                if round(1000 * e.share_kw[x["match_id"]]) > loss_cap_w(x):
+                    raise AgentError(
+                        f"the loss share of {x['match_id']} would exceed "
+                        f"{MAX_LOSS_SHARE_PPM // 10_000} % of its power"
+                    )
+        m = rec["match"]
+        extras = buyer_extras_utoken(m, setpoints, client.state(PARAMS) or default_params())
+        if int(client.state(balance_key("utoken", m["buyer"])) or 0) < extras:
+            raise AgentError(f"the buyer cannot escrow {extras} utoken for reactive pay and losses")
         n = 0
         for t, (run, e) in sorted(evaluations.items()):
             shares = [
@@ -357,18 +389,6 @@ class DsoAgent:
             }
             must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
             n += 1
-        setpoints = [
-            {
-                "account": phase.regulator_accounts[r.bus],
-                "node": r.bus,
-                "q_var": round(1000 * r.q_kvar),
-                "delta_q_var": round(1000 * r.delta_q_kvar),
-                "delta_pq_w": round(1000 * r.delta_pq_kw),
-                "utoken_per_slot": r.utoken_per_slot,
-            }
-            for r in start_eval.regulators
-            if r.bus in phase.regulator_accounts
-        ]
         must(
             client.submit(self.key, "market.reactive", {"match_id": mid, "setpoints": setpoints}),
             f"reactive set-points for {mid}",

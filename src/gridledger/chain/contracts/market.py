@@ -91,14 +91,6 @@ TRADERS = frozenset({"prosumer", "vendor"})
 DSO_ONLY = frozenset({"dso"})
 MAX_ROWS = 256
 MAX_REASONS = 16
-# A trade's loss share may be at most this part of its power: distribution losses are a few
-# percent of the power carried, so a larger share is refused as implausible, and the buyer's
-# loss charge, escrowed at approval for this cap, is bounded by it.
-MAX_LOSS_SHARE_PPM = 250_000
-# An approval writes one slot index entry per slot of the match. An order spans at most
-# MAX_WINDOW_SLOTS slots, so a match does too; the approval checks it again (defence in depth:
-# a match recorded under older parameters cannot make an approval write more).
-MAX_SLOTS_PER_MATCH = MAX_WINDOW_SLOTS
 
 PARAMS = "market/params"
 PENDING = "market/pending"
@@ -473,6 +465,12 @@ def loss_w_at(ctx: Context, match_id: str, slot_ms: int) -> int:
     return loss
 
 
+# A trade's loss share may be at most this part of its power: distribution losses are a few
+# percent of the power carried, so a larger share is refused as implausible, and the buyer's
+# loss charge, escrowed at approval for this cap, is bounded by it.
+MAX_LOSS_SHARE_PPM = 250_000
+
+
 def loss_cap_w(match: dict[str, Any]) -> int:
     """The largest loss share a match may be charged (see ``MAX_LOSS_SHARE_PPM``)."""
     return match["power_w"] * MAX_LOSS_SHARE_PPM // PPM
@@ -591,6 +589,10 @@ def _x_reactive(ctx: Context, p: dict[str, Any]) -> None:
 
 
 # --- market.certificate ---------------------------------------------------------------------------
+# An approval writes one slot index entry per slot of the match. An order spans at most
+# MAX_WINDOW_SLOTS slots, so a match does too; the approval checks it again (defence in depth:
+# a match recorded under older parameters cannot make an approval write more).
+MAX_SLOTS_PER_MATCH = MAX_WINDOW_SLOTS
 TRADE_FIELDS = ["destination", "duration_ms", "energy_wh", "power_w", "source", "start_ms"]
 
 

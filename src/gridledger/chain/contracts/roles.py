@@ -30,8 +30,8 @@ operators in the genesis (and the DSO registers ICT operators), and only the val
 the validator set.  :func:`may_send` honours a grant only for a grantable class, so a grant
 record that predates this table cannot be used either.
 
-``python -m gridledger.chain.contracts.roles`` prints the table for the core and market
-contracts (docs/ledger.md).
+``python -m gridledger.chain.contracts.roles`` prints the table for the core contracts and every
+contract a genesis may add (docs/ledger.md, docs/security.md).
 """
 
 from __future__ import annotations
