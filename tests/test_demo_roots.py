@@ -18,9 +18,11 @@ from gridledger.chain.keys import KeyPair
 
 START_MS = 1_767_261_600_000  # 2026-01-01T10:00Z, a whole hour like the demo's own start
 # (app hash after the last block, hash of the last block, height) of the full demo
+# Changed on purpose by: the order book as one record per order, approvals escrowing the
+# buyer's extras, one REC record per reading, header v2 (next_validators_hash).
 EXPECTED = (
-    "9c374e9cad4c95de3db82ca68b7739f8a3669369d3d07e3b2155e6a94781e07b",
-    "6db5de4448729de08c57ea58d7624bd41275df7645039aa01a1baf8bc93a2ba7",
+    "aa5f5e62bed4b85ebfca46715f2415b29637c7faef65bef3af01d8b26cf279a9",
+    "c06c3ff01e4fcf6a6c29cce84e0a3acd8ffb91816922e3991f4b5ebc5771457b",
     170,
 )
 
