@@ -3,6 +3,8 @@ differentiation, its optimum against the dense SLSQP solver's, and its fallbacks
 
 from __future__ import annotations
 
+import copy
+
 import casadi as ca
 import numpy as np
 import pytest
@@ -181,3 +183,53 @@ def test_stopped_early_keeps_the_better_point():
     res = solve_sparse(prob, max_iter=1)
     assert prob.breach(res.pf_after) <= prob.breach(res.pf_before)
     assert str(res.violations[0]).startswith("voltage limit at bus 9")
+
+
+def simbench_with_inverters(code: str):
+    """A SimBench grid whose PV units are inverters (rated 1.1 × sn_mva) under reactive control;
+    (our network, the pandapower net without them, the PV table)."""
+    import pandas as pd
+
+    from gridledger.grid.loaders import from_pandapower
+
+    simbench = pytest.importorskip("simbench")
+    pnet = simbench.get_simbench_net(code)
+    pv = pnet.sgen[pnet.sgen.in_service].copy()
+    bare = copy.deepcopy(pnet)
+    bare.sgen.drop(bare.sgen.index, inplace=True)
+    net = from_pandapower(bare, name=code)
+    rows = [
+        {"name": f"PV{i}", "bus": int(r.bus), "role": "regulator", "p_mw": float(r.p_mw),
+         "q_mvar": 0.0, "vm_pu": 1.0, "sn_mva": 1.1 * float(r.sn_mva), "pmin_mw": float(r.p_mw),
+         "pmax_mw": float(r.p_mw), "qmin_mvar": -1.1 * float(r.sn_mva),
+         "qmax_mvar": 1.1 * float(r.sn_mva), "slack_weight": 0.0}
+        for i, r in pv.iterrows()
+    ]  # fmt: skip
+    gen = pd.concat([net.gen, table(rows, GEN_COLUMNS)], ignore_index=True)
+    gen.loc[gen.role == "slack", ["qmin_mvar", "qmax_mvar", "sn_mva"]] = [-1e3, 1e3, 1e4]
+    return net.with_tables(gen=gen), pnet, pv
+
+
+def test_simbench_optimum_is_a_pandapower_power_flow():
+    # The optimum's inverter set-points, put back on the SimBench grid's own PV units, give
+    # pandapower's power flow the same voltages and the same power drawn from the grid.
+    import pandapower as pp
+
+    net, pnet, pv = simbench_with_inverters("1-MV-rural--0-sw")
+    prob = RopfProblem(compile_network(net), "q")
+    res = solve_ropf(prob, "exact", sparse=True)
+    assert res.feasible and res.loss_after_pu < res.loss_before_pu
+    q_mvar = res.x[: prob.reg.size] * prob.compiled.base_mva
+    pnet.sgen.loc[pv.index, "q_mvar"] = q_mvar
+    pp.runpp(pnet, calculate_voltage_angles=True, tolerance_mva=1e-10, lightsim2grid=False)
+    pos = {int(b): k for k, b in enumerate(prob.compiled.bus_ids)}
+    ids = [int(b) for b in pnet.res_bus.index if int(b) in pos]
+    k = np.array([pos[b] for b in ids])
+    np.testing.assert_allclose(
+        res.pf_after.vm_pu[k], pnet.res_bus.vm_pu.loc[ids].to_numpy(), atol=1e-8
+    )
+    # The grid's intake (losses incl. transformer iron losses, which our loader keeps as bus
+    # shunts) is the same too.
+    slack = int(np.flatnonzero(prob.compiled.gen_role == "slack")[0])
+    grid_mw = float(pnet.res_ext_grid.p_mw.sum())
+    assert res.pf_after.gen_p_mw[slack] == pytest.approx(grid_mw, abs=1e-6)
