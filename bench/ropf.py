@@ -7,23 +7,38 @@ exact solver's gap is measured against it; the population solvers' gaps against 
 (median and worst over seeds). Budgets (DESIGN.md): exact ≤ 0.1 s, GSO/SBDE ≤ 0.5 s within
 0.1 % of the exact optimum; seed 000 reports 48 s for GSO in Matlab.
 
-Prints a table, writes the ``ropf`` section of docs/benchmarks.md, and ends with one JSON line.
+Large grids (``--large``, on by default): MATPOWER case300 (generator voltages) and SimBench
+1-MVLV-rural-all-0-sw (5,483 buses, the smallest SimBench MV+LV grid above 1,000 buses; its 581
+PV units as inverters rated 1.1 × their sn_mva, reactive control; the external grid's Q free).
+The exact solver runs IPOPT on sparse matrices there (:mod:`gridledger.grid.ropf.sparse`);
+pandapower's ``runopp`` runs on the same problem in a child process with a time limit and is
+reported only when it converges. Wall time is the median of ``--repeat-large`` runs with the
+range; CPU time (``time.process_time``) is given too because the machine is shared.
+
+Prints a table, writes the ``ropf`` and ``ropf-large`` sections of docs/benchmarks.md, and ends
+with one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from gridledger.grid.cases import load_case
 from gridledger.grid.compiled import compile_network
+from gridledger.grid.loaders import from_pandapower
+from gridledger.grid.network import GEN_COLUMNS, Network, table, validate
 from gridledger.grid.ropf import RopfProblem, solve_ropf
 from gridledger.grid.ropf.reference import pandapower_min_loss
 
@@ -31,6 +46,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SEED000_GSO_SECONDS = 48.0
 CASES = {"microgrid9": "q", "ieee9": "vm"}
 SEARCHES = ("gso", "sbde", "de")
+SIMBENCH_CODE = "1-MVLV-rural-all-0-sw"
+INVERTER_OVERSIZE = 1.1  # inverter rating / the PV unit's sn_mva: the reactive headroom at full P
+RUNOPP_TIMEOUT_S = 180.0
 
 
 def timed(fn, repeat: int):
@@ -116,13 +134,212 @@ def write_docs(figures: dict, seeds: int) -> None:
     DOCS.write_text(text[:start] + "\n".join(lines) + text[end + len("<!-- ropf:end -->") :])
 
 
+# ---- large grids --------------------------------------------------------------------------
+
+
+def simbench_pandapower():
+    """The SimBench grid as a pandapower OPF of the same problem: the PV units' P pinned, their Q
+    free within the inverter circle, cost only on the external grid's P (1000/MW, as in
+    :mod:`gridledger.grid.ropf.reference`)."""
+    import pandapower as pp
+    import simbench
+
+    net = simbench.get_simbench_net(SIMBENCH_CODE)
+    sg = net.sgen
+    cap = np.sqrt(np.maximum((INVERTER_OVERSIZE * sg.sn_mva) ** 2 - sg.p_mw**2, 0.0))
+    sg["controllable"] = True
+    sg["min_p_mw"], sg["max_p_mw"] = sg.p_mw, sg.p_mw
+    sg["min_q_mvar"], sg["max_q_mvar"] = -cap, cap
+    eg = net.ext_grid
+    eg["controllable"] = True
+    eg["min_q_mvar"], eg["max_q_mvar"] = -1e3, 1e3
+    eg["min_p_mw"], eg["max_p_mw"] = -1e4, 1e4
+    for tab in ("load", "storage", "gen"):
+        if len(net[tab]):
+            net[tab]["controllable"] = False
+    net.poly_cost.drop(net.poly_cost.index, inplace=True)
+    pp.create_poly_cost(net, eg.index[0], "ext_grid", cp1_eur_per_mw=1000.0)
+    for i in sg.index:
+        pp.create_poly_cost(net, i, "sgen", cp1_eur_per_mw=0.0)
+    return net
+
+
+def simbench_network() -> Network:
+    """Our network of the same grid: each PV unit a ``regulator`` (an inverter) at its P."""
+    pnet = simbench_pandapower()
+    sg = pnet.sgen[pnet.sgen.in_service].copy()
+    pnet.sgen.drop(pnet.sgen.index, inplace=True)
+    net = from_pandapower(pnet, name=SIMBENCH_CODE)
+    rating = INVERTER_OVERSIZE * sg.sn_mva
+    rows = [
+        {"name": f"PV{i}", "bus": int(r.bus), "role": "regulator", "p_mw": float(r.p_mw),
+         "q_mvar": 0.0, "vm_pu": 1.0, "sn_mva": float(s), "pmin_mw": float(r.p_mw),
+         "pmax_mw": float(r.p_mw), "qmin_mvar": -float(s), "qmax_mvar": float(s),
+         "slack_weight": 0.0}
+        for (i, r), s in zip(sg.iterrows(), rating, strict=True)
+    ]  # fmt: skip
+    gen = pd.concat([net.gen, table(rows, GEN_COLUMNS)], ignore_index=True)
+    slack = gen.role == "slack"
+    gen.loc[slack, ["qmin_mvar", "qmax_mvar", "sn_mva"]] = [-1e3, 1e3, 1e4]  # the HV grid
+    return validate(net.with_tables(gen=gen))
+
+
+def case300_pandapower():
+    """pandapower's case300 as the R-OPF: cost on the slack's P, generators' P pinned."""
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    net = pn.case300()
+    net.poly_cost.drop(net.poly_cost.index, inplace=True)
+    pp.create_poly_cost(net, net.ext_grid.index[0], "ext_grid", cp1_eur_per_mw=1000.0)
+    net.gen["min_p_mw"], net.gen["max_p_mw"] = net.gen.p_mw, net.gen.p_mw
+    return net
+
+
+def _runopp_child(which: str, out) -> None:
+    import pandapower as pp
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    net = case300_pandapower() if which == "case300" else simbench_pandapower()
+    t0 = time.perf_counter()
+    try:
+        pp.runopp(net, calculate_voltage_angles=True)
+        ok = bool(net.OPF_converged)
+    except Exception:  # pandapower raises OPFNotConverged (and others) on failure
+        ok = False
+    seconds = time.perf_counter() - t0
+    loss = float(net.res_line.pl_mw.sum() + net.res_trafo.pl_mw.sum()) if ok else None
+    out.put((ok, seconds, loss))
+
+
+def runopp(which: str, timeout_s: float) -> dict:
+    """pandapower's OPF in a child process; (converged, seconds, losses) or a timeout."""
+    queue = multiprocessing.get_context("spawn").Queue()
+    child = multiprocessing.get_context("spawn").Process(target=_runopp_child, args=(which, queue))
+    child.start()
+    child.join(timeout_s)
+    if child.is_alive():
+        child.terminate()
+        child.join()
+        return {"converged": False, "seconds": timeout_s, "loss_mw": None, "timed_out": True}
+    ok, seconds, loss = queue.get()
+    return {"converged": ok, "seconds": seconds, "loss_mw": loss, "timed_out": False}
+
+
+def bench_large(which: str, repeat: int, timeout_s: float) -> dict:
+    net = load_case("pandapower:case300") if which == "case300" else simbench_network()
+    control = "vm" if which == "case300" else "q"
+    problem = RopfProblem(compile_network(net), control)
+    walls, cpus, res = [], [], None
+    for _ in range(repeat):
+        c0, t0 = time.process_time(), time.perf_counter()
+        res = solve_ropf(problem, "exact")
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    pp_run = runopp(which, timeout_s)
+    kinds = sorted({v.kind for v in res.violations})
+    return {
+        "buses": problem.compiled.n_bus,
+        "variables": problem.dim,
+        "exact_s": statistics.median(walls),
+        "exact_s_min": min(walls),
+        "exact_s_max": max(walls),
+        "exact_cpu_s": statistics.median(cpus),
+        "exact_iterations": res.iterations,
+        "loss_before_mw": res.loss_before_pu * problem.compiled.base_mva,
+        "loss_after_mw": res.loss_after_pu * problem.compiled.base_mva,
+        "feasible": res.feasible,
+        "violated": kinds,
+        "runopp_converged": pp_run["converged"],
+        "runopp_s": pp_run["seconds"] if pp_run["converged"] else None,
+        "runopp_attempt_s": pp_run["seconds"],
+        "runopp_timed_out": pp_run["timed_out"],
+        "runopp_loss_mw": pp_run["loss_mw"],
+    }
+
+
+def write_docs_large(large: dict, load_average: float) -> None:
+    lines = [
+        "<!-- ropf-large:start -->",
+        "### ropf on large grids (`bench/ropf.py`)",
+        "",
+        "Exact R-OPF by IPOPT on sparse matrices (`gridledger.grid.ropf.sparse`), wall time "
+        "median and range over the runs, CPU time of the process, and pandapower `runopp` on "
+        f"the same problem in the same run (a child process, stopped after {RUNOPP_TIMEOUT_S:.0f}"
+        f" s). Load average during the run: {load_average:.1f} on 2 cores.",
+        "",
+        "| grid | buses | variables | exact s (range) | exact CPU s | iterations | loss MW "
+        "before → after | feasible | runopp |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, f in large.items():
+        if f["runopp_converged"]:
+            pp_text = f"{f['runopp_s']:.2f} s, {f['runopp_loss_mw']:.4f} MW"
+        elif f["runopp_timed_out"]:
+            pp_text = f"no answer within {f['runopp_attempt_s']:.0f} s"
+        else:
+            pp_text = f"did not converge ({f['runopp_attempt_s']:.1f} s)"
+        feasible = "yes" if f["feasible"] else "no: " + ", ".join(f["violated"])
+        lines.append(
+            f"| {name} | {f['buses']} | {f['variables']} | {f['exact_s']:.2f} "
+            f"({f['exact_s_min']:.2f}–{f['exact_s_max']:.2f}) | {f['exact_cpu_s']:.2f} | "
+            f"{f['exact_iterations']} | {f['loss_before_mw']:.4f} → {f['loss_after_mw']:.4f} | "
+            f"{feasible} | {pp_text} |"
+        )
+    lines.append("<!-- ropf-large:end -->")
+    text = DOCS.read_text()
+    block = "\n".join(lines)
+    if "<!-- ropf-large:start -->" in text:
+        start = text.index("<!-- ropf-large:start -->")
+        end = text.index("<!-- ropf-large:end -->") + len("<!-- ropf-large:end -->")
+        text = text[:start] + block + text[end:]
+    else:
+        at = text.index("<!-- ropf:end -->") + len("<!-- ropf:end -->")
+        text = text[:at] + "\n\n" + block + text[at:]
+    DOCS.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    ap.add_argument("--repeat-large", type=int, default=3)
+    ap.add_argument("--runopp-timeout", type=float, default=RUNOPP_TIMEOUT_S)
+    ap.add_argument("--no-large", action="store_true", help="skip case300 and SimBench")
+    ap.add_argument("--large-only", action="store_true", help="only case300 and SimBench")
     args = ap.parse_args(argv)
     np.seterr(all="ignore")
+    warnings.filterwarnings("ignore")
+    logging.getLogger("pandapower").setLevel(logging.ERROR)
+    large = {}
+    if not args.no_large:
+        for which in ("case300", "simbench"):
+            large[which] = bench_large(which, args.repeat_large, args.runopp_timeout)
+            f = large[which]
+            print(f"{which} ({f['buses']} buses): exact {f['exact_s']:.2f} s "
+                  f"[{f['exact_s_min']:.2f}, {f['exact_s_max']:.2f}] CPU {f['exact_cpu_s']:.2f} s, "
+                  f"{f['exact_iterations']} it, loss {f['loss_before_mw']:.4f} -> "
+                  f"{f['loss_after_mw']:.4f} MW, feasible {f['feasible']}; runopp "
+                  f"{'converged' if f['runopp_converged'] else 'failed'} "
+                  f"in {f['runopp_attempt_s']:.1f} s", flush=True)  # fmt: skip
+    large_fields = {
+        "case300_exact_s": large["case300"]["exact_s"] if large else None,
+        "case300_exact_cpu_s": large["case300"]["exact_cpu_s"] if large else None,
+        "case300_runopp_s": large["case300"]["runopp_s"] if large else None,
+        "simbench_code": SIMBENCH_CODE,
+        "simbench_buses": large["simbench"]["buses"] if large else None,
+        "simbench_exact_s": large["simbench"]["exact_s"] if large else None,
+        "simbench_exact_cpu_s": large["simbench"]["exact_cpu_s"] if large else None,
+        "simbench_runopp_s": large["simbench"]["runopp_s"] if large else None,
+        "large": large,
+    }
+    if args.large_only:
+        if not args.no_docs:
+            write_docs_large(large, os.getloadavg()[0])
+        print(json.dumps({"bench": "ropf", "load_average": os.getloadavg()[0], **large_fields}))
+        return 0
     cases = {name: bench_case(name, ctl, args.seeds, args.repeat) for name, ctl in CASES.items()}
     mg = cases["microgrid9"]
     figures = {
@@ -150,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"  {f[f'{m}_evaluations']} evaluations")  # fmt: skip
     if not args.no_docs:
         write_docs(figures, args.seeds)
-    print(json.dumps({"bench": "ropf", **figures}))
+        if large:
+            write_docs_large(large, figures["load_average"])
+    print(json.dumps({"bench": "ropf", **figures, **large_fields}))
     return 0
 
 
