@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
         choices=("auto", "vm", "q"),
         default="auto",
         help="variables: voltage set-points (vm) or reactive injections (q); auto: q on the "
-        "seed-000 microgrids, vm elsewhere",
+        "seed-000 microgrids and on grids whose regulators are static generators, vm elsewhere",
     )
     ropf.add_argument(
         "--slack-vm",
@@ -57,8 +57,9 @@ def register(sub: Any) -> None:
     val.set_defaults(handler=_validate)
 
 
-def _auto_control(case: str) -> str:
-    return "q" if str(case).startswith("microgrid9") else "vm"
+def _auto_control(case: str, network_control: str = "vm") -> str:
+    """q on the seed-000 microgrids and on grids whose regulators are static generators."""
+    return "q" if str(case).startswith("microgrid9") else network_control
 
 
 def _ropf(args: argparse.Namespace) -> int:
@@ -69,9 +70,10 @@ def _ropf(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
-    control = _auto_control(args.case) if args.control == "auto" else args.control
     try:
         net = load_case(args.case)
+        control = _auto_control(args.case, net.regulator_control)
+        control = control if args.control == "auto" else args.control
         options = RopfOptions(
             vmin_pu=args.vmin,
             vmax_pu=args.vmax,

@@ -27,9 +27,10 @@ def register(sub: Any) -> None:
     pf.add_argument(
         "--control",
         choices=("vm", "q"),
-        default="vm",
-        help="regulator generators hold their voltage set-point (vm, default) or inject their "
-        "reactive set-point (q)",
+        default=None,
+        help="regulator generators hold their voltage set-point (vm) or inject their "
+        "reactive set-point (q); default: the case's own (q for grids whose regulators are "
+        "static generators, vm otherwise)",
     )
     pf.add_argument(
         "--q-limits",
@@ -52,6 +53,7 @@ def _cases(args: argparse.Namespace) -> int:
     for name, desc in cases.items():
         print(f"{name:<{width}}  {desc}")
     print(f"{'pandapower:<name>':<{width}}  any network of pandapower.networks, e.g. case118")
+    print(f"{'simbench:<code>':<{width}}  a SimBench grid, e.g. simbench:1-LV-rural3--0-sw")
     print(f"{'<path>.json|.m':<{width}}  a pandapower JSON or MATPOWER case file")
     return 0
 
@@ -96,7 +98,8 @@ def _print_tables(name: str, res: Any, gen_names: list[str]) -> None:
     status = "converged" if res.converged else "DID NOT CONVERGE"
     print(
         f"{name}: {status} in {res.iterations} iterations, "
-        f"largest mismatch {res.max_mismatch_mva:.2e} MVA, losses {res.loss_mw:.6g} MW"
+        f"largest mismatch {res.max_mismatch_mva:.2e} MVA, losses {res.total_loss_mw:.6g} MW "
+        f"(series {res.series_loss_mw:.6g}, transformer no-load {res.no_load_loss_mw:.6g})"
     )
     print()
     print(f"{'bus':>8} {'vm_pu':>9} {'va_deg':>10} {'p_mw':>11} {'q_mvar':>11}")

@@ -1,7 +1,8 @@
 """Named test networks: the seeds' microgrid, IEEE 9, Baran–Wu 33, SCE 56, and any pandapower case.
 
 ``load_case(name)`` accepts a name from :func:`list_cases`, ``"pandapower:<function>"`` (a
-network of ``pandapower.networks``), or a path to a pandapower ``.json`` or MATPOWER ``.m`` file.
+network of ``pandapower.networks``), ``"simbench:<code>"`` (a SimBench grid, with the optional
+``simbench`` package), or a path to a pandapower ``.json`` or MATPOWER ``.m`` file.
 Every call returns a fresh copy (networks are values; change one with ``with_tables``).
 
 The 9-bus MV microgrid (seed 000 §VI, Tables I–II, Fig. 4b)
@@ -52,6 +53,7 @@ from .loaders import (
     load_matpower,
     load_pandapower_case,
     load_pandapower_json,
+    load_simbench,
 )
 from .network import (
     BRANCH_COLUMNS,
@@ -308,6 +310,7 @@ def _case33bw() -> Network:
         frame = getattr(net, key).copy()
         frame["bus"] = frame.bus.map(shift)
         tables[key] = frame
+    tables["load"]["name"] = [f"L{b}" for b in tables["load"].bus]  # one load per bus
     return _renamed(
         net.with_tables(**tables),
         "case33bw",
@@ -424,12 +427,14 @@ def _load_cached(name: str) -> Network:
         return validate(_CASES[name][1]())
     if name.startswith("pandapower:"):
         return validate(load_pandapower_case(name.split(":", 1)[1]))
+    if name.startswith("simbench:"):
+        return validate(load_simbench(name.split(":", 1)[1]))
     raise AssertionError(name)
 
 
 def load_case(name: str | Path) -> Network:
     """A network by case name, ``pandapower:<function>``, or path to a ``.json``/``.m`` file."""
-    if isinstance(name, str) and (name in _CASES or name.startswith("pandapower:")):
+    if isinstance(name, str) and (name in _CASES or name.startswith(("pandapower:", "simbench:"))):
         return _load_cached(name).copy()
     path = Path(name)
     if path.suffix.lower() == ".m" and path.is_file():
@@ -440,5 +445,6 @@ def load_case(name: str | Path) -> Network:
         raise CaseFormatError(f"no such case file: {path}")
     raise UnknownCaseError(
         f"unknown case {str(name)!r}; known cases: {', '.join(_CASES)}; or "
-        "'pandapower:<name>' (e.g. pandapower:case118), or a path to a .json/.m file"
+        "'pandapower:<name>' (e.g. pandapower:case118), 'simbench:<code>' (e.g. "
+        "simbench:1-LV-rural3--0-sw), or a path to a .json/.m file"
     )

@@ -59,6 +59,11 @@ class CompiledNetwork:
     # Phase shift of each branch (degrees, from side), for the power flow's start angles; an
     # empty array (networks compiled before this field existed) means no shifts.
     branch_shift_deg: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # Shunt conductance per bus (pu) that models branches' no-load losses (a transformer's
+    # magnetizing branch); already in ``ybus``, kept apart to report those losses.
+    no_load_g_pu: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # How the regulators run when a power flow is not told (Network.regulator_control).
+    regulator_control: str = "vm"
 
     @property
     def n_bus(self) -> int:
@@ -155,6 +160,12 @@ def compile_network(net: Network) -> CompiledNetwork:
     svc = net.svc
     svc_bus = np.array([pos[int(b)] for b in svc.bus], dtype=np.int64)
 
+    no_load_g = np.zeros(nb)
+    if net.no_load_shunts:
+        sh = net.shunt[net.shunt["name"].isin(net.no_load_shunts)]
+        sh_bus = np.array([pos[int(b)] for b in sh.bus], dtype=np.int64)
+        np.add.at(no_load_g, sh_bus, sh.g_mw.to_numpy(float) / base)
+
     return CompiledNetwork(
         name=net.name,
         base_mva=base,
@@ -188,4 +199,6 @@ def compile_network(net: Network) -> CompiledNetwork:
         svc_qmax=svc.qmax_mvar.to_numpy(float) / base,
         svc_q=svc.q_mvar.to_numpy(float) / base,
         branch_shift_deg=net.branch.shift_deg.to_numpy(float),
+        no_load_g_pu=no_load_g,
+        regulator_control=net.regulator_control,
     )

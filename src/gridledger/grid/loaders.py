@@ -7,8 +7,9 @@ layout (``baseMVA``, ``bus``, ``gen``, ``branch`` matrices with MATPOWER's colum
   ``matpowercaseframes`` for ``.m`` files (not a dependency, and not installed), and the case
   format is small: numeric matrices assigned to ``mpc.<field>``.
 * pandapower networks: ``pandapower.converter.pypower.to_ppc`` (pandapower's own element models:
-  lines, transformers, switches, sgens) and then the same converter.  Bus ids stay pandapower's
-  bus indices.
+  lines, transformers, switches) and then the same converter, with loads, static generators and
+  storage kept as named elements (:func:`from_pandapower`).  Bus ids stay pandapower's bus
+  indices.  SimBench grids (:func:`load_simbench`) are pandapower networks.
 
 Generator ratings: MATPOWER's ``mBase`` is usually the system base (100 MVA even for a 300 MW
 unit), so ``sn_mva`` is the smallest circle around the box limits,
@@ -21,10 +22,12 @@ import copy
 import inspect
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .network import (
     BRANCH_COLUMNS,
@@ -376,13 +379,48 @@ def _extra_column(ppc: dict[str, Any], key: str, n: int, name: str) -> np.ndarra
 # --------------------------------------------------------------------------------------------
 
 
-def from_pandapower(net: Any, name: str | None = None, trafo_model: str = "t") -> Network:
+# Static generators that set no reactive limits of their own may give reactive power up to this
+# power factor at their rated apparent power: |Q| <= Sn·sin(acos 0.9) = 0.436·Sn, the range
+# the German LV connection rule VDE-AR-N 4105 asks of inverters above 4.6 kVA.
+DEFAULT_SGEN_POWER_FACTOR = 0.9
+# pandapower elements that are loads, static generators and storage: kept as named elements
+# (sellers and buyers are named by them) instead of being folded into bus injections.
+_ELEMENT_KINDS = ("load", "sgen", "storage")
+
+
+def from_pandapower(
+    net: Any,
+    name: str | None = None,
+    trafo_model: str = "t",
+    *,
+    sgen_power_factor: float = DEFAULT_SGEN_POWER_FACTOR,
+    sgen_q_pu: float | None = None,
+) -> Network:
     """Convert a pandapower network (its in-service part) with pandapower's own element models.
 
+    Topology, lines, transformers (tap positions included), switches (open bus-bus and line
+    switches), impedances and wards go through pandapower's ``to_ppc``; loads, static generators
+    and storage units are kept as named elements:
+
+    * each load is a load named by its pandapower name (``"load <index>"`` when it has none or
+      shares it), ``p_mw·scaling``, ``q_mvar·scaling``;
+    * each static generator is a generator (a seller) injecting its ``p_mw, q_mvar`` (times
+      ``scaling``), rated ``sn_mva`` (its |S| when missing), with a reactive range
+      ``±Sn·sin(acos sgen_power_factor)`` — or ``±sgen_q_pu·Sn`` — unless it gives
+      ``min_q_mvar``/``max_q_mvar`` itself;
+    * each storage unit is a ``pq`` generator injecting ``-p_mw, -q_mvar`` (pandapower counts
+      charging as positive).
+
+    A distribution grid (static generators and no voltage-holding ``gen``): the static
+    generators are the ``regulator``s and the network's ``regulator_control`` is ``"q"`` — they
+    inject their reactive set-point, as in pandapower's power flow, and the R-OPF moves it.
+    With ``gen`` elements (transmission cases such as case300) those regulate by voltage and the
+    static generators are fixed (``pq``) injections, as in pandapower.
+
     ``trafo_model`` is passed to pandapower (``"t"``, its default, or ``"pi"``).  A transformer's
-    T model becomes a pi branch whose shunt has a small conductance; our branch model has no
-    branch conductance, so that part is added to the end buses as shunts (exact for bus voltages;
-    the shunt's power then shows in the bus injections rather than the branch flow).
+    T model becomes a pi branch whose shunt has a small conductance (its no-load losses); our
+    branch model has no branch conductance, so it becomes a shunt at each end, listed in the
+    network's ``no_load_shunts`` so its losses are reported with the branch losses.
     """
     import pandapower as pp  # heavy: only here
     from pandapower.converter.pypower.to_ppc import to_ppc
@@ -390,7 +428,17 @@ def from_pandapower(net: Any, name: str | None = None, trafo_model: str = "t") -
 
     if not isinstance(net, pp.pandapowerNet):
         raise TypeError(f"expected a pandapowerNet, got {type(net).__name__}")
+    if not 0 < sgen_power_factor <= 1:
+        raise NetworkError(f"sgen_power_factor must be in (0, 1], got {sgen_power_factor}")
+    if sgen_q_pu is not None and not 0 <= sgen_q_pu <= 1:
+        raise NetworkError(f"sgen_q_pu must be in [0, 1], got {sgen_q_pu}")
+    title = name or str(net.name or "pandapower")
     net = copy.deepcopy(net)  # to_ppc writes lookups into the net: keep the caller's clean
+    _refuse_voltage_dependent_loads(net, title)
+    elements = {kind: _in_service(net, kind) for kind in _ELEMENT_KINDS}
+    for kind in _ELEMENT_KINDS:
+        if kind in net and len(net[kind]):
+            net[kind]["in_service"] = False  # added back below as named elements
     try:
         ppc = to_ppc(net, init="flat", calculate_voltage_angles=True, trafo_model=trafo_model)
     except Exception as exc:  # pandapower raises bare exceptions for unsolvable nets
@@ -409,28 +457,280 @@ def from_pandapower(net: Any, name: str | None = None, trafo_model: str = "t") -
     bus = np.real(ppc["bus"]).copy()
     branch = np.real(ppc["branch"]).copy()
     gen = np.real(ppc["gen"])
-    g_branch = ppc.get("branch_g")
-    if g_branch is not None and np.any(g_branch != 0):
-        # pi shunt conductance g/2 at each end; the from end sits behind the tap (1/tap²).
-        tap = branch[:, TAP].copy()
-        tap[tap == 0] = 1.0
-        f = branch[:, F_BUS].astype(np.int64)
-        t = branch[:, T_BUS].astype(np.int64)
-        gs = np.zeros(n_ppc)
-        np.add.at(gs, f, g_branch / 2 / tap**2 * ppc["baseMVA"])
-        np.add.at(gs, t, g_branch / 2 * ppc["baseMVA"])
-        bus[:, GS] += gs
     for key in ("branch_r_asym", "branch_x_asym", "branch_g_asym", "branch_b_asym"):
         if key in ppc and np.any(ppc[key] != 0):
             raise NetworkError(f"pandapower network has asymmetric branches ({key}); unsupported")
     weight = gen[:, SL_FAC] if gen.shape[1] > SL_FAC else None
-    return network_from_ppc(
+    out = network_from_ppc(
         {"baseMVA": ppc["baseMVA"], "bus": bus, "gen": gen, "branch": branch},
-        name=name or str(net.name or "pandapower"),
+        name=title,
         bus_ids=ids,
         slack_weight=weight,
         notes="converted from pandapower",
     )
+    alive = {int(b) for b in out.bus.index}
+
+    def our_bus(pd_bus: int, what: str) -> int:
+        k = int(lookup[pd_bus]) if 0 <= pd_bus < lookup.size else -1
+        b = int(ids[k]) if 0 <= k < n_ppc else -1
+        if b not in alive:
+            raise NetworkError(
+                f"{title}: {what} is at bus {pd_bus}, which no slack supplies (an island cut "
+                "off by open switches or out-of-service branches?)"
+            )
+        return b
+
+    _refuse_several_ext_grids(net, title)
+    branch_names, kinds, rates = _branch_names(net, ppc, ids, alive)
+    if len(branch_names) == len(out.branch):
+        out = out.with_tables(
+            branch=out.branch.assign(name=branch_names, kind=kinds, rate_mva=rates)
+        )
+    if len(out.gen) == gen.shape[0]:  # row k of out.gen is row k of ppc's gen matrix
+        out = _name_ppc_generators(out, net)
+    shunt, no_load = _no_load_shunts(out, ppc, ids, alive)
+    # Static generators regulate (by their reactive injection) unless voltage-holding
+    # generators are there to do it; then they stay fixed injections, as in pandapower.
+    sgen_regulates = not elements["sgen"].empty and not (out.gen.role == GenRole.REGULATOR).any()
+    sgen_role = GenRole.REGULATOR if sgen_regulates else GenRole.PQ
+    gen_table = out.gen
+    gen_rows, load_rows = [], []
+    names = _ElementNames()
+    for idx, row in elements["load"].iterrows():
+        p, q = row.p_mw * row.scaling, row.q_mvar * row.scaling
+        b = our_bus(int(row.bus), f"load {idx}")
+        load_rows.append({"name": names.pick("load", idx, row), "bus": b, "p_mw": p, "q_mvar": q})
+    for idx, row in elements["sgen"].iterrows():
+        p, q = row.p_mw * row.scaling, row.q_mvar * row.scaling
+        sn = _rating(row.get("sn_mva", math.nan), p, q)
+        q_lim = sn * (sgen_q_pu if sgen_q_pu is not None else _sin_acos(sgen_power_factor))
+        qmin = _finite_or(row.get("min_q_mvar", math.nan), -q_lim)
+        qmax = _finite_or(row.get("max_q_mvar", math.nan), q_lim)
+        gen_rows.append(
+            {
+                "name": names.pick("sgen", idx, row),
+                "bus": our_bus(int(row.bus), f"sgen {idx}"),
+                "role": sgen_role.value,
+                "p_mw": p,
+                "q_mvar": q,
+                "vm_pu": 1.0,
+                "sn_mva": sn,
+                "pmin_mw": 0.0,
+                "pmax_mw": max(sn, p),
+                "qmin_mvar": min(qmin, q),
+                "qmax_mvar": max(qmax, q),
+                "slack_weight": 0.0,
+            }
+        )
+    for idx, row in elements["storage"].iterrows():
+        p, q = -row.p_mw * row.scaling, -row.q_mvar * row.scaling
+        sn = _rating(row.get("sn_mva", math.nan), p, q)
+        gen_rows.append(
+            {
+                "name": names.pick("storage", idx, row),
+                "bus": our_bus(int(row.bus), f"storage {idx}"),
+                "role": GenRole.PQ.value,
+                "p_mw": p,
+                "q_mvar": q,
+                "vm_pu": 1.0,
+                "sn_mva": sn,
+                "pmin_mw": -sn,
+                "pmax_mw": sn,
+                "qmin_mvar": min(-sn, q),
+                "qmax_mvar": max(sn, q),
+                "slack_weight": 0.0,
+            }
+        )
+    taken = set(gen_table["name"]) | set(out.load["name"])
+    clash = sorted(taken & {r["name"] for r in gen_rows + load_rows})
+    if clash:
+        raise NetworkError(f"{title}: element name(s) {clash} used twice; rename them")
+    gen_all = pd.concat([gen_table, table(gen_rows, GEN_COLUMNS)], ignore_index=True)
+    load_all = pd.concat([out.load, table(load_rows, LOAD_COLUMNS)], ignore_index=True)
+    return replace(
+        out,
+        gen=gen_all.astype(gen_table.dtypes.to_dict()) if len(gen_table) else gen_all,
+        load=load_all.astype(out.load.dtypes.to_dict()) if len(out.load) else load_all,
+        shunt=shunt,
+        no_load_shunts=no_load,
+        regulator_control="q" if sgen_regulates else "vm",
+    )
+
+
+def _in_service(net: Any, kind: str) -> pd.DataFrame:
+    if kind not in net or not len(net[kind]):
+        return pd.DataFrame(columns=["name", "bus", "p_mw", "q_mvar", "scaling", "in_service"])
+    frame = net[kind]
+    live_bus = net.bus.in_service.reindex(frame.bus).fillna(False).to_numpy(bool)
+    return frame[frame.in_service.to_numpy(bool) & live_bus]
+
+
+def _refuse_voltage_dependent_loads(net: Any, title: str) -> None:
+    """Our loads draw constant power; pandapower's ZIP loads would give other voltages."""
+    if "load" not in net or not len(net.load):
+        return
+    cols = [c for c in net.load.columns if c.startswith("const_") and c.endswith("_percent")]
+    live = net.load[net.load.in_service.to_numpy(bool)]
+    for col in cols:
+        bad = live.index[live[col].fillna(0).to_numpy(float) != 0]
+        if len(bad):
+            raise NetworkError(
+                f"{title}: load {bad[0]} has {col}={live.at[bad[0], col]}; only constant-power "
+                "loads are supported (set the const_*_percent columns to 0)"
+            )
+
+
+class _ElementNames:
+    """pandapower element names, unique across the network; ``"<kind> <index>"`` otherwise."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def pick(self, kind: str, idx: Any, row: pd.Series) -> str:
+        given = row.get("name")
+        text = str(given).strip() if isinstance(given, str) else ""
+        label = text if text and text not in self.used else f"{kind} {idx}"
+        self.used.add(label)
+        return label
+
+
+def _rating(sn: Any, p: float, q: float) -> float:
+    """The element's own rating, else its apparent power (no reserve for reactive power)."""
+    value = float(sn) if sn is not None else math.nan
+    if math.isfinite(value) and value > 0:
+        return value
+    return max(math.hypot(p, q), 1e-6)
+
+
+def _sin_acos(pf: float) -> float:
+    return math.sqrt(max(1.0 - pf * pf, 0.0))
+
+
+def _finite_or(value: Any, default: float) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return default
+    return x if math.isfinite(x) else default
+
+
+def _refuse_several_ext_grids(net: Any, title: str) -> None:
+    """pandapower holds every external grid's voltage angle; our power flow has one angle
+    reference per island (further slacks hold their voltage magnitude only), so the results
+    would differ: refuse rather than solve another network."""
+    live = net.ext_grid[net.ext_grid.in_service.to_numpy(bool)] if "ext_grid" in net else []
+    if len(live) > 1:
+        raise NetworkError(
+            f"{title}: {len(live)} in-service external grids (at buses "
+            f"{sorted(int(b) for b in live.bus)}); gridledger supports one per network — keep "
+            "one in service, or model the others as generators"
+        )
+
+
+def _branch_names(
+    net: Any, ppc: dict, ids: np.ndarray, alive: set[int]
+) -> tuple[list[str], list[str], list[float]]:
+    """Names, kinds and ratings of the branches :func:`network_from_ppc` keeps, in its order.
+
+    Name: the pandapower element's when it has a unique one, else ``"<from>-<to>"`` as for
+    MATPOWER cases.  Kind ``transformer`` for two- and three-winding transformers.  Rating, so
+    that our current-based loading is pandapower's ``loading_percent``: a line carries
+    ``max_i_ka·df·parallel`` at its bus voltage, i.e. ``√3·vn_kv·max_i_ka·df·parallel`` MVA; a
+    transformer ``sn_mva·parallel`` (its rated current at the buses' nominal voltage, which is
+    pandapower's when the buses' vn_kv is the transformer's rated voltage).  Three-winding
+    transformers, impedances and wards are unrated here.
+    """
+    ranges = net._pd2ppc_lookups.get("branch", {}) or {}
+    label: dict[int, str] = {}
+    rating: dict[int, float] = {}
+    trafo_rows: set[int] = set()
+    for kind, (start, stop) in ranges.items():
+        if kind in ("trafo", "trafo3w"):
+            trafo_rows.update(range(start, stop))
+        if kind == "line" and len(net.line) == stop - start:
+            vn = net.bus.vn_kv.reindex(net.line.from_bus).to_numpy(float)
+            amps = (net.line.max_i_ka * net.line.df * net.line.parallel).to_numpy(float)
+            for j, mva in enumerate(math.sqrt(3) * vn * amps):
+                rating[start + j] = float(mva) if math.isfinite(mva) and mva > 0 else 0.0
+        if kind == "trafo" and len(net.trafo) == stop - start:
+            for j, mva in enumerate((net.trafo.sn_mva * net.trafo.parallel).to_numpy(float)):
+                rating[start + j] = float(mva) if math.isfinite(mva) and mva > 0 else 0.0
+        if kind not in net or not len(net[kind]):
+            continue
+        frame = net[kind]
+        names = frame["name"] if "name" in frame else pd.Series([None] * len(frame))
+        counts = names.value_counts()
+        per = (stop - start) // max(len(frame), 1)
+        for j in range(stop - start):
+            given = names.iloc[j % len(frame)]
+            if isinstance(given, str) and given.strip() and counts.get(given, 0) == 1:
+                label[start + j] = given if per == 1 else f"{given} ({j // len(frame) + 1}/{per})"
+    out, kinds, rates = [], [], []
+    for k, row in enumerate(np.real(ppc["branch"])):
+        f, t = int(ids[int(row[F_BUS])]), int(ids[int(row[T_BUS])])
+        if row[BR_STATUS] <= 0 or f not in alive or t not in alive:
+            continue
+        out.append(label.get(k, f"{f}-{t}"))
+        is_trafo = k in trafo_rows or row[TAP] not in (0.0, 1.0) or row[SHIFT] != 0.0
+        kinds.append("transformer" if is_trafo else "line")
+        rates.append(rating.get(k, 0.0))
+    return out, kinds, rates
+
+
+def _name_ppc_generators(out: Network, net: Any) -> Network:
+    """ext_grid and gen rows carry their pandapower names when those are unique."""
+    lookups = net._pd2ppc_lookups
+    gen = out.gen.copy()
+    names = gen["name"].to_numpy(object).copy()
+    for kind in ("ext_grid", "gen"):
+        rows = lookups.get(kind)
+        if rows is None or kind not in net:
+            continue
+        frame = net[kind][net[kind].in_service.to_numpy(bool)]
+        if len(rows) != len(frame):
+            continue
+        for k, (_, row) in zip(np.asarray(rows, dtype=np.int64), frame.iterrows(), strict=True):
+            given = row.get("name")
+            if isinstance(given, str) and given.strip() and 0 <= k < len(names):
+                names[k] = given
+            if kind == "ext_grid" and 0 <= k < len(names):
+                # pandapower's power flow puts no reactive limit on an external grid (its
+                # ppc row says 0..0): unlimited unless the element sets its own.
+                i = gen.index[k]
+                gen.at[i, "qmin_mvar"] = _finite_or(row.get("min_q_mvar"), -1e9)
+                gen.at[i, "qmax_mvar"] = _finite_or(row.get("max_q_mvar"), 1e9)
+    if len(set(names)) == len(names):
+        gen["name"] = names
+    return out.with_tables(gen=gen)
+
+
+def _no_load_shunts(
+    out: Network, ppc: dict, ids: np.ndarray, alive: set[int]
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The pi model's shunt conductance g/2 at each end of a branch (the from end behind the
+    tap, 1/tap²) as shunts named after the branch; returns the shunt table and their names."""
+    g_branch = ppc.get("branch_g")
+    if g_branch is None or not np.any(g_branch != 0):
+        return out.shunt, ()
+    branch = np.real(ppc["branch"])
+    base = float(ppc["baseMVA"])
+    rows = []
+    kept = iter(out.branch["name"].tolist())
+    for k, row in enumerate(branch):
+        f, t = int(ids[int(row[F_BUS])]), int(ids[int(row[T_BUS])])
+        if row[BR_STATUS] <= 0 or f not in alive or t not in alive:
+            continue
+        label = next(kept)
+        g = float(np.real(g_branch[k]))
+        if g == 0:
+            continue
+        tap = row[TAP] if row[TAP] != 0 else 1.0
+        rows.append({"name": f"no-load {label} from", "bus": f, "g_mw": g / 2 / tap**2 * base,
+                     "b_mvar": 0.0})  # fmt: skip
+        rows.append({"name": f"no-load {label} to", "bus": t, "g_mw": g / 2 * base, "b_mvar": 0.0})
+    extra = table(rows, SHUNT_COLUMNS)
+    shunt = extra if out.shunt.empty else pd.concat([out.shunt, extra], ignore_index=True)
+    return shunt, tuple(r["name"] for r in rows)
 
 
 def load_pandapower_json(path: str | Path, name: str | None = None) -> Network:
@@ -481,3 +781,25 @@ def load_pandapower_case(case: str) -> Network:
     if not isinstance(net, pp.pandapowerNet):
         raise CaseFormatError(f"pandapower.networks.{case}() does not return a network")
     return from_pandapower(net, name=f"pandapower:{case}")
+
+
+SIMBENCH_MISSING = (
+    "simbench:{code} needs the optional package 'simbench' (it ships the SimBench grids and "
+    "their profiles): pip install 'gridledger[simbench]'"
+)
+
+
+def load_simbench(code: str) -> Network:
+    """A SimBench grid by its code, e.g. ``"1-LV-rural3--0-sw"`` (needs the ``simbench`` extra)."""
+    try:
+        import simbench
+    except ModuleNotFoundError as exc:
+        raise CaseFormatError(SIMBENCH_MISSING.format(code=code)) from exc
+    codes = simbench.collect_all_simbench_codes()
+    if code not in codes:
+        lv = [c for c in codes if "-LV-" in c and c.endswith("--0-sw")]
+        raise CaseFormatError(
+            f"simbench has no grid {code!r}; its low-voltage grids include: {', '.join(lv)}"
+        )
+    net = simbench.get_simbench_net(code)
+    return from_pandapower(net, name=f"simbench:{code}")

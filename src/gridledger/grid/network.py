@@ -18,6 +18,12 @@ Conventions
   microgrid: the DGs share the balance in proportion to their weights).
 * Loads consume ``p_mw, q_mvar``; shunts inject ``-g_mw + j b_mvar`` at 1 pu (b > 0: capacitor);
   SVCs are reactive-only regulators with a range ``[qmin_mvar, qmax_mvar]``.
+* ``no_load_shunts`` names the shunt rows that stand for the shunt conductance of branches
+  (a transformer's magnetizing branch, a line's dielectric losses): their consumption is a
+  network loss, reported apart from the series losses (``PowerFlowResult.no_load_loss_mw``).
+* ``regulator_control`` says how the case's regulators are meant to run: ``"vm"`` (synchronous
+  generators holding a voltage) or ``"q"`` (inverters injecting a reactive set-point, e.g. the
+  static generators of a pandapower grid, which pandapower's own power flow treats as PQ).
 """
 
 from __future__ import annotations
@@ -119,6 +125,8 @@ class Network:
     svc: pd.DataFrame = field(default_factory=lambda: _empty(SVC_COLUMNS))
     f_hz: float = 50.0
     notes: str = ""
+    no_load_shunts: tuple[str, ...] = ()
+    regulator_control: str = "vm"
 
     def with_tables(self, **tables: pd.DataFrame) -> Network:
         """A copy with some tables replaced (networks are values; never mutate one in place)."""
@@ -165,6 +173,13 @@ def validate(net: Network) -> Network:
     """
     if not (net.base_mva > 0 and math.isfinite(net.base_mva)):
         raise NetworkError(f"{net.name}: base_mva must be positive, got {net.base_mva}")
+    if net.regulator_control not in ("vm", "q"):
+        raise NetworkError(
+            f"{net.name}: regulator_control must be 'vm' or 'q', got {net.regulator_control!r}"
+        )
+    missing = sorted(set(net.no_load_shunts) - set(net.shunt["name"]))
+    if missing:
+        raise NetworkError(f"{net.name}: no_load_shunts {missing} are not shunts of the network")
     if net.bus.empty:
         raise NetworkError(f"{net.name}: no buses")
     if not net.bus.index.is_unique:
@@ -212,7 +227,12 @@ def validate(net: Network) -> Network:
             (unknown(br, "from_bus"), bus_ref("branch", br, "from_bus")),
             (unknown(br, "to_bus"), bus_ref("branch", br, "to_bus")),
             (fb == tb, lambda i, k: f"branch {i} ({names[k]}) loops bus {fb[k]}"),
-            (r < 0, lambda i, k: f"branch {i} ({names[k]}) has negative r_pu={r[k]}"),
+            # A three-winding transformer's star equivalent may have a negative winding
+            # resistance (the sum over two windings is positive); a line may not.
+            (
+                (r < 0) & (br.kind.to_numpy(object) != "transformer"),
+                lambda i, k: f"branch {i} ({names[k]}) has negative r_pu={r[k]}",
+            ),
             ((r == 0) & (x == 0), named("branch", br, "has zero impedance")),
             (
                 (br.ratio.to_numpy(float) < 0) | (br.rate_mva.to_numpy(float) < 0),

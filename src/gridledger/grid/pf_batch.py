@@ -88,7 +88,7 @@ def run_pf_batch(
     gen_vm: Any = None,
     gen_q: Any = None,
     svc_q: Any = None,
-    regulator_control: RegulatorControl = "vm",
+    regulator_control: RegulatorControl | None = None,
     tol: float = 1e-8,
     max_iter: int = 20,
     *,
@@ -117,6 +117,8 @@ def run_pf_batch(
     O(B·n²) for the members that fall back to full Newton.
     """
     c = as_compiled(compiled)
+    if regulator_control is None:
+        regulator_control = c.regulator_control  # type: ignore[assignment]
     ng, ns, nb = c.gen_bus.size, c.svc_bus.size, c.n_bus
     sizes = {
         np.asarray(a).shape[0]

@@ -330,7 +330,7 @@ def run_pf(
     gen_vm: Any = None,
     gen_q: Any = None,
     svc_q: Any = None,
-    regulator_control: RegulatorControl = "vm",
+    regulator_control: RegulatorControl | None = None,
     tol: float = 1e-8,
     max_iter: int = 30,
     *,
@@ -343,12 +343,15 @@ def run_pf(
 
     ``gen_vm`` (ng,) pu voltage set-points of voltage-holding generators; ``gen_q`` (ng,) and
     ``gen_p`` (ng,) pu on ``base_mva`` for generators injecting fixed power; ``svc_q`` (ns,) pu.
-    ``None`` takes the network's own values.  ``tol`` is the largest power mismatch in pu.
+    ``None`` takes the network's own values (and ``regulator_control`` the network's own
+    ``regulator_control``).  ``tol`` is the largest power mismatch in pu.
     ``check=True`` raises :class:`PowerFlowDidNotConverge` (with the result attached) instead of
     returning ``converged=False``.  ``enforce_q_limits`` switches regulators that violate
     ``[qmin, qmax]`` to PQ at the limit and solves again (``vm`` control only).
     """
     c = as_compiled(net)
+    if regulator_control is None:
+        regulator_control = c.regulator_control  # type: ignore[assignment]
     ng = c.gen_bus.size
     vm_set = check_vector("gen_vm", gen_vm, ng, c.gen_vm)
     q_set = check_vector("gen_q", gen_q, ng, c.gen_q)
@@ -453,7 +456,13 @@ def _result(
         loss_mw=float(np.sum(s_f.real + s_t.real) * base),
         regulator_control=control,
         v_complex=v,
+        no_load_loss_mw=_no_load_loss_pu(c, np.abs(v)) * base,
     )
+
+
+def _no_load_loss_pu(c: CompiledNetwork, vm: np.ndarray) -> float:
+    g = c.no_load_g_pu
+    return float(g @ vm**2) if g.size else 0.0
 
 
 def _enforce_q_limits(

@@ -40,9 +40,21 @@ class PowerFlowResult:
     q_to_mvar: np.ndarray
     loading_pct: np.ndarray  # 0 for unrated branches
     rated: np.ndarray  # bool: branch has a rating
-    loss_mw: float
+    loss_mw: float  # series losses: the sum of the branch losses
     regulator_control: str = "vm"
     v_complex: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    # Consumption of the shunts that model branches' no-load losses (transformer magnetizing
+    # branches, line dielectric losses): g·|V|² at their buses.
+    no_load_loss_mw: float = 0.0
+
+    @property
+    def series_loss_mw(self) -> float:
+        return self.loss_mw
+
+    @property
+    def total_loss_mw(self) -> float:
+        """Series plus no-load losses: pandapower's ``res_line.pl_mw + res_trafo.pl_mw``."""
+        return self.loss_mw + self.no_load_loss_mw
 
     @property
     def max_mismatch_mva(self) -> float:
@@ -59,6 +71,9 @@ class PowerFlowResult:
             "iterations": int(self.iterations),
             "max_mismatch_mva": float(self.max_mismatch_mva),
             "loss_mw": float(self.loss_mw),
+            "series_loss_mw": float(self.loss_mw),
+            "no_load_loss_mw": float(self.no_load_loss_mw),
+            "total_loss_mw": float(self.total_loss_mw),
             "buses": [
                 {"bus": _plain(b), "vm_pu": float(v), "va_deg": float(a)}
                 for b, v, a in zip(self.bus_ids, self.vm_pu, self.va_deg, strict=True)

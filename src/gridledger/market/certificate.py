@@ -26,6 +26,7 @@ Floats stay floats here; the chain layer converts what it settles on (W, var, ut
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -95,6 +96,8 @@ class Certificate:
     reasons: list[str]
     evaluations: int = 0
     version: int = CERTIFICATE_VERSION
+    # Transformer no-load losses with R-OPF (kW): not shared out over the trades (docs/physics.md)
+    no_load_loss_kw: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -229,7 +232,12 @@ def superpose(net: Network, trades: Sequence[Trade]) -> Network:
             gen.loc[gen.index[hit[0]], "p_mw"] += p_mw
         if t.buyer_bus not in bus_ids:
             raise WorkflowError(f"trade {t.id}: buyer bus {t.buyer_bus} is not in {net.name}")
-        at = np.flatnonzero(load.bus.to_numpy() == t.buyer_bus)
+        if t.buyer_load is not None:
+            at = np.flatnonzero(load["name"].to_numpy() == t.buyer_load)
+            if at.size != 1:
+                raise WorkflowError(f"trade {t.id}: no load named {t.buyer_load!r}")
+        else:
+            at = np.flatnonzero(load.bus.to_numpy() == t.buyer_bus)
         if at.size:
             i = load.index[at[0]]
             p0, q0 = float(load.at[i, "p_mw"]), float(load.at[i, "q_mvar"])
@@ -365,7 +373,7 @@ def certify_interval(
     pf_y = result.pf_after
     load_kw = float(net.load.p_mw.sum() * 1000.0)
 
-    reasons = [str(v) for v in result.violations]
+    reasons = [_named(str(v), net) for v in result.violations]
     loss_y = pf_y.loss_mw * 1000.0 if pf_y.converged else math.nan
     loss_n = pf_n.loss_mw * 1000.0 if pf_n.converged else math.nan
     shares = _shares(running, loss_y, load_kw)
@@ -430,8 +438,31 @@ def certify_interval(
         feasible=bool(result.feasible and not reasons),
         reasons=reasons,
         evaluations=int(result.evaluations),
+        no_load_loss_kw=pf_y.no_load_loss_mw * 1000.0 if pf_y.converged else math.nan,
     )
     return IntervalOutcome(cert, now, loss_y, net)
+
+
+_GENERATOR_AT = re.compile(r"generator (\d+) at bus (-?\d+)")
+_LINE_AT = re.compile(r"line (-?\d+)-(-?\d+)")
+
+
+def _named(reason: str, net: Network) -> str:
+    """A limit names the element by its index and buses; add the network's own names (a
+    pandapower grid's line and static-generator names) so a refusal says what to look at."""
+
+    def gen_name(m: re.Match) -> str:
+        g = int(m.group(1))
+        name = str(net.gen["name"].iloc[g]) if g < len(net.gen) else "?"
+        return f"{m.group(0)} ({name})"
+
+    def line_name(m: re.Match) -> str:
+        f, t = int(m.group(1)), int(m.group(2))
+        hit = net.branch[(net.branch.from_bus == f) & (net.branch.to_bus == t)]
+        name = str(hit["name"].iloc[0]) if len(hit) else ""
+        return m.group(0) if not name or name == f"{f}-{t}" else f"{m.group(0)} ({name})"
+
+    return _LINE_AT.sub(line_name, _GENERATOR_AT.sub(gen_name, reason))
 
 
 def _shares(running: Sequence[Trade], loss_kw: float, load_kw: float) -> dict[str, float]:

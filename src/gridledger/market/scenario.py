@@ -15,13 +15,17 @@ A scenario file (``scenarios/*.yaml``, shipped inside the package too)::
     times: {t1: 2026-01-01T10:00:00Z, t2: 2026-01-01T10:15:00Z}
     trades:
       - {id: tr1, seller: DG2, buyer_bus: 5, power_kw: 300, start: t1, end: t2}
+      - {id: tr2, seller: "LV3.101 SGen 1", buyer: "LV3.101 Load 7", power_kw: 5, ...}
     intervals: [...]              # optional: [{id, start, end}]; default: cut at trade bounds
     svcs: [{name: SVC9, bus: 9, qmin_mvar: -100, qmax_mvar: 300}]   # optional additions
     slack_vm_free: false          # islanded: the reference DG's voltage is a variable too
     ranking: [{buyer_bus: 7, power_kw: 100, candidates: [G1, G2, G3], at: t1}]  # optional
 
-``seller`` is a generator name or a bus number (a bus without a generator gets a unit-power-factor
-prosumer injection). Every error names the field and what was expected.
+``seller`` is a generator name (a pandapower static generator's name, too) or a bus number (a
+bus without a generator gets a unit-power-factor prosumer injection); the buyer is ``buyer_bus``
+(a bus number) or ``buyer`` (a load's name or a bus number). ``control`` defaults to the case's
+own (``q`` for grids whose regulators are static generators). Every error names the field and
+what was expected.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Trade:
     power_kw: float
     start_ms: int
     end_ms: int
+    buyer_load: str | None = None  # the buyer's load element, when named by it
 
     def runs_during(self, start_ms: int, end_ms: int) -> bool:
         return self.start_ms < end_ms and start_ms < self.end_ms
@@ -172,8 +177,8 @@ def parse_scenario(
             raise fail(f"missing field {key!r}")
     name = _str(data["name"], "name", fail)
     case = _str(data["case"], "case", fail)
-    control = data.get("control", "vm")
-    if control not in ("vm", "q"):
+    control = data.get("control")
+    if control is not None and control not in ("vm", "q"):
         raise fail(f"control must be 'vm' or 'q', got {control!r}")
     method = data.get("method", "exact")
     from ..grid.ropf import METHODS
@@ -191,8 +196,11 @@ def parse_scenario(
             network = load_case(case)
         except ValueError as exc:
             raise fail(f"case: {exc}") from exc
+    if control is None:
+        control = network.regulator_control
     buses = {int(b) for b in network.bus.index}
     gens = [str(g) for g in network.gen["name"]]
+    load_bus = {str(n): int(b) for n, b in zip(network.load["name"], network.load.bus, strict=True)}
 
     times = _times(data.get("times", {}), fail)
 
@@ -210,10 +218,12 @@ def parse_scenario(
         label = f"trades[{i}]"
         if not isinstance(t, dict):
             raise fail(f"{label} must be a mapping")
-        miss = [k for k in ("id", "seller", "buyer_bus", "power_kw", "start", "end") if k not in t]
+        miss = [k for k in ("id", "seller", "power_kw", "start", "end") if k not in t]
+        if ("buyer_bus" in t) == ("buyer" in t):
+            miss.append("buyer_bus or buyer (exactly one)")
         if miss:
             raise fail(f"{label}: missing field(s) {miss}")
-        extra = sorted(set(t) - {"id", "seller", "buyer_bus", "power_kw", "start", "end"})
+        extra = sorted(set(t) - {"id", "seller", "buyer_bus", "buyer", "power_kw", "start", "end"})
         if extra:
             raise fail(f"{label}: unknown field(s) {extra}")
         tid = _str(t["id"], f"{label}.id", fail)
@@ -221,7 +231,19 @@ def parse_scenario(
             raise fail(f"{label}: duplicate trade id {tid!r}")
         seen.add(tid)
         seller = _seller(t["seller"], f"{label}.seller", gens, buses, fail)
-        buyer = t["buyer_bus"]
+        buyer_load = None
+        buyer = t.get("buyer_bus", t.get("buyer"))
+        if "buyer" in t and isinstance(buyer, str) and buyer in load_bus:
+            buyer_load, buyer = buyer, load_bus[buyer]
+        elif "buyer" in t and isinstance(buyer, str) and buyer.lower().startswith("bus "):
+            tail = buyer.split()[1]
+            buyer = int(tail) if tail.lstrip("-").isdigit() else buyer
+        if "buyer" in t and not isinstance(buyer, int):
+            shown = list(load_bus)[:10]
+            raise fail(
+                f"{label} ({tid}): buyer {t['buyer']!r} is neither a load of {network.name} "
+                f"(loads: {', '.join(shown)}{', ...' if len(load_bus) > 10 else ''}) nor a bus"
+            )
         if not isinstance(buyer, int) or isinstance(buyer, bool) or buyer not in buses:
             raise fail(
                 f"{label} ({tid}): buyer_bus {buyer!r} is not a bus of {network.name}; "
@@ -233,7 +255,7 @@ def parse_scenario(
         start, end = when(t["start"], f"{label}.start"), when(t["end"], f"{label}.end")
         if end <= start:
             raise fail(f"{label} ({tid}): end must be after start")
-        trades.append(Trade(tid, seller, buyer, power, start, end))
+        trades.append(Trade(tid, seller, buyer, power, start, end, buyer_load))
 
     intervals = _intervals(data.get("intervals"), trades, times, when, fail)
     initial = _setpoints(data.get("initial_setpoints", "case"), gens, fail)
@@ -332,9 +354,12 @@ def _seller(value: Any, label: str, gens: list[str], buses: set[int], fail) -> s
             bus = value
     if isinstance(bus, int) and not isinstance(bus, bool) and bus in buses:
         return f"bus {bus}"
+    shown = ", ".join(gens[:12]) + (", ..." if len(gens) > 12 else "")
+    ids = sorted(buses)
+    bus_text = f"{ids[:20]}{' ...' if len(ids) > 20 else ''}"
     raise fail(
-        f"{label}: {value!r} is neither a generator ({', '.join(gens)}) nor a bus "
-        f"of the network (buses {sorted(buses)})"
+        f"{label}: {value!r} is neither a generator ({shown}) nor a bus "
+        f"of the network (buses {bus_text})"
     )
 
 
