@@ -34,7 +34,7 @@ from gridledger.node.request_auth import (
 
 HEX64 = r"^[0-9a-f]{64}$"
 MAX_BATCH = 5000
-# JSON bodies (a batch of 5,000 typical transactions is about 3 MB of hex)
+# any request body (a batch of 5,000 typical transactions is about 3 MB of hex)
 MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
 # heights are stored as SQLite integers: nothing lies above this
 MAX_HEIGHT = 2**63 - 1
@@ -174,9 +174,8 @@ def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
         description="Submit signed transactions, follow them, read blocks, state and "
         "proofs, stream new blocks (SSE), keep personal data off chain.",
         dependencies=[Depends(read_guard)],
-        max_body_size=MAX_JSON_BODY_BYTES,
     )
-    api_errors.install(api)
+    api_errors.install(api, MAX_JSON_BODY_BYTES)
     # every route may answer these (shape errors, and signed reads when read_auth is on)
     common = responses(400, 401, 403, 422, 429) if settings.read_auth else responses(400, 422)
 
