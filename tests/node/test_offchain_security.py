@@ -198,3 +198,14 @@ def test_records_from_before_owners_are_kept_for_the_dso(tmp_path):
         store.get(h, dso, "dso")
     store.close()
     assert DETAIL not in path.read_bytes()
+
+
+def test_a_bad_signature_does_not_tell_who_is_a_member(net):
+    _node, client, who = net
+    h = who["meter"].offchain_put(DETAIL)
+    target = f"/offchain/{h}".encode()
+    for name in ("dso", "stranger"):  # a member's key and a non-member's, both forged
+        headers = _signed(client, who[name].key, "GET", target)
+        headers["x-gridledger-signature"] = "0" * 128
+        r = client.http.get(f"/offchain/{h}", headers=headers)
+        assert r.status_code == 401 and "bad request signature" in r.json()["detail"], name

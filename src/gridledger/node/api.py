@@ -117,6 +117,17 @@ def _member(node: Any, pub_hex: str) -> dict[str, Any]:
     return member
 
 
+def _authenticate(
+    node: Any, verifier: RequestVerifier, signed: SignedHeaders, request: Request, body: bytes
+) -> dict[str, Any]:
+    """Signature first (so a stranger learns nothing about who is a member), then membership,
+    then replay (so only members' nonces are remembered). Returns the membership record."""
+    verifier.verify(signed, request.method, _target(request), body_sha256(body))
+    member = _member(node, signed.pub_hex)
+    verifier.accept_once(signed)
+    return member
+
+
 def signing_headers(
     # typed ``str`` with a None default: optional in the schema but never ``null``
     x_gridledger_key: Annotated[
@@ -163,10 +174,7 @@ def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
             and request.method in ("GET", "HEAD")
             and not request.url.path.startswith("/offchain")
         ):
-            signed = parse_headers(request.headers)
-            verifier.check_time(signed)
-            _member(node, signed.pub_hex)
-            verifier.verify(signed, request.method, _target(request), body_sha256(b""))
+            _authenticate(node, verifier, parse_headers(request.headers), request, b"")
 
     api = FastAPI(
         title="gridledger node",
@@ -334,16 +342,15 @@ def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
         ] = "",
     ) -> Any:
         """Store personal data for its subject: the signer, or the prosumer of a signing meter."""
-        verifier.check_time(signed)
-        member = _member(node, signed.pub_hex)
+        verifier.check_time(signed)  # a stale request is refused before its body is read
+        data = await _read_capped(request, MAX_BLOB_BYTES)
+        member = _authenticate(node, verifier, signed, request, data)
         if member["role"] == "meter":
             if not member.get("prosumer"):
                 raise AuthError("this meter is bound to no prosumer", status=403)
             subject = member["prosumer"]
         else:
             subject = signed.pub_hex
-        data = await _read_capped(request, MAX_BLOB_BYTES)
-        verifier.verify(signed, request.method, _target(request), body_sha256(data))
         roles = tuple(sorted({r for r in readers.split(",") if r}))
         h = await asyncio.to_thread(node.offchain.put, data, subject, roles)
         return {"hash": h.hex()}
@@ -366,9 +373,7 @@ def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
         request: Request, h: Hex64Path, signed: Annotated[SignedHeaders, Depends(signing_headers)]
     ) -> Response:
         """The record, for its subject or a member of a role the subject granted."""
-        verifier.check_time(signed)
-        member = _member(node, signed.pub_hex)
-        verifier.verify(signed, request.method, _target(request), body_sha256(b""))
+        member = _authenticate(node, verifier, signed, request, b"")
         data = node.offchain.get(bytes.fromhex(h), signed.pub_hex, member["role"])
         return Response(data, media_type="application/octet-stream")
 
@@ -381,9 +386,7 @@ def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
         request: Request, h: Hex64Path, signed: Annotated[SignedHeaders, Depends(signing_headers)]
     ) -> Any:
         """Erase the signer's own record (right to be forgotten); a tombstone stays."""
-        verifier.check_time(signed)
-        member = _member(node, signed.pub_hex)
-        verifier.verify(signed, request.method, _target(request), body_sha256(b""))
+        member = _authenticate(node, verifier, signed, request, b"")
         # records stored before they had owners have no subject to ask: the DSO erases those
         node.offchain.erase(bytes.fromhex(h), signed.pub_hex, legacy=member["role"] == "dso")
         return {"erased": h}
