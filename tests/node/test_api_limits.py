@@ -105,11 +105,17 @@ def test_a_large_body_is_refused_without_being_read(tmp_path):
         )
         assert _response(s).startswith(b"HTTP/1.1 413")
         s.close()
-        # the same for JSON routes (16 MiB)
+        # the same for every route (16 MiB), with the API's error body
         s = _connect(url)
         s.sendall(b"POST /txs/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 209715200\r\n\r\n")
-        assert _response(s).startswith(b"HTTP/1.1 413")
+        answer = _response(s)
+        assert answer.startswith(b"HTTP/1.1 413") and b'"detail":"a body of 209715200' in answer
         s.close()
+        with httpx.Client(base_url=url) as http:
+            chunks = (b" " * 2**20 for _ in range(17))  # no Content-Length: counted as it comes
+            json_type = {"content-type": "application/json"}
+            r = http.post("/txs/batch", content=chunks, headers=json_type)
+            assert r.status_code == 413 and "passed the limit" in r.json()["detail"]
 
 
 def test_event_streams_are_capped_and_slots_come_back(tmp_path):

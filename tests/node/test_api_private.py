@@ -6,6 +6,7 @@ The TLS test runs a real node process configured through its home (``tls_cert``,
 
 import datetime
 import ipaddress
+import json
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from live_server import live_node
 
 from gridledger.chain.keys import KeyPair, load_key
+from gridledger.cli import main
 from gridledger.node.api import ApiSettings
 from gridledger.node.client import ClientError, LedgerClient, Signer
 from gridledger.node.home import NodeConfig, init_home
@@ -55,7 +57,7 @@ def self_signed(directory):
 
 
 @pytest.mark.xdist_group("ledger-node-procs")
-def test_a_node_process_serves_tls_and_signed_reads_only(tmp_path):
+def test_a_node_process_serves_tls_and_signed_reads_only(tmp_path, capsys):
     home = tmp_path / "home"
     pubs = init_home(home, "private-test", block_interval_ms=100)
     self_signed(home)
@@ -85,6 +87,17 @@ def test_a_node_process_serves_tls_and_signed_reads_only(tmp_path):
             )
             assert res["code"] == 0
             assert dso.account(pubs["ict"])["balances"]["utoken"] == 5
+        # the CLI finds the certificate and chain id in the home; reads need --key
+        capsys.readouterr()
+        assert main(["query", "status", "--home", str(home)]) != 0
+        assert "must be signed by a member" in capsys.readouterr().err
+        dso_file = str(home / "keys" / "dso.json")
+        assert main(["query", "status", "--home", str(home), "--key", dso_file]) == 0
+        assert json.loads(capsys.readouterr().out)["chain_id"] == "private-test"
+        transfer = json.dumps({"amount": 2, "denom": "utoken", "to": pubs["ict"]})
+        tx = ["tx", "token.transfer", transfer, "--key", dso_file, "--home", str(home), "--wait"]
+        assert main(tx) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "committed"
 
 
 def test_reads_need_a_member_signature_when_read_auth_is_on(tmp_path):

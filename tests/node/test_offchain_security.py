@@ -166,3 +166,46 @@ def test_bad_readers_and_bad_headers_are_named(net):
     assert r.status_code == 422 and "readers" in r.text
     r = client.http.get("/offchain/" + "0" * 64, headers={"x-gridledger-key": "zz"})
     assert r.status_code == 422 and "x-gridledger-key" in r.text
+
+
+def test_records_from_before_owners_are_kept_for_the_dso(tmp_path):
+    """A store of the former layout (no owners) is migrated: the DSO reads and erases its
+    records; nobody else can."""
+    import sqlite3
+
+    from gridledger.node.offchain import OffchainStore, RecordErased, RecordForbidden
+
+    path = tmp_path / "offchain.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(
+        "CREATE TABLE blobs (hash BLOB PRIMARY KEY, data BLOB, erased_ms INTEGER) WITHOUT ROWID"
+    )
+    old.execute("INSERT INTO blobs VALUES (?, ?, NULL)", (sha256(DETAIL).digest(), DETAIL))
+    old.execute("INSERT INTO blobs VALUES (?, NULL, 5)", (sha256(b"gone").digest(),))
+    old.close()
+    store = OffchainStore(path)
+    h = sha256(DETAIL).digest()
+    dso, prosumer = KeyPair.generate().pub_hex, KeyPair.generate().pub_hex
+    assert store.get(h, dso, "dso") == DETAIL
+    with pytest.raises(RecordForbidden):
+        store.get(h, prosumer, "prosumer")
+    with pytest.raises(RecordErased):
+        store.get(sha256(b"gone").digest(), dso, "dso")
+    with pytest.raises(RecordForbidden):
+        store.erase(h, prosumer, legacy=False)
+    store.erase(h, dso, legacy=True)
+    with pytest.raises(RecordErased):
+        store.get(h, dso, "dso")
+    store.close()
+    assert DETAIL not in path.read_bytes()
+
+
+def test_a_bad_signature_does_not_tell_who_is_a_member(net):
+    _node, client, who = net
+    h = who["meter"].offchain_put(DETAIL)
+    target = f"/offchain/{h}".encode()
+    for name in ("dso", "stranger"):  # a member's key and a non-member's, both forged
+        headers = _signed(client, who[name].key, "GET", target)
+        headers["x-gridledger-signature"] = "0" * 128
+        r = client.http.get(f"/offchain/{h}", headers=headers)
+        assert r.status_code == 401 and "bad request signature" in r.json()["detail"], name

@@ -32,6 +32,27 @@ def _node_url(args: argparse.Namespace) -> str:
     return "http://127.0.0.1:26657"
 
 
+def _client(args: argparse.Namespace, key: Any = None) -> Any:
+    """A client of the node; with ``--home``, trusting the node's TLS certificate and knowing
+    its chain id, so that ``key`` can sign reads (a node with ``read_auth``, docs/api.md)."""
+    from gridledger.node.client import LedgerClient
+    from gridledger.node.home import HomeError, NodeConfig
+
+    verify: str | bool = True
+    chain_id = None
+    home = getattr(args, "home", None)
+    if home and not getattr(args, "node", None):
+        try:
+            cfg = NodeConfig.load(Path(home))
+        except HomeError:
+            cfg = None  # a BFT validator's home: its config has another shape
+        if cfg is not None:
+            chain_id = cfg.chain_id
+            if cfg.tls_cert:
+                verify = str(Path(home) / cfg.tls_cert)
+    return LedgerClient(_node_url(args), key=key, chain_id=chain_id, verify=verify)
+
+
 def _print(doc: Any) -> None:
     print(json.dumps(doc, indent=2, sort_keys=True))
 
@@ -102,7 +123,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 # --- tx / query -----------------------------------------------------------------------------
 def _tx(args: argparse.Namespace) -> int:
     from gridledger.chain.keys import KeyFileError, load_key
-    from gridledger.node.client import ClientError, LedgerClient, Signer
+    from gridledger.node.client import ClientError, Signer
 
     try:
         payload = json.loads(args.payload, parse_float=_no_float)
@@ -113,7 +134,7 @@ def _tx(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         raise CliError(str(exc)) from exc
     try:
-        with LedgerClient(_node_url(args)) as client:
+        with _client(args, key) as client:
             signer = Signer(client, key)
             res = signer.send(args.type, payload, wait=args.wait)
     except (ClientError, TimeoutError) as exc:
@@ -125,10 +146,17 @@ def _tx(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from gridledger.node.client import ClientError, LedgerClient
+    from gridledger.chain.keys import KeyFileError, load_key
+    from gridledger.node.client import ClientError
 
+    key = None
+    if args.key:
+        try:
+            key, _ = load_key(args.key, _passphrase(args))
+        except KeyFileError as exc:
+            raise CliError(str(exc)) from exc
     try:
-        with LedgerClient(_node_url(args)) as c:
+        with _client(args, key) as c:
             what = args.what
             if what == "status":
                 doc = c.status()
@@ -284,6 +312,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prove", action="store_true")
     p.add_argument("--node")
     p.add_argument("--home")
+    p.add_argument("--key", help="a member's key file: signs the reads (nodes with read_auth)")
+    p.add_argument("--passphrase-env")
     p.set_defaults(handler=_query)
 
     p = sub.add_parser(

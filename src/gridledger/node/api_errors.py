@@ -89,6 +89,41 @@ class StrictJsonRoute(APIRoute):
         return strict
 
 
+class BodySizeLimit:
+    """Refuse request bodies past ``limit`` bytes with the API's error body (413): a declared
+    ``Content-Length`` before any of the body is read, a body without one as soon as the bytes
+    received pass the limit. (Starlette's own limit answers in plain text.)"""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                response = error_response(
+                    413, f"a body of {int(value)} bytes passes the limit of {self.limit}"
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def counting_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(
+                    413, f"the body passed the limit of {self.limit} bytes"
+                )
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
 def _allowed_methods(api: FastAPI, scope: Any) -> set[str]:
     allowed: set[str] = set()
     for route in api.router.routes:
@@ -98,9 +133,10 @@ def _allowed_methods(api: FastAPI, scope: Any) -> set[str]:
     return allowed or {"GET"}
 
 
-def install(api: FastAPI) -> None:
-    """Route class and exception handlers; call before adding routes."""
+def install(api: FastAPI, max_body_bytes: int) -> None:
+    """Route class, body limit and exception handlers; call before adding routes."""
     api.router.route_class = StrictJsonRoute
+    api.add_middleware(BodySizeLimit, limit=max_body_bytes)
 
     @api.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -342,18 +342,13 @@ class BftNode:
     async def run(self) -> None:
         import uvicorn
 
+        from gridledger.node.http_server import uvicorn_config
+
         self._loop = asyncio.get_running_loop()
         await self.transport.start()
         await self.reactor.start()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                self.build_api(),
-                host=self.config.api_host,
-                port=self.config.api_port,
-                log_level="warning",
-                lifespan="off",
-                access_log=False,
-            )
+        server = uvicorn.Server(  # with a deadline for half-sent requests (docs/security.md)
+            uvicorn_config(self.build_api(), host=self.config.api_host, port=self.config.api_port)
         )
         (self.home / "node.pid").write_text(str(os.getpid()))
         addr = self.home / "node.addr"  # where the ledger CLI (--home) finds the API

@@ -70,7 +70,7 @@ class LedgerClient:
             self._auth = MemberAuth(key, chain_id)
 
     def as_member(self, key: KeyPair) -> LedgerClient:
-        """A client on the same connection that signs as ``key``."""
+        """A client on the same connection that signs as ``key`` (closing one closes both)."""
         return LedgerClient(self.base_url, http=self.http, key=key, chain_id=self.chain_id)
 
     @property
@@ -80,7 +80,7 @@ class LedgerClient:
         return self._chain_id
 
     @property
-    def auth(self) -> MemberAuth | httpx.Auth | None:
+    def auth(self) -> MemberAuth | None:
         if self.key is None:
             return None
         if self._auth is None:
@@ -92,7 +92,7 @@ class LedgerClient:
 
     def _member_auth(self) -> MemberAuth:
         auth = self.auth
-        if not isinstance(auth, MemberAuth):
+        if auth is None:
             raise ValueError("personal data needs a signed request: create the client with key=")
         return auth
 

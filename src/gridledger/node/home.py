@@ -1,7 +1,8 @@
 """A node's home directory: configuration, genesis, keys and data.
 
 ```
-HOME/config.json     canonical JSON: chain id, API address, block interval, durability
+HOME/config.json     canonical JSON: chain id, API address, block interval, durability, API
+                     limits, TLS and read_auth (docs/api.md, "A private chain")
 HOME/genesis.json    the genesis document (canonical JSON)
 HOME/keys/*.json     Ed25519 key files, mode 0600 (validator, dso, vendor, ict)
 HOME/data/chain.db   blocks, results and state (SQLite, WAL)

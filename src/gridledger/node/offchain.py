@@ -28,6 +28,9 @@ DEFAULT_QUOTA_BYTES = 64 * 1024 * 1024
 DEFAULT_QUOTA_RECORDS = 10_000
 # free pages given back to the file system per erasure (4 KiB pages: 4 MiB, one largest blob)
 VACUUM_PAGES_PER_ERASE = 1024
+# records stored before records had owners: their subject is unknown, so the DSO (which ran
+# the store) reads and erases them
+LEGACY_OWNER = ""
 
 
 class OffchainError(ValueError):
@@ -87,7 +90,26 @@ class OffchainStore:
             "CREATE TABLE IF NOT EXISTS usage (owner TEXT PRIMARY KEY, bytes INTEGER NOT NULL, "
             "records INTEGER NOT NULL) WITHOUT ROWID"
         )
+        self._migrate_unowned()
         self._lock = threading.Lock()
+
+    def _migrate_unowned(self) -> None:
+        """Move a store of the former layout (``blobs``: hash, data, erased_ms) into ``records``
+        under :data:`LEGACY_OWNER`, readable by the DSO."""
+        old = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='blobs'"
+        ).fetchone()
+        if old is None:
+            return
+        now = time.time_ns() // 10**6
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute(
+            "INSERT OR IGNORE INTO records SELECT hash, ?, 'dso', COALESCE(length(data), 0), ?, "
+            "erased_ms, data FROM blobs",
+            (LEGACY_OWNER, now),
+        )
+        self._conn.execute("DROP TABLE blobs")
+        self._conn.execute("COMMIT")
 
     def usage(self, owner: str) -> Usage:
         with self._lock:
@@ -174,13 +196,19 @@ class OffchainStore:
         last = max(r[2] for r in mine)
         raise RecordErased(f"off-chain record {h.hex()} was erased at {last} ms", last)
 
-    def erase(self, h: bytes, owner: str) -> None:
-        """Erase subject ``owner``'s record: data gone, tombstone kept."""
+    def erase(self, h: bytes, owner: str, legacy: bool = False) -> None:
+        """Erase subject ``owner``'s record: data gone, tombstone kept. With ``legacy`` (the
+        DSO), a record stored before records had owners is erased when ``owner`` has none."""
         now = time.time_ns() // 10**6
         with self._lock:
             row = self._conn.execute(
                 "SELECT erased_ms, size FROM records WHERE hash=? AND owner=?", (h, owner)
             ).fetchone()
+            if row is None and legacy:
+                owner = LEGACY_OWNER
+                row = self._conn.execute(
+                    "SELECT erased_ms, size FROM records WHERE hash=? AND owner=?", (h, owner)
+                ).fetchone()
             if row is None:
                 exists = self._conn.execute(
                     "SELECT 1 FROM records WHERE hash=? LIMIT 1", (h,)

@@ -129,7 +129,7 @@ class RequestVerifier:
             )
 
     def verify(self, signed: SignedHeaders, method: str, target: bytes, body_sha256: str) -> None:
-        """Accept the request once; raise :class:`AuthError` otherwise."""
+        """Check the time and the signature; :class:`AuthError` otherwise."""
         self.check_time(signed)
         msg = canonical_request(
             self.chain_id, method, target, signed.time_ms, signed.nonce, body_sha256
@@ -139,6 +139,10 @@ class RequestVerifier:
                 "bad request signature (it must cover this chain id, method, path and query, "
                 "time, nonce and body hash)"
             )
+
+    def accept_once(self, signed: SignedHeaders) -> None:
+        """Accept a verified request from a member once (call after checking membership, so
+        that only members' nonces are remembered); :class:`AuthError` on a replay."""
         now = time.time_ns() // 10**6
         with self._lock:
             seen = self._seen.setdefault(signed.pub_hex, {})
