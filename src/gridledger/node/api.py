@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 from gridledger.chain import codes
 from gridledger.chain.proofs import ProofError
 from gridledger.chain.tx import MAX_TX_BYTES
+from gridledger.node.api_web import mount_web_app, web_router
 from gridledger.node.node import Node
 from gridledger.node.offchain import OffchainError
 
@@ -169,4 +170,6 @@ def create_api(node: Node) -> FastAPI:
             raise HTTPException(404, str(exc)) from exc
         return {"erased": h}
 
+    api.include_router(web_router(node))  # read-only endpoints of the web app (api_web.py)
+    mount_web_app(api)  # the web app at /
     return api
