@@ -97,3 +97,14 @@ export function toLocalInput(ms) {
   const p = (n) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
+
+// A uPlot chart that follows its container's width (phone rotation, window resizes).
+export function fitChart(el, make) {
+  const width = () => Math.max(240, Math.floor(el.getBoundingClientRect().width) || 320);
+  const plot = make(width());
+  const ro = new ResizeObserver(() => plot.setSize({ width: width(), height: plot.height }));
+  ro.observe(el);
+  const destroy = plot.destroy.bind(plot);
+  plot.destroy = () => { ro.disconnect(); destroy(); };
+  return plot;
+}

@@ -1,6 +1,6 @@
 // Market: the open order book per slot, and matched prices and volumes per slot over time.
 import * as api from "../api.js";
-import { $, fill, h, kw, localTime, short, table, tokens } from "../util.js";
+import { $, fill, fitChart, h, kw, localTime, short, table, tokens } from "../util.js";
 
 let plot = null;
 
@@ -60,16 +60,15 @@ export async function refresh() {
     { label: "avg token/kWh", num: true, get: (x) => (per.get(x).money / per.get(x).w / 1e6).toFixed(4) },
   ], xs, "no matches yet"));
   const el = $("#market-chart");
-  const width = Math.max(280, el.clientWidth || 500);
   plot?.destroy();
   plot = null;
   el.replaceChildren();
   if (!xs.length) return;
-  plot = new uPlot({
+  plot = fitChart(el, (width) => new uPlot({
     width, height: 240,
     series: [{}, { label: "token/kWh", stroke: "#0b5cad", scale: "p", points: { show: true } },
       { label: "kW", stroke: "#d95f02", scale: "kw", paths: uPlot.paths.stepped({ align: 1 }) }],
     axes: [{}, { scale: "p", label: "token/kWh" }, { scale: "kw", side: 1, label: "kW", grid: { show: false } }],
     scales: { x: { time: true } },
-  }, [xs.map((x) => x / 1000), price, vol], el);
+  }, [xs.map((x) => x / 1000), price, vol], el));
 }

@@ -1,6 +1,6 @@
 // Scheduling: an ADMM round of the aggregator contract (S1) and its bills (S2), from chain state.
 import * as api from "../api.js";
-import { $, fill, h, table, tokens } from "../util.js";
+import { $, fill, fitChart, h, table, tokens } from "../util.js";
 
 let plot = null;
 
@@ -31,12 +31,12 @@ export async function refresh() {
   plot = null;
   el.replaceChildren();
   if (hist.length) {
-    plot = new uPlot({
-      width: Math.max(280, el.clientWidth || 500), height: 240,
+    plot = fitChart(el, (width) => new uPlot({
+      width, height: 240,
       series: [{ label: "iteration" }, { label: "primal residual", stroke: "#0b5cad" }, { label: "dual residual", stroke: "#d95f02" }],
       scales: { x: { time: false }, y: { distr: 3 } },
       axes: [{ label: "iteration" }, { label: "residual (log)", size: 70, values: (u, vals) => vals.map((v) => (v == null ? "" : v.toExponential(0))) }],
-    }, [hist.map((r) => r[0]), hist.map((r) => Math.max(r[1], 1)), hist.map((r) => Math.max(r[2], 1))], el);
+    }, [hist.map((r) => r[0]), hist.map((r) => Math.max(r[1], 1)), hist.map((r) => Math.max(r[2], 1))], el));
   }
   if (schedule) {
     const hours = schedule.dlmp_utoken_per_kwh[0]?.length ?? 0;
