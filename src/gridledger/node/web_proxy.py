@@ -30,11 +30,14 @@ _HOP_BY_HOP = {
 MAX_BODY = 4 * 1024 * 1024  # > the node's largest request (a batch of 5,000 txs is refused there)
 
 
-def create_proxy(node_url: str) -> FastAPI:
+def create_proxy(node_url: str, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """``transport`` lets tests put an in-process node behind the proxy."""
     app = FastAPI(title="gridledger web app", docs_url=None, redoc_url=None, openapi_url=None)
     # no read timeout: the event stream stays open for as long as the browser listens
     timeout = httpx.Timeout(30, read=None)
-    upstream = httpx.AsyncClient(base_url=node_url.rstrip("/"), timeout=timeout)
+    upstream = httpx.AsyncClient(
+        base_url=node_url.rstrip("/"), timeout=timeout, transport=transport
+    )
     mount_web_app(app)
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
