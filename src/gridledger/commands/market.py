@@ -91,6 +91,13 @@ def _demo(args: argparse.Namespace) -> int:
         raise CliError(f"--home {home} is not empty; the demo needs a fresh home directory")
     if args.serve and args.validators > 1:
         raise CliError("--serve runs one node on the demo chain; it cannot serve a BFT testnet")
+    if args.serve:
+        from gridledger.node.server import parse_hostport
+
+        try:  # checked now, not after the demo has run
+            parse_hostport(args.serve)
+        except ValueError as exc:
+            raise CliError(f"--serve: {exc}") from exc
     if args.slot_s < 2:
         raise CliError(f"--slot-s must be at least 2 seconds, got {args.slot_s}")
     from gridledger.chain.verify import verify_chain
@@ -162,4 +169,8 @@ def _serve(home: Path, address: str) -> None:
         genesis = parse_genesis((home / "genesis.json").read_bytes().rstrip(b"\n"))
         NodeConfig(genesis.chain_id, api=f"{host}:{port}").save(home)
     print(f"\nweb app on the demo chain: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
-    serve(Node(home), f"{host}:{port}")
+    import contextlib
+
+    # Ctrl-C is how serving ends: the exit status stays the demo's
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(Node(home), f"{host}:{port}")
