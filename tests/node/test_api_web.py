@@ -14,7 +14,7 @@ from gridledger.node.api_web import MAX_LIST
 from gridledger.node.client import LedgerClient, Signer
 from gridledger.node.home import NodeConfig, init_home
 from gridledger.node.node import Node
-from gridledger.node.web_proxy import create_proxy
+from gridledger.node.web_proxy import MAX_BODY, create_proxy
 
 with warnings.catch_warnings():  # starlette's notice about its httpx backend
     warnings.simplefilter("ignore")
@@ -130,6 +130,13 @@ def test_proxy_serves_the_app_and_forwards_everything_else(env):
     assert proxy.post("/txs", json={"tx": "zz"}).status_code == 422  # the node's own check
     members = proxy.get("/web/state", params={"prefix": "member/"}).json()["items"]
     assert {i["key"] for i in members} == set(committed(node, "member/"))
+    # bodies beyond the cap are refused by the proxy itself, declared or streamed
+    for body in (
+        b"x" * (MAX_BODY + 1),
+        (b"x" * 1024 * 1024 for _ in range(5)),  # no content-length: chunked
+    ):
+        resp = proxy.post("/offchain", content=body)
+        assert resp.status_code == 413 and "request body over" in resp.text
 
 
 def test_web_command_refuses_a_url_without_a_node(capsys):

@@ -52,6 +52,12 @@ def import_key(page: Page, live, name: str) -> None:
     expect(page.locator("#account")).to_contain_text(f"{name} (prosumer", timeout=10_000)
 
 
+def shown_amount(locator) -> int:
+    """A payment cell ("+1.234567" / "−0.0458" token) in utoken."""
+    text = locator.inner_text().replace(",", "").replace("−", "-").lstrip("+")
+    return round(float(text) * 1e6)
+
+
 def map_colours(page: Page) -> dict[str, str]:
     pairs = page.evaluate(
         "window.gridledgerMap.nodes().map(n => [n.id(), n.style('background-color')])"
@@ -107,11 +113,16 @@ def test_offer_matched_certified_paid_then_map_and_proof(live, page: Page) -> No
     done = live.state(f"settle/done/m0/{start}")
     energy = next(p for p in done["payments"] if p["kind"] == "energy")
     assert energy["payee"] == dg2 and energy["amount"] > 0
-    assert float(pay.inner_text().lstrip("+").replace(",", "")) == pytest.approx(
-        energy["amount"] / 1e6, abs=1e-6
-    )
+    assert shown_amount(pay) == energy["amount"]
     expect(status).to_contain_text("settled", timeout=10_000)
     assert not live.errors, live.errors
+    # DG2 also regulates voltage for this trade: its reactive pay; the buyer's loss charge
+    reactive = [p for p in done["payments"] if p["kind"] == "reactive" and p["payee"] == dg2]
+    assert len(reactive) == 1 and reactive[0]["amount"] > 0
+    assert shown_amount(page.get_by_test_id("pay-m0-reactive")) == reactive[0]["amount"]
+    import_key(page, live, "L5")
+    loss = next(p for p in done["payments"] if p["kind"] == "loss" and p["payer"] == l5)
+    assert shown_amount(page.get_by_test_id("pay-m0-loss")) == -loss["amount"]
 
     # DSO map of the certificate's interval, after and before the R-OPF
     doc = json.loads((live.home / "dso" / "certificates" / "m0.json").read_text())

@@ -42,12 +42,21 @@ def create_proxy(node_url: str, transport: httpx.AsyncBaseTransport | None = Non
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
     async def forward(path: str, request: Request) -> Any:
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY:
             return Response(f"request body over {MAX_BODY} bytes", status_code=413)
+        body = bytearray()
+        async for chunk in request.stream():  # also capped when the length was not declared
+            body += chunk
+            if len(body) > MAX_BODY:
+                return Response(f"request body over {MAX_BODY} bytes", status_code=413)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         req = upstream.build_request(
-            request.method, f"/{path}", params=request.query_params, content=body, headers=headers
+            request.method,
+            f"/{path}",
+            params=request.query_params,
+            content=bytes(body),
+            headers=headers,
         )
         try:
             resp = await upstream.send(req, stream=True)

@@ -171,21 +171,20 @@ export async function refresh(chain) {
     { label: "window (local)", get: (m) => window_(m.match) },
     { label: "certificate", get: (m) => h("span", { "data-testid": `status-${m.match.match_id}`, class: m.status === "rejected" ? "bad" : "" }, m.status + (m.reasons.length ? `: ${m.reasons.join("; ")}` : "")) },
   ], matches, "no matches yet"));
-  const ids = new Set(matches.map((m) => m.match.match_id));
-  const done = [];
-  for (const id of ids) done.push(...(await api.list(`settle/done/${id}/`)).map((x) => x.value));
+  // every settled slot: a regulator is paid reactive power for other parties' trades too
+  const mineIds = new Set(matches.map((m) => m.match.match_id));
   const rows = [];
-  for (const d of done) {
+  for (const { value: d } of await api.list("settle/done/")) {
     for (const p of d.payments) {
       if (p.payer !== key.pub && p.payee !== key.pub) continue;
-      rows.push({ ...p, match: d.match, slot: d.slot_start_ms, delivered: d.delivered_wh, loss: d.loss_wh });
+      rows.push({ ...p, match: d.match, slot: d.slot_start_ms, delivered: mineIds.has(d.match) ? d.delivered_wh : null });
     }
   }
   rows.sort((a, b) => a.slot - b.slot || a.match.localeCompare(b.match));
   fill("#my-payments", table([
     { label: "slot (local)", get: (r) => localTime(r.slot) },
     { label: "match", get: (r) => r.match },
-    { label: "delivered kWh", num: true, get: (r) => (r.delivered / 1000).toLocaleString() },
+    { label: "delivered kWh", num: true, get: (r) => (r.delivered === null ? "–" : (r.delivered / 1000).toLocaleString()) },
     { label: "kind", get: (r) => ({ energy: "energy", loss: "loss charge", reactive: "reactive pay", penalty: "penalty" })[r.kind] ?? r.kind },
     { label: "token", num: true, get: (r) => h("span", { "data-testid": `pay-${r.match}-${r.kind}` }, `${r.payee === key.pub ? "+" : "−"}${tokens(r.amount)}`) },
     { label: "shortfall", num: true, get: (r) => (r.shortfall ? tokens(r.shortfall) : "") },
