@@ -68,7 +68,7 @@ def map_colours(page: Page) -> dict[str, str]:
 def test_offer_matched_certified_paid_then_map_and_proof(live, page: Page) -> None:
     dg2, l5 = live.key("DG2").pub_hex, live.key("L5").pub_hex
     now = live.client.time_ms()
-    start = (now // SLOT_MS + 4) * SLOT_MS  # 15-20 s ahead: time to match and certify
+    start = (now // SLOT_MS + 5) * SLOT_MS  # 20-25 s ahead: time to match and certify
     bid = live.client.submit(
         live.key("L5"),
         "market.bid",

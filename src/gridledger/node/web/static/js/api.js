@@ -9,7 +9,8 @@ export class NodeError extends Error {
 }
 
 async function get(path, { allow404 = false } = {}) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  // a bounded wait: a stalled request must not freeze the live refresh behind it
+  const r = await fetch(path, { headers: { Accept: "application/json" }, signal: AbortSignal.timeout(15000) });
   if (allow404 && r.status === 404) return null;
   const body = await r.json().catch(() => null);
   if (!r.ok) throw new NodeError(r.status, body?.detail ?? r.statusText);

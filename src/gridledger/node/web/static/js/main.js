@@ -31,12 +31,23 @@ async function show() {
   }
 }
 
+let refreshing = null;
+let again = false;
+
+// One refresh at a time; blocks arriving meanwhile cause one more afterwards, not one each.
 async function refresh() {
-  try {
-    await VIEWS[current].refresh(chain);
-  } catch (e) {
-    live(`could not refresh the ${current} view: ${e.message}`);
-  }
+  if (refreshing) { again = true; return refreshing; }
+  refreshing = (async () => {
+    do {
+      again = false;
+      try {
+        await VIEWS[current].refresh(chain);
+      } catch (e) {
+        live(`could not refresh the ${current} view: ${e.message}`);
+      }
+    } while (again);
+  })();
+  try { await refreshing; } finally { refreshing = null; }
 }
 
 export function live(text) {
@@ -72,8 +83,9 @@ function connect() {
     setStatus();
     const seen = describe(ev);
     live(`block ${ev.height}: ${ev.txs.length} tx${seen.length ? " — " + seen.join("; ") : ""}`);
-    clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(refresh, 150); // one refresh for a burst of blocks
+    // throttled, not debounced: with blocks closer together than the delay a debounce would
+    // never fire; this refreshes at most every 300 ms while blocks keep coming
+    if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 300);
   });
   es.onerror = () => { $("#chain-status").textContent += " · reconnecting…"; };
 }

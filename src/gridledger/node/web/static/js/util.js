@@ -108,3 +108,15 @@ export function fitChart(el, make) {
   plot.destroy = () => { ro.disconnect(); destroy(); };
   return plot;
 }
+
+// Replace a <select>'s options only when they changed (a live refresh must not reset a list
+// the user is looking at), keeping the selection when it still exists.
+export function setOptions(sel, options, placeholder) {
+  const want = options.length ? options : [[ "", placeholder ]];
+  const sig = JSON.stringify(want);
+  if (sel.dataset.sig === sig) return;
+  const keep = sel.value;
+  sel.replaceChildren(...want.map(([value, label]) => h("option", { value }, label)));
+  sel.dataset.sig = sig;
+  if (want.some(([v]) => String(v) === keep)) sel.value = keep;
+}

@@ -1,7 +1,7 @@
 // DSO: the network of a certificate's interval, coloured by bus voltage and line loading before
 // and after the R-OPF; the interval's certificates, set-points, loss shares, reactive payments.
 import * as api from "../api.js";
-import { $, fill, h, kw, localTime, short, table, tokens } from "../util.js";
+import { $, fill, h, kw, localTime, setOptions, short, table, tokens } from "../util.js";
 
 // Bus colour: a diverging scale (ColorBrewer RdYlBu ends) over the deviation from 1 pu,
 // t = clamp((v - 1) / 0.02, -1, 1); red at -2 %, pale yellow at 1 pu, blue at +2 %
@@ -40,12 +40,13 @@ export async function refresh() {
   const matches = (await api.list("market/match/")).map((x) => x.value)
     .filter((m) => m.status !== "pending");
   const sel = $("#dso-match");
-  const keep = sel.value || location.hash.split("/")[1] || "";
-  sel.replaceChildren(...matches.map((m) => h("option", { value: m.match.match_id },
-    `${m.match.match_id} · ${kw(m.match.power_w)} kW bus ${m.match.seller_node}→${m.match.buyer_node} · ${localTime(m.match.start_ms)} · ${m.status}`)));
-  if (!matches.length) sel.append(h("option", { value: "" }, "no certificates yet"));
-  if (keep && matches.some((m) => m.match.match_id === keep)) sel.value = keep;
+  const wanted = !sel.dataset.sig && location.hash.split("/")[1];
+  setOptions(sel, matches.map((m) => [m.match.match_id,
+    `${m.match.match_id} · ${kw(m.match.power_w)} kW bus ${m.match.seller_node}→${m.match.buyer_node} · ${localTime(m.match.start_ms)} · ${m.status}`]),
+  "no certificates yet");
+  if (wanted && matches.some((m) => m.match.match_id === wanted)) sel.value = wanted;
   if (sel.value && sel.value !== doc?.match_id) await loadDocument();
+  else if (doc) await drawTables(); // new certificates, payments; the map stays as it is
 }
 
 async function loadDocument() {
@@ -101,6 +102,11 @@ async function draw() {
     { label: "V (pu)", num: true, get: (b) => h("span", { "data-testid": `vm-${b.id}` }, vm[String(b.id)]?.toFixed(5) ?? "–") },
     { label: "colour", get: (b) => h("span", { class: "swatch", "data-testid": `colour-${b.id}`, "data-colour": voltageColour(vm[String(b.id)]), style: `background:${voltageColour(vm[String(b.id)])}` }) },
   ], grid.buses));
+  await drawTables();
+}
+
+async function drawTables() {
+  const iv = doc.document.intervals[Number($("#dso-interval").value || 0)];
   const records = new Map((await api.list("market/match/")).map((x) => [x.value.match.match_id, x.value]));
   fill("#dso-certs", table([
     { label: "match", get: (id) => id },

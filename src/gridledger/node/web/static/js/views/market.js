@@ -1,6 +1,6 @@
 // Market: the open order book per slot, and matched prices and volumes per slot over time.
 import * as api from "../api.js";
-import { $, fill, fitChart, h, kw, localTime, short, table, tokens } from "../util.js";
+import { $, fill, fitChart, h, kw, localTime, setOptions, short, table, tokens } from "../util.js";
 
 let plot = null;
 
@@ -21,10 +21,7 @@ export async function refresh() {
   const bidLeft = new Map(book.bid_left_w ?? []);
   const slots = [...new Set([...book.offers, ...book.bids].flatMap((o) => slotsOf(o, slot)))].sort((a, b) => a - b);
   const sel = $("#book-slot");
-  const keep = Number(sel.value);
-  sel.replaceChildren(...slots.map((s) => h("option", { value: s }, localTime(s))));
-  if (!slots.length) sel.append(h("option", { value: "" }, "no open orders"));
-  if (slots.includes(keep)) sel.value = String(keep);
+  setOptions(sel, slots.map((x) => [String(x), localTime(x)]), "no open orders");
   const s = Number(sel.value);
   const rows = [
     ...book.offers.filter((o) => o.start_ms <= s && s < o.end_ms)

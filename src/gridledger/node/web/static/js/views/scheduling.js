@@ -1,6 +1,6 @@
 // Scheduling: an ADMM round of the aggregator contract (S1) and its bills (S2), from chain state.
 import * as api from "../api.js";
-import { $, fill, fitChart, h, table, tokens } from "../util.js";
+import { $, fill, fitChart, h, setOptions, table, tokens } from "../util.js";
 
 let plot = null;
 
@@ -12,14 +12,11 @@ export async function refresh() {
   const rounds = (await api.list("admm/")).map((x) => x.key).filter((k) => k.endsWith("/state"))
     .map((k) => k.slice(5, -6));
   const sel = $("#sched-round");
-  const keep = sel.value;
-  sel.replaceChildren(...rounds.map((r) => h("option", { value: r }, r)));
+  setOptions(sel, rounds.map((r) => [r, r]), "no ADMM round on this chain");
   if (!rounds.length) {
-    sel.append(h("option", { value: "" }, "no ADMM round on this chain"));
     $("#sched-info").textContent = "";
     return;
   }
-  if (rounds.includes(keep)) sel.value = keep;
   const rid = sel.value;
   const st = await api.state(`admm/${rid}/state`);
   const schedule = await api.state(`admm/${rid}/schedule`);
