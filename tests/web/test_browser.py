@@ -52,6 +52,11 @@ def import_key(page: Page, live, name: str) -> None:
     expect(page.locator("#account")).to_contain_text(f"{name} (prosumer", timeout=10_000)
 
 
+def local_time_shown(ms: int) -> str:
+    """How the app (locale en-US) prints an instant: MM/DD/YYYY, hh:mm:ss AM, local zone."""
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(TIMEZONE)).strftime("%m/%d/%Y, %I:%M:%S %p")
+
+
 def shown_amount(locator) -> int:
     """A payment cell ("+1.234567" / "−0.0458" token) in utoken."""
     text = locator.inner_text().replace(",", "").replace("−", "-").lstrip("+")
@@ -147,10 +152,24 @@ def test_offer_matched_certified_paid_then_map_and_proof(live, page: Page) -> No
     expect(page.locator("#dso-setpoints")).to_contain_text("ΔQ kvar")
     expect(page.locator("#dso-losses")).to_contain_text("m0")
 
+    # the market view: the slot's matched power and price
+    page.click("nav a[data-view=market]")
+    row = page.locator("#market-table tr", has_text=local_time_shown(start))
+    expect(row).to_contain_text("300")
+    expect(row).to_contain_text("0.2400")
+
+    # the explorer: the offer's block, its validator signature checked in the browser
+    offer_height = live.client.http.get(f"/txs/{m['offer_id']}").json()["height"]
+    page.click("nav a[data-view=explorer]")
+    page.fill("#block-height", str(offer_height))
+    page.keyboard.press("Enter")
+    expect(page.locator("#block-detail")).to_contain_text(f"Block {offer_height}")
+    expect(page.locator("#block-detail")).to_contain_text("valid")
+    expect(page.locator("#block-detail")).not_to_contain_text("INVALID")
+
     # the offer's inclusion proof, verified in the browser; then tampered with and refused
     ok, why = verify_proof(live.client.http.get(f"/proofs/tx/{m['offer_id']}").json())
     assert ok, why  # the reference verifier agrees the proof is good
-    page.click("nav a[data-view=explorer]")
     page.fill("#proof-txid", m["offer_id"])
     page.click("#proof-fetch")
     verdict = page.locator("#proof-verdict")

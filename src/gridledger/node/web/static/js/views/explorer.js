@@ -5,7 +5,20 @@ import { verifyTxProof } from "../proof.js";
 
 const SHOW = 15;
 
-export function init() {
+let chainRef = null;
+
+export function init(chain) {
+  chainRef = chain;
+  $("#block-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    $("#block-error").textContent = "";
+    const n = Number($("#block-height").value);
+    if (!Number.isInteger(n) || n < 1 || n > chainRef.height) {
+      $("#block-error").textContent = `a block height is a whole number from 1 to ${chainRef.height}`;
+      return;
+    }
+    await showBlock(n);
+  });
   $("#proof-fetch").addEventListener("click", () => fetchProof($("#proof-txid").value.trim()));
   $("#proof-verify").addEventListener("click", verify);
   $("#proof-tamper").addEventListener("click", tamper);
@@ -31,12 +44,18 @@ export async function refresh(chain) {
     { label: "time (local)", get: (b) => localTime(b.header.time_ms) },
     { label: "txs", num: true, get: (b) => b.header.num_txs },
     { label: "hash", get: (b) => h("span", { class: "mono" }, short(b.hash, 16)) },
-    { label: "", get: (b) => h("button", { class: "small", type: "button", "aria-label": `open block ${b.header.height}`, onclick: () => showBlock(b.header.height, chain) }, "Open") },
+    { label: "", get: (b) => h("button", { class: "small", type: "button", "aria-label": `open block ${b.header.height}`, onclick: () => showBlock(b.header.height) }, "Open") },
   ], blocks, "no blocks yet"));
 }
 
-async function showBlock(height, chain) {
-  const b = await api.block(height);
+async function showBlock(height) {
+  let b;
+  try {
+    b = await api.block(height);
+  } catch (e) {
+    $("#block-error").textContent = e.message;
+    return;
+  }
   const hd = b.header;
   const sigs = b.commit.signatures.map((s) => ({
     ...s,
