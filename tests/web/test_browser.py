@@ -233,6 +233,45 @@ def test_errors_for_bad_key_files_prices_times_and_refused_txs(live, page: Page,
     expect(page.locator("#order-error")).to_contain_text("bid needs")
 
 
+def test_a_trade_the_grid_cannot_carry_is_refused_with_the_dsos_reasons(live, page: Page) -> None:
+    """20 MW from bus 3 to bus 7 of a microgrid of 1.5 MVA generators: the DSO's certificate
+    rejects it, and the seller sees the rejection with the reasons recorded on chain."""
+    l7 = live.key("L7").pub_hex
+    start = (live.client.time_ms() // SLOT_MS + 5) * SLOT_MS
+    window = {"start_ms": start, "end_ms": start + SLOT_MS}
+    bid = live.client.submit(
+        live.key("L7"),
+        "market.bid",
+        {"node": 7, "power_w": 20_000_000, "max_price_utoken_per_kwh": 100_000, **window},
+    )
+    assert bid.ok, bid.log
+    open_app(page, live.url)
+    import_key(page, live, "DG3")
+    page.fill("#order-power", "20000")
+    page.fill("#order-price", "0.1")
+    page.fill("#order-start", local_input(start))
+    page.fill("#order-end", local_input(start + SLOT_MS))
+    page.click("#order-submit")
+    expect(page.locator("#order-result")).to_contain_text("placed in block", timeout=20_000)
+    deadline = time.monotonic() + 30
+    while True:
+        recs = [
+            x["value"]
+            for x in live.client.http.get("/web/state", params={"prefix": "market/match/"}).json()[
+                "items"
+            ]
+        ]
+        rec = next((r for r in recs if r["match"]["buyer"] == l7), None)
+        if rec is not None and rec["status"] != "pending":
+            break
+        assert time.monotonic() < deadline, "the DSO did not certify the trade"
+        time.sleep(0.2)
+    assert rec["status"] == "rejected" and rec["reasons"], rec
+    status = page.get_by_test_id(f"status-{rec['match']['match_id']}")
+    expect(status).to_have_text("rejected: " + "; ".join(rec["reasons"]), timeout=10_000)
+    expect(status).to_have_class("bad")
+
+
 def test_phone_width_keyboard_and_labels(live, page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     open_app(page, live.url)
