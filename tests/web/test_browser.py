@@ -294,3 +294,37 @@ def test_phone_width_keyboard_and_labels(live, page: Page) -> None:
             view,
         )
         assert unlabelled == [], f"{view}: fields without a label: {unlabelled}"
+
+
+def test_the_app_beside_a_remote_node_through_gridledger_web(live, page: Page) -> None:
+    """`gridledger web --node URL`: the app from the proxy, the API and the event stream
+    through it."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "gridledger.cli", "web", "--node", live.url]
+    proc = subprocess.Popen(
+        [*cmd, "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        open_app(page, url)
+        expect(page.locator("#chain-status")).to_contain_text("gridledger-demo")
+        expect(page.locator("#live li").first).to_contain_text("block", timeout=10_000)
+        import_key(page, live, "DG4")
+        expect(page.get_by_test_id("balance")).to_contain_text("token")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

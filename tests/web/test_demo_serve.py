@@ -53,8 +53,11 @@ def test_demo_serve_prints_the_url_and_serves_until_interrupted(tmp_path: Path) 
         matches = httpx.get(url + "web/state", params={"prefix": "market/match/"}).json()
         assert {m["value"]["status"] for m in matches["items"]} >= {"settled"}
         assert proc.poll() is None  # still serving
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0  # the demo's own status: audit passed
+        # Ctrl-C ends it even while a browser listens to the event stream
+        with httpx.stream("GET", url + "events", timeout=httpx.Timeout(5, read=60)) as events:
+            next(events.iter_lines())  # connected
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0  # the demo's own status: audit passed
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -38,5 +38,12 @@ def _web(args: argparse.Namespace) -> int:
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise CliError(f"no gridledger node answers at {args.node}: {exc}") from exc
     print(f"web app for {chain} ({args.node}): http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(create_proxy(args.node), host=host, port=port, log_level="warning")
+    # open event streams never end by themselves: stop waiting for them after 3 s at Ctrl-C
+    uvicorn.run(
+        create_proxy(args.node),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=3,
+    )
     return 0
