@@ -60,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(embedded chain only; with agent processes use `gridledger schedule --on-chain`)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
+    p.add_argument(
+        "--serve",
+        nargs="?",
+        const="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="afterwards, run a node on the demo chain with the web app and print its URL; "
+        "serves until Ctrl-C (default address 127.0.0.1:8765)",
+    )
     p.set_defaults(handler=_demo)
 
 
@@ -81,6 +89,15 @@ def _demo(args: argparse.Namespace) -> int:
         home = Path(tempfile.mkdtemp(prefix="gridledger-demo-"))
     elif home.exists() and any(home.iterdir()):
         raise CliError(f"--home {home} is not empty; the demo needs a fresh home directory")
+    if args.serve and args.validators > 1:
+        raise CliError("--serve runs one node on the demo chain; it cannot serve a BFT testnet")
+    if args.serve:
+        from gridledger.node.server import parse_hostport
+
+        try:  # checked now, not after the demo has run
+            parse_hostport(args.serve)
+        except ValueError as exc:
+            raise CliError(f"--serve: {exc}") from exc
     if args.slot_s < 2:
         raise CliError(f"--slot-s must be at least 2 seconds, got {args.slot_s}")
     from gridledger.chain.verify import verify_chain
@@ -124,4 +141,36 @@ def _demo(args: argparse.Namespace) -> int:
         and report.invariants["negative_balances"] == 0
         and report.invariants["pending_matches"] == 0
     )
+    if args.serve:
+        _serve(node_home, args.serve)
     return 0 if ok else 1
+
+
+def _serve(home: Path, address: str) -> None:
+    """A node (solo, no empty blocks) on the demo's chain with the web app at ``/``."""
+    import socket
+
+    from gridledger.cli import CliError
+    from gridledger.node.home import NodeConfig
+    from gridledger.node.node import Node
+    from gridledger.node.server import parse_hostport, serve
+
+    try:
+        host, port = parse_hostport(address)
+    except ValueError as exc:
+        raise CliError(f"--serve: {exc}") from exc
+    if port == 0:  # pick a free port now, so that the URL can be printed before serving
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    from gridledger.chain.genesis import parse_genesis
+
+    if not (home / "config.json").exists():
+        genesis = parse_genesis((home / "genesis.json").read_bytes().rstrip(b"\n"))
+        NodeConfig(genesis.chain_id, api=f"{host}:{port}").save(home)
+    print(f"\nweb app on the demo chain: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+    import contextlib
+
+    # Ctrl-C is how serving ends: the exit status stays the demo's
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(Node(home), f"{host}:{port}")

@@ -23,6 +23,7 @@ from gridledger.chain.proofs import ProofError
 from gridledger.chain.tx import MAX_TX_BYTES
 from gridledger.node import api_errors
 from gridledger.node.api_errors import ErrorBody, responses
+from gridledger.node.api_web import mount_web_app, web_router
 from gridledger.node.offchain import MAX_BLOB_BYTES, BlobTooLarge
 from gridledger.node.request_auth import (
     AuthError,
@@ -391,6 +392,8 @@ def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
         node.offchain.erase(bytes.fromhex(h), signed.pub_hex, legacy=member["role"] == "dso")
         return {"erased": h}
 
+    api.include_router(web_router(node))  # read-only endpoints of the web app (api_web.py)
+    mount_web_app(api)  # the web app at /
     api.openapi_schema = None
     _declare_error_body(api)
     return api
