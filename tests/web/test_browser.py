@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Page, expect
 
+from gridledger.chain.contracts.market import order_key
 from gridledger.chain.proofs import verify_proof
 
 from .conftest import SLOT_MS, TIMEZONE, chromium_or_skip
@@ -87,9 +88,7 @@ def test_offer_matched_certified_paid_then_map_and_proof(live, page: Page) -> No
     )
     assert bid.ok, bid.log
     deadline = time.monotonic() + 10
-    while not any(
-        b["bid_id"] == bid.txid for b in (live.state("market/book") or {"bids": []})["bids"]
-    ):
+    while live.state(order_key(bid.txid)) is None:
         assert time.monotonic() < deadline, "the bid did not reach the book"
         time.sleep(0.1)
 

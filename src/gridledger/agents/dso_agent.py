@@ -22,7 +22,6 @@ agent itself does chain bookkeeping only.  Set-points and losses go on chain as 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gridledger.agents.client import AgentError, ChainClient, must
-from gridledger.chain import encoding
 from gridledger.chain.contracts.market import (
     MAX_LOSS_SHARE_PPM,
     PARAMS,
@@ -38,6 +36,7 @@ from gridledger.chain.contracts.market import (
     RANKING,
     buyer_extras_utoken,
     default_params,
+    document_digest,
     loss_cap_w,
     match_key,
     reactive_digest,
@@ -291,7 +290,7 @@ class DsoAgent:
                 for t, (run, e) in sorted(evaluations.items())
             ],
         }
-        digest = hashlib.sha256(encoding.encode(_integral(document))).hexdigest()
+        digest = document_digest(document)
         if self.documents_dir is not None:
             self.documents_dir.mkdir(parents=True, exist_ok=True)
             (self.documents_dir / f"{mid}.json").write_text(json.dumps(document, indent=1))
@@ -414,15 +413,3 @@ class DsoAgent:
 
 def _spec(m: dict[str, Any]) -> TradeSpec:
     return TradeSpec(m["match_id"], m["seller_node"], m["buyer_node"], m["power_w"] / 1000)
-
-
-def _integral(doc: Any) -> Any:
-    """The document with floats written as fixed-point strings: canonical JSON has no floats,
-    and the digest must be reproducible from the stored file."""
-    if isinstance(doc, float):
-        return f"{doc:.9g}"
-    if isinstance(doc, dict):
-        return {str(k): _integral(v) for k, v in doc.items()}
-    if isinstance(doc, list | tuple):
-        return [_integral(v) for v in doc]
-    return doc

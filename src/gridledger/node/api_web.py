@@ -17,7 +17,6 @@ any client's: they are signed in the browser, the key never reaches the node.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import re
 import threading
@@ -25,11 +24,13 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from gridledger.chain import encoding
+from gridledger.chain.contracts.market import document_digest
+from gridledger.node.api_errors import responses
 from gridledger.node.node import Node
 
 MAX_LIST = 500
@@ -126,7 +127,7 @@ def web_router(node: Node) -> APIRouter:
     router = APIRouter(prefix="/web", tags=["web app (read-only)"])
     keys = _SortedKeys(node)
 
-    @router.get("/state")
+    @router.get("/state", responses=responses(422))
     def list_state(
         prefix: str = Query(min_length=1, max_length=MAX_PREFIX),
         after: str = Query("", max_length=1000),
@@ -140,8 +141,8 @@ def web_router(node: Node) -> APIRouter:
             "next": items[-1][0] if len(items) == limit else None,
         }
 
-    @router.get("/grid/{case}")
-    def grid(case: str) -> dict[str, Any]:
+    @router.get("/grid/{case}", responses=responses(404, 422))
+    def grid(case: str = Path(min_length=1, max_length=64)) -> dict[str, Any]:
         try:
             return grid_topology(case)
         except KeyError:
@@ -151,10 +152,10 @@ def web_router(node: Node) -> APIRouter:
                 404, f"unknown grid case {case!r}; shipped cases: {', '.join(list_cases())}"
             ) from None
 
-    @router.get("/certificates/{match_id}")
-    def certificate_document(match_id: str) -> dict[str, Any]:
-        if not _MATCH_ID.match(match_id):
-            raise HTTPException(422, "match_id must look like m<number>, e.g. m0")
+    @router.get("/certificates/{match_id}", responses=responses(404, 422))
+    def certificate_document(
+        match_id: str = Path(pattern=_MATCH_ID.pattern, description="a match id, e.g. m0"),
+    ) -> dict[str, Any]:
         rec = node.app.query(f"state/market/match/{match_id}")
         if rec.code != 0:
             raise HTTPException(404, f"no match {match_id} on chain")
@@ -166,10 +167,8 @@ def web_router(node: Node) -> APIRouter:
                 f"the DSO's certificate document of {match_id} is not on this node "
                 "(only its digest is on chain)",
             )
-        from gridledger.agents.dso_agent import _integral  # the digest's one definition
-
         doc = json.loads(path.read_text())
-        digest = hashlib.sha256(encoding.encode(_integral(doc))).hexdigest()
+        digest = document_digest(doc)  # the contract's one definition of the digest
         return {
             "match_id": match_id,
             "document": doc,

@@ -555,6 +555,23 @@ def reactive_digest(setpoints: list[dict[str, Any]]) -> str:
     return hashlib.sha256(b"gridledger/reactive/v1\x00" + encoding.encode(setpoints)).hexdigest()
 
 
+def document_digest(document: Any) -> str:
+    """What a certificate names the DSO's off-chain document by (``document_digest``): SHA-256
+    of its canonical encoding, with floats written as 9-significant-digit strings (canonical
+    JSON has no floats, and anyone holding the stored file must get the same digest)."""
+    return hashlib.sha256(encoding.encode(_fixed_point(document))).hexdigest()
+
+
+def _fixed_point(doc: Any) -> Any:
+    if isinstance(doc, float):
+        return f"{doc:.9g}"
+    if isinstance(doc, dict):
+        return {str(k): _fixed_point(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_fixed_point(v) for v in doc]
+    return doc
+
+
 def buyer_extras_utoken(match: dict[str, Any], setpoints: list[dict[str, Any]], prm: dict) -> int:
     """The most a match's buyer can owe beyond the energy: each slot's reactive pay plus the
     buyer's part of the loss charge at the cap, at the match's price (settlement.py charges

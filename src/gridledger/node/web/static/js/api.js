@@ -47,6 +47,23 @@ export async function list(prefix, max = 5000) {
   return out;
 }
 
+// The open order book as one object: every open order is its own record `market/order/<id>`
+// (chain/contracts/market_book.py); an offer keeps per-slot remainders only for matched slots.
+export async function book() {
+  const params = (await state("market/params")) ?? { slot_ms: 900000 };
+  const out = { offers: [], bids: [], offer_left_w: [], bid_left_w: [], params };
+  for (const { value: r } of await list("market/order/")) {
+    if (r.offer) {
+      out.offers.push(r.offer);
+      out.offer_left_w.push([r.offer.offer_id, r.left]);
+    } else if (r.bid) {
+      out.bids.push(r.bid);
+      out.bid_left_w.push([r.bid.bid_id, r.left_w]);
+    }
+  }
+  return out;
+}
+
 // Submit signed wire bytes; resolves to the node's verdict {txid, code, code_name, log}.
 export async function submit(rawHex) {
   const r = await fetch("txs", {

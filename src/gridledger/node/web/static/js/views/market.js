@@ -15,7 +15,7 @@ function slotsOf(o, slot) {
 }
 
 export async function refresh() {
-  const book = (await api.state("market/book")) ?? { offers: [], bids: [], params: { slot_ms: 900000 } };
+  const book = await api.book();
   const slot = book.params.slot_ms;
   const left = new Map((book.offer_left_w ?? []).map(([id, rows]) => [id, new Map(rows)]));
   const bidLeft = new Map(book.bid_left_w ?? []);

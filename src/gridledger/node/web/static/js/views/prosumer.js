@@ -148,7 +148,7 @@ export async function refresh(chain) {
     $("#order-start").value = toLocalInput(next);
     $("#order-end").value = toLocalInput(next + slot);
   }
-  const book = (await api.state("market/book")) ?? { offers: [], bids: [] };
+  const book = await api.book();
   const mine = [
     ...book.offers.filter((o) => o.seller === key.pub).map((o) => ({ ...o, id: o.offer_id, kind: "offer", price: o.price_utoken_per_kwh })),
     ...book.bids.filter((b) => b.buyer === key.pub).map((b) => ({ ...b, id: b.bid_id, kind: "bid", price: b.max_price_utoken_per_kwh })),
