@@ -259,14 +259,14 @@ def bench_large(which: str, repeat: int, timeout_s: float) -> dict:
     }
 
 
-def write_docs_large(large: dict, load_average: float) -> None:
+def write_docs_large(large: dict, load_average: float, timeout_s: float) -> None:
     lines = [
         "<!-- ropf-large:start -->",
         "### ropf on large grids (`bench/ropf.py`)",
         "",
         "Exact R-OPF by IPOPT on sparse matrices (`gridledger.grid.ropf.sparse`), wall time "
         "median and range over the runs, CPU time of the process, and pandapower `runopp` on "
-        f"the same problem in the same run (a child process, stopped after {RUNOPP_TIMEOUT_S:.0f}"
+        f"the same problem in the same run (a child process, stopped after {timeout_s:.0f}"
         f" s). Load average during the run: {load_average:.1f} on 2 cores.",
         "",
         "| grid | buses | variables | exact s (range) | exact CPU s | iterations | loss MW "
@@ -281,8 +281,9 @@ def write_docs_large(large: dict, load_average: float) -> None:
         else:
             pp_text = f"did not converge ({f['runopp_attempt_s']:.1f} s)"
         feasible = "yes" if f["feasible"] else "no: " + ", ".join(f["violated"])
+        grid = f"SimBench {SIMBENCH_CODE}, PV inverters" if name == "simbench" else name
         lines.append(
-            f"| {name} | {f['buses']} | {f['variables']} | {f['exact_s']:.2f} "
+            f"| {grid} | {f['buses']} | {f['variables']} | {f['exact_s']:.2f} "
             f"({f['exact_s_min']:.2f}–{f['exact_s_max']:.2f}) | {f['exact_cpu_s']:.2f} | "
             f"{f['exact_iterations']} | {f['loss_before_mw']:.4f} → {f['loss_after_mw']:.4f} | "
             f"{feasible} | {pp_text} |"
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.large_only:
         if not args.no_docs:
-            write_docs_large(large, os.getloadavg()[0])
+            write_docs_large(large, os.getloadavg()[0], args.runopp_timeout)
         print(json.dumps({"bench": "ropf", "load_average": os.getloadavg()[0], **large_fields}))
         return 0
     cases = {name: bench_case(name, ctl, args.seeds, args.repeat) for name, ctl in CASES.items()}
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_docs:
         write_docs(figures, args.seeds)
         if large:
-            write_docs_large(large, figures["load_average"])
+            write_docs_large(large, figures["load_average"], args.runopp_timeout)
     print(json.dumps({"bench": "ropf", **figures, **large_fields}))
     return 0
 
