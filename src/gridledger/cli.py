@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "gridledger.commands.network",  # testnet, status
     "gridledger.commands.schedule",  # schedule
     "gridledger.commands.market",  # demo
+    "gridledger.commands.dso",  # dso serve, dso status
 )
 
 

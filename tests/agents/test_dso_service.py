@@ -1,0 +1,148 @@
+"""``gridledger dso serve`` as its own process against a real node process, on a real LV grid
+with PV: it certifies matches posted while it runs, is SIGKILLed, and a restarted service
+certifies the rest — every match exactly once, the set-point history kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandapower as pp
+import pandapower.networks as pn
+import pytest
+import yaml
+
+from gridledger.agents.prosumer_agent import OrderSpec, ProsumerAgent
+from gridledger.agents.runner import HttpChain
+from gridledger.chain.contracts.market import PENDING, match_key
+from gridledger.chain.genesis import make_genesis
+from gridledger.chain.keys import KeyPair, save_key
+from gridledger.cli import main
+from gridledger.node.home import NodeConfig
+
+CONTRACTS = ["gridledger.chain.contracts.market", "gridledger.chain.contracts.settlement"]
+BUSES = {"PV14": 14, "PV40": 40, "R11": 12, "C14": 37}
+SLOT = 900_000
+
+
+def _wait(what: str, cond, timeout_s: float = 120.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process exited: {proc.stderr.read()}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    keys = {n: KeyPair.generate() for n in BUSES}
+    val, dso = KeyPair.generate(), KeyPair.generate()
+    node_home = tmp_path / "node"
+    save_key(node_home / "keys" / "validator.json", val, "validator")
+    members = [{"pub_key": dso.pub_hex, "role": "dso", "name": "DSO"}] + [
+        {"pub_key": k.pub_hex, "role": "prosumer", "name": n, "bus": BUSES[n]}
+        for n, k in keys.items()
+    ]
+    balances = [{"account": k.pub_hex, "denom": "utoken", "amount": 10**11} for k in keys.values()]
+    genesis = make_genesis(
+        "dso-service", time.time_ns() // 10**6, [(val.pub_hex, 1)], members, balances, CONTRACTS
+    )
+    (node_home / "genesis.json").write_bytes(genesis + b"\n")
+    NodeConfig("dso-service", api="127.0.0.1:0", block_interval_ms=100,
+               synchronous="NORMAL").save(node_home)  # fmt: skip
+    node = subprocess.Popen(
+        [sys.executable, "-m", "gridledger.demo.node_proc", "--home", str(node_home)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    dso_home = tmp_path / "dso"
+    save_key(dso_home / "keys" / "dso.json", dso, "dso")
+    net = pn.create_cigre_network_lv()
+    for bus, p_mw, sn in ((14, 0.004, 0.015), (40, 0.006, 0.02)):
+        pp.create_sgen(net, bus, p_mw=p_mw, q_mvar=0.0, sn_mva=sn, name=f"PV{bus}")
+    grid = tmp_path / "cigre_lv_pv.json"
+    pp.to_json(net, str(grid))
+    config = tmp_path / "dso.yaml"
+    regs = {"PV14": keys["PV14"].pub_hex, "PV40": keys["PV40"].pub_hex}
+    config.write_text(yaml.safe_dump({"method": "exact", "regulators": regs}))
+    try:
+        _wait("the node", lambda: (node_home / "node.addr").exists(), proc=node)
+        url = (node_home / "node.addr").read_text().strip()
+        yield url, keys, dso_home, grid, config
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+
+
+def _trade(chain: HttpChain, keys, seller: str, buyer: str, power_w: int, slot: int) -> None:
+    now = chain.time_ms()
+    start = (now // SLOT + 1 + slot) * SLOT
+    for name, kind, price in ((seller, "offer", 100_000), (buyer, "bid", 120_000)):
+        spec = OrderSpec(kind, power_w, price, start, start + SLOT)
+        agent = ProsumerAgent(name, keys[name], BUSES[name], [spec])
+        agent.step(chain)
+        assert not agent.refused, agent.refused
+
+
+def _service(url, dso_home, grid, config) -> subprocess.Popen:
+    argv = ["-m", "gridledger.cli", "dso", "serve", "--home", str(dso_home), "--node", url,
+            "--grid", str(grid), "--config", str(config)]  # fmt: skip
+    return subprocess.Popen([sys.executable, *argv], stderr=subprocess.PIPE, text=True)
+
+
+def _status(dso_home: Path) -> dict:
+    path = dso_home / "status.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("node-process")
+def test_dso_service_survives_sigkill_and_certifies_each_match_once(world, capsys) -> None:
+    url, keys, dso_home, grid, config = world
+    chain = HttpChain(url)
+    try:
+        _trade(chain, keys, "PV14", "R11", 5_000, 0)
+        _trade(chain, keys, "PV40", "C14", 4_000, 1)
+        _wait("two matches", lambda: len(chain.state(PENDING) or []) == 2)
+        first = _service(url, dso_home, grid, config)
+        try:
+            _wait("a certificate", lambda: _status(dso_home).get("certificates"), proc=first)
+        finally:
+            os.kill(first.pid, signal.SIGKILL)  # at any instant: mid-certificate or idle
+            first.wait(timeout=30)
+        _trade(chain, keys, "PV14", "C14", 3_000, 2)
+        _trade(chain, keys, "R11", "C14", 2_000, 3)  # bus 12: a load, no generation
+        _wait("four matches", lambda: all(
+            chain.state(match_key(f"m{i}")) is not None for i in range(4)))  # fmt: skip
+        second = _service(url, dso_home, grid, config)
+        try:
+            _wait("every match certified", lambda: not chain.state(PENDING)
+                  and len(_status(dso_home).get("certificates", {})) == 4, proc=second)  # fmt: skip
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=60)
+            log = second.stderr.read()
+        verdicts = {f"m{i}": chain.state(match_key(f"m{i}"))["status"] for i in range(4)}
+    finally:
+        chain.close()
+    assert verdicts == {"m0": "approved", "m1": "approved", "m2": "approved", "m3": "rejected"}
+    # never twice: a second certificate for a match would have been refused by the contract
+    assert "refused" not in log, log
+    status = _status(dso_home)
+    assert status["certificates"]["m3"]["reasons"] == [
+        "trade m3: seller bus 12 has no generation in cigre_lv_pv"
+    ]
+    # the set-point history survived the kill: one optimized state per approved interval
+    history = json.loads((dso_home / "documents" / "setpoints.json").read_text())
+    assert len(next(iter(history.values()))) == 3
+    assert main(["dso", "status", "--home", str(dso_home), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["approved"] == ["m0", "m1", "m2"] and list(summary["refused"]) == ["m3"]
+    assert summary["waiting"] == [] and summary["seconds_per_certificate"]["max"] > 0
