@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "gridledger.commands.schedule",  # schedule
     "gridledger.commands.market",  # demo
     "gridledger.commands.dso",  # dso serve, dso status
+    "gridledger.commands.meter",  # meter serve
 )
 
 
