@@ -136,3 +136,69 @@ def test_unknown_grid_or_missing_file(tmp_path) -> None:
     path = _config(tmp_path, {"regulators": {"PV14": "ab" * 32}})
     with pytest.raises(DsoConfigError, match=r"grid 'nowhere\.json'"):
         load_dso_config(path, "nowhere.json")
+
+
+def test_matches_of_one_interval_are_evaluated_and_paid_together(world, grid, tmp_path) -> None:
+    from gridledger.agents.dso_service import IntervalDsoAgent
+    from gridledger.chain.contracts.market import reactive_key
+
+    chain, keys, dso = world
+    regs = {"PV14": keys["PV14"].pub_hex, "PV40": keys["PV40"].pub_hex}
+    evaluator, accounts = load_dso_config(_config(tmp_path, {"regulators": regs}), grid)
+    calls = []
+    solo = evaluator.certify
+
+    def counted(trades, *args, **kwargs):
+        calls.append(sorted(t.trade_id for t in trades))
+        return solo(trades, *args, **kwargs)
+
+    agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT, tmp_path / "docs")
+    _trade(chain, keys, "PV14", "R11", 5_000)
+    _trade(chain, keys, "PV40", "C14", 4_000)
+    chain.produce(T - 6 * SLOT)
+    pending = chain.state(PENDING)
+    assert len(pending) == 2
+    evaluator.certify = counted
+    assert agent.step(chain) == 1 + 2 * 2  # one loss record, set-points + approval per match
+    chain.produce(T - 6 * SLOT + 1)
+    assert calls == [sorted(pending)]  # one power flow + R-OPF for the interval
+    assert {chain.state(match_key(m))["status"] for m in pending} == {"approved"}
+    # the regulators' pay for the interval, split 5:4 over the two matches, is the
+    # evaluation's pay for one slot — paid once, not once per match
+    evaluator.certify = solo
+    whole, _ = evaluator.certify(
+        [_spec_of(chain, m) for m in pending], T, SLOT, evaluator.initial_state(), 100_000, None
+    )
+    paid: dict[int, list[int]] = {}
+    for m in pending:
+        for sp in chain.state(reactive_key(m))["setpoints"]:
+            paid.setdefault(sp["node"], []).append(sp["utoken_per_slot"])
+    expected = {r.bus: r.utoken_per_slot for r in whole.regulators}
+    assert {b: sum(v) for b, v in paid.items()} == expected
+    assert sum(expected.values()) > 0
+
+
+def test_an_interval_that_breaks_a_limit_is_certified_match_by_match(world, grid, tmp_path) -> None:
+    from gridledger.agents.dso_service import IntervalDsoAgent
+
+    chain, keys, dso = world
+    regs = {"PV14": keys["PV14"].pub_hex, "PV40": keys["PV40"].pub_hex}
+    evaluator, accounts = load_dso_config(_config(tmp_path, {"regulators": regs}), grid)
+    agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT, tmp_path / "docs")
+    _trade(chain, keys, "PV40", "C14", 4_000)
+    _trade(chain, keys, "PV14", "R11", 40_000)  # far beyond PV14's 15 kVA
+    chain.produce(T - 6 * SLOT)
+    small, big = chain.state(PENDING)
+    for h in (1, 2):
+        agent.step(chain)
+        chain.produce(T - 6 * SLOT + h)
+    assert chain.state(match_key(small))["status"] == "approved"
+    assert chain.state(match_key(big))["status"] == "rejected"
+    (refusal,) = [e for e in agent.log if e.get("match") == big]
+    assert any("(PV14)" in r and "capability limit" in r for r in refusal["reasons"])
+
+
+def _spec_of(chain, mid: str):
+    from gridledger.agents.dso_agent import _spec
+
+    return _spec(chain.state(match_key(mid))["match"])
