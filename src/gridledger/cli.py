@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gridledger.commands.market",  # demo
     "gridledger.commands.dso",  # dso serve, dso status
     "gridledger.commands.meter",  # meter serve
+    "gridledger.commands.prosumer",  # offer, bid, orders, cancel, balance, certificate
 )
 
 

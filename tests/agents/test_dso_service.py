@@ -146,3 +146,58 @@ def test_dso_service_survives_sigkill_and_certifies_each_match_once(world, capsy
     summary = json.loads(capsys.readouterr().out)
     assert summary["approved"] == ["m0", "m1", "m2"] and list(summary["refused"]) == ["m3"]
     assert summary["waiting"] == [] and summary["seconds_per_certificate"]["max"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("node-process")
+def test_prosumers_trade_with_the_cli_and_the_service_certifies(world, tmp_path, capsys) -> None:
+    """offer / bid / orders / cancel / balance / certificate in human units against the node,
+    with the DSO service certifying the match."""
+    from gridledger.chain.keys import save_key
+
+    url, keys, dso_home, grid, config = world
+    files = {}
+    for name in ("PV14", "R11", "C14"):
+        files[name] = tmp_path / f"{name}.json"
+        save_key(files[name], keys[name], "prosumer")
+    chain = HttpChain(url)
+    start = (chain.time_ms() // SLOT + 1) * SLOT
+    chain.close()
+    window = ["--from", _stamp(start), "--to", _stamp(start + 2 * SLOT)]
+
+    def cli(*argv: str) -> dict:
+        assert main([*argv, "--node", url, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    offer = cli("offer", "--key", str(files["PV14"]), "--kw", "5", "--price", "0.10", *window)
+    assert (offer["bus"], offer["kw"], offer["price_token_per_kwh"]) == (14, 5, 0.1)
+    stray = cli("bid", "--key", str(files["C14"]), "--kw", "1", "--price", "0.01", *window)
+    mine = cli("orders", "--mine", str(files["C14"]))
+    assert [o["order"] for o in mine] == [stray["order"]]
+    assert cli("cancel", "--key", str(files["C14"]), stray["order"])["cancelled"] == stray["order"]
+    before = cli("balance", "--key", str(files["R11"]))["utoken"]
+    cli("bid", "--key", str(files["R11"]), "--kw", "5", "--price", "0.12", *window)
+    assert cli("certificate", "m0")["status"] == "pending"  # matched, awaiting the DSO
+    service = _service(url, dso_home, grid, config)
+    try:
+        _wait("the certificate", lambda: _status(dso_home).get("certificates"), proc=service)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=60)
+    cert = cli("certificate", "m0")
+    assert cert["status"] == "approved" and (cert["seller_bus"], cert["buyer_bus"]) == (14, 12)
+    assert {s["bus"] for s in cert["setpoints"]} == {14, 40} and cert["loss_kw"]
+    assert main(["certificate", "m0", "--node", url]) == 0  # the table
+    table = capsys.readouterr().out
+    assert "match m0: approved  5 kW bus 14 -> 12" in table and "regulator bus 40" in table
+    escrowed = before - cli("balance", "--key", str(files["R11"]))["utoken"]
+    assert escrowed == 5 * 0.5 * 120_000  # 5 kW for 30 min at 0.12 token/kWh, held in escrow
+    assert main(["offer", "--key", str(files["PV14"]), "--node", url, "--kw", "5", "--price",
+                 "0.1", "--from", "2026-06-01T12:00", "--to", "2026-06-01T13:00"]) == 2  # fmt: skip
+    assert "has no time zone" in capsys.readouterr().err
+
+
+def _stamp(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
