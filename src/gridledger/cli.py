@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "gridledger.commands.dso",  # dso serve, dso status
     "gridledger.commands.meter",  # meter serve
     "gridledger.commands.prosumer",  # offer, bid, orders, cancel, balance, certificate
+    "gridledger.commands.members",  # members import
 )
 
 

@@ -201,3 +201,35 @@ def _stamp(ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.xdist_group("node-process")
+def test_members_import_registers_by_element_or_bus(world, tmp_path, capsys) -> None:
+    from gridledger.chain.contracts.membership import member_key
+
+    url, _, dso_home, grid, _ = world
+    dso_key = str(dso_home / "keys" / "dso.json")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,role,bus,element\nalice,prosumer,,PV14\nbob,prosumer,,PV99\n")
+    argv = ["members", "import", "--key", dso_key, "--node", url, "--grid", str(grid),
+            "--keys-out", str(tmp_path / "keys")]  # fmt: skip
+    assert main([*argv[:2], str(bad), *argv[2:]]) == 2
+    assert "bad.csv:3: 'PV99' is not an element of cigre_lv_pv" in capsys.readouterr().err
+    assert not (tmp_path / "keys").exists()  # nothing created, nothing posted
+    good = tmp_path / "members.csv"
+    carol = KeyPair.generate().pub_hex
+    good.write_text(
+        "name,role,bus,element,pub_key\nalice,prosumer,,PV14,\nbob,prosumer,37,,\n"
+        f"carol,prosumer,,Load R11,{carol}\n"
+    )
+    assert main([*argv[:2], str(good), *argv[2:], "--json"]) == 0
+    done = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {n: r["bus"] for n, r in done.items()} == {"alice": 14, "bob": 37, "carol": 12}
+    assert done["carol"]["pub_key"] == carol and (tmp_path / "keys" / "alice.json").exists()
+    chain = HttpChain(url)
+    try:
+        _wait("the registrations", lambda: chain.state(member_key(carol)) is not None)
+        buses = {n: chain.state(member_key(r["pub_key"]))["bus"] for n, r in done.items()}
+    finally:
+        chain.close()
+    assert buses == {"alice": 14, "bob": 37, "carol": 12}
