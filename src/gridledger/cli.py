@@ -19,6 +19,10 @@ COMMAND_MODULES = (
     "gridledger.commands.schedule",  # schedule
     "gridledger.commands.market",  # demo
     "gridledger.commands.web",  # web (the web app beside a remote node)
+    "gridledger.commands.dso",  # dso serve, dso status
+    "gridledger.commands.meter",  # meter serve
+    "gridledger.commands.prosumer",  # offer, bid, orders, cancel, balance, certificate
+    "gridledger.commands.members",  # members import
 )
 
 

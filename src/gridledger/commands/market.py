@@ -150,7 +150,7 @@ def _serve(home: Path, address: str) -> None:
     """A node (solo, no empty blocks) on the demo's chain with the web app at ``/``."""
     import socket
 
-    from gridledger.cli import CliError
+    from gridledger.commands.errors import CliError
     from gridledger.node.home import NodeConfig
     from gridledger.node.node import Node
     from gridledger.node.server import parse_hostport, serve

@@ -23,7 +23,7 @@ def _web(args: argparse.Namespace) -> int:
     import httpx
     import uvicorn
 
-    from gridledger.cli import CliError
+    from gridledger.commands.errors import CliError
     from gridledger.node.server import parse_hostport
     from gridledger.node.web_proxy import create_proxy
 

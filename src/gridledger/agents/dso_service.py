@@ -1,0 +1,291 @@
+"""The DSO as a long-running service: follow a node, certify every pending match.
+
+``gridledger dso serve --home DIR --node URL --grid GRID --config dso.yaml`` runs
+:func:`serve`: it reads the node's ``/events`` stream (server-sent events, one per committed
+block), reconnecting with ``since=<last height>`` whenever the stream breaks (a node restart),
+and at every block lets :class:`IntervalDsoAgent` certify the pending matches of the earliest
+interval, all of them together (the next interval, in a later block, sees their approval).
+
+Restart safety comes from where the state lives:
+
+* which matches still need a certificate is the chain's own pending list — a match leaves it
+  when its certificate commits, so a restarted service neither misses one nor certifies one
+  twice (a certificate posted twice is refused by the market contract);
+* the optimized set-points of every interval, which ΔQ is measured against, are in
+  ``HOME/documents/setpoints.json`` (written atomically), the certificate documents beside them;
+* ``HOME/status.json`` (written atomically after each block with work) is what
+  ``gridledger dso status`` shows: certified and refused matches with reasons, the matches
+  waiting, and the seconds each certificate took.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gridledger.agents.client import AgentError, ChainClient, must
+from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _integral, _spec
+from gridledger.agents.dso_config import load_dso_config
+from gridledger.agents.runner import HttpChain
+from gridledger.chain import encoding
+from gridledger.chain.contracts.market import PARAMS, PENDING, match_key, trade_record
+from gridledger.chain.keys import KeyPair
+from gridledger.market.settlement import allocate_pro_rata
+
+STATUS_FILE = "status.json"
+RECONNECT_S = 0.5
+
+
+class IntervalDsoAgent(DsoAgent):
+    """Certifies per interval: the pending matches that start delivering in the same slot are
+    evaluated together — one power flow and one R-OPF per instant with all of them and the
+    approved trades superposed — and approved together.  The regulators' pay for that interval
+    (the ΔQ all of them cause) is split over them pro rata to their power, so it is paid once.
+    If the interval breaks a limit, the matches are certified one by one in order (each on top
+    of those approved before it), so the refusals name the trades that break it.
+    """
+
+    def step(self, client: ChainClient) -> int:
+        pending = [m for m in client.state(PENDING) or [] if m not in self.handled]
+        if not pending:
+            return 0
+        records = {m: client.state(match_key(m)) for m in pending}
+        first = min(records[m]["match"]["start_ms"] for m in pending)
+        group = [m for m in pending if records[m]["match"]["start_ms"] == first]
+        if len(group) == 1:
+            return self.certify(client, group[0])
+        return self.certify_interval(client, group, records)
+
+    def certify_interval(
+        self, client: ChainClient, group: list[str], records: dict[str, dict[str, Any]]
+    ) -> int:
+        matches = [records[g]["match"] for g in group]
+        start = matches[0]["start_ms"]
+        end = max(m["end_ms"] for m in matches)
+        phase = self.phase_at(start)
+        window = {**matches[0], "start_ms": start, "end_ms": end}
+        others = [x for x in self._running(client, window) if x["match_id"] not in group]
+        everyone = [*others, *matches]
+        instants = {start}
+        for x in everyone:
+            for t in (x["start_ms"], x["end_ms"]):
+                if start < t < end:
+                    instants.add(t)
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]] = {}
+        new_states: dict[int, Any] = {}
+        for t in sorted(instants):
+            running = [x for x in everyone if x["start_ms"] <= t < x["end_ms"]]
+            prev = new_states[max(new_states)] if new_states else phase.previous(t)
+            evaluation, state = phase.evaluator.certify(
+                [_spec(x) for x in running], t, self.slot_ms, prev,
+                matches[0]["price_utoken_per_kwh"], ",".join(group) if t == start else None,
+            )  # fmt: skip
+            evaluations[t] = (running, evaluation)
+            new_states[t] = state
+        feasible = all(e.feasible for _, e in evaluations.values())
+        if not feasible or client.time_ms() >= start:
+            # find the culprits: one by one, each on top of those approved before it
+            return self.certify(client, group[0])
+        document = {
+            "matches": matches,
+            "match_digests": {g: records[g]["digest"] for g in group},
+            "feasible": True,
+            "reasons": [],
+            "intervals": [
+                {"from_ms": t, "trades": [x["match_id"] for x in run], "evaluation": e.document}
+                for t, (run, e) in sorted(evaluations.items())
+            ],
+        }
+        digest = hashlib.sha256(encoding.encode(_integral(document))).hexdigest()
+        if self.documents_dir is not None:
+            self.documents_dir.mkdir(parents=True, exist_ok=True)
+            for g in group:
+                (self.documents_dir / f"{g}.json").write_text(json.dumps(document, indent=1))
+        try:
+            n = self._post_interval(client, group, records, phase, evaluations, digest)
+        except AgentError:
+            return self.certify(client, group[0])  # e.g. late: one by one, with reasons
+        phase.states.update(new_states)
+        self._save_states()
+        for g in group:
+            self.handled[g] = "approved"
+            self.log.append({"match": g, "verdict": "approved", "reasons": [],
+                             "document_digest": digest, "interval": group})  # fmt: skip
+        return n
+
+    def _post_interval(
+        self,
+        client: ChainClient,
+        group: list[str],
+        records: dict[str, dict[str, Any]],
+        phase: GridPhase,
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
+        digest: str,
+    ) -> int:
+        n = 0
+        for t, (run, e) in sorted(evaluations.items()):
+            shares = [
+                {
+                    "match_id": x["match_id"],
+                    "loss_w": round(1000 * e.share_kw[x["match_id"]]),
+                    "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
+                }
+                for x in run
+            ]
+            payload = {
+                "from_ms": t,
+                "shares": shares,
+                "total_loss_w": round(1000 * e.loss_kw),
+                "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
+            }
+            must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
+            n += 1
+        start_eval = evaluations[min(evaluations)][1]
+        powers = [records[g]["match"]["power_w"] for g in group]
+        regulators = [r for r in start_eval.regulators if r.bus in phase.regulator_accounts]
+        pay = {r.bus: allocate_pro_rata(r.utoken_per_slot, powers) for r in regulators}
+        for k, g in enumerate(group):
+            setpoints = [
+                {
+                    "account": phase.regulator_accounts[r.bus],
+                    "node": r.bus,
+                    "q_var": round(1000 * r.q_kvar),
+                    "delta_q_var": round(1000 * r.delta_q_kvar),
+                    "delta_pq_w": round(1000 * r.delta_pq_kw),
+                    "utoken_per_slot": pay[r.bus][k],
+                }
+                for r in regulators
+            ]
+            must(
+                client.submit(self.key, "market.reactive", {"match_id": g, "setpoints": setpoints}),
+                f"reactive set-points for {g}",
+            )
+            cert = {
+                "match_id": g,
+                "match_digest": records[g]["digest"],
+                "document_digest": digest,
+                "verdict": "approved",
+                "reasons": [],
+                "trade": trade_record(records[g]["match"]),
+            }
+            must(client.submit(self.key, "market.certificate", cert), f"certificate for {g}")
+            n += 2
+        return n
+
+
+@dataclass
+class DsoService:
+    home: Path
+    key: KeyPair
+    agent: IntervalDsoAgent
+    certified: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, home: Path, key: KeyPair, grid: str, config: Path, slot_ms: int) -> DsoService:
+        evaluator, accounts = load_dso_config(config, grid)
+        agent = IntervalDsoAgent(
+            key, [GridPhase(0, evaluator, accounts)], slot_ms, home / "documents"
+        )
+        service = cls(home, key, agent)
+        service.certified = read_status(home).get("certificates", {})
+        return service
+
+    def on_block(self, client: Any) -> int:
+        """Certify what is pending (one match per block); record the outcome."""
+        t0 = time.perf_counter()
+        before = len(self.agent.log)
+        posted = self.agent.step(client)
+        seconds = time.perf_counter() - t0
+        for entry in self.agent.log[before:]:
+            if "match" in entry:
+                self.certified[entry["match"]] = {
+                    "verdict": entry["verdict"],
+                    "reasons": entry["reasons"],
+                    "seconds": round(seconds, 3),
+                    "height": client.height(),
+                }
+        if posted or len(self.agent.log) > before:
+            self.write_status(client)
+        return posted
+
+    def write_status(self, client: Any) -> None:
+        pending = [m for m in client.state(PENDING) or [] if m not in self.certified]
+        doc = {"certificates": self.certified, "waiting": pending, "height": client.height()}
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.home / (STATUS_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(self.home / STATUS_FILE)
+
+
+def read_status(home: Path) -> dict[str, Any]:
+    path = Path(home) / STATUS_FILE
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def block_events(url: str, since: int, timeout_s: float = 30.0):
+    """Heights of committed blocks from the node's ``/events`` stream, from ``since`` on."""
+    with (
+        httpx.Client(base_url=url.rstrip("/"), timeout=httpx.Timeout(timeout_s, read=None)) as h,
+        h.stream("GET", "/events", params={"since": since}) as resp,
+    ):
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if line.startswith("id: "):
+                yield int(line[4:])
+
+
+def serve(
+    home: Path,
+    node_url: str,
+    grid: str,
+    config: Path,
+    key: KeyPair,
+    stop: Callable[[], bool] = lambda: False,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Follow the node until ``stop()``; survive node restarts by reconnecting."""
+    client = _connect(node_url, stop, log)
+    if client is None:
+        return
+    slot_ms = int((client.state(PARAMS) or {}).get("slot_ms", 900_000))
+    service = DsoService.create(home, key, grid, config, slot_ms)
+    service.agent.warm_up()
+    log(f"dso: following {node_url} on {grid} ({slot_ms // 1000} s slots)")
+    last = client.height()
+    service.on_block(client)
+    while not stop():
+        try:
+            for height in block_events(node_url, last):
+                last = height
+                service.on_block(client)
+                if stop():
+                    return
+        except (httpx.HTTPError, OSError) as exc:
+            log(f"dso: node stream lost ({type(exc).__name__}); reconnecting")
+            time.sleep(RECONNECT_S)
+            fresh = _connect(node_url, stop, log)
+            if fresh is None:
+                return
+            client = fresh
+        except Exception as exc:  # a refused tx or a failed solve: report, go on with the next
+            log(f"dso: {type(exc).__name__}: {exc}")
+            time.sleep(RECONNECT_S)
+
+
+def _connect(url: str, stop: Callable[[], bool], log: Callable[[str], None]) -> HttpChain | None:
+    while not stop():
+        try:
+            return HttpChain(url)
+        except (httpx.HTTPError, OSError):
+            log(f"dso: node {url} not reachable; retrying")
+            time.sleep(RECONNECT_S)
+    return None

@@ -1,0 +1,218 @@
+"""Prosumer commands in human units: ``offer``, ``bid``, ``orders``, ``cancel``, ``balance``,
+``certificate``.  Power in kW, prices in token/kWh, times ISO 8601 (UTC); a table by default,
+``--json`` for scripts.  Every command talks to a node's HTTP API (``--node URL``); the orders
+are signed with the member's key file (``--key FILE``) and placed at its own bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gridledger.commands.errors import CliError
+
+UTOKEN_PER_TOKEN = 1_000_000
+
+
+def register(sub: Any) -> None:
+    for kind, price_help in (("offer", "asking price"), ("bid", "highest price you pay")):
+        p = sub.add_parser(kind, help=f"place an {kind} at your bus (kW, token/kWh, UTC times)")
+        _common(p, key=True)
+        p.add_argument("--kw", type=float, required=True, help="power, kW")
+        p.add_argument("--price", type=float, required=True, help=f"{price_help}, token/kWh")
+        p.add_argument("--from", dest="start", required=True, help="window start, ISO 8601 UTC")
+        p.add_argument("--to", dest="end", required=True, help="window end, ISO 8601 UTC")
+        p.set_defaults(handler=_order, kind=kind)
+    orders = sub.add_parser("orders", help="the open offers and bids")
+    _common(orders, key=False)
+    orders.add_argument("--mine", type=Path, metavar="KEY", help="only the orders of this key")
+    orders.set_defaults(handler=_orders)
+    cancel = sub.add_parser("cancel", help="cancel one of your open orders")
+    _common(cancel, key=True)
+    cancel.add_argument("order", metavar="ORDER", help="the order id (its transaction id)")
+    cancel.set_defaults(handler=_cancel)
+    balance = sub.add_parser("balance", help="your token and energy-token balances")
+    _common(balance, key=True)
+    balance.set_defaults(handler=_balance)
+    cert = sub.add_parser("certificate", help="a match's certificate, set-points and losses")
+    _common(cert, key=False)
+    cert.add_argument("match", metavar="MATCH")
+    cert.set_defaults(handler=_certificate)
+
+
+def _common(p: argparse.ArgumentParser, key: bool) -> None:
+    p.add_argument("--node", required=True, help="the node's API URL")
+    if key:
+        p.add_argument("--key", type=Path, required=True, help="your key file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _client(url: str) -> Any:
+    import httpx
+
+    from gridledger.agents.runner import HttpChain
+
+    try:
+        return HttpChain(url)
+    except httpx.HTTPError as exc:
+        raise CliError(f"node {url} not reachable: {exc}") from exc
+
+
+def _key(path: Path) -> Any:
+    from gridledger.chain.keys import KeyFileError, load_key
+
+    try:
+        return load_key(path)[0]
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _ms(text: str, flag: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            f"{flag}: {text!r} is not an ISO 8601 time (e.g. 2026-06-01T12:00Z)"
+        ) from None
+    if dt.utcoffset() is None:
+        raise CliError(f"{flag}: {text!r} has no time zone; end it with Z (UTC)")
+    return round(dt.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _emit(doc: Any, as_json: bool, lines: list[str]) -> None:
+    print(json.dumps(doc) if as_json else "\n".join(lines))
+
+
+def _order(args: argparse.Namespace) -> int:
+    from gridledger.agents.prosumer_agent import OrderSpec
+    from gridledger.chain.contracts.membership import member_key
+
+    if not args.kw > 0:
+        raise CliError(f"--kw must be positive, got {args.kw}")
+    if not args.price >= 0:
+        raise CliError(f"--price must be >= 0 token/kWh, got {args.price}")
+    start, end = _ms(args.start, "--from"), _ms(args.end, "--to")
+    if end <= start:
+        raise CliError("--to must be after --from")
+    key = _key(args.key)
+    client = _client(args.node)
+    try:
+        member = client.state(member_key(key.pub_hex))
+        if not member or "bus" not in member:
+            raise CliError(f"{key.pub_hex[:16]}… is not a prosumer member with a bus")
+        spec = OrderSpec(
+            args.kind, round(args.kw * 1000), round(args.price * UTOKEN_PER_TOKEN), start, end
+        )
+        res = client.submit(key, f"market.{args.kind}", spec.payload(int(member["bus"])))
+    finally:
+        client.close()
+    if not res.ok:
+        raise CliError(f"{args.kind} refused: {res.log}")
+    doc = {"order": res.txid, "kind": args.kind, "bus": int(member["bus"]), "kw": args.kw,
+           "price_token_per_kwh": args.price, "from": _iso(start), "to": _iso(end)}  # fmt: skip
+    text = (
+        f"{args.kind} {res.txid} placed: {args.kw:g} kW at bus {doc['bus']}, "
+        f"{args.price:g} token/kWh, {doc['from']}–{doc['to']}"
+    )
+    _emit(doc, args.json, [text])
+    return 0
+
+
+def _orders(args: argparse.Namespace) -> int:
+    from gridledger.chain.contracts.market import BOOK
+    from gridledger.market.matching import OrderBook
+
+    mine = _key(args.mine).pub_hex if args.mine else None
+    client = _client(args.node)
+    try:
+        data = client.state(BOOK)
+    finally:
+        client.close()
+    book = OrderBook.from_dict(data) if data else OrderBook()
+    rows = []
+    for kind, orders in (("offer", book.offers.values()), ("bid", book.bids.values())):
+        for o in orders:
+            owner = o.seller if kind == "offer" else o.buyer
+            if mine and owner != mine:
+                continue
+            price = o.price_utoken_per_kwh if kind == "offer" else o.max_price_utoken_per_kwh
+            rows.append({"order": o.offer_id if kind == "offer" else o.bid_id, "kind": kind,
+                         "bus": o.node, "kw": o.power_w / 1000,
+                         "price_token_per_kwh": price / UTOKEN_PER_TOKEN,
+                         "from": _iso(o.start_ms), "to": _iso(o.end_ms)})  # fmt: skip
+    lines = [f"{'order':<18}{'kind':<7}{'bus':>5}{'kW':>9}{'token/kWh':>11}  window"]
+    for r in rows:
+        lines.append(
+            f"{r['order'][:16]:<18}{r['kind']:<7}{r['bus']:>5}{r['kw']:>9.3f}"
+            f"{r['price_token_per_kwh']:>11.4f}  {r['from']}–{r['to']}"
+        )
+    _emit(rows, args.json, lines)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    key = _key(args.key)
+    client = _client(args.node)
+    try:
+        res = client.submit(key, "market.cancel", {"order": args.order})
+    finally:
+        client.close()
+    if not res.ok:
+        raise CliError(f"cancel refused: {res.log}")
+    _emit({"cancelled": args.order, "tx": res.txid}, args.json, [f"cancelled {args.order}"])
+    return 0
+
+
+def _balance(args: argparse.Namespace) -> int:
+    from gridledger.chain.contracts.tokens import balance_key
+
+    key = _key(args.key)
+    client = _client(args.node)
+    try:
+        utoken = client.state(balance_key("utoken", key.pub_hex)) or 0
+        ewh = client.state(balance_key("ewh", key.pub_hex)) or 0
+    finally:
+        client.close()
+    doc = {"account": key.pub_hex, "token": utoken / UTOKEN_PER_TOKEN, "utoken": utoken,
+           "energy_kwh": ewh / 1000}  # fmt: skip
+    _emit(doc, args.json, [f"{key.pub_hex[:16]}…  {doc['token']:.6f} token, "
+                           f"{doc['energy_kwh']:.3f} kWh of energy tokens"])  # fmt: skip
+    return 0
+
+
+def _certificate(args: argparse.Namespace) -> int:
+    from gridledger.chain.contracts.market import loss_steps_key, match_key, reactive_key
+
+    client = _client(args.node)
+    try:
+        rec = client.state(match_key(args.match))
+        if rec is None:
+            raise CliError(f"no match {args.match!r} on chain")
+        reactive = client.state(reactive_key(args.match)) or {"setpoints": []}
+        losses = client.state(loss_steps_key(args.match)) or []
+    finally:
+        client.close()
+    m = rec["match"]
+    doc = {"match": args.match, "status": rec["status"], "kw": m["power_w"] / 1000,
+           "seller_bus": m["seller_node"], "buyer_bus": m["buyer_node"],
+           "from": _iso(m["start_ms"]), "to": _iso(m["end_ms"]),
+           "reasons": rec.get("reasons", []),
+           "loss_kw": [{"from": _iso(t), "kw": w / 1000} for t, w in losses],
+           "setpoints": [{"bus": s["node"], "q_kvar": s["q_var"] / 1000,
+                          "pay_token_per_slot": s["utoken_per_slot"] / UTOKEN_PER_TOKEN}
+                         for s in reactive["setpoints"]]}  # fmt: skip
+    lines = [f"match {args.match}: {doc['status']}  {doc['kw']:g} kW bus {doc['seller_bus']} -> "
+             f"{doc['buyer_bus']}, {doc['from']}–{doc['to']}"]  # fmt: skip
+    lines += [f"  refused: {r}" for r in doc["reasons"]]
+    lines += [f"  loss share from {x['from']}: {x['kw']:.3f} kW" for x in doc["loss_kw"]]
+    lines += [f"  regulator bus {s['bus']}: Q {s['q_kvar']:.3f} kvar, "
+              f"{s['pay_token_per_slot']:.6f} token/slot" for s in doc["setpoints"]]  # fmt: skip
+    _emit(doc, args.json, lines)
+    return 0
