@@ -30,12 +30,14 @@ BUSES = {"PV14": 14, "PV40": 40, "R11": 12, "C14": 37}
 SLOT = 900_000
 
 
-def _wait(what: str, cond, timeout_s: float = 120.0, proc=None) -> None:
+def _wait(what: str, cond, timeout_s: float = 240.0, proc=None) -> None:
     deadline = time.monotonic() + timeout_s
+    log = getattr(proc, "log_path", None)  # a service's stderr, for the failure message
     while not cond():
+        text = log.read_text() if log is not None and log.exists() else ""
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited: {proc.stderr.read()}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            raise AssertionError(f"{what}: the process exited: {text}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {text}"
         time.sleep(0.1)
 
 
@@ -94,7 +96,11 @@ def _trade(chain: HttpChain, keys, seller: str, buyer: str, power_w: int, slot: 
 def _service(url, dso_home, grid, config) -> subprocess.Popen:
     argv = ["-m", "gridledger.cli", "dso", "serve", "--home", str(dso_home), "--node", url,
             "--grid", str(grid), "--config", str(config)]  # fmt: skip
-    return subprocess.Popen([sys.executable, *argv], stderr=subprocess.PIPE, text=True)
+    dso_home.mkdir(parents=True, exist_ok=True)
+    log = (dso_home / "service.log").open("a")
+    proc = subprocess.Popen([sys.executable, *argv], stderr=log, text=True)
+    proc.log_path = dso_home / "service.log"  # type: ignore[attr-defined]
+    return proc
 
 
 def _status(dso_home: Path) -> dict:
@@ -128,7 +134,7 @@ def test_dso_service_survives_sigkill_and_certifies_each_match_once(world, capsy
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(timeout=60)
-            log = second.stderr.read()
+            log = (dso_home / "service.log").read_text()
         verdicts = {f"m{i}": chain.state(match_key(f"m{i}"))["status"] for i in range(4)}
     finally:
         chain.close()
@@ -233,3 +239,77 @@ def test_members_import_registers_by_element_or_bus(world, tmp_path, capsys) -> 
     finally:
         chain.close()
     assert buses == {"alice": 14, "bob": 37, "carol": 12}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("node-process")
+def test_a_day_on_a_real_grid_end_to_end(world, tmp_path, capsys) -> None:
+    """Separate processes on the CIGRE LV grid with PV: the node, the DSO service (SIGKILLed
+    and restarted mid-day) and the meter service; prosumers trade with the CLI. Every match is
+    certified and every delivery settled, the token supply matches the balances, and
+    ``gridledger verify`` passes."""
+    from gridledger.chain.encoding import decode
+    from gridledger.chain.keys import load_key, save_key
+    from gridledger.chain.store import Store
+
+    url, keys, dso_home, grid, config = world
+    node_home = dso_home.parent / "node"
+    slot = 10_000
+    chain = HttpChain(url)
+    dso, _ = load_key(dso_home / "keys" / "dso.json")
+    assert chain.submit(dso, "market.configure", {"slot_ms": slot}).ok
+    meter_keys = tmp_path / "meters"
+    for name in BUSES:
+        meter = KeyPair.generate()
+        save_key(meter_keys / f"{name}.json", meter, "meter")
+        payload = {"meter": meter.pub_hex, "prosumer": keys[name].pub_hex}
+        assert chain.submit(dso, "member.bind_meter", payload).ok
+        save_key(tmp_path / f"{name}.json", keys[name], "prosumer")
+    s1 = (chain.time_ms() // slot + 3) * slot
+    first = _service(url, dso_home, grid, config)
+
+    def order(kind: str, name: str, kw: str, price: str, a: int, b: int) -> None:
+        argv = [kind, "--key", str(tmp_path / f"{name}.json"), "--node", url, "--kw", kw,
+                "--price", price, "--from", _stamp(a), "--to", _stamp(b)]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+
+    order("offer", "PV14", "5", "0.10", s1, s1 + 2 * slot)
+    order("bid", "R11", "5", "0.12", s1, s1 + 2 * slot)
+    order("offer", "PV40", "4", "0.10", s1 + slot, s1 + 3 * slot)
+    order("bid", "C14", "4", "0.12", s1 + slot, s1 + 3 * slot)
+    try:
+        _wait("a first certificate", lambda: _status(dso_home).get("certificates"), proc=first)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    second = _service(url, dso_home, grid, config)
+    kwh = {"PV14": (-5, -5, 0), "R11": (5, 5, 0), "PV40": (0, -4, -4), "C14": (0, 4, 4)}
+    rows = [f"{_stamp(s1 + i * slot)}," + ",".join(f"{kwh[n][i] * slot / 3.6e6:.6f}" for n in BUSES)
+            for i in range(3)]  # fmt: skip
+    profile = tmp_path / "profile.csv"
+    profile.write_text("timestamp," + ",".join(BUSES) + "\n" + "\n".join(rows) + "\n")
+    meters = subprocess.Popen(
+        [sys.executable, "-m", "gridledger.cli", "meter", "serve", "--node", url, "--profile",
+         str(profile), "--keys", str(meter_keys)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert meters.wait(timeout=180) == 0, meters.stderr.read()
+
+        def settled() -> bool:
+            return all(chain.state(match_key(f"m{i}"))["status"] == "settled" for i in range(2))
+
+        _wait("every delivery settled", settled)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+        chain.close()
+    assert main(["verify", "--home", str(node_home)]) == 0
+    store = Store(node_home / "data" / "chain.db")
+    try:
+        state = {bytes(k).decode(): bytes(v) for k, v in store.state_items(writer=True)}
+    finally:
+        store.close()
+    for denom in ("utoken", "ewh"):
+        total = sum(int(v) for k, v in state.items() if k.startswith(f"bal/{denom}/"))
+        assert total == int(state[f"supply/{denom}"])
+    done = [decode(v) for k, v in state.items() if k.startswith("settle/done/")]
+    assert len(done) == 4 and all(d["certificate"] and len(d["readings"]) == 2 for d in done)
