@@ -161,6 +161,23 @@ def test_a_vendor_cannot_give_its_prosumer_dso_powers(net: Members) -> None:
     assert net.member("alice") == before
 
 
+def test_dso_only_types_are_the_dso_s_alone(net: Members) -> None:
+    """The issue's DSO-only types (token.mint, energy.*, ...) are declared for the DSO alone:
+    the ICT operator, which used to be able to mint and certify energy, is refused at the gate
+    and nothing changes; the DSO still mints."""
+    for t in (*DSO_POWERS, "energy.loss", "energy.reactive"):
+        assert TYPES[t].roles == frozenset({"dso"}), t
+    before = net.bal("ict")
+    mint = {"amount": 10**15, "denom": "utoken", "to": net.pub("ict")}
+    assert net.final(net.send("ict", "token.mint", mint)).code == codes.ROLE_NOT_ALLOWED
+    for t in ("energy.transfer", "energy.loss", "energy.reactive"):
+        assert net.final(net.send("ict", t, {})).code == codes.ROLE_NOT_ALLOWED, t
+    assert net.bal("ict") == before
+    net.ok("dso", "token.mint", {"amount": 5, "denom": "utoken", "to": net.pub("ict")})
+    net.block()
+    assert net.bal("ict") == before + 5
+
+
 def test_a_grant_made_before_the_table_opens_nothing(
     net: Members, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,3 +47,33 @@ def test_bad_inputs_are_refused_with_a_clear_message(tmp_path, capsys):
     assert "no testnet" in capsys.readouterr().err
     assert main(["status", "--home", str(tmp_path)]) == 2
     assert "not a node home" in capsys.readouterr().err
+
+
+def test_followers_init_and_bad_follower_configs(tmp_path, capsys):
+    from gridledger.node.bft import ConfigError, NodeConfig
+
+    home = tmp_path / "f"
+    args = ["testnet", "init", "--validators", "2", "--followers", "1", "--home", str(home)]
+    assert main(args) == 0
+    assert "node2 (follower)" in capsys.readouterr().out
+    desc = json.loads((home / "testnet.json").read_text())
+    follower = desc["nodes"][2]
+    assert [n["role"] for n in desc["nodes"]] == ["validator", "validator", "follower"]
+    for n in desc["nodes"][:2]:  # validators let the follower in and know where it listens
+        cfg = json.loads((home / n["name"] / "config.json").read_text())
+        assert cfg["allow"] == [{"name": "node2", "pub_key": follower["pub_key"]}]
+        assert follower["pub_key"] in {p["pub_key"] for p in cfg["peers"]}
+    fdir = home / "node2"
+    cfg = json.loads((fdir / "config.json").read_text())
+    assert cfg["role"] == "follower" and cfg["allow"] == []
+    assert NodeConfig.load(fdir).role == "follower"
+    for field, value, words in [
+        ("role", "observer", "role must be one of"),
+        ("allow", [{"name": "x", "pub_key": "abcd"}], "bad pub_key"),
+        ("allow", [{"name": "x"}], "bad pub_key"),
+    ]:
+        (fdir / "config.json").write_text(json.dumps({**cfg, field: value}))
+        with pytest.raises(ConfigError, match=words):
+            NodeConfig.load(fdir)
+    assert main(["testnet", "init", "--followers", "21", "--home", str(tmp_path / "g")]) == 2
+    assert "between 0 and 20" in capsys.readouterr().err

@@ -230,7 +230,17 @@ def test_tx_decoder_raises_only_tx_error(data):
 def _valid_block() -> bytes:
     roots = chain_block.TxRoots(bytes(32), bytes(32), bytes(32), bytes(32))
     header = chain_block.Header(
-        CHAIN, 5, 1_700_000_000_000, bytes(32), bytes(32), 1, roots, bytes(32), bytes(32), bytes(32)
+        CHAIN,
+        5,
+        1_700_000_000_000,
+        bytes(32),
+        bytes(32),
+        1,
+        roots,
+        bytes(32),
+        bytes(32),
+        bytes(32),
+        bytes(32),  # next_validators_hash (header v2)
     )
     return encode_block(chain_block.Block(header, (VALID_TX,)))
 

@@ -499,3 +499,39 @@ def test_reactor_frame_limits_admit_the_largest_real_frames():
     assert len(sent) == 3 and all(k == r.K_TXS for k, _ in sent)
     assert all(len(p) <= limits[r.K_TXS] for _, p in sent)
     assert sum(len(p) for _, p in sent) == 100 * (4 + 30_000)
+
+
+def test_set_allowed_cuts_a_removed_key_and_lets_an_added_one_in():
+    """The allow-list replaced while running (validator-set change): a live link to a key
+    that left it is closed and not redialled; once the key is allowed again it is redialled."""
+
+    async def run():
+        ka, kb = key("allow-a"), key("allow-b")
+        a, b, _, _ = _pair(ka, kb)
+        await a.start()
+        await b.start()
+        dialer, target = (a, b) if pub(ka) > pub(kb) else (b, a)
+        dialer.peer_addrs[target.pub_key] = PeerAddress(
+            target.pub_key, "127.0.0.1", target.listen_port
+        )
+        dialer._spawn(dialer._dial_loop(target.pub_key))
+        await _wait_connected(a, b)
+        assert target.set_allowed(set()) == [dialer.pub_key]  # the target drops the dialer
+        await asyncio.sleep(0.1)
+        assert dialer.pub_key not in target.peers
+        # the dialer, still allowing the target, redials: refused after each handshake
+        await asyncio.sleep(3 * dialer.redial_s)
+        assert dialer.pub_key not in target.peers and target.refused_links >= 1
+        assert dialer.set_allowed(set()) == []  # the dialer stops dialling the target
+        await asyncio.sleep(dialer.redial_s)  # a handshake already under way ends first
+        refused = target.refused_links
+        await asyncio.sleep(3 * dialer.redial_s)
+        assert target.refused_links == refused
+        target.set_allowed({dialer.pub_key})
+        dialer.set_allowed({target.pub_key})
+        await _wait_connected(a, b)
+        assert dialer.pub_key in target.peers and target.pub_key in dialer.peers
+        await a.close()
+        await b.close()
+
+    asyncio.run(run())

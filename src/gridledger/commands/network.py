@@ -29,13 +29,14 @@ def _init(args: argparse.Namespace) -> int:
             chain_id=args.chain_id,
             timeouts=FAST_TIMEOUTS if args.fast else None,
             empty_block_interval_s=0.2 if args.fast else 1.0,
+            followers=args.followers,
         )
     except TestnetError as exc:
         raise CliError(str(exc)) from exc
     for n in desc["nodes"]:
         print(
-            f"{n['name']}: p2p {n['p2p'][0]}:{n['p2p'][1]}  api http://{n['api'][0]}:"
-            f"{n['api'][1]}  home {n['home']}"
+            f"{n['name']} ({n['role']}): p2p {n['p2p'][0]}:{n['p2p'][1]}  api http://"
+            f"{n['api'][0]}:{n['api'][1]}  home {n['home']}"
         )
     return 0
 
@@ -57,7 +58,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     net = _testnet(args.home)
     net.stop()
-    print(f"stopped {len(net.nodes)} validators")
+    print(f"stopped {len(net.nodes)} nodes")
     return 0
 
 
@@ -87,6 +88,7 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     cs = doc.get("consensus", {})
     print(f"node        {doc.get('node', '?')}  (chain {doc['chain_id']})")
+    print(f"role        {doc.get('role', 'validator')}")
     print(f"height      {doc['height']}  (consensus at {cs.get('height')}/{cs.get('round')})")
     print(f"last block  {doc.get('last_block_hash') or '-'}")
     print(f"peers       {', '.join(doc.get('peers', [])) or '-'}")
@@ -102,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = tn.add_subparsers(dest="testnet_command", metavar="ACTION", required=True)
     p = tsub.add_parser("init", help="write keys, genesis and configs for N validators")
     p.add_argument("--validators", type=int, default=4)
+    p.add_argument(
+        "--followers", type=int, default=0, help="non-validator nodes that sync and serve the API"
+    )
     p.add_argument("--home", required=True)
     p.add_argument("--chain-id", default="gridledger-testnet")
     p.add_argument("--fast", action="store_true", help="short timeouts (tests)")

@@ -1,6 +1,13 @@
-"""A validator process of a BFT network: ledger app + store + Tendermint engine + TCP + HTTP API.
+"""A node of a BFT network: ledger app + store + Tendermint engine + TCP + HTTP API.
 
-Run one per validator: ``python -m gridledger.node.bft --home NODE_DIR`` (``gridledger testnet
+A node is a *validator* (``"role": "validator"``, the default: it signs proposals and votes
+whenever its key holds power in the validator set) or a *follower* (``"role": "follower"``: it
+never signs anything; it receives blocks and votes from the validators, verifies every commit
+against the height's validator set, executes the blocks and serves the read API). A follower's
+``key.json`` only identifies it on the P2P links; validators let it in through the ``allow``
+list of their ``config.json``.
+
+Run one per node: ``python -m gridledger.node.bft --home NODE_DIR`` (``gridledger testnet
 up`` does this for every node of a test network). ``NODE_DIR`` holds ``config.json``,
 ``genesis.json`` (canonical bytes), ``key.json`` (the validator's Ed25519 key) and ``data/``
 (SQLite store, double-sign guard state, validator-set schedule).
@@ -51,6 +58,7 @@ from gridledger.node.offchain import OffchainStore
 log = logging.getLogger("gridledger.node.bft")
 
 RECENT_COMMITS = 4096
+ROLES = frozenset({"validator", "follower"})
 
 
 class ConfigError(ValueError):
@@ -76,6 +84,10 @@ class NodeConfig:
     empty_block_interval_s: float
     # Test-only clock skew: this node's wall clock reads this much ahead (negative: behind).
     clock_offset_ms: int = 0
+    # "validator" (signs when its key holds power) or "follower" (never signs).
+    role: str = "validator"
+    # Keys let in whatever the validator set is (followers): ({"name", "pub_key"}, ...).
+    allow: tuple[dict[str, Any], ...] = ()
 
     @staticmethod
     def load(home: Path) -> NodeConfig:
@@ -86,7 +98,7 @@ class NodeConfig:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
         try:
             t = d.get("timeouts", {})
-            return NodeConfig(
+            cfg = NodeConfig(
                 name=str(d["name"]),
                 chain_id=str(d["chain_id"]),
                 listen_host=str(d["listen"][0]),
@@ -103,13 +115,25 @@ class NodeConfig:
                 max_block_txs=int(d.get("max_block_txs", 5000)),
                 empty_block_interval_s=float(d.get("empty_block_interval_s", 1.0)),
                 clock_offset_ms=int(d.get("clock_offset_ms", 0)),
+                role=str(d.get("role", "validator")),
+                allow=tuple(d.get("allow", [])),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: bad or missing field: {exc!r}") from exc
+        if cfg.role not in ROLES:
+            raise ConfigError(f"{path}: role must be one of {sorted(ROLES)}, got {cfg.role!r}")
+        for entry in (*cfg.peers, *cfg.allow):
+            try:
+                if len(bytes.fromhex(entry["pub_key"])) != 32:
+                    raise ValueError("not 32 bytes")
+            except (KeyError, TypeError, ValueError) as exc:
+                why = f"{path}: peer/allow entry {entry!r}: bad pub_key ({exc})"
+                raise ConfigError(why) from exc
+        return cfg
 
 
 class BftNode:
-    """Everything one validator process runs, wired together (see the module docstring).
+    """Everything one validator or follower process runs, wired together (module docstring).
 
     It offers the same interface as the solo :class:`gridledger.node.node.Node` (``store``,
     ``app``, ``mempool``, ``feed``, ``offchain``, ``submit``, ``status``, ``block``, ...), so the
@@ -148,10 +172,15 @@ class BftNode:
                 f"config chain_id {self.config.chain_id!r} differs from genesis "
                 f"{self.chain.chain_id!r}"
             )
-        self.privval = PrivValidator(
-            self.key.signing_key, data / "privval_state.json", self.chain.chain_id
-        )
         c = self.config
+        # A follower holds no signer at all: it cannot vote or propose, even if its key were
+        # voted into the validator set (it would have to restart as a validator).
+        self.privval: PrivValidator | None = None
+        if c.role == "validator":
+            self.privval = PrivValidator(
+                self.key.signing_key, data / "privval_state.json", self.chain.chain_id
+            )
+        submit_evidence = self._submit_evidence if self.privval is not None else None
         reactor_args = (
             self.chain,
             self.privval,
@@ -166,21 +195,21 @@ class BftNode:
             from gridledger.chain.consensus.tendermint.byzantine import ByzantineReactor
 
             self.reactor: Reactor = ByzantineReactor(
-                *reactor_args, submit_evidence=self._submit_evidence, behaviours=c.byzantine
+                *reactor_args, submit_evidence=submit_evidence, behaviours=c.byzantine
             )
         else:
-            self.reactor = Reactor(*reactor_args, submit_evidence=self._submit_evidence)
-        self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in c.peers}
+            self.reactor = Reactor(*reactor_args, submit_evidence=submit_evidence)
+        self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in (*c.peers, *c.allow)}
+        self.allow_keys = frozenset(bytes.fromhex(p["pub_key"]) for p in c.allow)
         faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
-        current = self.chain.valset(self.chain.height + 1).validators
-        allowed = set(self.peer_names) | {v.pub_key for v in current}
+        self._allowed_set_hash = self.chain.valset(self.chain.height + 1).hash()
         self.transport = Transport(
             self.chain.chain_id,
             self.key.signing_key,
             c.listen_host,
             c.listen_port,
             [PeerAddress(bytes.fromhex(p["pub_key"]), p["host"], int(p["port"])) for p in c.peers],
-            allowed,
+            self.allowed_keys(),
             self.reactor.on_frame,
             faults,
         )
@@ -195,8 +224,29 @@ class BftNode:
     def _clock_ms(self) -> int:
         return int(time.time() * 1000) + self.config.clock_offset_ms
 
+    def allowed_keys(self) -> set[bytes]:
+        """Who may hold a link now: the set that signs the next height, plus the allow-list.
+
+        A configured peer that is not on the allow-list counts only while it is a validator,
+        so a validator voted out or jailed is refused from the height its power is gone.
+        """
+        current = self.chain.valset(self.chain.height + 1).validators
+        return set(self.allow_keys) | {v.pub_key for v in current}
+
     # --- hooks ----------------------------------------------------------------------------------
+    def _follow_validator_set(self) -> None:
+        vs_hash = self.chain.valset(self.chain.height + 1).hash()
+        if vs_hash != self._allowed_set_hash:
+            self._allowed_set_hash = vs_hash
+            cut = self.transport.set_allowed(self.allowed_keys())
+            log.warning(
+                "validator set changed at height %d: allow-list updated, %d link(s) closed",
+                self.chain.height + 1,
+                len(cut),
+            )
+
     def _on_applied(self, applied) -> None:
+        self._follow_validator_set()
         self.recent.append(
             (applied.height, time.time(), [tx_id(t).hex() for t in applied.block.txs])
         )
@@ -249,6 +299,7 @@ class BftNode:
         cs = self.reactor.cs
         return {
             "node": self.config.name,
+            "role": self.config.role,
             "chain_id": self.chain.chain_id,
             "height": h,
             "app_hash": self.store.meta("app_hash"),

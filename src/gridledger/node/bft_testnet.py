@@ -1,4 +1,4 @@
-"""A local BFT test network: N validator processes on loopback ports, and its control.
+"""A local BFT test network: N validator (and F follower) processes on loopback ports.
 
 :func:`init_testnet` writes keys, one shared genesis and per-node configs under a home folder;
 :class:`Testnet` starts and stops the processes (each a separate OS process running
@@ -113,14 +113,25 @@ def init_testnet(
     max_block_txs: int = 5000,
     empty_block_interval_s: float = 1.0,
     host: str = "127.0.0.1",
+    followers: int = 0,
+    candidates: int = 0,
 ) -> dict[str, Any]:
     """Write an N-validator network under ``home``; return its description (also testnet.json).
 
     ``members``/``balances`` are added to the genesis (a DSO is created if none is given, since
-    the ledger requires one); validators become members with role ``validator``.
+    the ledger requires one); validators become members with role ``validator``. ``followers``
+    adds that many follower nodes (``node{n}``, ...: no validator power, never sign; listed in
+    every validator's ``allow`` list and peers, and peering with every validator).
+    ``candidates`` adds validator nodes without power (after the followers): members with role
+    ``validator`` that the committee can vote in (``validator.propose``); every node knows their
+    address, but they are let in only while their key holds power.
     """
     if not 1 <= n <= 100:
         raise TestnetError(f"--validators must be between 1 and 100, got {n}")
+    if not 0 <= followers <= 20:
+        raise TestnetError(f"--followers must be between 0 and 20, got {followers}")
+    if not 0 <= candidates <= 20:
+        raise TestnetError(f"candidates must be between 0 and 20, got {candidates}")
     home = Path(home)
     if (home / "testnet.json").exists():
         raise TestnetError(f"{home} already holds a testnet; remove it or choose another --home")
@@ -134,8 +145,12 @@ def init_testnet(
         dso = KeyPair.generate()
         save_key(home / "dso_key.json", dso, "dso")
         members.append({"name": "dso", "pub_key": dso.pub_hex, "role": "dso"})
+    spares = [KeyPair.generate() for _ in range(candidates)]
     for i, k in enumerate(keys):
         members.append({"name": f"node{i}", "pub_key": k.pub_hex, "role": "validator"})
+    for i, k in enumerate(spares):
+        name = f"node{n + followers + i}"
+        members.append({"name": name, "pub_key": k.pub_hex, "role": "validator"})
     contracts = list(contracts or [])
     if EVIDENCE_CONTRACT not in contracts:
         contracts.append(EVIDENCE_CONTRACT)
@@ -148,28 +163,35 @@ def init_testnet(
         contracts,
         params,
     )
-    ports = free_ports(2 * n, host)
+    keys += [KeyPair.generate() for _ in range(followers)]  # node keys only: no power
+    keys += spares
+    ports = free_ports(2 * len(keys), host)
     nodes = []
     for i, k in enumerate(keys):
         nodes.append(
             {
                 "name": f"node{i}",
+                "role": "follower" if n <= i < n + followers else "validator",
                 "home": str(home / f"node{i}"),
                 "pub_key": k.pub_hex,
                 "p2p": [host, ports[2 * i]],
                 "api": [host, ports[2 * i + 1]],
             }
         )
+    follower_nodes = [o for o in nodes if o["role"] == "follower"]
     for i, (k, node) in enumerate(zip(keys, nodes, strict=True)):
         d = Path(node["home"])
         d.mkdir(parents=True, exist_ok=True)
-        save_key(d / "key.json", k, "validator")
+        save_key(d / "key.json", k, node["role"])
         (d / "genesis.json").write_bytes(genesis + b"\n")
+        is_validator = node["role"] == "validator"
         cfg = {
             "name": node["name"],
+            "role": node["role"],
             "chain_id": chain_id,
             "listen": node["p2p"],
             "api": node["api"],
+            # validators peer with everyone, followers with the validators
             "peers": [
                 {
                     "name": o["name"],
@@ -178,12 +200,15 @@ def init_testnet(
                     "port": o["p2p"][1],
                 }
                 for o in nodes
-                if o is not node
+                if o is not node and (is_validator or o["role"] == "validator")
+            ],
+            "allow": [
+                {"name": o["name"], "pub_key": o["pub_key"]} for o in follower_nodes if is_validator
             ],
             "timeouts": timeouts or DEFAULT_TIMEOUTS,
             "status_interval_s": status_interval_s,
             "stuck_after_s": stuck_after_s,
-            "byzantine": (byzantine or {}).get(i, []),
+            "byzantine": (byzantine or {}).get(i, []) if is_validator else [],
             "faults_file": "faults.json",
             "store_sync": store_sync,
             "max_block_txs": max_block_txs,

@@ -32,7 +32,9 @@ MAX_PROFILE_STEPS = 1440
 MAX_POWER_W = 10**10
 MAX_DURATION_S = 7 * 86400
 MAX_BUS = 100_000
-CERTIFIERS = frozenset({"dso", "ict"})
+# DSO-only (issue 10): energy records are certified from the DSO's grid physics; the ICT
+# operator runs the infrastructure and certifies nothing.
+CERTIFIERS = frozenset({"dso"})
 
 
 def _v_interval(p: dict[str, Any]) -> None:

@@ -115,7 +115,8 @@ HOLDERS = frozenset({"prosumer", "vendor", "dso", "ict"})
 CONTRACT = Contract(
     "tokens",
     (
-        TxType("token.mint", frozenset({"dso", "ict"}), _v_to, _x_mint),
+        # DSO-only (issue 10): new money is the DSO's act alone, not the ICT operator's.
+        TxType("token.mint", frozenset({"dso"}), _v_to, _x_mint),
         TxType("token.transfer", HOLDERS, _v_to, _x_transfer),
         TxType("token.burn", HOLDERS, _v_burn, _x_burn),
     ),

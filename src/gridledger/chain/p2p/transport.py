@@ -5,7 +5,9 @@ Ed25519 signatures over a challenge derived from both ephemerals, the chain and 
 secret; ChaCha20-Poly1305 records after it). This module decides who may hold a link:
 
 * the peer's authenticated key must be in ``allowed`` (the validator set plus configured
-  followers) and not our own; when we dialed, it must be the key configured for that address;
+  followers; the node replaces it with :meth:`Transport.set_allowed` when the set changes,
+  which also closes links of keys that left it) and not our own; a configured peer that is not
+  allowed is not dialled; when we dialed, it must be the key configured for that address;
 * only the peer with the greater public key dials; an inbound link from a peer that *we* are
   to dial is refused, so a stranger relaying two inbound connections cannot join the two;
 * an existing authenticated link is never replaced by a newcomer while it is alive (it received
@@ -231,6 +233,20 @@ class Transport:
     def connected(self) -> list[bytes]:
         return [pk for pk in self.peers if not self._blocked(pk)]
 
+    def set_allowed(self, allowed: set[bytes]) -> list[bytes]:
+        """Replace the allow-list while running; close links of keys no longer on it.
+
+        The node calls this when the validator set changes, so a validator voted in is let in,
+        and one voted out or jailed is cut off, from the height its power takes effect, without
+        a restart. Returns the keys whose links were closed.
+        """
+        self.allowed = set(allowed)
+        cut = [pk for pk in self.peers if pk not in self.allowed]
+        for pk in cut:
+            log.warning("closing the link to %s: no longer allowed", pk.hex()[:16])
+            self.peers[pk].close()
+        return cut
+
     async def _keepalive_loop(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive_s)
@@ -248,7 +264,7 @@ class Transport:
     async def _dial_loop(self, pk: bytes) -> None:
         addr = self.peer_addrs[pk]
         while not self._closed:
-            if pk not in self.peers:
+            if pk not in self.peers and pk in self.allowed:
                 try:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(addr.host, addr.port), HANDSHAKE_TIMEOUT_S
