@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gridledger.commands.network",  # testnet, status
     "gridledger.commands.schedule",  # schedule
     "gridledger.commands.market",  # demo
+    "gridledger.commands.dr",  # dr
 )
 
 
