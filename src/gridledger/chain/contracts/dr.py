@@ -41,6 +41,7 @@ from gridledger.chain.contracts.base import (
     req_str,
     require_fields,
 )
+from gridledger.chain.contracts.membership import member_key
 from gridledger.market import dr as rules
 
 # Escrowed budgets sit on an account nobody holds a key for (as the market's escrow does).
@@ -137,7 +138,7 @@ def _x_open(ctx: Context, p: dict[str, Any]) -> None:
             f"the event starts at {start}, not after block time {ctx.time_ms}",
         )
     for k in p["eligible"]:
-        m = ctx.state.get(f"member/{k}")
+        m = ctx.state.get(member_key(k))
         if m is None or m["role"] != "prosumer" or m["status"] != "active":
             raise ContractError(codes.NOT_FOUND, f"eligible {k[:16]}… is not an active prosumer")
     event_id = ctx.txid
