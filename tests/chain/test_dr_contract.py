@@ -357,3 +357,45 @@ def test_like_days_skip_the_announcement_day_and_other_day_types() -> None:
     assert min(days) >= d0 + 14 - rules.LOOKBACK_DAYS
     # a Saturday event takes weekends only
     assert [d - d0 for d in rules.like_days(at(12, 17), at(12, 9))[:3]] == [6, 5, -1]
+
+
+def test_bounds_of_an_event(env: Dr) -> None:
+    env.block(at(1, 0))
+    too_many = [f"{i:064x}" for i in range(1, dr.MAX_MEMBERS + 2)]
+    out = env.send(
+        "dso",
+        "dr.open",
+        {
+            "start_ms": at(2, 0),
+            "n_slots": 1,
+            "requested_w": 1,
+            "incentive_utoken_per_kwh": 1,
+            "budget_utoken": 1,
+            "eligible": too_many,
+            "method": "mean",
+            "baseline_days": 1,
+            "certificate": CERT,
+        },
+    )
+    assert out.code == codes.INVALID_PAYLOAD and "1 to 32" in out.log
+    # at most MAX_EVENTS_PER_SLOT events cover one hour; the next is refused, money untouched
+    for _ in range(dr.MAX_EVENTS_PER_SLOT):
+        env.open(at(2, 0), 2, budget_utoken=1)
+    env.block(at(1, 0) + 1000)
+    extra = env.send(
+        "dso",
+        "dr.open",
+        {
+            "start_ms": at(2, 1),
+            "n_slots": 1,
+            "requested_w": 1,
+            "incentive_utoken_per_kwh": 1,
+            "budget_utoken": 1,
+            "eligible": [env.pub("alice")],
+            "method": "mean",
+            "baseline_days": 1,
+            "certificate": CERT,
+        },
+    )
+    assert extra.code == codes.INVALID_PAYLOAD and "already in 8 DR events" in extra.log
+    assert env.chain.balance("utoken", dr.ESCROW) == dr.MAX_EVENTS_PER_SLOT
