@@ -159,7 +159,7 @@ def test_mean_baseline_by_hand_and_the_gaming_attempts(env: Dr) -> None:
         assert env.read("bob", at(day, 17), 9_000).ok
         assert env.read("bob", at(day, 18), 9_000).ok
     env.block(at(11, 20) + 1000)
-    # and alice cannot backfill day 4's 17 h twice or go back before her meter's last interval
+    # and alice's meter cannot go back before its last interval (day 11) to add to day 4
     late = env.read("alice", at(4, 19), 9_000)
     assert late.code == codes.INVALID_PAYLOAD and "before the end of the previous" in late.log
     # enrolment closes when the event starts
