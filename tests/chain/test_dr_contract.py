@@ -399,3 +399,17 @@ def test_bounds_of_an_event(env: Dr) -> None:
     )
     assert extra.code == codes.INVALID_PAYLOAD and "already in 8 DR events" in extra.log
     assert env.chain.balance("utoken", dr.ESCROW) == dr.MAX_EVENTS_PER_SLOT
+
+
+def test_one_reduction_is_not_paid_by_two_overlapping_events(env: Dr) -> None:
+    env.block(at(1, 0))
+    first = env.open(at(2, 17), 2)
+    second = env.open(at(2, 18), 2)  # shares 18-19 h with the first
+    apart = env.open(at(2, 19), 1)  # after the first
+    env.block(at(1, 0) + 1000)
+    env.ok("alice", "dr.enrol", {"event": first})
+    env.block(at(1, 0) + 2000)
+    twice = env.send("alice", "dr.enrol", {"event": second})
+    assert twice.code == codes.ALREADY_EXISTS and "shares the hour" in twice.log
+    assert env.send("alice", "dr.enrol", {"event": apart}).ok
+    assert env.send("bob", "dr.enrol", {"event": second}).ok

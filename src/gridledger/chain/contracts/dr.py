@@ -8,7 +8,8 @@
   from the DSO at once: no event can pay more than it.  The block time of ``dr.open`` is the
   *announcement*: only readings recorded on chain before it, of days before its day, serve a
   baseline.
-* ``dr.enrol`` (prosumer): an eligible member joins before the event starts, once.
+* ``dr.enrol`` (prosumer): an eligible member joins before the event starts, once, and not
+  if it is enrolled in another event sharing an hour (a reduction is paid once).
 * ``dr.reading`` (meter): a ``meter.reading`` of one whole hour slot (executed by the metering
   contract first: the meter's own key, intervals never overlap or go back), kept per member and
   slot with the block time it was recorded at.  ``meter.reading`` keeps only a meter's running
@@ -191,6 +192,14 @@ def _x_enrol(ctx: Context, p: dict[str, Any]) -> None:
         raise ContractError(codes.UNAUTHORIZED, "the sender is not eligible for this event")
     if ctx.sender in ev["enrolled"]:
         raise ContractError(codes.ALREADY_EXISTS, "already enrolled in this event")
+    # one reduction is paid once: no enrolment in two events that share an hour
+    for slot in rules.event_slots(ev["start_ms"], ev["n_slots"]):
+        for other in ctx.state.get(slot_events_key(slot)) or []:
+            if other != p["event"] and ctx.sender in _get_event(ctx, other)["enrolled"]:
+                raise ContractError(
+                    codes.ALREADY_EXISTS,
+                    f"already enrolled in DR event {other[:16]}…, which shares the hour {slot}",
+                )
     ev["enrolled"].append(ctx.sender)
     ctx.state.set(event_key(p["event"]), ev)
     ctx.emit("dr.enrolled", event=p["event"], member=ctx.sender)
