@@ -66,6 +66,25 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(bills) == 33 * 24 and any(b["penalty_utoken"] > 0 for b in bills)
     assert re.search(r"Day-ahead DER schedule .*: 40 iterations \(max_iter\)", report)
     assert re.search(r"schedule as run: .* \(gap 0\.0\d\d %, feasible\)", report)
+    # the demand response event: paid from its escrowed budget, its trace re-derived from state
+    from gridledger.chain.contracts import dr
+
+    traces = [decode(v) for k, v in state.items() if k.startswith("dr/trace/")]
+    assert len(traces) == 1
+    trace = traces[0]
+    event = decode(state[dr.event_key(trace["event"])])
+    for row in trace["members"]:
+        again = dr.member_trace(
+            lambda k: decode(state[k]) if k in state else None, event, row["member"]
+        )
+        assert again == {k: row[k] for k in again}
+        assert len(row["baseline_days"]) == 10 and row["reduction_wh"] > 0
+    assert sum(r["pay_utoken"] for r in trace["members"]) == trace["paid_utoken"] > 0
+    assert trace["paid_utoken"] + trace["refund_utoken"] == event["budget_utoken"]
+    assert int(state.get(f"bal/utoken/{dr.ESCROW}", b"0")) == 0
+    assert re.search(r"Demand response .*: line 1-5 of microgrid9 at 107\.0 %", report)
+    verified = re.search(r"with the verified reductions (\d+\.\d) %", report)
+    assert verified and float(verified[1]) <= 100.0
 
 
 def test_demo_refuses_a_used_home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,11 +19,12 @@ from gridledger.chain.keys import KeyPair
 START_MS = 1_767_261_600_000  # 2026-01-01T10:00Z, a whole hour like the demo's own start
 # (app hash after the last block, hash of the last block, height) of the full demo
 # Changed on purpose by: the order book as one record per order, approvals escrowing the
-# buyer's extras, one REC record per reading, header v2 (next_validators_hash).
+# buyer's extras, one REC record per reading, header v2 (next_validators_hash), the demand
+# response phase (the dr contract in the genesis, nine blocks after the day-ahead schedule).
 EXPECTED = (
-    "aa5f5e62bed4b85ebfca46715f2415b29637c7faef65bef3af01d8b26cf279a9",
-    "c06c3ff01e4fcf6a6c29cce84e0a3acd8ffb91816922e3991f4b5ebc5771457b",
-    170,
+    "45599a52d5fdb462f35181ba365ae5c173825e0458f336a3a561b1e7adf165fd",
+    "6697d87bea80ad5aa75823308f930b27dd7ba0fc5d4775eac265ecab63438efd",
+    179,
 )
 
 

@@ -25,6 +25,7 @@ CONTRACTS = [
     "gridledger.chain.contracts.settlement",
     "gridledger.chain.contracts.aggregator",  # S1, the day-ahead schedule (demo/day_ahead.py)
     "gridledger.chain.contracts.billing",  # S2
+    "gridledger.chain.contracts.dr",  # demand response (demo/dr_phase.py)
 ]
 PHASE_SLOTS = 5  # up to three trading slots, one for the last readings, one spare
 LEAD_SLOTS = 4

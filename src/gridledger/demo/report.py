@@ -31,7 +31,7 @@ from gridledger.chain.contracts.market import (
     match_key,
     reactive_key,
 )
-from gridledger.demo import day_ahead
+from gridledger.demo import day_ahead, dr_phase
 from gridledger.demo.scenario import SELLERS
 from gridledger.market.recs import REC_WH
 
@@ -50,6 +50,7 @@ class Report:
     voltages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     invariants: dict[str, Any] = field(default_factory=dict)
     day_ahead: dict[str, Any] | None = None
+    dr: dict[str, Any] | None = None
 
 
 def _names(plan: dict[str, Any]) -> dict[str, str]:
@@ -253,6 +254,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
     rep.audit = audit.to_json() if hasattr(audit, "to_json") else dict(audit)
     rep.voltages = _voltages(plan)
     rep.day_ahead = day_ahead.summarize(plan, chain)
+    rep.dr = dr_phase.summarize(plan, chain)
     return rep
 
 
@@ -388,6 +390,7 @@ def render_text(rep: Report, plan: dict[str, Any]) -> str:
         f"matches left uncertified {inv['pending_matches']}"
     )
     lines += day_ahead.render(rep.day_ahead)
+    lines += dr_phase.render(rep.dr)
     c = rep.chain
     lines.append("")
     lines.append(

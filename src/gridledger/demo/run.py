@@ -164,6 +164,7 @@ def run_embedded(
     start_ms: int | None = None,
     phases: tuple[Any, ...] | None = None,
     day_ahead: bool = True,
+    demand_response: bool = True,
 ) -> tuple[dict[str, Any], LocalChain]:
     if start_ms is None:
         # market time starts at the next whole hour (UTC); only its shape matters
@@ -175,7 +176,7 @@ def run_embedded(
     chain = LocalChain(home, genesis_of(plan), key_of(plan, "validator"), plan["start_ms"])
     progress(
         f"chain {chain.chain_id} at {home} (embedded, 1 validator; contracts: market, "
-        "settlement, aggregator, billing)"
+        "settlement, aggregator, billing, dr)"
     )
     slot = plan["slot_ms"]
 
@@ -211,6 +212,10 @@ def run_embedded(
         from gridledger.demo.day_ahead import run_day_ahead
 
         run_day_ahead(chain, plan, key_of(plan, "dso"), key_of(plan, "vendor"), progress)
+    if demand_response:
+        from gridledger.demo.dr_phase import run_dr
+
+        run_dr(chain, plan, progress)
     return plan, chain
 
 
