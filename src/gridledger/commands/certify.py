@@ -10,6 +10,11 @@ from typing import Any
 from gridledger.commands.errors import CliError
 
 METHODS = ("exact", "gso", "sbde", "de")
+SEARCH_METHODS = ("gso", "sbde", "de")
+SVC_COST_HELP = (
+    "how an SVC's hourly cost follows from seed 002 eqs. 10-12: 'printed' is eq. 12 as printed, "
+    "C(S)/(8760*5) $/h; 'de-goswami' reads C(s) as $/kvar, C(S)*S_kvar/(8760*5) $/h"
+)
 
 
 def register(sub: Any) -> None:
@@ -41,6 +46,24 @@ def register(sub: Any) -> None:
     ropf.add_argument("--vmin", type=float, default=None, help="lower voltage limit, pu")
     ropf.add_argument("--vmax", type=float, default=None, help="upper voltage limit, pu")
     ropf.add_argument("--json", action="store_true", help="machine-readable output")
+    ropf.add_argument(
+        "--svc",
+        action="append",
+        default=[],
+        metavar="BUS:QMIN:QMAX",
+        help="add an SVC at BUS with reactive limits QMIN..QMAX Mvar (repeatable); the output "
+        "then prices it against the case without it (seed 002 Tables 3 and 4)",
+    )
+    ropf.add_argument(
+        "--svc-cost", choices=("printed", "de-goswami"), default="printed", help=SVC_COST_HELP
+    )
+    ropf.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=None,
+        help="PNG of the search's convergence: best loss and the population's spread per "
+        "iteration (gso, sbde, de only)",
+    )
     ropf.set_defaults(handler=_ropf)
 
     val = sub.add_parser(
@@ -48,12 +71,17 @@ def register(sub: Any) -> None:
         help="run the DSO's 8-step validation on a scenario: one certificate per interval",
         description=(
             "SCENARIO is a YAML file or the name of a shipped scenario "
-            "(seed000_case1, seed000_case2, seed002_ieee9)."
+            "(seed000_case1, seed000_case2, seed002_ieee9, "
+            "seed002_ieee9_svc). A scenario with SVCs also prices them against the network "
+            "without them (seed 002 Tables 3 and 4)."
         ),
     )
     val.add_argument("scenario", metavar="SCENARIO")
     val.add_argument("--method", choices=METHODS, default=None, help="override the scenario's")
     val.add_argument("--json", action="store_true", help="machine-readable output")
+    val.add_argument(
+        "--svc-cost", choices=("printed", "de-goswami"), default="printed", help=SVC_COST_HELP
+    )
     val.set_defaults(handler=_validate)
 
 
@@ -70,8 +98,19 @@ def _ropf(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
+    if args.plot is not None and args.method not in SEARCH_METHODS:
+        raise CliError(
+            f"--plot draws a population's convergence: use --method {'|'.join(SEARCH_METHODS)}, "
+            f"not {args.method}"
+        )
     try:
         net = load_case(args.case)
+        net_without_svc = net
+        if args.svc:
+            from gridledger.market.certificate import with_svcs
+            from gridledger.market.svc_pricing import svc_rows
+
+            net = with_svcs(net, svc_rows(net, args.svc))
         control = _auto_control(args.case, net.regulator_control)
         control = control if args.control == "auto" else args.control
         options = RopfOptions(
@@ -86,7 +125,27 @@ def _ropf(args: argparse.Namespace) -> int:
         problem = RopfProblem(compile_network(net), control, options)
     except (NetworkError, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    res = solve_ropf(problem, args.method, rng=args.seed)
+    pricing = None
+    if args.svc:
+        from gridledger.market.svc_pricing import solve_svc_case
+
+        try:
+            res, pricing = solve_svc_case(
+                net_without_svc, net, control, options, args.method, args.seed, args.svc_cost
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+    else:
+        res = solve_ropf(problem, args.method, rng=args.seed)
+    if args.plot is not None:
+        from gridledger.grid.ropf.convergence_plot import plot_convergence
+
+        try:
+            plot_convergence(
+                res.convergence, args.plot, f"{res.method} on {net.name}", net.base_mva
+            )
+        except OSError as exc:
+            raise CliError(f"--plot {args.plot}: cannot write it: {exc}") from exc
     base = net.base_mva
     names = [str(n) for n in net.gen["name"]]
     setpoints: dict[str, float] = {}
@@ -112,6 +171,10 @@ def _ropf(args: argparse.Namespace) -> int:
         "iterations": res.iterations,
         "seconds": res.seconds,
     }
+    if pricing is not None:
+        out["svc_pricing"] = pricing
+    if res.convergence is not None:
+        out["convergence"] = res.convergence.to_dict(base)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -130,6 +193,10 @@ def _ropf(args: argparse.Namespace) -> int:
         f"  {res.evaluations} power-flow evaluations, {res.iterations} iterations, "
         f"{res.seconds:.3f} s"
     )
+    if pricing is not None:
+        _print_svc_pricing(pricing)
+    if args.plot is not None:
+        print(f"  convergence plot written to {args.plot}")
     return 0
 
 
@@ -151,7 +218,12 @@ def _validate(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
         certificates = validate_scenario(scenario, args.method)
         ranking = rank_scenario(scenario, args.method) if scenario.ranking else []
-    except (ScenarioError, WorkflowError, NetworkError) as exc:
+        pricing = None
+        if scenario.svcs:
+            from gridledger.market.svc_pricing import price_scenario_svcs
+
+            pricing = price_scenario_svcs(scenario, args.method, args.svc_cost)
+    except (ScenarioError, WorkflowError, NetworkError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     if args.json:
         doc: dict[str, Any] = {
@@ -160,6 +232,8 @@ def _validate(args: argparse.Namespace) -> int:
         }
         if ranking:
             doc["seller_ranking"] = ranking
+        if pricing is not None:
+            doc["svc_pricing"] = pricing
         print(json.dumps(doc))
         return 0
     print(f"Scenario {scenario.name}: {scenario.description}")
@@ -167,6 +241,9 @@ def _validate(args: argparse.Namespace) -> int:
         _print_certificate(c)
     for r in ranking:
         _print_ranking(r)
+    if pricing is not None:
+        print(f"\nSVC case by {pricing['method']}:")
+        _print_svc_pricing(pricing)
     return 0
 
 
@@ -213,4 +290,45 @@ def _print_ranking(r: dict) -> None:
         print(
             f"  {rank:<6}{o['seller']:<10}{_f(o['loss_increase_pct'], '10.2f')}"
             f"{o['max_line_loading_pct']:>12.1f}  {why}"
+        )
+
+
+def _usd(x: float | None) -> str:
+    return f"{x:12.4f}" if x is not None else "    not priced"
+
+
+def _print_svc_pricing(p: dict[str, Any]) -> None:
+    """Seed 002 Tables 3 and 4: the SVC (eqs. 10-12) and the generators' reactive costs (eq. 8)."""
+    wo, w = p["case_without_svc"], p["case_with_svc"]
+    print(f"  SVC pricing (eqs. 10-12, {p['reading']} reading, {p['lifetime_years']:g}-year life)")
+    for case, c in (("without SVC", wo), ("with SVC", w)):
+        state = "feasible" if c["feasible"] else "INFEASIBLE: " + "; ".join(c["violations"])
+        print(f"    losses {case:<12} {c['loss_mw']:10.4f} MW  {state}")
+    for s in p["svcs"]:
+        print(
+            f"    {s['name']} at bus {s['bus']}: output {s['q_mvar']:.3f} Mvar "
+            f"in [{s['qmin_mvar']:g}, {s['qmax_mvar']:g}]; lines' Q towards the bus "
+            f"{s['line_q_before_mvar']:.3f} -> {s['line_q_after_mvar']:.3f} Mvar, "
+            f"S = {s['s_mvar']:.3f} Mvar, C(S) = {s['c_s']:.4f}, cost {s['cost_usd_per_h']:.6g} $/h"
+        )
+    print(f"    {'generator':<10}{'Q no SVC':>10}{'$/h':>14}{'Q SVC':>10}{'$/h':>14}   (Table 3)")
+    for g in p["generators"]:
+        a, b = g["without_svc"], g["with_svc"]
+        print(
+            f"    {g['name']:<10}{a['q_mvar']:>10.3f}{_usd(a['cost_usd_per_h']):>14}"
+            f"{b['q_mvar']:>10.3f}{_usd(b['cost_usd_per_h']):>14}"
+        )
+    for label, alloc in (
+        ("without SVC", p["allocation_without_svc"]),
+        ("with SVC", p["allocation_with_svc"]),
+    ):
+        print(f"    allocation to loads {label}, $/h (Table 4):")
+        for provider, to_loads in alloc.items():
+            split = ", ".join(f"{load} {usd:.4g}" for load, usd in to_loads.items())
+            print(f"      {provider:<10} {split}")
+    if p["total_usd_per_h_without_svc"] is not None:
+        print(
+            f"    total reactive cost {p['total_usd_per_h_without_svc']:.4f} $/h without SVC, "
+            f"{p['total_usd_per_h_with_svc']:.4f} $/h with it: saving "
+            f"{p['saving_usd_per_h']:.4f} $/h"
         )

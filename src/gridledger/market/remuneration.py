@@ -18,9 +18,14 @@ Seed 002 eqs. 8–9, for generators with quadratic cost C_P(P) = a + b·P + c·P
     C_Q(Q) = |C_P(√(P² + Q²)) − C_P(P)| · k,   k = 0.1 (the profit rate)
 
 SVC, seed 002 eqs. 10–12 after De & Goswami: C(s) = 0.0003·S² − 0.3051·S + 127.38 with
-S = |Q₂ − Q₁| in Mvar, and C(f) = C(s) / (8760 · 5) $/h (five-year life). Read literally, C(s) is
-a price per kvar of installed range (De & Goswami's unit), so the hourly cost of a range S is
-C(s) · S_kvar / (8760 · life_years); that is what :func:`svc_cost_usd_per_h` returns.
+S = |Q₂ − Q₁| in Mvar, and C(f) = C(s) / (8760 · 5) $/h (five-year life). Two readings:
+
+* ``printed`` (:func:`svc_cost_printed_usd_per_h`): eq. 12 exactly as the seed prints it,
+  C(f) = C(S) / (8760 · 5) $/h — cents per hour at most, since C(S) ≤ 127.38 on the SVC's range;
+* ``de-goswami`` (:func:`svc_cost_de_goswami_usd_per_h`): C(s) is De & Goswami's price per kvar
+  of range, so the hourly cost is C(S) · S_kvar / (8760 · 5) — hundreds of $/h, the order of the
+  seed's Table 4. :func:`svc_cost_usd_per_h` is this reading with S = |Q₂ − Q₁| taken from its
+  arguments.
 """
 
 from __future__ import annotations
@@ -164,6 +169,42 @@ def svc_investment_usd_per_kvar(s_mvar: float) -> float:
     return 0.0003 * s * s - 0.3051 * s + 127.38
 
 
+SVC_COST_READINGS = ("printed", "de-goswami")
+
+
+def _lifetime(lifetime_years: float) -> float:
+    if not (math.isfinite(lifetime_years) and lifetime_years > 0):
+        raise RemunerationError(f"lifetime must be > 0 years, got {lifetime_years}")
+    return float(lifetime_years)
+
+
+def svc_cost_printed_usd_per_h(s_mvar: float, lifetime_years: float = SVC_LIFETIME_YEARS) -> float:
+    """Seed 002 eq. 12 as printed: C(f) = C(S) / (8760 · life) $/h, S in Mvar (eq. 11)."""
+    life = _lifetime(lifetime_years)
+    return svc_investment_usd_per_kvar(s_mvar) / (HOURS_PER_YEAR * life)
+
+
+def svc_cost_de_goswami_usd_per_h(
+    s_mvar: float, lifetime_years: float = SVC_LIFETIME_YEARS
+) -> float:
+    """De & Goswami's reading of eqs. 10–12: C(S) $/kvar × S kvar over the device's life, $/h."""
+    life = _lifetime(lifetime_years)
+    return svc_investment_usd_per_kvar(s_mvar) * s_mvar * 1000.0 / (HOURS_PER_YEAR * life)
+
+
+def svc_cost_by_reading(
+    s_mvar: float, reading: str, lifetime_years: float = SVC_LIFETIME_YEARS
+) -> float:
+    """The SVC's $/h for a range S (eq. 11) under ``reading`` (one of :data:`SVC_COST_READINGS`)."""
+    if reading == "printed":
+        return svc_cost_printed_usd_per_h(s_mvar, lifetime_years)
+    if reading == "de-goswami":
+        return svc_cost_de_goswami_usd_per_h(s_mvar, lifetime_years)
+    raise RemunerationError(
+        f"unknown SVC cost reading {reading!r}; expected one of {', '.join(SVC_COST_READINGS)}"
+    )
+
+
 def svc_cost_usd_per_h(
     q_before_mvar: float, q_after_mvar: float, lifetime_years: float = SVC_LIFETIME_YEARS
 ) -> float:
@@ -178,11 +219,18 @@ def svc_cost_usd_per_h(
 
 
 def reactive_price_allocation(
-    net, res, costs: dict[str, QuadraticCost], k: float = SEED002_PROFIT_RATE, svc_q_mvar=None
+    net,
+    res,
+    costs: dict[str, QuadraticCost],
+    k: float = SEED002_PROFIT_RATE,
+    svc_q_mvar=None,
+    svc_usd_per_h: dict[str, float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """$/h each provider charges (eq. 8 for generators, eqs. 10–12 for SVCs), split over the
     loads by reactive-power tracing (seed 002 Table 4). ``costs`` maps generator names to their
     cost curves; generators without one are not priced. Each provider's row sums to its cost.
+    ``svc_usd_per_h`` gives the SVCs' hourly costs by name (see :mod:`.svc_pricing`); without it
+    an SVC costs the De & Goswami reading of its own output (S = |Q_svc − 0|).
     """
     import numpy as np
 
@@ -200,6 +248,9 @@ def reactive_price_allocation(
     }
     q_svc = net.svc.q_mvar.to_numpy(float) if svc_q_mvar is None else np.asarray(svc_q_mvar, float)
     for name, q in zip(net.svc["name"], q_svc, strict=True):
-        amount[str(name)] = svc_cost_usd_per_h(0.0, q)  # S = |Q2 − Q1|, nothing before
+        if svc_usd_per_h is not None:
+            amount[str(name)] = float(svc_usd_per_h[str(name)])
+        else:
+            amount[str(name)] = svc_cost_usd_per_h(0.0, q)  # S = |Q2 − Q1|, nothing before
     trace = trace_power_flow(net, res, "q", svc_q_mvar=q_svc if len(net.svc) else None)
     return allocate_to_loads(trace, amount)

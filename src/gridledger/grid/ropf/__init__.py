@@ -91,4 +91,5 @@ def _solve_search(
         pf_after=after,
         pf_before=before,
         history=found.history,
+        convergence=found.convergence,
     )

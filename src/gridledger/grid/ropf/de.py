@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._search import BatchObjective, SearchResult, check_search_args, distinct_indices, evaluate
+from ._search import (
+    BatchObjective,
+    ConvergenceHistory,
+    SearchResult,
+    check_search_args,
+    distinct_indices,
+    evaluate,
+)
 
 DE_POPULATION = 23
 DE_F = 0.5
@@ -50,6 +57,7 @@ def minimize_de(
     fit = evaluate(objective, pop)
     evaluations = population
     history = []
+    convergence = ConvergenceHistory()
     for _ in range(iterations):
         r = distinct_indices(rng, population, 3)
         mutant = pop[r[:, 0]] + f * (pop[r[:, 1]] - pop[r[:, 2]])
@@ -60,5 +68,8 @@ def minimize_de(
         pop[better] = trial[better]
         fit[better] = trial_fit[better]
         history.append(float(fit.min()))
+        convergence.record(history[-1], fit, pop)
     best = int(np.argmin(fit))
-    return SearchResult(pop[best].copy(), float(fit[best]), evaluations, iterations, history)
+    return SearchResult(
+        pop[best].copy(), float(fit[best]), evaluations, iterations, history, convergence
+    )

@@ -30,6 +30,7 @@ from scipy.optimize import minimize
 
 from ..network import GenRole
 from ..powerflow import PowerFlowResult
+from ._search import ConvergenceHistory
 from .problem import RopfProblem, Violation
 
 
@@ -51,6 +52,8 @@ class RopfResult:
     pf_after: PowerFlowResult
     pf_before: PowerFlowResult
     history: list[float] = field(default_factory=list)
+    # Population statistics per iteration (gso, sbde, de); None for the exact solver.
+    convergence: ConvergenceHistory | None = None
 
 
 @dataclass(frozen=True)

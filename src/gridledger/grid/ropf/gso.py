@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._search import BatchObjective, SearchResult, check_search_args, evaluate
+from ._search import BatchObjective, ConvergenceHistory, SearchResult, check_search_args, evaluate
 
 GSO_POPULATION = 30
 GSO_ITERATIONS = 100
@@ -79,6 +79,7 @@ def minimize_gso(
     best_i = int(np.argmin(fit))
     z_best, f_best = x[best_i].copy(), float(fit[best_i])
     history = []
+    convergence = ConvergenceHistory()
     decay = (step_end / step) ** (1.0 / max(iterations - 1, 1))
     s = step
     idx = np.arange(population)
@@ -120,5 +121,6 @@ def minimize_gso(
         if fit[i] < f_best:
             z_best, f_best = x[i].copy(), float(fit[i])
         history.append(f_best)
+        convergence.record(history[-1], fit, x)
         s *= decay
-    return SearchResult(z_best, f_best, evaluations, iterations, history)
+    return SearchResult(z_best, f_best, evaluations, iterations, history, convergence)

@@ -20,7 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._search import BatchObjective, SearchResult, check_search_args, distinct_indices, evaluate
+from ._search import (
+    BatchObjective,
+    ConvergenceHistory,
+    SearchResult,
+    check_search_args,
+    distinct_indices,
+    evaluate,
+)
 from .de import binomial_crossover, reflect_into_box
 
 SBDE_POPULATION = 23
@@ -52,6 +59,7 @@ def minimize_sbde(
     fit = evaluate(objective, pop)
     evaluations = population
     history = []
+    convergence = ConvergenceHistory()
     for it in range(iterations):
         c = c_start + (c_end - c_start) * (it / max(iterations - 1, 1))
         rank = np.empty(population)
@@ -67,5 +75,8 @@ def minimize_sbde(
         pop[better] = trial[better]
         fit[better] = trial_fit[better]
         history.append(float(fit.min()))
+        convergence.record(history[-1], fit, pop)
     best_i = int(np.argmin(fit))
-    return SearchResult(pop[best_i].copy(), float(fit[best_i]), evaluations, iterations, history)
+    return SearchResult(
+        pop[best_i].copy(), float(fit[best_i]), evaluations, iterations, history, convergence
+    )
