@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from gridledger.chain.p2p.faults import FaultControl
 from gridledger.chain.p2p.transport import PeerAddress, Transport
 from gridledger.chain.store import Store
 from gridledger.chain.tx import make_tx, tx_id
+from gridledger.chain.wire import WireError, decode_length_prefixed
 from gridledger.node.api import create_api
 from gridledger.node.node import EventFeed, Node
 from gridledger.node.offchain import OffchainStore
@@ -58,7 +58,9 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class NodeConfig:
+class BftNodeConfig:
+    """A BFT validator's ``config.json`` (a solo node's is ``node.home.NodeConfig``)."""
+
     name: str
     chain_id: str
     listen_host: str
@@ -78,7 +80,7 @@ class NodeConfig:
     clock_offset_ms: int = 0
 
     @staticmethod
-    def load(home: Path) -> NodeConfig:
+    def load(home: Path) -> BftNodeConfig:
         path = home / "config.json"
         try:
             d = json.loads(path.read_text())
@@ -86,7 +88,7 @@ class NodeConfig:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
         try:
             t = d.get("timeouts", {})
-            return NodeConfig(
+            return BftNodeConfig(
                 name=str(d["name"]),
                 chain_id=str(d["chain_id"]),
                 listen_host=str(d["listen"][0]),
@@ -125,7 +127,7 @@ class BftNode:
 
     def __init__(self, home: Path | str):
         self.home = Path(home)
-        self.config = NodeConfig.load(self.home)
+        self.config = BftNodeConfig.load(self.home)
         self.key, _ = load_key(self.home / "key.json")
         genesis = (self.home / "genesis.json").read_bytes().rstrip(b"\n")
         data = self.home / "data"
@@ -287,15 +289,10 @@ class BftNode:
         async def txs_raw(request: Request) -> dict:
             """Binary batch: ``u32 length | tx`` repeated (the benchmark's fast path)."""
             body = await request.body()
-            raws, i = [], 0
-            while i < len(body):
-                if i + 4 > len(body):
-                    raise HTTPException(400, "truncated length prefix in binary batch")
-                (n,) = struct.unpack_from(">I", body, i)
-                if i + 4 + n > len(body):
-                    raise HTTPException(400, "transaction runs past the end of the batch")
-                raws.append(body[i + 4 : i + 4 + n])
-                i += 4 + n
+            try:
+                raws = decode_length_prefixed(body, "transaction", "binary batch")
+            except WireError as exc:
+                raise HTTPException(400, str(exc)) from exc
             res = []
             for i in range(0, len(raws), 32):
                 res.extend(self.submit(r) for r in raws[i : i + 32])

@@ -29,19 +29,18 @@ from gridledger.chain.abci import Application, ExecTxResult, ProposalInfo, Valid
 from gridledger.chain.block import (
     Block,
     BlockError,
-    CommitSig,
+    Commit,
     Header,
     decode_txs,
     encode_txs,
     genesis_hash,
     make_header,
 )
-from gridledger.chain.block import Commit as LedgerCommit
 from gridledger.chain.mempool import Mempool
 from gridledger.chain.store import Store
 from gridledger.chain.tx import tx_id
 
-from .types import Commit, ConsensusError, Vote, VoteType
+from .types import ConsensusError
 from .validators import ValidatorSet, ValidatorSetError, verify_commit
 
 MAX_CLOCK_DRIFT_MS = 30_000
@@ -64,19 +63,6 @@ def decode_block(data: bytes) -> Block:
     if len(data) < 4 + n:
         raise BlockError("block header runs past the end of the block")
     return Block(Header.decode(data[4 : 4 + n]), tuple(decode_txs(data[4 + n :])))
-
-
-def to_ledger_commit(c: Commit) -> LedgerCommit:
-    sigs = tuple(CommitSig(v.validator, v.signature) for v in c.precommits)
-    return LedgerCommit(c.height, c.round, c.block_id, sigs)
-
-
-def from_ledger_commit(c: LedgerCommit) -> Commit:
-    votes = tuple(
-        Vote(VoteType.PRECOMMIT, c.height, c.round, c.block_hash, s.validator, s.signature)
-        for s in c.signatures
-    )
-    return Commit(c.height, c.round, c.block_hash, votes)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -390,7 +376,7 @@ class LedgerChain:
         self.pending = {k: u for k, u in self.pending.items() if k >= height + 1}
         if changed or height % CHECKPOINT_HEIGHTS == 0:
             self._save_valsets_for(height)
-        self.store.stage_block(block, to_ledger_commit(commit))
+        self.store.stage_block(block, commit)
         self.app.commit()
         self.height = height
         for t in block.txs:
@@ -462,4 +448,4 @@ class LedgerChain:
         sb = self.store.get_block(height, writer=True)
         if sb is None:
             return None
-        return encode_block(sb.block()), from_ledger_commit(sb.commit())
+        return encode_block(sb.block()), sb.commit()
