@@ -19,7 +19,9 @@ expensive, pure part) run before taking it and are cached by transaction id.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,8 @@ from sortedcontainers import SortedSet
 from gridledger.chain import codes, encoding
 from gridledger.chain.abci import (
     AppInfo,
+    BaseApplication,
+    BlockLimits,
     CheckTxResult,
     ExecTxResult,
     FinalizeBlockResult,
@@ -86,7 +90,9 @@ class _Pending:
     results_hash: bytes
 
 
-class LedgerApp:
+class LedgerApp(BaseApplication):
+    """The ledger's state machine: an :class:`~gridledger.chain.abci.Application`."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.lock = threading.RLock()
@@ -183,7 +189,29 @@ class LedgerApp:
     # --- ABCI ----------------------------------------------------------------------------------
     def info(self) -> AppInfo:
         with self.lock:
-            return AppInfo(self.height, self.app_hash, self.chain_id)
+            return AppInfo(
+                self.height,
+                self.app_hash,
+                self.chain_id,
+                self.last_results_hash,
+                self.last_time_ms,
+            )
+
+    def block_limits(self) -> BlockLimits:
+        return BlockLimits(
+            self.params.get("max_block_bytes", 8 << 20), self.params.get("max_block_txs", 20_000)
+        )
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self.lock:
+            yield
+
+    def precheck_tx(self, raw: bytes) -> CheckTxResult:
+        parsed, code, log = self._precheck(bytes(raw))
+        if parsed is None:
+            return CheckTxResult(code, log)
+        return CheckTxResult(code, log, parsed.sender, parsed.seq)
 
     def init_chain(self, genesis: bytes) -> bytes:
         with self.lock:
@@ -442,9 +470,10 @@ class LedgerApp:
             return f"proposal for height {info.height}, expected {self.height + 1}"
         if info.time_ms <= self.last_time_ms:
             return f"block time {info.time_ms} is not after {self.last_time_ms}"
-        if len(txs) > self.params.get("max_block_txs", 20_000):
+        limits = self.block_limits()
+        if len(txs) > limits.max_txs:
             return "too many transactions"
-        if sum(len(t) for t in txs) > self.params.get("max_block_bytes", 8 << 20):
+        if sum(len(t) for t in txs) > limits.max_bytes:
             return "block too large"
         seen: set[bytes] = set()
         for i, raw in enumerate(txs):

@@ -45,8 +45,9 @@ from gridledger.chain.store import Store
 from gridledger.chain.tx import make_tx, tx_id
 from gridledger.chain.wire import WireError, decode_length_prefixed
 from gridledger.node.api import create_api
-from gridledger.node.node import EventFeed, Node
+from gridledger.node.node import EventFeed
 from gridledger.node.offchain import OffchainStore
+from gridledger.node.service import LedgerReads
 
 log = logging.getLogger("gridledger.node.bft")
 
@@ -110,20 +111,14 @@ class BftNodeConfig:
             raise ConfigError(f"{path}: bad or missing field: {exc!r}") from exc
 
 
-class BftNode:
+class BftNode(LedgerReads):
     """Everything one validator process runs, wired together (see the module docstring).
 
     It offers the same interface as the solo :class:`gridledger.node.node.Node` (``store``,
     ``app``, ``mempool``, ``feed``, ``offchain``, ``submit``, ``status``, ``block``, ...), so the
     ledger's HTTP API (``node/api.py``) and its client work unchanged against a BFT validator;
-    the read methods are the solo node's own.
+    the read methods are shared with it (:class:`~gridledger.node.service.LedgerReads`).
     """
-
-    tx_status = Node.tx_status
-    block = Node.block
-    account = Node.account
-    state = Node.state
-    tx_proof = Node.tx_proof
 
     def __init__(self, home: Path | str):
         self.home = Path(home)

@@ -112,9 +112,7 @@ class LedgerChain:
             raise ConsensusError(
                 f"application at height {info.last_block_height}, store at {self.height}"
             )
-        self._classify = getattr(app, "classify_tx", lambda raw: "other")
-        # Stateless admission (form + signature, cached by the app) when the app offers it.
-        self._precheck = getattr(app, "_precheck", None)
+        self._classify = app.classify_tx
         self.peer_txs: OrderedDict[bytes, bytes] = OrderedDict()
         self._recent_committed: OrderedDict[bytes, None] = OrderedDict()
         self._decode_cache: dict[bytes, tuple[Block | None, str | None]] = {}
@@ -425,21 +423,14 @@ class LedgerChain:
         # proposes invalid; the store is checked here, off the proposer's critical path (pool
         # entries that get committed later are removed by apply). The app's lookup remembers
         # "not committed", which spares the block's own lookups later.
-        among = getattr(self.app, "committed_among", None)
-        if among is not None:
-            old = among(set(fresh))
-        else:
-            old = {t for t in fresh if self.store.tx_exists(t)}
+        old = self.app.committed_among(set(fresh))
         added = 0
         for txid, raw in fresh.items():
             if txid in old or len(self.peer_txs) >= MAX_PEER_TXS:
                 continue
-            if self._precheck is not None:
-                _, code, _ = self._precheck(raw)
-                ok = code == 0
-            else:
-                ok = self.app.check_tx(raw).ok
-            if ok:
+            # stateless admission (form + signature, cached by the app): the sequence is the
+            # proposer's business, and peers' transactions may arrive out of order
+            if self.app.precheck_tx(raw).ok:
                 self.peer_txs[txid] = raw
                 added += 1
         return added
