@@ -149,6 +149,14 @@ def load_scenario(ref: str | Path, network: Network | None = None) -> Scenario:
     return parse_scenario(data, source=str(path), network=network)
 
 
+_SCENARIO_FIELDS = {
+    "name", "description", "case", "control", "method", "seed", "voltage_limits_pu",
+    "regulators", "initial_setpoints", "price_utoken_per_kwh", "k_per_kw", "times",
+    "trades", "intervals", "svcs", "ranking", "slack_vm_free",
+}  # fmt: skip
+_TRADE_FIELDS = ("id", "seller", "buyer_bus", "power_kw", "start", "end")
+
+
 def parse_scenario(
     data: Any, source: str = "<scenario>", network: Network | None = None
 ) -> Scenario:
@@ -157,40 +165,12 @@ def parse_scenario(
     def fail(msg: str) -> ScenarioError:
         return ScenarioError(f"{where}: {msg}")
 
-    if not isinstance(data, dict):
-        raise fail("top level must be a mapping")
-    known = {
-        "name", "description", "case", "control", "method", "seed", "voltage_limits_pu",
-        "regulators", "initial_setpoints", "price_utoken_per_kwh", "k_per_kw", "times",
-        "trades", "intervals", "svcs", "ranking", "slack_vm_free",
-    }  # fmt: skip
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise fail(f"unknown field(s) {unknown}; known: {sorted(known)}")
-    for key in ("name", "case", "trades"):
-        if key not in data:
-            raise fail(f"missing field {key!r}")
+    _check_fields(data, fail)
     name = _str(data["name"], "name", fail)
     case = _str(data["case"], "case", fail)
-    control = data.get("control", "vm")
-    if control not in ("vm", "q"):
-        raise fail(f"control must be 'vm' or 'q', got {control!r}")
-    method = data.get("method", "exact")
-    from ..grid.ropf import METHODS
-
-    if method not in METHODS:
-        raise fail(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise fail(f"seed must be a non-negative integer, got {seed!r}")
-
+    control, method, seed = _solver_choices(data, fail)
     if network is None:
-        from ..grid.cases import load_case
-
-        try:
-            network = load_case(case)
-        except ValueError as exc:
-            raise fail(f"case: {exc}") from exc
+        network = _load_network(case, fail)
     buses = {int(b) for b in network.bus.index}
     gens = [str(g) for g in network.gen["name"]]
 
@@ -201,65 +181,12 @@ def parse_scenario(
             return times[value]
         return _timestamp_ms(value, label, fail)
 
-    trades_raw = data["trades"]
-    if not isinstance(trades_raw, list):
-        raise fail("trades must be a list")
-    trades: list[Trade] = []
-    seen: set[str] = set()
-    for i, t in enumerate(trades_raw):
-        label = f"trades[{i}]"
-        if not isinstance(t, dict):
-            raise fail(f"{label} must be a mapping")
-        miss = [k for k in ("id", "seller", "buyer_bus", "power_kw", "start", "end") if k not in t]
-        if miss:
-            raise fail(f"{label}: missing field(s) {miss}")
-        extra = sorted(set(t) - {"id", "seller", "buyer_bus", "power_kw", "start", "end"})
-        if extra:
-            raise fail(f"{label}: unknown field(s) {extra}")
-        tid = _str(t["id"], f"{label}.id", fail)
-        if tid in seen:
-            raise fail(f"{label}: duplicate trade id {tid!r}")
-        seen.add(tid)
-        seller = _seller(t["seller"], f"{label}.seller", gens, buses, fail)
-        buyer = t["buyer_bus"]
-        if not isinstance(buyer, int) or isinstance(buyer, bool) or buyer not in buses:
-            raise fail(
-                f"{label} ({tid}): buyer_bus {buyer!r} is not a bus of {network.name}; "
-                f"buses: {sorted(buses)}"
-            )
-        power = _number(t["power_kw"], f"{label}.power_kw", fail)
-        if power <= 0:
-            raise fail(f"{label} ({tid}): power_kw must be positive, got {power}")
-        start, end = when(t["start"], f"{label}.start"), when(t["end"], f"{label}.end")
-        if end <= start:
-            raise fail(f"{label} ({tid}): end must be after start")
-        trades.append(Trade(tid, seller, buyer, power, start, end))
-
+    trades = _trades(data["trades"], network, gens, buses, when, fail)
     intervals = _intervals(data.get("intervals"), trades, times, when, fail)
     initial = _setpoints(data.get("initial_setpoints", "case"), gens, fail)
-    regulators = data.get("regulators")
-    if regulators is not None:
-        if not isinstance(regulators, list) or not regulators:
-            raise fail("regulators must be a non-empty list of generator names")
-        for r in regulators:
-            if r not in gens:
-                raise fail(f"regulators: no generator {r!r}; generators: {gens}")
-    limits = data.get("voltage_limits_pu")
-    if limits is not None:
-        if (
-            not isinstance(limits, list)
-            or len(limits) != 2
-            or not all(isinstance(v, int | float) for v in limits)
-            or not 0 < limits[0] < limits[1]
-        ):
-            raise fail(f"voltage_limits_pu must be [vmin, vmax] with 0 < vmin < vmax, got {limits}")
-        limits = (float(limits[0]), float(limits[1]))
-    price = data.get("price_utoken_per_kwh", 0)
-    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
-        raise fail(f"price_utoken_per_kwh must be a non-negative integer, got {price!r}")
-    k = _number(data.get("k_per_kw", 0.1), "k_per_kw", fail)
-    if k < 0:
-        raise fail(f"k_per_kw must be >= 0, got {k}")
+    regulators = _regulators(data.get("regulators"), gens, fail)
+    limits = _voltage_limits(data.get("voltage_limits_pu"), fail)
+    price, k = _prices(data, fail)
     svcs = _svcs(data.get("svcs", []), buses, fail)
     slack_vm_free = data.get("slack_vm_free", False)
     if not isinstance(slack_vm_free, bool):
@@ -284,6 +211,128 @@ def parse_scenario(
         description=str(data.get("description", "")),
         source=source,
     )
+
+
+def _check_fields(data: Any, fail) -> None:
+    """A mapping with only known fields and the required ones."""
+    if not isinstance(data, dict):
+        raise fail("top level must be a mapping")
+    unknown = sorted(set(data) - _SCENARIO_FIELDS)
+    if unknown:
+        raise fail(f"unknown field(s) {unknown}; known: {sorted(_SCENARIO_FIELDS)}")
+    for key in ("name", "case", "trades"):
+        if key not in data:
+            raise fail(f"missing field {key!r}")
+
+
+def _solver_choices(data: dict[str, Any], fail) -> tuple[str, str, int]:
+    """Voltage control mode, R-OPF method and seed."""
+    control = data.get("control", "vm")
+    if control not in ("vm", "q"):
+        raise fail(f"control must be 'vm' or 'q', got {control!r}")
+    method = data.get("method", "exact")
+    from ..grid.ropf import METHODS
+
+    if method not in METHODS:
+        raise fail(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise fail(f"seed must be a non-negative integer, got {seed!r}")
+    return control, method, seed
+
+
+def _load_network(case: str, fail) -> Network:
+    from ..grid.cases import load_case
+
+    try:
+        return load_case(case)
+    except ValueError as exc:
+        raise fail(f"case: {exc}") from exc
+
+
+def _trades(
+    trades_raw: Any, network: Network, gens: list[str], buses: set[int], when, fail
+) -> list[Trade]:
+    if not isinstance(trades_raw, list):
+        raise fail("trades must be a list")
+    trades: list[Trade] = []
+    seen: set[str] = set()
+    for i, t in enumerate(trades_raw):
+        trades.append(_trade(t, f"trades[{i}]", seen, network, gens, buses, when, fail))
+    return trades
+
+
+def _trade(
+    t: Any,
+    label: str,
+    seen: set[str],
+    network: Network,
+    gens: list[str],
+    buses: set[int],
+    when,
+    fail,
+) -> Trade:
+    """One trade; its id joins ``seen`` (ids must be unique)."""
+    if not isinstance(t, dict):
+        raise fail(f"{label} must be a mapping")
+    miss = [k for k in _TRADE_FIELDS if k not in t]
+    if miss:
+        raise fail(f"{label}: missing field(s) {miss}")
+    extra = sorted(set(t) - set(_TRADE_FIELDS))
+    if extra:
+        raise fail(f"{label}: unknown field(s) {extra}")
+    tid = _str(t["id"], f"{label}.id", fail)
+    if tid in seen:
+        raise fail(f"{label}: duplicate trade id {tid!r}")
+    seen.add(tid)
+    seller = _seller(t["seller"], f"{label}.seller", gens, buses, fail)
+    buyer = t["buyer_bus"]
+    if not isinstance(buyer, int) or isinstance(buyer, bool) or buyer not in buses:
+        raise fail(
+            f"{label} ({tid}): buyer_bus {buyer!r} is not a bus of {network.name}; "
+            f"buses: {sorted(buses)}"
+        )
+    power = _number(t["power_kw"], f"{label}.power_kw", fail)
+    if power <= 0:
+        raise fail(f"{label} ({tid}): power_kw must be positive, got {power}")
+    start, end = when(t["start"], f"{label}.start"), when(t["end"], f"{label}.end")
+    if end <= start:
+        raise fail(f"{label} ({tid}): end must be after start")
+    return Trade(tid, seller, buyer, power, start, end)
+
+
+def _regulators(regulators: Any, gens: list[str], fail) -> list[str] | None:
+    if regulators is not None:
+        if not isinstance(regulators, list) or not regulators:
+            raise fail("regulators must be a non-empty list of generator names")
+        for r in regulators:
+            if r not in gens:
+                raise fail(f"regulators: no generator {r!r}; generators: {gens}")
+    return regulators
+
+
+def _voltage_limits(limits: Any, fail) -> tuple[float, float] | None:
+    if limits is None:
+        return None
+    if (
+        not isinstance(limits, list)
+        or len(limits) != 2
+        or not all(isinstance(v, int | float) for v in limits)
+        or not 0 < limits[0] < limits[1]
+    ):
+        raise fail(f"voltage_limits_pu must be [vmin, vmax] with 0 < vmin < vmax, got {limits}")
+    return (float(limits[0]), float(limits[1]))
+
+
+def _prices(data: dict[str, Any], fail) -> tuple[int, float]:
+    """The energy price (utoken per kWh) and the loss-cost factor k (per kW)."""
+    price = data.get("price_utoken_per_kwh", 0)
+    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
+        raise fail(f"price_utoken_per_kwh must be a non-negative integer, got {price!r}")
+    k = _number(data.get("k_per_kw", 0.1), "k_per_kw", fail)
+    if k < 0:
+        raise fail(f"k_per_kw must be >= 0, got {k}")
+    return price, k
 
 
 def _str(value: Any, label: str, fail) -> str:
