@@ -42,9 +42,9 @@ from gridledger.chain.abci import (
 from gridledger.chain.block import results_hash
 from gridledger.chain.contracts import Context, ContractError, Registry, State, build_registry
 from gridledger.chain.contracts.base import Overlay, scannable
-from gridledger.chain.contracts.membership import new_member
+from gridledger.chain.contracts.membership import member_key, new_member
 from gridledger.chain.contracts.roles import may_send
-from gridledger.chain.contracts.tokens import mint
+from gridledger.chain.contracts.tokens import DENOMS, balance_key, mint
 from gridledger.chain.contracts.validators import VALIDATORS_KEY
 from gridledger.chain.genesis import Genesis, parse_genesis
 from gridledger.chain.merkle import EMPTY_ROOT
@@ -72,6 +72,11 @@ _GATE_CODES = (
 _SIG_CACHE_MAX = 200_000  # txids: ~20 MB at most
 _PRECHECK_CACHE_MAX = 50_000  # decoded txs: bounded memory; a miss only costs a re-decode
 _UNCOMMITTED_MAX = 400_000  # txids known not to be committed: ~50 MB at most; a miss is a query
+
+
+def seq_key(pub_hex: str) -> str:
+    """The next sequence number a sender's transaction must carry (replay protection)."""
+    return f"seq/{pub_hex}"
 
 
 class AppError(RuntimeError):
@@ -226,12 +231,12 @@ class LedgerApp(BaseApplication):
             ctx = Context(state, g.chain_id, 0, g.doc["genesis_time_ms"], params=g.params)
             for m in g.doc["members"]:
                 state.set(
-                    f"member/{m['pub_key']}",
+                    member_key(m["pub_key"]),
                     new_member(m["role"], 0, m.get("name", ""), m.get("bus")),
                 )
             for v in g.doc["validators"]:
-                if state.get(f"member/{v['pub_key']}") is None:
-                    state.set(f"member/{v['pub_key']}", new_member("validator", 0, "validator"))
+                if state.get(member_key(v["pub_key"])) is None:
+                    state.set(member_key(v["pub_key"]), new_member("validator", 0, "validator"))
             state.set(
                 VALIDATORS_KEY,
                 sorted(
@@ -354,7 +359,7 @@ class LedgerApp(BaseApplication):
         updates: list[Validator] | None = None,
     ) -> tuple[int, str, tuple, str]:
         sender = tx.sender.hex()
-        raw_member = state.get_raw(f"member/{sender}".encode())
+        raw_member = state.get_raw(member_key(sender).encode())
         if raw_member is None:
             return codes.NOT_MEMBER, f"sender {sender[:16]}… is not a registered member", (), _GATE
         member = encoding.decode_trusted(raw_member)
@@ -368,8 +373,8 @@ class LedgerApp(BaseApplication):
                 (),
                 _GATE,
             )
-        seq_key = f"seq/{sender}"
-        expected = state.get_int(seq_key)
+        sender_seq = seq_key(sender)
+        expected = state.get_int(sender_seq)
         if tx.seq != expected:
             why = "already used (replay)" if tx.seq < expected else "skips ahead"
             return (
@@ -404,9 +409,9 @@ class LedgerApp(BaseApplication):
             code, log, stage = codes.INTERNAL, f"contract error {type(exc).__name__}", _EXEC
         if code != codes.OK:
             state.discard_tx()
-            state.set_int(seq_key, expected + 1)
+            state.set_int(sender_seq, expected + 1)
             return code, log, (), stage
-        state.set_int(seq_key, expected + 1)
+        state.set_int(sender_seq, expected + 1)
         if updates is not None:
             updates.extend(ctx.validator_updates)
         return codes.OK, "", tuple(ctx.events), ""
@@ -623,13 +628,11 @@ class LedgerApp(BaseApplication):
             if path.startswith("account/"):
                 who = path[len("account/") :]
                 get = self._committed.get
-                member = get(f"member/{who}".encode())
+                member = get(member_key(who).encode())
                 doc = {
-                    "balances": {
-                        d: int(get(f"bal/{d}/{who}".encode(), b"0")) for d in ("utoken", "ewh")
-                    },
+                    "balances": {d: int(get(balance_key(d, who).encode(), b"0")) for d in DENOMS},
                     "member": None if member is None else encoding.decode(member),
-                    "seq": int(get(f"seq/{who}".encode(), b"0")),
+                    "seq": int(get(seq_key(who).encode(), b"0")),
                 }
                 return QueryResult(codes.OK, encoding.encode(doc), height=self.height)
             if path == "validators":
@@ -644,7 +647,7 @@ class LedgerApp(BaseApplication):
         """The next sequence number ``check_tx`` will accept from a sender (pending counted)."""
         with self.lock:
             state = State(self._committed, self._check_overlay, self._ordered)
-            return state.get_int(f"seq/{sender_hex}")
+            return state.get_int(seq_key(sender_hex))
 
     def state_root_from_disk(self) -> bytes:
         """Recompute the state root from the database (audit)."""

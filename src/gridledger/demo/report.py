@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridledger.chain.contracts.certificates import REC_PREFIX
 from gridledger.chain.contracts.market import (
     ESCROW,
     NEXT_MATCH,
@@ -31,6 +32,8 @@ from gridledger.chain.contracts.market import (
     match_key,
     reactive_key,
 )
+from gridledger.chain.contracts.settlement import DONE_PREFIX
+from gridledger.chain.contracts.tokens import balance_prefix, supply_key
 from gridledger.demo import day_ahead
 from gridledger.demo.scenario import SELLERS
 from gridledger.market.recs import REC_WH
@@ -176,7 +179,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
     got: dict[str, dict[str, int]] = {}
     shortfall = 0
     settlements = 0
-    for key in chain.keys_with_prefix("settle/done/"):
+    for key in chain.keys_with_prefix(DONE_PREFIX):
         done = chain.state(key)
         settlements += 1
         for p in done["payments"]:
@@ -188,7 +191,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
             shortfall += p["shortfall"]
     recs: dict[str, int] = {}
     retired: dict[str, int] = {}
-    for key in chain.keys_with_prefix("rec/"):
+    for key in chain.keys_with_prefix(REC_PREFIX):
         r = chain.state(key)
         who = names.get(r["owner"], "?")
         target = recs if r["status"] == "active" else retired
@@ -211,9 +214,9 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
                 "received": got.get(name, {}),
             }
         )
-    supply = {d: chain.state_int(f"supply/{d}") for d in ("utoken", "ewh")}
+    supply = {d: chain.state_int(supply_key(d)) for d in ("utoken", "ewh")}
     balances = {
-        d: sum(chain.state_int(k) for k in chain.keys_with_prefix(f"bal/{d}/"))
+        d: sum(chain.state_int(k) for k in chain.keys_with_prefix(balance_prefix(d)))
         for d in ("utoken", "ewh")
     }
     rep.invariants = {
@@ -223,7 +226,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
         "negative_balances": sum(
             1
             for d in ("utoken", "ewh")
-            for k in chain.keys_with_prefix(f"bal/{d}/")
+            for k in chain.keys_with_prefix(balance_prefix(d))
             if chain.state_int(k) < 0
         ),
         "settlements": settlements,

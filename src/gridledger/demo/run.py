@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.agents.client import ChainClient, must
+from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.market import NEXT_MATCH, match_count, match_id, match_key
+from gridledger.chain.contracts.membership import member_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.demo.localchain import LocalChain
 from gridledger.demo.plan import agents_for_role, key_of, make_plan
@@ -78,7 +80,7 @@ def setup(
             ),
             f"register {p['name']}",
         )
-    _wait_for(client, f"member/{key_of(plan, plan['parties'][-1]['name']).pub_hex}", produce)
+    _wait_for(client, member_key(key_of(plan, plan["parties"][-1]["name"]).pub_hex), produce)
     for p in plan["parties"]:
         pub = key_of(plan, p["name"]).pub_hex
         must(
@@ -101,7 +103,7 @@ def setup(
                 f"declare {p['name']} green",
             )
     last = plan["parties"][-1]
-    _wait_for(client, f"member/{key_of(plan, 'meter-' + last['name']).pub_hex}", produce)
+    _wait_for(client, member_key(key_of(plan, "meter-" + last["name"]).pub_hex), produce)
     progress(f"registered {len(plan['parties'])} prosumers and their meters; funded")
 
 
@@ -126,7 +128,7 @@ def trade_recs(
     retire = []
     for seller, buyers in sorted(served.items()):
         rid = rec_id(seller, 0)
-        first = client.state(f"rec/{rid}")
+        first = client.state(rec_key(rid))
         if first is None:
             continue
         buyer = max(buyers, key=lambda b: (buyers[b], b))
@@ -147,12 +149,12 @@ def trade_recs(
         must(client.submit(key_of(plan, names[buyer]), "rec.retire", {"id": rid}), "REC retire")
         progress(f"  {names[buyer]} retires REC {rid[:12]}…")
     for _, rid in retire:
-        while (client.state(f"rec/{rid}") or {}).get("status") != "retired":
+        while (client.state(rec_key(rid)) or {}).get("status") != "retired":
             produce()
 
 
 def _wait_for_owner(client: ChainClient, rid: str, owner: str, produce: Callable[[], None]) -> None:
-    while (client.state(f"rec/{rid}") or {}).get("owner") != owner:
+    while (client.state(rec_key(rid)) or {}).get("owner") != owner:
         produce()
 
 
