@@ -33,6 +33,7 @@ from gridledger.chain.abci import (
     BaseApplication,
     BlockLimits,
     CheckTxResult,
+    Event,
     ExecTxResult,
     FinalizeBlockResult,
     ProposalInfo,
@@ -52,8 +53,6 @@ from gridledger.chain.statetree import StateTree
 from gridledger.chain.store import Store
 from gridledger.chain.tx import Tx, TxError, decode_tx, tx_id
 
-_GATE = "gate"  # failure before execution: nothing changes
-_EXEC = "exec"  # failure in the contract: sequence consumed, writes discarded
 # results a tx can get without consuming its sequence number: the same bytes could pass the
 # sequence check again later, so check_tx must know they were committed (kept in memory: rare)
 _GATE_CODES = (
@@ -357,21 +356,25 @@ class LedgerApp(BaseApplication):
         height: int,
         time_ms: int,
         updates: list[Validator] | None = None,
-    ) -> tuple[int, str, tuple, str]:
+    ) -> tuple[int, str, tuple[Event, ...]]:
+        """Run one transaction: (code, log, events).
+
+        A failure at the gate (membership, role, sequence, payload) changes nothing; a failure
+        in the contract consumes the sequence number and discards the contract's writes.
+        """
         sender = tx.sender.hex()
         raw_member = state.get_raw(member_key(sender).encode())
         if raw_member is None:
-            return codes.NOT_MEMBER, f"sender {sender[:16]}… is not a registered member", (), _GATE
+            return codes.NOT_MEMBER, f"sender {sender[:16]}… is not a registered member", ()
         member = encoding.decode_trusted(raw_member)
         if member["status"] != "active":
-            return codes.MEMBER_INACTIVE, f"sender is {member['status']}", (), _GATE
+            return codes.MEMBER_INACTIVE, f"sender is {member['status']}", ()
         ttype = self.registry.types[tx.type]
         if not may_send(member, tx.type, ttype.roles):
             return (
                 codes.ROLE_NOT_ALLOWED,
                 f"role {member['role']} may not send {tx.type}",
                 (),
-                _GATE,
             )
         sender_seq = seq_key(sender)
         expected = state.get_int(sender_seq)
@@ -381,11 +384,10 @@ class LedgerApp(BaseApplication):
                 codes.BAD_SEQUENCE,
                 f"expected sequence {expected}, got {tx.seq}: {why}",
                 (),
-                _GATE,
             )
         bad_payload = self._payload_problem(tx, ttype)
         if bad_payload is not None:
-            return codes.INVALID_PAYLOAD, bad_payload, (), _GATE
+            return codes.INVALID_PAYLOAD, bad_payload, ()
         ctx = Context(
             state,
             self.chain_id,
@@ -400,21 +402,21 @@ class LedgerApp(BaseApplication):
         )
         try:
             ttype.execute(ctx, tx.payload)
-            code, log, stage = codes.OK, "", ""
+            code, log = codes.OK, ""
         except ContractError as exc:
-            code, log, stage = exc.code, exc.log, _EXEC
+            code, log = exc.code, exc.log
         except (MemoryError, RecursionError):
             raise  # depends on the machine, not the input: stop rather than diverge
         except Exception as exc:  # a contract bug: deterministic, recorded, never a node crash
-            code, log, stage = codes.INTERNAL, f"contract error {type(exc).__name__}", _EXEC
+            code, log = codes.INTERNAL, f"contract error {type(exc).__name__}"
         if code != codes.OK:
             state.discard_tx()
             state.set_int(sender_seq, expected + 1)
-            return code, log, (), stage
+            return code, log, ()
         state.set_int(sender_seq, expected + 1)
         if updates is not None:
             updates.extend(ctx.validator_updates)
-        return codes.OK, "", tuple(ctx.events), ""
+        return codes.OK, "", tuple(ctx.events)
 
     def check_tx(self, tx: bytes) -> CheckTxResult:
         raw = bytes(tx)
@@ -432,7 +434,7 @@ class LedgerApp(BaseApplication):
                     parsed.seq,
                 )
             state = State(self._committed, self._check_overlay, self._ordered)
-            code, log, _, _ = self._execute(parsed, state, self.height + 1, self.last_time_ms)
+            code, log, _ = self._execute(parsed, state, self.height + 1, self.last_time_ms)
             if code == codes.OK:
                 state.commit_tx()
             else:
@@ -515,7 +517,7 @@ class LedgerApp(BaseApplication):
                 seen.add(txid)
                 parsed, code, log = self._precheck(raw)
                 if code == codes.OK:
-                    code, log, events, _ = self._execute(
+                    code, log, events = self._execute(
                         parsed, state, info.height, info.time_ms, updates
                     )
                     state.commit_tx()
