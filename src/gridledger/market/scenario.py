@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -44,6 +45,10 @@ SCENARIO_SUFFIXES = (".yaml", ".yml")
 
 class ScenarioError(ValueError):
     """A scenario that cannot be run; the message names the file, field and expectation."""
+
+
+Fail = Callable[[str], ScenarioError]  # builds the error for a message (prefixed with the file)
+When = Callable[[Any, str], int]  # a time label or timestamp -> ms since the epoch
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def parse_scenario(
     )
 
 
-def _check_fields(data: Any, fail) -> None:
+def _check_fields(data: Any, fail: Fail) -> None:
     """A mapping with only known fields and the required ones."""
     if not isinstance(data, dict):
         raise fail("top level must be a mapping")
@@ -225,7 +230,7 @@ def _check_fields(data: Any, fail) -> None:
             raise fail(f"missing field {key!r}")
 
 
-def _solver_choices(data: dict[str, Any], fail) -> tuple[str, str, int]:
+def _solver_choices(data: dict[str, Any], fail: Fail) -> tuple[str, str, int]:
     """Voltage control mode, R-OPF method and seed."""
     control = data.get("control", "vm")
     if control not in ("vm", "q"):
@@ -241,7 +246,7 @@ def _solver_choices(data: dict[str, Any], fail) -> tuple[str, str, int]:
     return control, method, seed
 
 
-def _load_network(case: str, fail) -> Network:
+def _load_network(case: str, fail: Fail) -> Network:
     from ..grid.cases import load_case
 
     try:
@@ -251,7 +256,7 @@ def _load_network(case: str, fail) -> Network:
 
 
 def _trades(
-    trades_raw: Any, network: Network, gens: list[str], buses: set[int], when, fail
+    trades_raw: Any, network: Network, gens: list[str], buses: set[int], when: When, fail: Fail
 ) -> list[Trade]:
     if not isinstance(trades_raw, list):
         raise fail("trades must be a list")
@@ -269,8 +274,8 @@ def _trade(
     network: Network,
     gens: list[str],
     buses: set[int],
-    when,
-    fail,
+    when: When,
+    fail: Fail,
 ) -> Trade:
     """One trade; its id joins ``seen`` (ids must be unique)."""
     if not isinstance(t, dict):
@@ -301,17 +306,18 @@ def _trade(
     return Trade(tid, seller, buyer, power, start, end)
 
 
-def _regulators(regulators: Any, gens: list[str], fail) -> list[str] | None:
+def _regulators(regulators: Any, gens: list[str], fail: Fail) -> list[str] | None:
     if regulators is not None:
         if not isinstance(regulators, list) or not regulators:
             raise fail("regulators must be a non-empty list of generator names")
         for r in regulators:
             if r not in gens:
                 raise fail(f"regulators: no generator {r!r}; generators: {gens}")
-    return regulators
+        return [str(r) for r in regulators]
+    return None
 
 
-def _voltage_limits(limits: Any, fail) -> tuple[float, float] | None:
+def _voltage_limits(limits: Any, fail: Fail) -> tuple[float, float] | None:
     if limits is None:
         return None
     if (
@@ -324,7 +330,7 @@ def _voltage_limits(limits: Any, fail) -> tuple[float, float] | None:
     return (float(limits[0]), float(limits[1]))
 
 
-def _prices(data: dict[str, Any], fail) -> tuple[int, float]:
+def _prices(data: dict[str, Any], fail: Fail) -> tuple[int, float]:
     """The energy price (utoken per kWh) and the loss-cost factor k (per kW)."""
     price = data.get("price_utoken_per_kwh", 0)
     if not isinstance(price, int) or isinstance(price, bool) or price < 0:
@@ -335,28 +341,29 @@ def _prices(data: dict[str, Any], fail) -> tuple[int, float]:
     return price, k
 
 
-def _str(value: Any, label: str, fail) -> str:
+def _str(value: Any, label: str, fail: Fail) -> str:
     if not isinstance(value, str) or not value:
         raise fail(f"{label} must be a non-empty string, got {value!r}")
     return value
 
 
-def _number(value: Any, label: str, fail) -> float:
+def _number(value: Any, label: str, fail: Fail) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise fail(f"{label} must be a finite number, got {value!r}")
     return float(value)
 
 
-def _timestamp_ms(value: Any, label: str, fail) -> int:
+def _timestamp_ms(value: Any, label: str, fail: Fail) -> int:
+    dt: datetime | None
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            dt = None
-        if dt is None:
-            raise fail(f"{label}: {value!r} is neither a time label nor an ISO 8601 timestamp")
+            raise fail(
+                f"{label}: {value!r} is neither a time label nor an ISO 8601 timestamp"
+            ) from None
     else:
         raise fail(f"{label}: expected a time label or an ISO 8601 timestamp, got {value!r}")
     if dt.tzinfo is None:
@@ -364,13 +371,13 @@ def _timestamp_ms(value: Any, label: str, fail) -> int:
     return round(dt.timestamp() * 1000)
 
 
-def _times(raw: Any, fail) -> dict[str, int]:
+def _times(raw: Any, fail: Fail) -> dict[str, int]:
     if not isinstance(raw, dict):
         raise fail("times must be a mapping label -> ISO 8601 timestamp")
     return {str(k): _timestamp_ms(v, f"times.{k}", fail) for k, v in raw.items()}
 
 
-def _seller(value: Any, label: str, gens: list[str], buses: set[int], fail) -> str:
+def _seller(value: Any, label: str, gens: list[str], buses: set[int], fail: Fail) -> str:
     if isinstance(value, str) and value in gens:
         return value
     bus = value
@@ -387,7 +394,9 @@ def _seller(value: Any, label: str, gens: list[str], buses: set[int], fail) -> s
     )
 
 
-def _intervals(raw: Any, trades: list[Trade], times: dict[str, int], when, fail) -> list[Interval]:
+def _intervals(
+    raw: Any, trades: list[Trade], times: dict[str, int], when: When, fail: Fail
+) -> list[Interval]:
     if raw is None:
         cuts = sorted({t.start_ms for t in trades} | {t.end_ms for t in trades})
         label = {v: k for k, v in times.items()}
@@ -421,7 +430,7 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _setpoints(raw: Any, gens: list[str], fail) -> dict[str, SetPoint] | None:
+def _setpoints(raw: Any, gens: list[str], fail: Fail) -> dict[str, SetPoint] | None:
     if raw == "case":
         return None
     if not isinstance(raw, dict):
@@ -440,7 +449,7 @@ def _setpoints(raw: Any, gens: list[str], fail) -> dict[str, SetPoint] | None:
     return out
 
 
-def _svcs(raw: Any, buses: set[int], fail) -> list[dict[str, Any]]:
+def _svcs(raw: Any, buses: set[int], fail: Fail) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise fail("svcs must be a list")
     out = []
@@ -460,7 +469,9 @@ def _svcs(raw: Any, buses: set[int], fail) -> list[dict[str, Any]]:
     return out
 
 
-def _ranking(raw: Any, gens: list[str], buses: set[int], when, fail) -> list[RankingRequest]:
+def _ranking(
+    raw: Any, gens: list[str], buses: set[int], when: When, fail: Fail
+) -> list[RankingRequest]:
     if not isinstance(raw, list):
         raise fail("ranking must be a list")
     out = []
