@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from gridledger.chain.contracts.aggregator import round_key
+from gridledger.chain.contracts.billing import bill_prefix
+from gridledger.chain.contracts.settlement import DONE_PREFIX
+from gridledger.chain.contracts.tokens import balance_prefix, supply_key
 from gridledger.chain.encoding import decode
 from gridledger.chain.store import Store
 from gridledger.chain.verify import verify_chain
@@ -39,10 +43,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert statuses.count("settled") >= 6
     assert all(m["certificate"] for m in matches.values())
     for d in ("utoken", "ewh"):
-        total = sum(int(v) for k, v in state.items() if k.startswith(f"bal/{d}/"))
-        assert total == int(state[f"supply/{d}"])
+        total = sum(int(v) for k, v in state.items() if k.startswith(balance_prefix(d)))
+        assert total == int(state[supply_key(d)])
     # every settled slot names its certificate and two readings
-    done = [decode(v) for k, v in state.items() if k.startswith("settle/done/")]
+    done = [decode(v) for k, v in state.items() if k.startswith(DONE_PREFIX)]
     assert len(done) >= 12
     assert all(d["certificate"] and len(d["readings"]) == 2 for d in done)
     # CASE 1 rows of Table III: three intervals, the last with three trades
@@ -51,17 +55,17 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert case1.count("tr3") == 2 and case1.count("t3–t4") == 1
     # the day-ahead DER schedule: S1 ran its 40 iterations, the schedule as run is within
     # 0.1 % of the centralized optimum (solved independently here), S2 billed every hour
-    day = decode(state["admm/day-ahead/state"])
+    day = decode(state[round_key("day-ahead", "state")])
     assert day["status"] == "max_iter" and len(day["history"]) == 40
     from gridledger.agents.admm_chain import evaluate_chain_schedule
     from gridledger.grid.distflow import solve_central
     from gridledger.grid.feeders import case33bw
 
     feeder = case33bw()
-    _, ran = evaluate_chain_schedule(feeder, decode(state["admm/day-ahead/schedule"]))
+    _, ran = evaluate_chain_schedule(feeder, decode(state[round_key("day-ahead", "schedule")]))
     optimum = solve_central(feeder).objective_usd
     assert ran.feasible and 0 <= ran.cost_usd - optimum <= 1e-3 * optimum
-    bills = [decode(v) for k, v in state.items() if k.startswith("bill/day-ahead/")]
+    bills = [decode(v) for k, v in state.items() if k.startswith(bill_prefix("day-ahead"))]
     bills = [b for b in bills if "net_utoken" in b]
     assert len(bills) == 33 * 24 and any(b["penalty_utoken"] > 0 for b in bills)
     assert re.search(r"Day-ahead DER schedule .*: 40 iterations \(max_iter\)", report)

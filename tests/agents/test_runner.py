@@ -11,6 +11,7 @@ import pytest
 
 from gridledger.agents.runner import HttpChain, run_agents
 from gridledger.chain import codes
+from gridledger.chain.contracts.membership import member_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair, save_key
 from gridledger.node.home import NodeConfig
@@ -79,12 +80,12 @@ def test_http_chain_submits_reads_and_resyncs(node) -> None:
             done = False
 
             def step(self, client: HttpChain) -> int:
-                self.done = client.state(f"member/{pk}") is not None
+                self.done = client.state(member_key(pk)) is not None
                 return 0
 
         w = Waiter()
         run_agents(a, [w], until_ms=0, deadline_s=20)
-        assert w.done and a.state(f"member/{pk}")["bus"] == 5
+        assert w.done and a.state(member_key(pk))["bus"] == 5
     finally:
         a.close()
         b.close()

@@ -10,7 +10,8 @@ import pytest
 from gridledger.agents.client import AgentError
 from gridledger.agents.der_agent import DerAgent, admm_genesis, agent_keys, open_round
 from gridledger.chain import codes
-from gridledger.chain.contracts.aggregator import chain_records, replay
+from gridledger.chain.contracts.aggregator import chain_records, replay, round_key
+from gridledger.chain.contracts.billing import bill_key
 from gridledger.chain.keys import KeyPair
 from gridledger.demo.localchain import LocalChain
 from gridledger.grid.admm import AdmmOptions, solve_admm
@@ -57,17 +58,17 @@ def finished(tmp_path_factory, feeder):
 
 def test_on_chain_round_follows_the_off_chain_admm(finished, feeder):
     chain, _ = finished
-    state = chain.state("admm/r1/state")
+    state = chain.state(round_key("r1", "state"))
     assert state["status"] == "max_iter" and state["k"] == OPTIONS.max_iter
     # one subproblem per node, as the agents solve them (a batched solve lands elsewhere within
     # the solver's tolerance, and ADMM iterations amplify that)
     off = solve_admm(feeder, replace(OPTIONS, groups=feeder.n_nodes))
-    z_chain = np.array(chain.state("admm/r1/z"), dtype=float) / SCALE
+    z_chain = np.array(chain.state(round_key("r1", "z")), dtype=float) / SCALE
     # the same iterations; only the 1e-9 fixed-point rounding differs
     np.testing.assert_allclose(z_chain, off.z, atol=1e-5)
     primal_chain = [h[1] / SCALE for h in state["history"]]
     np.testing.assert_allclose(primal_chain, [h.primal_residual for h in off.history], rtol=1e-3)
-    schedule = chain.state("admm/r1/schedule")
+    schedule = chain.state(round_key("r1", "schedule"))
     np.testing.assert_allclose(np.array(schedule["p_w"]) / 1e6, off.p_mw, atol=1e-4)
 
 
@@ -75,12 +76,12 @@ def test_anyone_can_replay_the_aggregator_from_the_records(finished):
     chain, _ = finished
     rounds = replay(chain_records(chain.store))
     r = rounds["r1"]
-    assert r["z"] == chain.state("admm/r1/z")
-    assert r["history"] == chain.state("admm/r1/state")["history"]
-    stored = chain.state("admm/r1/schedule")
+    assert r["z"] == chain.state(round_key("r1", "z"))
+    assert r["history"] == chain.state(round_key("r1", "state"))["history"]
+    stored = chain.state(round_key("r1", "schedule"))
     for key in ("z", "p_w", "dlmp_utoken_per_kwh", "status"):
         assert r["schedule"][key] == stored[key]
-    assert r["xi"] == chain.state("admm/r1/xi")
+    assert r["xi"] == chain.state(round_key("r1", "xi"))
 
 
 def _open_one_iteration(tmp_path, feeder):
@@ -92,7 +93,7 @@ def _open_one_iteration(tmp_path, feeder):
 
 def _payload(chain, feeder, node, k=1):
     rows = node_rows([int(p) for p in feeder.parent], node)
-    z = chain.state("admm/r1/z")
+    z = chain.state(round_key("r1", "z"))
     return {
         "dlmp_utoken_per_kwh": [0] * 24,
         "k": k,
@@ -105,7 +106,7 @@ def _payload(chain, feeder, node, k=1):
 
 def test_bad_submissions_are_refused_and_change_nothing(tmp_path, feeder):
     chain, keys = _open_one_iteration(tmp_path, feeder)
-    before = chain.state("admm/r1/state")
+    before = chain.state(round_key("r1", "state"))
     wrong_iter = chain.submit(keys[1], "admm.submit", _payload(chain, feeder, 1, k=2))
     assert wrong_iter.code == codes.INVALID_PAYLOAD
     assert "submission for iteration 2; round r1 is at 1" in wrong_iter.log
@@ -119,8 +120,8 @@ def test_bad_submissions_are_refused_and_change_nothing(tmp_path, feeder):
     not_agent = chain.submit(DSO, "admm.submit", _payload(chain, feeder, 0))
     assert not_agent.code == codes.UNAUTHORIZED
     chain.produce()
-    assert chain.state("admm/r1/state") == before
-    assert chain.state("admm/r1/x/1") is None
+    assert chain.state(round_key("r1", "state")) == before
+    assert chain.state(round_key("r1", "x", 1)) is None
 
 
 def test_missing_agent_times_out_the_iteration(tmp_path, feeder):
@@ -129,7 +130,7 @@ def test_missing_agent_times_out_the_iteration(tmp_path, feeder):
     for a in agents:
         a.step(chain)
     chain.produce()
-    st = chain.state("admm/r1/state")
+    st = chain.state(round_key("r1", "state"))
     assert st["status"] == "collecting" and st["submitted"] == [0, 1, 2]
     early = chain.submit(DSO, "admm.timeout", {"round": "r1"})
     chain.produce()
@@ -142,7 +143,7 @@ def test_missing_agent_times_out_the_iteration(tmp_path, feeder):
     out = chain.submit(DSO, "admm.timeout", {"round": "r1"})
     chain.produce()
     assert chain.result(out.txid).code == codes.OK
-    st = chain.state("admm/r1/state")
+    st = chain.state(round_key("r1", "state"))
     assert st["status"] == "timed_out" and st["missing"] == [3]
     # the round takes nothing more
     refused = chain.submit(keys[3], "admm.submit", _payload(chain, feeder, 3))
@@ -170,7 +171,7 @@ def test_billing_pays_and_charges_at_the_dlmps(tmp_path, feeder):
     open_round(chain, DSO, feeder, "r1", [k.pub_hex for k in keys], replace(OPTIONS, max_iter=2))
     chain.produce()
     _run(chain, [DerAgent(feeder, i, keys[i], "r1") for i in range(feeder.n_nodes)])
-    schedule = chain.state("admm/r1/schedule")
+    schedule = chain.state(round_key("r1", "schedule"))
     start = T0 + 10 * HOUR_MS
     opened = chain.submit(
         DSO,
@@ -208,7 +209,7 @@ def test_billing_pays_and_charges_at_the_dlmps(tmp_path, feeder):
     delta = chain.balance("utoken", keys[node].pub_hex) - before
     assert abs(delta - expected) <= 1
     assert chain.balance("utoken", DSO.pub_hex) - pool_before == -delta  # tokens only move
-    bill = chain.state(f"bill/r1/{node}/{hour}")
+    bill = chain.state(bill_key("r1", node, hour))
     assert bill["penalty_utoken"] == 10_000 and bill["deviation_wh"] == -150
     # bad readings change nothing
     again = chain.submit(meters[node], "billing.reading", reading)
@@ -221,7 +222,7 @@ def test_billing_pays_and_charges_at_the_dlmps(tmp_path, feeder):
     wrong_meter = chain.submit(meters[1], "billing.reading", dict(reading, start_ms=start))
     assert wrong_meter.code == codes.UNAUTHORIZED and "not its meter" in wrong_meter.log
     chain.produce()
-    assert chain.state(f"bill/r1/{node}/0") is None
+    assert chain.state(bill_key("r1", node, 0)) is None
     assert chain.balance("utoken", keys[node].pub_hex) - before == delta
 
 
@@ -316,11 +317,13 @@ def test_audit_replays_rounds_and_detects_a_tampered_state(tmp_path, feeder):
     _run(chain, [DerAgent(feeder, i, keys[i], "r1") for i in range(feeder.n_nodes)])
     db = tmp_path / "data" / "chain.db"
     assert audit_rounds(str(db)) == {"r1": {"iterations": 2, "matches": True, "status": "max_iter"}}
-    z = chain.state("admm/r1/z")
+    z = chain.state(round_key("r1", "z"))
     z[0][0] += 1  # one nano-pu on one flow: a dishonest database
     chain.close()
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE state SET v=? WHERE k=?", (encoding.encode(z), b"admm/r1/z"))
+        conn.execute(
+            "UPDATE state SET v=? WHERE k=?", (encoding.encode(z), round_key("r1", "z").encode())
+        )
     assert audit_rounds(str(db))["r1"]["matches"] is False
 
 
@@ -337,25 +340,25 @@ def test_cluster_agents_run_the_same_iterations_as_off_chain_clusters(tmp_path):
     assert sorted(i for g in groups for i in g) == list(range(8))
     agents = [ClusterAgent(feeder, g, {i: keys[i] for i in g}, "r1") for g in groups]
     for _ in range(50):
-        state = chain.state("admm/r1/state")
+        state = chain.state(round_key("r1", "state"))
         if all(a.done for a in agents if not a.due(state)) and state["status"] != "collecting":
             break
-        z, xi = chain.state("admm/r1/z"), chain.state("admm/r1/xi")
+        z, xi = chain.state(round_key("r1", "z")), chain.state(round_key("r1", "xi"))
         for a in agents:
             if a.due(state):
                 for key, tx_type, payload in a.local_steps(state, z, xi):
                     assert chain.submit(key, tx_type, payload).ok
         chain.produce()
-    assert chain.state("admm/r1/state")["status"] == "max_iter"
+    assert chain.state(round_key("r1", "state"))["status"] == "max_iter"
     off = solve_admm(feeder, opts)
     np.testing.assert_allclose(
-        np.array(chain.state("admm/r1/z"), dtype=float) / SCALE, off.z, atol=1e-5
+        np.array(chain.state(round_key("r1", "z")), dtype=float) / SCALE, off.z, atol=1e-5
     )
     # copies of a cluster's internal lines agree: only boundary lines carry residual
     parent = [int(p) for p in feeder.parent]
     node = next(k for g in groups for k in g if k and parent[k] in g)
-    own = chain.state(f"admm/r1/x/{node}")["x"][0]  # P_node, the node's own copy
-    at_parent = chain.state(f"admm/r1/x/{parent[node]}")["x"]
+    own = chain.state(round_key("r1", "x", node))["x"][0]  # P_node, the node's own copy
+    at_parent = chain.state(round_key("r1", "x", parent[node]))["x"]
     assert at_parent[node_rows(parent, parent[node]).index(node - 1)] == own
 
 

@@ -5,6 +5,7 @@ from ledger_helpers import make_chain
 
 from gridledger.chain import codes, encoding
 from gridledger.chain.contracts import Contract, Registry, RegistryError, TxType, build_registry
+from gridledger.chain.contracts.tokens import supply_key
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_token_supply_is_conserved(chain):
     assert run(chain, "bob", "token.burn", {"amount": 100, "denom": "utoken"})[0] == codes.OK
     q = lambda k: int(chain.app.query(f"state/{k}").value or b"0")  # noqa: E731
     balances = sum(chain.account(n)["balances"]["utoken"] for n in ("dso", "alice", "bob"))
-    assert q("supply/utoken") == balances == 1_000_000 + 2000 - 100
+    assert q(supply_key("utoken")) == balances == 1_000_000 + 2000 - 100
     assert chain.account("alice")["balances"]["utoken"] == 600
 
 

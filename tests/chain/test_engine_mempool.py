@@ -5,7 +5,7 @@ import pytest
 from ledger_helpers import CHAIN_ID, make_chain
 
 from gridledger.chain import codes
-from gridledger.chain.abci import ProposalInfo
+from gridledger.chain.abci import Application, ProposalInfo
 from gridledger.chain.block import Block, Commit, make_header
 from gridledger.chain.consensus.solo import SoloEngine, SoloError
 from gridledger.chain.verify import verify_chain
@@ -212,3 +212,39 @@ def test_gate_failed_committed_tx_cannot_come_back(tmp_path):
     from gridledger.chain.app import LedgerApp
 
     assert LedgerApp(chain.store).check_tx(raw).code == codes.DUPLICATE
+
+
+class _ProtocolOnly:
+    """The application as an engine may see it: only the Application protocol's members."""
+
+    def __init__(self, app) -> None:
+        self._app = app
+
+    def __getattr__(self, name: str):
+        if not hasattr(Application, name) or name.startswith("_"):
+            raise AttributeError(
+                f"engine reached {name!r}, which is not in the Application protocol"
+            )
+        return getattr(self._app, name)
+
+
+def test_solo_engine_uses_only_the_application_protocol(tmp_path):
+    """Blocks decided through a protocol-only view are the blocks the app itself would get."""
+    chain = make_chain(tmp_path)
+    view = _ProtocolOnly(chain.app)
+    with pytest.raises(AttributeError, match="not in the Application protocol"):
+        view.lock  # noqa: B018 - the app's lock is not part of the protocol
+    eng = SoloEngine(
+        view, chain.store, chain.mempool, chain.keys["validator"], clock_ms=lambda: chain.clock[0]
+    )
+    before = chain.store.height()
+    raw = chain.tx(
+        "alice", "token.transfer", {"amount": 5, "denom": "utoken", "to": chain.pub("bob")}
+    )
+    assert chain.submit(raw).ok
+    chain.clock[0] += 1000
+    block = eng.produce_block()
+    assert block is not None and chain.store.height() == before + 1
+    assert block.header.app_hash != chain.app.info().last_block_app_hash  # the state moved on
+    assert chain.result(raw).code == codes.OK
+    assert verify_chain(chain.store.path).ok  # a replay agrees with what the engine committed

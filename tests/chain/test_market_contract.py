@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridledger.chain import codes, merkle
+from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.market import (
     DEFAULT_MAX_WINDOW_SLOTS,
     ESCROW,
@@ -19,7 +20,8 @@ from gridledger.chain.contracts.market import (
     reactive_digest,
     trade_record,
 )
-from gridledger.chain.contracts.settlement import rec_id
+from gridledger.chain.contracts.settlement import done_key, rec_id
+from gridledger.chain.contracts.tokens import balance_prefix, supply_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair
 from gridledger.demo.localchain import LocalChain
@@ -167,7 +169,7 @@ class Kit:
 
     def supply_matches_balances(self) -> None:
         for denom in ("utoken", "ewh"):
-            prefix = f"bal/{denom}/".encode()
+            prefix = balance_prefix(denom).encode()
             total = sum(
                 int(v) for k, v in self.chain.app._committed.items() if k.startswith(prefix)
             )
@@ -177,7 +179,7 @@ class Kit:
                 if k.startswith(prefix) and int(v) < 0
             ]
             assert negative == []
-            assert total == self.chain.state_int(f"supply/{denom}")
+            assert total == self.chain.state_int(supply_key(denom))
 
 
 @pytest.fixture
@@ -214,7 +216,7 @@ def test_trade_certified_delivered_and_settled(kit: Kit) -> None:
     r2 = kit.read("load5", T, import_wh=75_000)
     kit.block(T + SLOT + 1000)
     assert kit.final(r1).ok and kit.final(r2).ok
-    done = kit.chain.state(f"settle/done/m0/{T}")
+    done = kit.chain.state(done_key("m0", T))
     assert done["certificate"] == cert.txid and done["readings"] == [r1.txid, r2.txid]
     pays = {p["kind"]: p["amount"] for p in done["payments"]}
     # 75 kWh x 0.1 = 7.5 tokens; 5 367 W x 0.25 h = 1 341 Wh of loss x 0.1 = 134 100 utoken
@@ -239,7 +241,7 @@ def test_trade_certified_delivered_and_settled(kit: Kit) -> None:
     )
     kit.read("load5", T + SLOT, import_wh=75_000)
     kit.block(T + 2 * SLOT + 1000)
-    done2 = kit.chain.state(f"settle/done/m0/{T + SLOT}")
+    done2 = kit.chain.state(done_key("m0", T + SLOT))
     pays2 = {(p["kind"], p["payer"]): p["amount"] for p in done2["payments"]}
     # 3 750 Wh beyond tolerance x 0.1 token/kWh x 20 % = 75 000 utoken
     assert pays2[("penalty", kit.k["dg2"].pub_hex)] == 75_000
@@ -250,7 +252,7 @@ def test_trade_certified_delivered_and_settled(kit: Kit) -> None:
     assert kit.bal(ESCROW) == 0
     assert kit.bal("load5") == FUNDS - 2 * (134_100 + 10_000) - 7_500_000 - 6_750_000
     # 1 MWh of green generation not reached yet: no certificate
-    assert kit.chain.state(f"rec/{rec_id(kit.k['dg2'].pub_hex, 0)}") is None
+    assert kit.chain.state(rec_key(rec_id(kit.k["dg2"].pub_hex, 0))) is None
     kit.supply_matches_balances()
 
 
@@ -431,10 +433,10 @@ def test_bad_meter_readings(kit: Kit) -> None:
     kit.read("load5", T, import_wh=25_000)
     kit.block(T + SLOT + 10)
     assert kit.match("m0")["status"] == "settled"
-    supply = kit.chain.state_int("supply/ewh")
+    supply = kit.chain.state_int(supply_key("ewh"))
     again = kit.read("dg2", T, export_wh=25_000)
     assert again.code != codes.OK and "before the end of the previous" in again.log
-    assert kit.chain.state_int("supply/ewh") == supply  # nothing minted twice
+    assert kit.chain.state_int(supply_key("ewh")) == supply  # nothing minted twice
     kit.supply_matches_balances()
 
 
@@ -476,16 +478,16 @@ def test_green_generation_earns_one_rec_per_mwh(kit: Kit) -> None:
     )
     kit.block(T + 3 * SLOT + 20)
     dg2 = kit.k["dg2"].pub_hex
-    recs = [kit.chain.state(f"rec/{rec_id(dg2, i)}") for i in range(3)]
+    recs = [kit.chain.state(rec_key(rec_id(dg2, i))) for i in range(3)]
     assert recs[0]["owner"] == dg2 and recs[1]["start_ms"] == T + SLOT and recs[2] is None
-    assert kit.chain.state(f"rec/{rec_id(kit.k['dg3'].pub_hex, 0)}") is None
+    assert kit.chain.state(rec_key(rec_id(kit.k["dg3"].pub_hex, 0))) is None
     # the certificates contract transfers and retires them
     kit.ok(kit.k["dg2"], "rec.transfer", {"id": rec_id(dg2, 0), "to": kit.k["load5"].pub_hex})
     kit.block(T + 3 * SLOT + 30)
     retire = kit.send(kit.k["load5"], "rec.retire", {"id": rec_id(dg2, 0)})
     kit.block(T + 3 * SLOT + 40)
     assert kit.final(retire).ok
-    assert kit.chain.state(f"rec/{rec_id(dg2, 0)}")["status"] == "retired"
+    assert kit.chain.state(rec_key(rec_id(dg2, 0)))["status"] == "retired"
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -559,7 +561,7 @@ def test_invariants_over_random_markets(offers, bids, verdicts, deviations, spli
                     assert done["certificate"] == m["certificate"] != ""
                     assert all(k.chain.result(t).ok for t in done["readings"])
                     assert len(done["readings"]) == 2
-            assert k.chain.state_int("supply/utoken") == FUNDS * len(PARTIES)
+            assert k.chain.state_int(supply_key("utoken")) == FUNDS * len(PARTIES)
         finally:
             k.chain.close()
 
@@ -585,7 +587,7 @@ def test_pay_as_clear_settles_every_trade_of_a_slot_at_one_price(kit: Kit) -> No
         kit.read(name, T, import_wh=25_000)
     kit.block(T + SLOT + 1)
     # both trades clear at the highest matched offer price, 0.11 token/kWh: 25 kWh -> 2.75
-    prices = {kit.chain.state(f"settle/done/{m}/{T}")["price"] for m in ("m0", "m1")}
+    prices = {kit.chain.state(done_key(m, T))["price"] for m in ("m0", "m1")}
     assert prices == {110_000}
     assert kit.bal("dg2") == kit.bal("dg3") == FUNDS + 2_750_000
     kit.supply_matches_balances()

@@ -12,6 +12,7 @@ import pytest
 from gridledger.chain import codes
 from gridledger.chain.contracts import Context, State, build_registry, membership, roles
 from gridledger.chain.contracts.base import ContractError, TxType
+from gridledger.chain.contracts.certificates import REC_PREFIX, rec_key
 from gridledger.chain.contracts.market import (
     ESCROW,
     MAX_SLOTS_PER_MATCH,
@@ -19,6 +20,7 @@ from gridledger.chain.contracts.market import (
     reactive_digest,
     trade_record,
 )
+from gridledger.chain.contracts.membership import member_key
 from gridledger.chain.contracts.metering import MAX_METER_RATING_W
 from gridledger.chain.contracts.roles import (
     MAX_PERMISSIONS,
@@ -28,7 +30,8 @@ from gridledger.chain.contracts.roles import (
     type_class,
 )
 from gridledger.chain.contracts.roles import OPTIONAL_CONTRACTS as CONTRACTS
-from gridledger.chain.contracts.settlement import rec_id
+from gridledger.chain.contracts.settlement import done_key, rec_id
+from gridledger.chain.contracts.tokens import supply_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import ROLES, KeyPair
 from gridledger.demo.localchain import LocalChain, TxOutcome
@@ -113,7 +116,7 @@ class Members:
         return self.chain.result(out.txid)
 
     def member(self, name: str) -> dict[str, Any]:
-        return self.chain.state(f"member/{self.pub(name)}")
+        return self.chain.state(member_key(self.pub(name)))
 
     def bal(self, name: str) -> int:
         return self.chain.balance("utoken", self.pub(name) if name in self.k else name)
@@ -259,7 +262,7 @@ def test_the_grant_lists_are_bounded() -> None:
     member["grants"] = sorted(types)[:MAX_PERMISSIONS]
     overlay: dict[bytes, bytes | None] = {}
     state = State({}, overlay)
-    state.set("member/" + "aa" * 32, member)
+    state.set(member_key("aa" * 32), member)
     dso = membership.new_member("dso", 0)
     ctx = Context(state, "c", 1, 0, "bb" * 32, dso, tx_types=types)
     with pytest.raises(ContractError, match=f"at most {MAX_PERMISSIONS} grants"):
@@ -413,7 +416,7 @@ def test_reactive_pay_cannot_drain_the_buyer_beyond_escrow(net: Members) -> None
     _reading(net, "meter_a", T, export_wh=250)
     _reading(net, "meter_b", T, import_wh=250)
     net.block(T + SLOT + 1000)
-    done = net.chain.state(f"settle/done/{mid}/{T}")
+    done = net.chain.state(done_key(mid, T))
     paid = {p["kind"]: p["amount"] for p in done["payments"]}
     # 250 Wh x 13,332 / 1000 = 3,333; the loss share in force, 10 W over 0.25 h = 2 Wh -> 26;
     # the certified reactive pay 500
@@ -440,7 +443,7 @@ def test_a_penalty_beyond_escrow_is_a_shortfall_not_a_drain(net: Members) -> Non
     _reading(net, "meter_a", T, export_wh=250)
     _reading(net, "meter_b", T, import_wh=250_000)
     net.block(T + SLOT + 1000)
-    rows = {p["kind"]: p for p in net.chain.state(f"settle/done/{mid}/{T}")["payments"]}
+    rows = {p["kind"]: p for p in net.chain.state(done_key(mid, T))["payments"]}
     # tolerance 5 % of 250 Wh = 12 Wh: 249,738 Wh of deviation x 13,332 utoken/kWh x 20 %
     owed = 249_738 * 13_332 * 200_000 // (1_000 * 1_000_000)
     assert owed == 665_901
@@ -536,11 +539,11 @@ def test_a_huge_reading_issues_one_record_and_is_bounded_by_the_meter_rating(
         net, monkeypatch, lambda: _reading(net, "meter_b", T + SLOT, export_wh=REC_WH)
     )
     assert huge == one == READING_KEYS
-    recs = net.chain.keys_with_prefix("rec/")
+    recs = net.chain.keys_with_prefix(REC_PREFIX)
     assert len(recs) == 2
-    first = net.chain.state(f"rec/{rec_id(net.pub('bob'), 0)}")
+    first = net.chain.state(rec_key(rec_id(net.pub("bob"), 0)))
     assert first["energy_wh"] == 250 * REC_WH and first["owner"] == net.pub("bob")
-    assert net.chain.state(f"rec/{rec_id(net.pub('bob'), 1)}")["energy_wh"] == REC_WH
+    assert net.chain.state(rec_key(rec_id(net.pub("bob"), 1)))["energy_wh"] == REC_WH
     # a meter bound with its own rating (10 kW) cannot report more than 2.5 kWh per 15 minutes
     net.ok("dso", "member.revoke", {"member": net.pub("meter_a")})
     small = key("meter_small")
@@ -551,10 +554,10 @@ def test_a_huge_reading_issues_one_record_and_is_bounded_by_the_meter_rating(
     )
     net.block()
     net.k["meter_small"] = small
-    supply = net.chain.state_int("supply/ewh")
+    supply = net.chain.state_int(supply_key("ewh"))
     over = net.final(_reading(net, "meter_small", T, export_wh=2_501))
     assert over.code == codes.INVALID_PAYLOAD and "rated 10000 W" in over.log
-    assert net.chain.state_int("supply/ewh") == supply
+    assert net.chain.state_int(supply_key("ewh")) == supply
     assert net.final(_reading(net, "meter_small", T, export_wh=2_500)).ok
     # part of a record is transferred and retired on its own (two records written at most)
     part = net.ok(
@@ -563,19 +566,19 @@ def test_a_huge_reading_issues_one_record_and_is_bounded_by_the_meter_rating(
         {"id": rec_id(net.pub("bob"), 0), "to": net.pub("alice"), "energy_wh": REC_WH},
     )
     net.block()
-    assert net.chain.state(f"rec/{part.txid}") == {
+    assert net.chain.state(rec_key(part.txid)) == {
         **first,
         "energy_wh": REC_WH,
         "owner": net.pub("alice"),
         "parent": rec_id(net.pub("bob"), 0),
     }
-    assert net.chain.state(f"rec/{rec_id(net.pub('bob'), 0)}")["energy_wh"] == 249 * REC_WH
+    assert net.chain.state(rec_key(rec_id(net.pub("bob"), 0)))["energy_wh"] == 249 * REC_WH
     too_much = net.final(
         net.send("alice", "rec.retire", {"id": part.txid, "energy_wh": REC_WH + 1})
     )
     assert too_much.code == codes.INVALID_PAYLOAD and "more than the certificate" in too_much.log
     assert net.final(net.send("alice", "rec.retire", {"id": part.txid})).ok
-    assert net.chain.state(f"rec/{part.txid}")["status"] == "retired"
+    assert net.chain.state(rec_key(part.txid))["status"] == "retired"
 
 
 def test_an_approval_writes_at_most_a_bounded_number_of_slot_entries(net: Members) -> None:

@@ -5,6 +5,7 @@ from ledger_helpers import make_chain
 
 from gridledger.chain import encoding
 from gridledger.chain.abci import Validator
+from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.proofs import ProofError, state_proof, tx_proof, verify_proof
 from gridledger.chain.tx import tx_id
 from gridledger.chain.verify import verify_chain
@@ -83,7 +84,8 @@ def test_tampered_result_and_state_are_found(tmp_path):
     assert rep.bad_height == 3 and "recorded result" in rep.problem
     conn.execute("UPDATE txs SET code=0 WHERE id=?", (tx_id(marks[4]),))
     conn.execute(
-        "UPDATE state SET v=? WHERE k=?", (b"999999", f"bal/utoken/{chain.pub('bob')}".encode())
+        "UPDATE state SET v=? WHERE k=?",
+        (b"999999", balance_key("utoken", chain.pub("bob")).encode()),
     )
     conn.commit()
     rep = verify_chain(chain.store.path)
@@ -115,7 +117,7 @@ def test_tx_proof_checks_offline(tmp_path):
 
 def test_state_proofs_presence_and_absence(tmp_path):
     chain, _ = build(tmp_path)
-    key = f"bal/utoken/{chain.pub('bob')}"
+    key = balance_key("utoken", chain.pub("bob"))
     p = state_proof(chain.store, chain.app, key)
     assert "header" not in p  # the latest state is committed by the next header only
     assert verify_proof(p)[0]

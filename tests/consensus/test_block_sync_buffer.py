@@ -18,7 +18,7 @@ import struct
 import pytest
 
 from gridledger.chain.app import LedgerApp
-from gridledger.chain.block import Block
+from gridledger.chain.block import Block, CommitSig
 from gridledger.chain.consensus.tendermint import reactor as reactor_mod
 from gridledger.chain.consensus.tendermint.ledger import (
     MAX_CLOCK_DRIFT_MS,
@@ -72,7 +72,7 @@ def source(tmp_path_factory):
 
 
 def _frame(h: int, block: bytes, commit: Commit) -> bytes:
-    return struct.pack(">QI", h, len(block)) + block + commit.encode()
+    return struct.pack(">QI", h, len(block)) + block + commit.to_wire()
 
 
 def _lagging(tmp_path, net: LedgerNet, clock_ms=None) -> tuple[Reactor, Store]:
@@ -117,11 +117,12 @@ def _junk_frames(blocks: dict) -> list[bytes]:
         Vote(VoteType.PRECOMMIT, 5, commit5.round, commit5.block_id, k.pub_key, b"\x00" * 64)
         for k in strangers
     )
-    frames.append(_frame(5, block5, Commit(5, commit5.round, commit5.block_id, forged)))
+    frames.append(
+        _frame(5, block5, Commit.from_precommits(5, commit5.round, commit5.block_id, forged))
+    )
     # The genuine commit with one signature flipped and the others dropped below 2/3.
-    v0 = commit5.precommits[0]
-    bad_sig = bytes([v0.signature[0] ^ 1]) + v0.signature[1:]
-    flipped = Vote(v0.type, v0.height, v0.round, v0.block_id, v0.validator, bad_sig)
+    s0 = commit5.signatures[0]
+    flipped = CommitSig(s0.validator, bytes([s0.signature[0] ^ 1]) + s0.signature[1:])
     frames.append(_frame(5, block5, Commit(5, commit5.round, commit5.block_id, (flipped,))))
     # The genuine header and commit of block 6 with another block's transactions as the body.
     block6, commit6 = blocks[6]
@@ -223,7 +224,7 @@ def test_block_of_a_future_height_naming_an_unknown_set_is_not_buffered(source, 
 
     async def run() -> None:
         await r.start()
-        r.on_frame(PEER, K_BLOCK, _frame(3, forged, Commit(3, 0, bid, votes)))
+        r.on_frame(PEER, K_BLOCK, _frame(3, forged, Commit.from_precommits(3, 0, bid, votes)))
         assert r._future_blocks == {} and r.rejected_msgs == 1
         await r.stop()
 

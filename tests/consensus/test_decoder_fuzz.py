@@ -17,7 +17,6 @@ from gridledger.chain import block as chain_block
 from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
 from gridledger.chain.consensus.tendermint.ledger import decode_block, encode_block
 from gridledger.chain.consensus.tendermint.types import (
-    Commit,
     ConsensusError,
     Proposal,
     Vote,
@@ -180,7 +179,6 @@ _vote = Vote(VoteType.PRECOMMIT, 7, 1, bytes(range(32)), bytes(32), bytes(64))
 _vote_b = Vote(VoteType.PRECOMMIT, 7, 1, None, bytes(32), bytes(64))
 VALID_VOTE = _vote.encode()
 VALID_PROPOSAL = Proposal(7, 1, 0, bytes(range(32)), b"block bytes", bytes(32), bytes(64)).encode()
-VALID_COMMIT = Commit(7, 1, bytes(range(32)), (_vote, _vote)).encode()
 _a, _b = sorted((_vote, _vote_b), key=lambda v: v.encode())
 VALID_EVIDENCE = DuplicateVoteEvidence(_a, _b).encode()
 
@@ -190,10 +188,9 @@ VALID_EVIDENCE = DuplicateVoteEvidence(_a, _b).encode()
     [
         (Vote.decode, VALID_VOTE),
         (Proposal.decode, VALID_PROPOSAL),
-        (Commit.decode, VALID_COMMIT),
         (DuplicateVoteEvidence.decode, VALID_EVIDENCE),
     ],
-    ids=["vote", "proposal", "commit", "evidence"],
+    ids=["vote", "proposal", "evidence"],
 )
 def test_consensus_decoders_raise_only_consensus_error(decode, valid):
     assert decode(valid).encode() == valid  # the seed input is valid
@@ -237,16 +234,20 @@ def _valid_block() -> bytes:
         bytes(32),
         1,
         roots,
-        bytes(32),
-        bytes(32),
-        bytes(32),
-        bytes(32),  # next_validators_hash (header v2)
+        bytes(32),  # app hash
+        bytes(32),  # last results hash
+        bytes(32),  # validators hash
+        bytes(32),  # next validators hash
     )
     return encode_block(chain_block.Block(header, (VALID_TX,)))
 
 
 VALID_BLOCK = _valid_block()
 VALID_LEDGER_COMMIT = chain_block.Commit.sign(CHAIN, 5, 0, bytes(32), [_signer]).encode()
+# The engine's block-sync form of a commit (two precommits for one block).
+VALID_WIRE_COMMIT = chain_block.Commit.from_precommits(
+    7, 1, bytes(range(32)), (_vote, _vote)
+).to_wire()
 
 
 @pytest.mark.parametrize(
@@ -254,9 +255,10 @@ VALID_LEDGER_COMMIT = chain_block.Commit.sign(CHAIN, 5, 0, bytes(32), [_signer])
     [
         (decode_block, VALID_BLOCK),
         (chain_block.Commit.decode, VALID_LEDGER_COMMIT),
+        (chain_block.Commit.from_wire, VALID_WIRE_COMMIT),
         (chain_block.decode_txs, chain_block.encode_txs([VALID_TX, b"x"])),
     ],
-    ids=["block", "ledger-commit", "tx-list"],
+    ids=["block", "ledger-commit", "commit-wire", "tx-list"],
 )
 def test_block_decoders_raise_only_block_error(decode, valid):
     decode(valid)
@@ -268,6 +270,22 @@ def test_block_decoders_raise_only_block_error(decode, valid):
             decode(data)
         except chain_block.BlockError:
             return
+
+    check()
+
+
+def test_commit_wire_form_is_canonical():
+    """What decodes from the block-sync form re-encodes to the same bytes (one form per commit)."""
+    assert chain_block.Commit.from_wire(VALID_WIRE_COMMIT).to_wire() == VALID_WIRE_COMMIT
+
+    @FUZZ
+    @given(data=fuzz_input(VALID_WIRE_COMMIT))
+    def check(data):
+        try:
+            decoded = chain_block.Commit.from_wire(data)
+        except chain_block.BlockError:
+            return
+        assert decoded.to_wire() == data
 
     check()
 

@@ -174,10 +174,7 @@ def test_restart_after_crash_between_schedule_and_store_commit(tmp_path, monkeyp
     h = node.chain.height + 1
     block_bytes, block_id = node.chain.make_block(h, 0, node.key.pub_key)
     # A commit from the other validators' keys (they would sign it in consensus).
-    sigs = Commit.sign(CHAIN, h, 0, block_id, [net.keys[i] for i in (0, 1, 3)])
-    from gridledger.chain.consensus.tendermint.ledger import from_ledger_commit
-
-    commit = from_ledger_commit(sigs)
+    commit = Commit.sign(CHAIN, h, 0, block_id, [net.keys[i] for i in (0, 1, 3)])
 
     def crash():
         raise RuntimeError("power cut")

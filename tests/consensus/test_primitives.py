@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from gridledger.chain.abci import Validator
+from gridledger.chain.block import BlockError
 from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
 from gridledger.chain.consensus.tendermint.privval import DoubleSignError, PrivValidator
 from gridledger.chain.consensus.tendermint.types import (
@@ -26,6 +27,8 @@ from gridledger.chain.consensus.tendermint.validators import (
 from gridledger.chain.consensus.tendermint.voteset import MAX_VALUES_PER_VALIDATOR, VoteSet
 
 from .simnet import make_keys
+
+_COMMIT_HEAD_BYTES = 8 + 4 + 32 + 2  # height, round, block id, vote count
 
 CHAIN = "prim-chain"
 
@@ -226,18 +229,26 @@ def test_vote_proposal_commit_round_trip_and_bad_input(tmp_path):
     assert Vote.decode(votes[0].encode()) == votes[0]
     with pytest.raises(ConsensusError, match="bytes"):
         Vote.decode(votes[0].encode()[:-1])
-    commit = Commit(9, 1, bid, votes)
-    assert Commit.decode(commit.encode()) == commit
+    commit = Commit.from_precommits(9, 1, bid, votes)
+    assert Commit.from_wire(commit.to_wire()) == commit
+    assert Commit.decode(commit.encode()) == commit  # the store's form carries the same facts
+    # the wire form is the vote wire layout, so each precommit's own encoding appears in it
+    assert all(v.encode() in commit.to_wire() for v in votes)
     verify_commit(CHAIN, vs, commit)
+    assert commit.check(CHAIN, vs.validators, bid, 9) is None  # the ledger's check agrees
     with pytest.raises(ConsensusError, match="needs more than 2/3"):
-        verify_commit(CHAIN, vs, Commit(9, 1, bid, votes[:2]))
+        verify_commit(CHAIN, vs, Commit.from_precommits(9, 1, bid, votes[:2]))
     with pytest.raises(ConsensusError, match="twice"):
-        verify_commit(CHAIN, vs, Commit(9, 1, bid, (*votes[:2], votes[0])))
+        verify_commit(CHAIN, vs, Commit.from_precommits(9, 1, bid, (*votes[:2], votes[0])))
     with pytest.raises(ConsensusError, match="signature"):
         verify_commit("other", vs, commit)
     nil_vote = pvs[3].sign_vote(VoteType.PRECOMMIT, 9, 1, None)
-    with pytest.raises(ConsensusError, match="not a precommit for its block"):
-        verify_commit(CHAIN, vs, Commit(9, 1, bid, (*votes, nil_vote)))
+    with pytest.raises(BlockError, match="not a precommit for its block"):
+        Commit.from_precommits(9, 1, bid, (*votes, nil_vote))
+    wire = bytearray(commit.to_wire())
+    wire[_COMMIT_HEAD_BYTES] = int(VoteType.PREVOTE)  # first vote's type byte
+    with pytest.raises(BlockError, match="not a precommit for its block"):
+        Commit.from_wire(bytes(wire))
 
 
 def test_guard_refuses_to_start_from_a_torn_or_edited_record(tmp_path):

@@ -30,7 +30,7 @@ def test_four_honest_validators_agree_on_every_height(tmp_path):
     for h in range(1, 9):
         c = net.nodes[0].commits[h]
         assert c.round == 0
-        assert sum(net.valset.power_of(v.validator) for v in c.precommits) * 3 > 2 * 4
+        assert sum(net.valset.power_of(v.validator) for v in c.signatures) * 3 > 2 * 4
 
 
 @pytest.mark.parametrize("seed", [2, 3, 4, 5])

@@ -476,14 +476,23 @@ def test_reactor_frame_limits_admit_the_largest_real_frames():
     from types import SimpleNamespace
 
     from gridledger.chain.consensus.tendermint import reactor as r
-    from gridledger.chain.consensus.tendermint.evidence import DuplicateVoteEvidence
+    from gridledger.chain.consensus.tendermint.evidence import (
+        DuplicateProposalEvidence,
+        DuplicateVoteEvidence,
+        SignedProposal,
+    )
     from gridledger.chain.consensus.tendermint.types import Proposal, Vote, VoteType
 
     limits = r.frame_limits(4 << 20, 5000)
     v1 = Vote(VoteType.PREVOTE, 2**63, 2**31 - 1, bytes(32), bytes(32), bytes(64))
     v2 = Vote(VoteType.PREVOTE, 2**63, 2**31 - 1, None, bytes(32), bytes(64))
     assert len(v1.encode()) == limits[r.K_VOTE]
-    assert len(DuplicateVoteEvidence.from_votes(v1, v2).encode()) == limits[r.K_EVIDENCE]
+    # the evidence bound is the larger of the two kinds: duplicate votes and duplicate proposals
+    vote_ev = len(DuplicateVoteEvidence.from_votes(v1, v2).encode())
+    p1 = SignedProposal(2**63 - 1, 2**31 - 1, 2**31 - 2, bytes(32), bytes(32), bytes(64))
+    p2 = SignedProposal(2**63 - 1, 2**31 - 1, -1, bytes(32), bytes(32), bytes(64))
+    prop_ev = len(DuplicateProposalEvidence(p1, p2).encode())
+    assert limits[r.K_EVIDENCE] == max(vote_ev, prop_ev)
     assert r._STATUS.size == limits[r.K_STATUS]
     # a block of 5,000 transactions filling 4 MiB, with its header, fits a proposal frame
     full = Proposal(9, 1, 0, bytes(32), bytes((4 << 20) + 4 * 5000 + 2048), bytes(32), bytes(64))

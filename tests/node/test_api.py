@@ -6,6 +6,7 @@ from hashlib import sha256
 
 import pytest
 
+from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import load_key
 from gridledger.chain.proofs import verify_proof
 from gridledger.chain.tx import make_tx
@@ -47,7 +48,7 @@ def test_submit_follow_and_read(env):
     assert res["txid"] in blk["txs"] and blk["header"]["height"] == st["height"]
     assert client.status()["height"] >= st["height"]
     # a state proof and a tx proof from the API check offline
-    sp = client.state(f"bal/utoken/{pubs['vendor']}", prove=True)
+    sp = client.state(balance_key("utoken", pubs["vendor"]), prove=True)
     assert verify_proof(sp)[0] and int(bytes.fromhex(sp["value"])) == 7
     ok, msg = verify_proof(client.tx_proof(res["txid"]), validators=node.app.validators())
     assert ok, msg

@@ -28,6 +28,7 @@ from gridledger.agents.der_agent import (
     node_key_path,
     open_round,
 )
+from gridledger.chain.contracts.aggregator import round_key
 from gridledger.chain.keys import KeyPair, save_key
 from gridledger.grid.admm import AdmmOptions, tree_clusters
 from gridledger.grid.dispatch import Dispatch, dispatch, generator_cost_usd
@@ -197,7 +198,7 @@ def run_on_chain(
         open_round(client, dso, feeder, round_id, [k.pub_hex for k in keys], options, timeout_ms)
         deadline = time.monotonic() + deadline_s
         while True:
-            state = client.state(f"admm/{round_id}/state")
+            state = client.state(round_key(round_id, "state"))
             if state is not None and state["status"] in TERMINAL:
                 break
             dead = [p for p in procs if p.poll() not in (None, 0)]
@@ -208,7 +209,7 @@ def run_on_chain(
                 )
             time.sleep(0.05)
         seconds = time.monotonic() - started
-        schedule = client.state(f"admm/{round_id}/schedule")
+        schedule = client.state(round_key(round_id, "schedule"))
         client.close()
         return OnChainRun(state["status"], len(state["history"]), seconds, schedule, state, home)
     finally:

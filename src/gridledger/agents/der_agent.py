@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gridledger.agents.client import AgentError, ChainClient, must
+from gridledger.chain.contracts.aggregator import round_key
 from gridledger.chain.keys import KeyPair
 from gridledger.grid.admm import AdmmOptions, initial_z, root_price_estimate
 from gridledger.grid.conic_subproblem import ConicLocalModel
@@ -149,12 +150,14 @@ class DerAgent:
     def step(self, client: ChainClient) -> bool:
         """Submit for the open iteration if due; True when something was submitted."""
         rid = self.round_id
-        st = client.state(f"admm/{rid}/state")
+        st = client.state(round_key(rid, "state"))
         if not self.due(st):
             if st is not None and self.node in st["submitted"]:
                 self.done_k = st["k"]
             return False
-        payload = self.local_step(st, client.state(f"admm/{rid}/z"), client.state(f"admm/{rid}/xi"))
+        payload = self.local_step(
+            st, client.state(round_key(rid, "z")), client.state(round_key(rid, "xi"))
+        )
         out = client.submit(self.key, "admm.submit", payload)
         if not out.ok:
             raise AgentError(f"node {self.node} iteration {st['k']}: {out.log}")
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         agent.warm_up()
     print(f"ready: nodes {args.nodes}", flush=True)
     t_end = time.monotonic() + args.deadline_s
-    key_state = f"admm/{args.round}/state"
+    key_state = round_key(args.round, "state")
     while time.monotonic() < t_end:
         state = client.state(key_state)
         due = [a for a in agents if a.due(state)]
@@ -333,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.005)
             continue
         # one read of z and of the duals per process and iteration, one batched submission
-        z = client.state(f"admm/{args.round}/z")
-        xi_all = client.state(f"admm/{args.round}/xi")
+        z = client.state(round_key(args.round, "z"))
+        xi_all = client.state(round_key(args.round, "xi"))
         items = []
         for a in due:
             if isinstance(a, ClusterAgent):

@@ -20,7 +20,6 @@ Restart safety comes from where the state lives:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -31,11 +30,16 @@ from typing import Any
 import httpx
 
 from gridledger.agents.client import AgentError, ChainClient, must
-from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _integral, _spec
+from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _spec
 from gridledger.agents.dso_config import load_dso_config
 from gridledger.agents.runner import HttpChain
-from gridledger.chain import encoding
-from gridledger.chain.contracts.market import PARAMS, PENDING, match_key, trade_record
+from gridledger.chain.contracts.market import (
+    PARAMS,
+    PENDING,
+    document_digest,
+    match_key,
+    trade_record,
+)
 from gridledger.chain.keys import KeyPair
 from gridledger.market.settlement import allocate_pro_rata
 
@@ -103,7 +107,7 @@ class IntervalDsoAgent(DsoAgent):
                 for t, (run, e) in sorted(evaluations.items())
             ],
         }
-        digest = hashlib.sha256(encoding.encode(_integral(document))).hexdigest()
+        digest = document_digest(document)
         if self.documents_dir is not None:
             self.documents_dir.mkdir(parents=True, exist_ok=True)
             for g in group:

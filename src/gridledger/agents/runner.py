@@ -65,6 +65,20 @@ class HttpChain:
         value = resp.raise_for_status().json().get("value")
         return None if value is None else encoding.decode(bytes.fromhex(value))
 
+    def items_with_prefix(self, prefix: str, limit: int = 100_000) -> list[tuple[str, Any]]:
+        """Committed (key, value) pairs under ``prefix`` in key order, paged through the API's
+        read-only listing (``GET /web/state``)."""
+        out: list[tuple[str, Any]] = []
+        after = ""
+        while len(out) < limit:
+            params = {"prefix": prefix, "limit": 500, **({"after": after} if after else {})}
+            page = self.http.get("/web/state", params=params).raise_for_status().json()
+            out += [(item["key"], item["value"]) for item in page["items"]]
+            after = page["next"]
+            if not after:
+                break
+        return out[:limit]
+
     def _next_seq(self, pub: str) -> int:
         if pub not in self._seq:
             acct = self.http.get(f"/accounts/{pub}").raise_for_status().json()

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gridledger.chain.contracts.aggregator import round_key
+
 RELAXATION_EXACT_TOL = 1e-3  # relative |ℓ·v − P² − Q²| (see grid.distflow.relaxation_gap)
 
 
@@ -193,13 +195,13 @@ def audit_rounds(db_path: str) -> dict[str, Any]:
 
         out = {}
         for rid, r in rounds.items():
-            st = state(f"admm/{rid}/state") or {}
+            st = state(round_key(rid, "state")) or {}
             same = (
-                r["z"] == state(f"admm/{rid}/z")
-                and r["xi"] == state(f"admm/{rid}/xi")
+                r["z"] == state(round_key(rid, "z"))
+                and r["xi"] == state(round_key(rid, "xi"))
                 and r["history"] == st.get("history")
             )
-            schedule = state(f"admm/{rid}/schedule")
+            schedule = state(round_key(rid, "schedule"))
             if r["schedule"] is not None:
                 same = same and all(
                     r["schedule"][k] == schedule[k]

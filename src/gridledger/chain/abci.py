@@ -9,10 +9,18 @@ nothing of votes, rounds or peers.  Calls for one height come in this order::
 
 ``check_tx`` may be called at any time (mempool admission) and must not change committed state.
 Times are block times in integer milliseconds since the Unix epoch (UTC), agreed by consensus.
+
+Beyond ABCI's calls, the :class:`Application` protocol names what the engines need to build and
+judge ledger blocks (which Merkle tree a transaction belongs to, the validator set of a height,
+the block limits, a stateless admission check, which transactions are already committed), so
+an engine never reaches into an application's attributes. :class:`BaseApplication` gives the
+neutral defaults of the extra calls, as CometBFT's ``BaseApplication`` does for ABCI's.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +40,16 @@ class AppInfo:
     last_block_height: int
     last_block_app_hash: bytes
     chain_id: str = ""
+    last_results_hash: bytes = b""  # results of the last committed block (the next header's)
+    last_block_time_ms: int = 0  # the next block's time must be after this
+
+
+@dataclass(frozen=True)
+class BlockLimits:
+    """Consensus parameters a proposer must respect (a larger block is rejected)."""
+
+    max_bytes: int = 8 << 20
+    max_txs: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -124,3 +142,56 @@ class Application(Protocol):
     def query(
         self, path: str, data: bytes = b"", height: int = 0, prove: bool = False
     ) -> QueryResult: ...
+
+    # --- beyond ABCI: what the ledger's engines need ------------------------------------------
+    def proposal_problem(self, txs: list[bytes], info: ProposalInfo) -> str | None:
+        """Why a proposal is invalid (None: valid); ``process_proposal`` is ``is None`` of it."""
+        ...
+
+    def classify_tx(self, raw: bytes) -> str:
+        """The Merkle tree of the header a transaction is committed in (``block.TREES``)."""
+        ...
+
+    def precheck_tx(self, raw: bytes) -> CheckTxResult:
+        """The stateless part of ``check_tx`` (form, size, chain id, signature); may be cached."""
+        ...
+
+    def committed_among(self, txids: set[bytes]) -> set[bytes]:
+        """Which of these transaction ids are already in a committed block."""
+        ...
+
+    def validators_for(self, height: int) -> list[Validator]:
+        """The validator set that signs block ``height``."""
+        ...
+
+    def block_limits(self) -> BlockLimits: ...
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Hold off other callers while one block is judged, executed and committed."""
+        ...
+
+
+class BaseApplication:
+    """Neutral defaults for the calls beyond ABCI; an application overrides what it has."""
+
+    def process_proposal(self, txs: list[bytes], info: ProposalInfo) -> bool:
+        return self.proposal_problem(txs, info) is None
+
+    def proposal_problem(self, txs: list[bytes], info: ProposalInfo) -> str | None:
+        return None
+
+    def classify_tx(self, raw: bytes) -> str:
+        return "other"
+
+    def precheck_tx(self, raw: bytes) -> CheckTxResult:
+        return CheckTxResult(OK)
+
+    def committed_among(self, txids: set[bytes]) -> set[bytes]:
+        return set()
+
+    def block_limits(self) -> BlockLimits:
+        return BlockLimits()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        yield

@@ -19,7 +19,9 @@ expensive, pure part) run before taking it and are cached by transaction id.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,10 @@ from sortedcontainers import SortedSet
 from gridledger.chain import codes, encoding
 from gridledger.chain.abci import (
     AppInfo,
+    BaseApplication,
+    BlockLimits,
     CheckTxResult,
+    Event,
     ExecTxResult,
     FinalizeBlockResult,
     ProposalInfo,
@@ -38,9 +43,9 @@ from gridledger.chain.abci import (
 from gridledger.chain.block import results_hash
 from gridledger.chain.contracts import Context, ContractError, Registry, State, build_registry
 from gridledger.chain.contracts.base import Overlay, scannable
-from gridledger.chain.contracts.membership import new_member
+from gridledger.chain.contracts.membership import member_key, new_member
 from gridledger.chain.contracts.roles import may_send
-from gridledger.chain.contracts.tokens import mint
+from gridledger.chain.contracts.tokens import DENOMS, balance_key, mint
 from gridledger.chain.contracts.validators import VALIDATORS_KEY
 from gridledger.chain.genesis import Genesis, parse_genesis
 from gridledger.chain.merkle import EMPTY_ROOT
@@ -48,8 +53,6 @@ from gridledger.chain.statetree import StateTree
 from gridledger.chain.store import Store
 from gridledger.chain.tx import Tx, TxError, decode_tx, tx_id
 
-_GATE = "gate"  # failure before execution: nothing changes
-_EXEC = "exec"  # failure in the contract: sequence consumed, writes discarded
 # results a tx can get without consuming its sequence number: the same bytes could pass the
 # sequence check again later, so check_tx must know they were committed (kept in memory: rare)
 _GATE_CODES = (
@@ -70,6 +73,11 @@ _PRECHECK_CACHE_MAX = 50_000  # decoded txs: bounded memory; a miss only costs a
 _UNCOMMITTED_MAX = 400_000  # txids known not to be committed: ~50 MB at most; a miss is a query
 
 
+def seq_key(pub_hex: str) -> str:
+    """The next sequence number a sender's transaction must carry (replay protection)."""
+    return f"seq/{pub_hex}"
+
+
 class AppError(RuntimeError):
     """The application was driven out of order (a consensus bug, not bad input)."""
 
@@ -86,7 +94,9 @@ class _Pending:
     results_hash: bytes
 
 
-class LedgerApp:
+class LedgerApp(BaseApplication):
+    """The ledger's state machine: an :class:`~gridledger.chain.abci.Application`."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.lock = threading.RLock()
@@ -183,7 +193,29 @@ class LedgerApp:
     # --- ABCI ----------------------------------------------------------------------------------
     def info(self) -> AppInfo:
         with self.lock:
-            return AppInfo(self.height, self.app_hash, self.chain_id)
+            return AppInfo(
+                self.height,
+                self.app_hash,
+                self.chain_id,
+                self.last_results_hash,
+                self.last_time_ms,
+            )
+
+    def block_limits(self) -> BlockLimits:
+        return BlockLimits(
+            self.params.get("max_block_bytes", 8 << 20), self.params.get("max_block_txs", 20_000)
+        )
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self.lock:
+            yield
+
+    def precheck_tx(self, raw: bytes) -> CheckTxResult:
+        parsed, code, log = self._precheck(bytes(raw))
+        if parsed is None:
+            return CheckTxResult(code, log)
+        return CheckTxResult(code, log, parsed.sender, parsed.seq)
 
     def init_chain(self, genesis: bytes) -> bytes:
         with self.lock:
@@ -198,12 +230,12 @@ class LedgerApp:
             ctx = Context(state, g.chain_id, 0, g.doc["genesis_time_ms"], params=g.params)
             for m in g.doc["members"]:
                 state.set(
-                    f"member/{m['pub_key']}",
+                    member_key(m["pub_key"]),
                     new_member(m["role"], 0, m.get("name", ""), m.get("bus")),
                 )
             for v in g.doc["validators"]:
-                if state.get(f"member/{v['pub_key']}") is None:
-                    state.set(f"member/{v['pub_key']}", new_member("validator", 0, "validator"))
+                if state.get(member_key(v["pub_key"])) is None:
+                    state.set(member_key(v["pub_key"]), new_member("validator", 0, "validator"))
             state.set(
                 VALIDATORS_KEY,
                 sorted(
@@ -324,35 +356,38 @@ class LedgerApp:
         height: int,
         time_ms: int,
         updates: list[Validator] | None = None,
-    ) -> tuple[int, str, tuple, str]:
+    ) -> tuple[int, str, tuple[Event, ...]]:
+        """Run one transaction: (code, log, events).
+
+        A failure at the gate (membership, role, sequence, payload) changes nothing; a failure
+        in the contract consumes the sequence number and discards the contract's writes.
+        """
         sender = tx.sender.hex()
-        raw_member = state.get_raw(f"member/{sender}".encode())
+        raw_member = state.get_raw(member_key(sender).encode())
         if raw_member is None:
-            return codes.NOT_MEMBER, f"sender {sender[:16]}… is not a registered member", (), _GATE
+            return codes.NOT_MEMBER, f"sender {sender[:16]}… is not a registered member", ()
         member = encoding.decode_trusted(raw_member)
         if member["status"] != "active":
-            return codes.MEMBER_INACTIVE, f"sender is {member['status']}", (), _GATE
+            return codes.MEMBER_INACTIVE, f"sender is {member['status']}", ()
         ttype = self.registry.types[tx.type]
         if not may_send(member, tx.type, ttype.roles):
             return (
                 codes.ROLE_NOT_ALLOWED,
                 f"role {member['role']} may not send {tx.type}",
                 (),
-                _GATE,
             )
-        seq_key = f"seq/{sender}"
-        expected = state.get_int(seq_key)
+        sender_seq = seq_key(sender)
+        expected = state.get_int(sender_seq)
         if tx.seq != expected:
             why = "already used (replay)" if tx.seq < expected else "skips ahead"
             return (
                 codes.BAD_SEQUENCE,
                 f"expected sequence {expected}, got {tx.seq}: {why}",
                 (),
-                _GATE,
             )
         bad_payload = self._payload_problem(tx, ttype)
         if bad_payload is not None:
-            return codes.INVALID_PAYLOAD, bad_payload, (), _GATE
+            return codes.INVALID_PAYLOAD, bad_payload, ()
         ctx = Context(
             state,
             self.chain_id,
@@ -367,21 +402,21 @@ class LedgerApp:
         )
         try:
             ttype.execute(ctx, tx.payload)
-            code, log, stage = codes.OK, "", ""
+            code, log = codes.OK, ""
         except ContractError as exc:
-            code, log, stage = exc.code, exc.log, _EXEC
+            code, log = exc.code, exc.log
         except (MemoryError, RecursionError):
             raise  # depends on the machine, not the input: stop rather than diverge
         except Exception as exc:  # a contract bug: deterministic, recorded, never a node crash
-            code, log, stage = codes.INTERNAL, f"contract error {type(exc).__name__}", _EXEC
+            code, log = codes.INTERNAL, f"contract error {type(exc).__name__}"
         if code != codes.OK:
             state.discard_tx()
-            state.set_int(seq_key, expected + 1)
-            return code, log, (), stage
-        state.set_int(seq_key, expected + 1)
+            state.set_int(sender_seq, expected + 1)
+            return code, log, ()
+        state.set_int(sender_seq, expected + 1)
         if updates is not None:
             updates.extend(ctx.validator_updates)
-        return codes.OK, "", tuple(ctx.events), ""
+        return codes.OK, "", tuple(ctx.events)
 
     def check_tx(self, tx: bytes) -> CheckTxResult:
         raw = bytes(tx)
@@ -399,7 +434,7 @@ class LedgerApp:
                     parsed.seq,
                 )
             state = State(self._committed, self._check_overlay, self._ordered)
-            code, log, _, _ = self._execute(parsed, state, self.height + 1, self.last_time_ms)
+            code, log, _ = self._execute(parsed, state, self.height + 1, self.last_time_ms)
             if code == codes.OK:
                 state.commit_tx()
             else:
@@ -442,9 +477,10 @@ class LedgerApp:
             return f"proposal for height {info.height}, expected {self.height + 1}"
         if info.time_ms <= self.last_time_ms:
             return f"block time {info.time_ms} is not after {self.last_time_ms}"
-        if len(txs) > self.params.get("max_block_txs", 20_000):
+        limits = self.block_limits()
+        if len(txs) > limits.max_txs:
             return "too many transactions"
-        if sum(len(t) for t in txs) > self.params.get("max_block_bytes", 8 << 20):
+        if sum(len(t) for t in txs) > limits.max_bytes:
             return "block too large"
         seen: set[bytes] = set()
         for i, raw in enumerate(txs):
@@ -481,7 +517,7 @@ class LedgerApp:
                 seen.add(txid)
                 parsed, code, log = self._precheck(raw)
                 if code == codes.OK:
-                    code, log, events, _ = self._execute(
+                    code, log, events = self._execute(
                         parsed, state, info.height, info.time_ms, updates
                     )
                     state.commit_tx()
@@ -594,13 +630,11 @@ class LedgerApp:
             if path.startswith("account/"):
                 who = path[len("account/") :]
                 get = self._committed.get
-                member = get(f"member/{who}".encode())
+                member = get(member_key(who).encode())
                 doc = {
-                    "balances": {
-                        d: int(get(f"bal/{d}/{who}".encode(), b"0")) for d in ("utoken", "ewh")
-                    },
+                    "balances": {d: int(get(balance_key(d, who).encode(), b"0")) for d in DENOMS},
                     "member": None if member is None else encoding.decode(member),
-                    "seq": int(get(f"seq/{who}".encode(), b"0")),
+                    "seq": int(get(seq_key(who).encode(), b"0")),
                 }
                 return QueryResult(codes.OK, encoding.encode(doc), height=self.height)
             if path == "validators":
@@ -615,7 +649,7 @@ class LedgerApp:
         """The next sequence number ``check_tx`` will accept from a sender (pending counted)."""
         with self.lock:
             state = State(self._committed, self._check_overlay, self._ordered)
-            return state.get_int(f"seq/{sender_hex}")
+            return state.get_int(seq_key(sender_hex))
 
     def state_root_from_disk(self) -> bytes:
         """Recompute the state root from the database (audit)."""

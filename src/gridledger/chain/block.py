@@ -6,9 +6,10 @@ decided and executed. Transactions are committed to by four RFC 6962 trees (seed
 active-power records, loss records, reactive-power records and everything else; which tree a
 transaction belongs to is declared by its contract (``classify`` below).
 
-Precommit signatures use exactly the sign bytes of the Tendermint engine's votes
-(``consensus/tendermint/types.py``: domain, chain id, type=3, height, round, block hash), so a
-commit gathered by that engine is a valid :class:`Commit` here.
+:class:`Commit` is the one commit class of the project: the Tendermint engine gathers it from its
+precommit votes and gossips its binary form (:meth:`Commit.to_wire`), the store keeps its
+canonical JSON (:meth:`Commit.encode`), light clients and proofs check it. Sign bytes, the
+validator-set hash and the length-prefixed list come from :mod:`gridledger.chain.wire`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ from typing import Any
 from gridledger.chain import encoding, merkle
 from gridledger.chain.abci import Validator
 from gridledger.chain.keys import KeyPair, verify
+from gridledger.chain.wire import (
+    PRECOMMIT,
+    VOTE_WIRE,
+    WireError,
+    decode_length_prefixed,
+    encode_length_prefixed,
+    precommit_sign_bytes,
+    validator_set_hash,
+)
 
 TREES = ("active", "loss", "reactive", "other")
 HEADER_DOMAIN = b"gridledger/header/v1\x00"
 RESULT_DOMAIN = b"gridledger/result/v1\x00"
 HEADER_VERSION = 2  # 2: next_validators_hash
-PRECOMMIT = 3
-_VOTE_HEAD = struct.Struct(">BQiB")
+# The binary (block-sync) form of a commit: head, then each precommit in the vote wire layout.
+_COMMIT_WIRE_HEAD = struct.Struct(">QI32sH")
+_COMMIT_WIRE_VOTE = VOTE_WIRE
 
 
 class BlockError(ValueError):
@@ -42,26 +53,6 @@ def hash_header_bytes(header_bytes: bytes) -> bytes:
 def genesis_hash(genesis_bytes: bytes) -> bytes:
     """The ``prev_block_hash`` of block 1: ties the chain to its genesis document."""
     return hashlib.sha256(b"gridledger/genesis/v1\x00" + genesis_bytes).digest()
-
-
-def validator_set_hash(validators: Iterable[Validator]) -> bytes:
-    """Same bytes as the Tendermint engine's ``ValidatorSet.hash`` (order: power desc, address)."""
-    vals = sorted(validators, key=lambda v: (-v.power, hashlib.sha256(v.pub_key).digest()[:20]))
-    h = hashlib.sha256(b"gridledger/valset/v1")
-    for v in vals:
-        h.update(v.pub_key + struct.pack(">Q", v.power))
-    return h.digest()
-
-
-def precommit_sign_bytes(chain_id: str, height: int, round_: int, block_hash: bytes) -> bytes:
-    cid = chain_id.encode()
-    return (
-        b"gridledger/vote/v1"
-        + bytes([len(cid)])
-        + cid
-        + _VOTE_HEAD.pack(PRECOMMIT, height, round_, 1)
-        + block_hash
-    )
 
 
 def result_leaf(code: int, log: str) -> bytes:
@@ -193,7 +184,7 @@ class Header:
             raise BlockError(f"header: {exc}") from exc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommitSig:
     validator: bytes
     signature: bytes
@@ -207,6 +198,58 @@ class Commit:
     round: int
     block_hash: bytes
     signatures: tuple[CommitSig, ...] = field(default_factory=tuple)
+
+    @property
+    def block_id(self) -> bytes:
+        """The engine's name for the block hash (the id of the value it decided)."""
+        return self.block_hash
+
+    @staticmethod
+    def from_precommits(
+        height: int, round_: int, block_hash: bytes, votes: Iterable[Any]
+    ) -> Commit:
+        """From the engine's precommit votes; each must be a precommit for this block."""
+        sigs = []
+        for v in votes:
+            if (int(v.type), v.height, v.round, v.block_id) != (
+                PRECOMMIT,
+                height,
+                round_,
+                block_hash,
+            ):
+                raise BlockError("commit holds a vote that is not a precommit for its block")
+            sigs.append(CommitSig(v.validator, v.signature))
+        return Commit(height, round_, block_hash, tuple(sigs))
+
+    def to_wire(self) -> bytes:
+        """The binary form the engine gossips in block sync (~140 bytes per signature)."""
+        head = _COMMIT_WIRE_HEAD.pack(
+            self.height, self.round, self.block_hash, len(self.signatures)
+        )
+        return head + b"".join(
+            _COMMIT_WIRE_VOTE.pack(
+                PRECOMMIT, self.height, self.round, 1, self.block_hash, s.validator, s.signature
+            )
+            for s in self.signatures
+        )
+
+    @staticmethod
+    def from_wire(data: bytes) -> Commit:
+        hs, vs = _COMMIT_WIRE_HEAD.size, _COMMIT_WIRE_VOTE.size
+        if len(data) < hs:
+            raise BlockError("commit shorter than its header")
+        height, rnd, block_hash, n = _COMMIT_WIRE_HEAD.unpack_from(data)
+        if len(data) != hs + n * vs:
+            raise BlockError("commit length does not match its vote count")
+        sigs = []
+        for i in range(n):
+            vtype, vh, vr, has_block, bid, validator, sig = _COMMIT_WIRE_VOTE.unpack_from(
+                data, hs + i * vs
+            )
+            if (vtype, vh, vr, has_block, bid) != (PRECOMMIT, height, rnd, 1, block_hash):
+                raise BlockError("commit holds a vote that is not a precommit for its block")
+            sigs.append(CommitSig(validator, sig))
+        return Commit(height, rnd, block_hash, tuple(sigs))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -287,20 +330,14 @@ class Commit:
 
 
 def encode_txs(txs: Sequence[bytes]) -> bytes:
-    return b"".join(struct.pack(">I", len(t)) + t for t in txs)
+    return encode_length_prefixed(txs)
 
 
 def decode_txs(data: bytes) -> list[bytes]:
-    out, i, n = [], 0, len(data)
-    while i < n:
-        if i + 4 > n:
-            raise BlockError("truncated transaction list")
-        (ln,) = struct.unpack_from(">I", data, i)
-        if i + 4 + ln > n:
-            raise BlockError("transaction length runs past the end of the block body")
-        out.append(bytes(data[i + 4 : i + 4 + ln]))
-        i += 4 + ln
-    return out
+    try:
+        return decode_length_prefixed(data, "transaction", "block body")
+    except WireError as exc:
+        raise BlockError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -126,27 +126,26 @@ def _order(args: argparse.Namespace) -> int:
 
 
 def _orders(args: argparse.Namespace) -> int:
-    from gridledger.chain.contracts.market import BOOK
-    from gridledger.market.matching import OrderBook
+    from gridledger.chain.contracts.market_book import ORDER_PREFIX
 
     mine = _key(args.mine).pub_hex if args.mine else None
     client = _client(args.node)
     try:
-        data = client.state(BOOK)
+        records = [rec for _key_, rec in client.items_with_prefix(ORDER_PREFIX)]
     finally:
         client.close()
-    book = OrderBook.from_dict(data) if data else OrderBook()
     rows = []
-    for kind, orders in (("offer", book.offers.values()), ("bid", book.bids.values())):
-        for o in orders:
-            owner = o.seller if kind == "offer" else o.buyer
-            if mine and owner != mine:
-                continue
-            price = o.price_utoken_per_kwh if kind == "offer" else o.max_price_utoken_per_kwh
-            rows.append({"order": o.offer_id if kind == "offer" else o.bid_id, "kind": kind,
-                         "bus": o.node, "kw": o.power_w / 1000,
-                         "price_token_per_kwh": price / UTOKEN_PER_TOKEN,
-                         "from": _iso(o.start_ms), "to": _iso(o.end_ms)})  # fmt: skip
+    for rec in records:  # one record per open order (chain/contracts/market_book.py)
+        kind = "offer" if "offer" in rec else "bid"
+        o = rec[kind]
+        owner = o["seller"] if kind == "offer" else o["buyer"]
+        if mine and owner != mine:
+            continue
+        price = o["price_utoken_per_kwh"] if kind == "offer" else o["max_price_utoken_per_kwh"]
+        rows.append({"order": o["offer_id"] if kind == "offer" else o["bid_id"], "kind": kind,
+                     "bus": o["node"], "kw": o["power_w"] / 1000,
+                     "price_token_per_kwh": price / UTOKEN_PER_TOKEN,
+                     "from": _iso(o["start_ms"]), "to": _iso(o["end_ms"])})  # fmt: skip
     lines = [f"{'order':<18}{'kind':<7}{'bus':>5}{'kW':>9}{'token/kWh':>11}  window"]
     for r in rows:
         lines.append(

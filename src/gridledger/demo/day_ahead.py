@@ -24,6 +24,8 @@ import numpy as np
 
 from gridledger.agents.client import ChainClient, must
 from gridledger.agents.der_agent import DerAgent, open_round
+from gridledger.chain.contracts.aggregator import round_key
+from gridledger.chain.contracts.billing import bill_key
 from gridledger.chain.keys import KeyPair, load_key, save_key
 
 Progress = Callable[[str], None]
@@ -91,7 +93,7 @@ def run_day_ahead(
     while not all(d.done for d in ders):
         submitted = sum(d.step(chain) for d in ders)
         produce()
-        st = chain.state(f"admm/{spec['round']}/state")
+        st = chain.state(round_key(spec["round"], "state"))
         done = len(st["history"])
         if done != shown and (done % 10 == 0 or st["status"] != "collecting"):
             shown = done
@@ -146,7 +148,7 @@ def _bill(
     must(chain.submit(dso, "billing.open", payload), "billing.open")
     # the day runs; each meter reads every hour once it has ended
     chain.produce(max(chain.now_ms + 1000, start + DAY_MS + 60_000))
-    schedule = chain.state(f"admm/{rid}/schedule")
+    schedule = chain.state(round_key(rid, "schedule"))
     rng = np.random.default_rng(7)
     for node, meter in enumerate(meters):
         spread = SLOPPY_DEVIATION_PPM if node % 8 == 7 else DEVIATION_PPM
@@ -175,15 +177,15 @@ def summarize(plan: dict[str, Any], chain: Any) -> dict[str, Any] | None:
     if spec is None:
         return None
     rid = spec["round"]
-    state = chain.state(f"admm/{rid}/state")
-    schedule = chain.state(f"admm/{rid}/schedule")
+    state = chain.state(round_key(rid, "state"))
+    schedule = chain.state(round_key(rid, "schedule"))
     if state is None or schedule is None:
         return None
     feeder = load_feeder(spec["feeder"])
     central = solve_central(feeder)
     local_usd, ran = evaluate_chain_schedule(feeder, schedule)
     bills = [
-        chain.state(f"bill/{rid}/{node}/{hour}")
+        chain.state(bill_key(rid, node, hour))
         for node in range(feeder.n_nodes)
         for hour in range(feeder.horizon_h)
     ]

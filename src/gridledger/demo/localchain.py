@@ -17,6 +17,7 @@ from gridledger.chain.abci import ExecTxResult
 from gridledger.chain.app import LedgerApp
 from gridledger.chain.block import Block
 from gridledger.chain.consensus.solo import SoloEngine
+from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import KeyPair
 from gridledger.chain.mempool import Mempool
 from gridledger.chain.store import Store
@@ -123,7 +124,7 @@ class LocalChain:
         return sorted(k.decode() for k in self.app._committed if k.startswith(p))
 
     def balance(self, denom: str, pub_hex: str) -> int:
-        return self.state_int(f"bal/{denom}/{pub_hex}")
+        return self.state_int(balance_key(denom, pub_hex))
 
     def time_ms(self) -> int:
         """Block time of the last committed block (the only clock contracts and agents share)."""

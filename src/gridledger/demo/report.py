@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridledger.chain.contracts.certificates import REC_PREFIX
 from gridledger.chain.contracts.market import (
     ESCROW,
     NEXT_MATCH,
@@ -31,6 +32,8 @@ from gridledger.chain.contracts.market import (
     match_key,
     reactive_key,
 )
+from gridledger.chain.contracts.settlement import DONE_PREFIX
+from gridledger.chain.contracts.tokens import DENOMS, balance_prefix, supply_key
 from gridledger.demo import day_ahead, dr_phase
 from gridledger.demo.scenario import SELLERS
 from gridledger.market.recs import REC_WH
@@ -89,95 +92,138 @@ def _label(plan: dict[str, Any], names: dict[str, str], m: dict[str, Any]) -> tu
 def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
     rep = Report()
     names = _names(plan)
-    slot_ms = plan["slot_ms"]
-    n_matches = match_count(chain.state(NEXT_MATCH))
+    rep.matches = _match_rows(plan, chain, names)
     by_phase: dict[str, list[dict[str, Any]]] = {}
-    for i in range(n_matches):
+    for row in rep.matches:
+        by_phase.setdefault(row["phase"], []).append(row)
+    for ph in plan["phases"]:
+        phase_rows = by_phase.get(ph["key"], [])
+        rep.table3[ph["key"]] = _table3_rows(plan, chain, names, ph, phase_rows)
+        if ph["ranking"]:
+            rep.ranking.extend(_ranking_rows(chain, ph))
+            rep.selection.extend(_selection_rows(phase_rows))
+    paid, got, settlements, shortfall = _payments(chain, names)
+    rep.parties = _party_rows(plan, chain, names, paid, got)
+    rep.invariants = _invariants(chain, settlements, shortfall)
+    rep.chain = _chain_summary(chain)
+    rep.audit = audit.to_json() if hasattr(audit, "to_json") else dict(audit)
+    rep.voltages = _voltages(plan)
+    rep.day_ahead = day_ahead.summarize(plan, chain)
+    rep.dr = dr_phase.summarize(plan, chain)
+    return rep
+
+
+def _match_rows(plan: dict[str, Any], chain: Any, names: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per match on chain, labelled with the plan's phase and trade."""
+    rows = []
+    for i in range(match_count(chain.state(NEXT_MATCH))):
         rec = chain.state(match_key(match_id(i)))
         m = rec["match"]
         phase, label = _label(plan, names, m)
-        row = {
-            "match": m["match_id"],
-            "phase": phase,
-            "trade": label,
-            "seller": names.get(m["seller"], m["seller"][:8]),
-            "buyer": names.get(m["buyer"], m["buyer"][:8]),
-            "power_kw": m["power_w"] / 1000,
-            "start": m["start_ms"],
-            "end": m["end_ms"],
-            "price_token_per_kwh": m["price_utoken_per_kwh"] / 1e6,
-            "status": rec["status"],
-            "reasons": rec["reasons"],
-            "certificate": rec["certificate"],
-        }
-        rep.matches.append(row)
-        by_phase.setdefault(phase, []).append(row)
+        rows.append(
+            {
+                "match": m["match_id"],
+                "phase": phase,
+                "trade": label,
+                "seller": names.get(m["seller"], m["seller"][:8]),
+                "buyer": names.get(m["buyer"], m["buyer"][:8]),
+                "power_kw": m["power_w"] / 1000,
+                "start": m["start_ms"],
+                "end": m["end_ms"],
+                "price_token_per_kwh": m["price_utoken_per_kwh"] / 1e6,
+                "status": rec["status"],
+                "reasons": rec["reasons"],
+                "certificate": rec["certificate"],
+            }
+        )
+    return rows
 
-    for ph in plan["phases"]:
-        t1 = ph["t1_ms"]
-        rows = []
-        for k in range(ph["n_slots"]):
-            start = t1 + k * slot_ms
-            lossrec = chain.state(loss_record_key(start))
-            if lossrec is None:
-                continue
-            trades = []
-            for s in lossrec["shares"]:
-                row = next(
-                    (r for r in by_phase.get(ph["key"], []) if r["match"] == s["match_id"]), None
-                )
-                trades.append(
-                    {
-                        "trade": row["trade"] if row else s["match_id"],
-                        "loss_kw": s["loss_w"] / 1000,
-                        "loss_kw_without_ropf": s.get("loss_w_without_ropf", 0) / 1000,
-                    }
-                )
-            starting = [
-                r
-                for r in by_phase.get(ph["key"], [])
-                if r["start"] == start and r["status"] in ("approved", "settled")
-            ]
-            dq = {}
-            for r in starting[:1]:
-                reactive = chain.state(reactive_key(r["match"])) or {"setpoints": []}
-                for sp in reactive["setpoints"]:
-                    dq[names.get(sp["account"], str(sp["node"]))] = {
-                        "delta_q_kvar": sp["delta_q_var"] / 1000,
-                        "delta_pq_kw": sp["delta_pq_w"] / 1000,
-                        "utoken_per_slot": sp["utoken_per_slot"],
-                    }
-            rows.append(
+
+def _table3_rows(
+    plan: dict[str, Any],
+    chain: Any,
+    names: dict[str, str],
+    ph: dict[str, Any],
+    phase_rows: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Table III of one phase: per interval, each trade's loss share and the regulators' ΔQ."""
+    rows = []
+    for k in range(ph["n_slots"]):
+        start = ph["t1_ms"] + k * plan["slot_ms"]
+        lossrec = chain.state(loss_record_key(start))
+        if lossrec is None:
+            continue
+        trades = []
+        for s in lossrec["shares"]:
+            row = next((r for r in phase_rows if r["match"] == s["match_id"]), None)
+            trades.append(
                 {
-                    "interval": f"t{k + 1}–t{k + 2}",
-                    "trades": trades,
-                    "total_kw": lossrec["total_loss_w"] / 1000,
-                    "total_kw_without_ropf": lossrec.get("total_loss_w_without_ropf", 0) / 1000,
-                    "reactive": dq,
+                    "trade": row["trade"] if row else s["match_id"],
+                    "loss_kw": s["loss_w"] / 1000,
+                    "loss_kw_without_ropf": s.get("loss_w_without_ropf", 0) / 1000,
                 }
             )
-        rep.table3[ph["key"]] = rows
-        if ph["ranking"]:
-            sellers = SELLERS[ph["case"]]
-            for row in chain.state(RANKING) or []:
-                name = sellers.get(row["seller_node"], f"bus {row['seller_node']}")
-                rep.ranking.append({**row, "seller": name})
-            for r in by_phase.get(ph["key"], []):
-                rep.selection.append(
-                    {
-                        "buyer": r["buyer"],
-                        "trade": r["trade"],
-                        "seller": r["seller"],
-                        "status": r["status"],
-                        "power_kw": r["power_kw"],
-                    }
-                )
+        starting = [
+            r for r in phase_rows if r["start"] == start and r["status"] in ("approved", "settled")
+        ]
+        rows.append(
+            {
+                "interval": f"t{k + 1}–t{k + 2}",
+                "trades": trades,
+                "total_kw": lossrec["total_loss_w"] / 1000,
+                "total_kw_without_ropf": lossrec.get("total_loss_w_without_ropf", 0) / 1000,
+                "reactive": _reactive_of(chain, names, starting[:1]),
+            }
+        )
+    return rows
 
+
+def _reactive_of(
+    chain: Any, names: dict[str, str], starting: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """ΔQ / ΔPQ per regulator of the (first) match starting in an interval."""
+    dq = {}
+    for r in starting:
+        reactive = chain.state(reactive_key(r["match"])) or {"setpoints": []}
+        for sp in reactive["setpoints"]:
+            dq[names.get(sp["account"], str(sp["node"]))] = {
+                "delta_q_kvar": sp["delta_q_var"] / 1000,
+                "delta_pq_kw": sp["delta_pq_w"] / 1000,
+                "utoken_per_slot": sp["utoken_per_slot"],
+            }
+    return dq
+
+
+def _ranking_rows(chain: Any, ph: dict[str, Any]) -> list[dict[str, Any]]:
+    sellers = SELLERS[ph["case"]]
+    return [
+        {**row, "seller": sellers.get(row["seller_node"], f"bus {row['seller_node']}")}
+        for row in chain.state(RANKING) or []
+    ]
+
+
+def _selection_rows(phase_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "buyer": r["buyer"],
+            "trade": r["trade"],
+            "seller": r["seller"],
+            "status": r["status"],
+            "power_kw": r["power_kw"],
+        }
+        for r in phase_rows
+    ]
+
+
+def _payments(
+    chain: Any, names: dict[str, str]
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]], int, int]:
+    """Paid and received per party and kind, the number of settlements, the total shortfall."""
     paid: dict[str, dict[str, int]] = {}
     got: dict[str, dict[str, int]] = {}
     shortfall = 0
     settlements = 0
-    for key in chain.keys_with_prefix("settle/done/"):
+    for key in chain.keys_with_prefix(DONE_PREFIX):
         done = chain.state(key)
         settlements += 1
         for p in done["payments"]:
@@ -187,23 +233,39 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
             got.setdefault(b, {}).setdefault(p["kind"], 0)
             got[b][p["kind"]] += p["amount"]
             shortfall += p["shortfall"]
+    return paid, got, settlements, shortfall
+
+
+def _certificates(chain: Any, names: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Active and retired certificates (whole MWh) per owner."""
     recs: dict[str, int] = {}
     retired: dict[str, int] = {}
-    for key in chain.keys_with_prefix("rec/"):
+    for key in chain.keys_with_prefix(REC_PREFIX):
         r = chain.state(key)
         who = names.get(r["owner"], "?")
         target = recs if r["status"] == "active" else retired
         # one record per reading carries all its whole MWh: count certificates, not records
         target[who] = target.get(who, 0) + r["energy_wh"] // REC_WH
+    return recs, retired
+
+
+def _party_rows(
+    plan: dict[str, Any],
+    chain: Any,
+    names: dict[str, str],
+    paid: dict[str, dict[str, int]],
+    got: dict[str, dict[str, int]],
+) -> list[dict[str, Any]]:
+    recs, retired = _certificates(chain, names)
     pubs = {n: pub for pub, n in names.items()}
     funds_of = {p["name"]: p["funds_utoken"] for p in plan["parties"]}
+    rows = []
     for name in [*funds_of, "DSO"]:
         pub = pubs[name]
-        funds = funds_of.get(name, 0)
-        rep.parties.append(
+        rows.append(
             {
                 "party": name,
-                "utoken_start": funds,
+                "utoken_start": funds_of.get(name, 0),
                 "utoken": chain.balance("utoken", pub),
                 "ewh": chain.balance("ewh", pub),
                 "recs": recs.get(name, 0),
@@ -212,19 +274,24 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
                 "received": got.get(name, {}),
             }
         )
-    supply = {d: chain.state_int(f"supply/{d}") for d in ("utoken", "ewh")}
+    return rows
+
+
+def _invariants(chain: Any, settlements: int, shortfall: int) -> dict[str, Any]:
+    """Money checks: supply equals the sum of balances, none negative, escrow empty."""
+    supply = {d: chain.state_int(supply_key(d)) for d in DENOMS}
     balances = {
-        d: sum(chain.state_int(k) for k in chain.keys_with_prefix(f"bal/{d}/"))
-        for d in ("utoken", "ewh")
+        d: sum(chain.state_int(k) for k in chain.keys_with_prefix(balance_prefix(d)))
+        for d in DENOMS
     }
-    rep.invariants = {
+    return {
         "supply": supply,
         "sum_of_balances": balances,
         "supply_equals_balances": supply == balances,
         "negative_balances": sum(
             1
-            for d in ("utoken", "ewh")
-            for k in chain.keys_with_prefix(f"bal/{d}/")
+            for d in DENOMS
+            for k in chain.keys_with_prefix(balance_prefix(d))
             if chain.state_int(k) < 0
         ),
         "settlements": settlements,
@@ -232,6 +299,10 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
         "escrow_left_utoken": chain.balance("utoken", ESCROW),
         "pending_matches": len(chain.state(PENDING) or []),
     }
+
+
+def _chain_summary(chain: Any) -> dict[str, Any]:
+    """Height, transactions per record tree, the last roots of the record trees, the hashes."""
     last = chain.blocks[-1].header if chain.blocks else None
     trees = {"active": 0, "loss": 0, "reactive": 0, "other": 0}
     roots: dict[str, str] = {}
@@ -242,7 +313,7 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
             r = b.header.root_of(t).hex()
             if any(chain.app.classify_tx(raw) == t for raw in b.txs):
                 roots[t] = f"h{b.header.height} {r[:16]}…"
-    rep.chain = {
+    return {
         "chain_id": chain.chain_id,
         "height": chain.height(),
         "txs": sum(len(b.txs) for b in chain.blocks),
@@ -251,11 +322,6 @@ def build_report(plan: dict[str, Any], chain: Any, audit: Any) -> Report:
         "last_block_hash": chain.blocks[-1].hash().hex() if last else "",
         "app_hash": chain.app.app_hash.hex(),
     }
-    rep.audit = audit.to_json() if hasattr(audit, "to_json") else dict(audit)
-    rep.voltages = _voltages(plan)
-    rep.day_ahead = day_ahead.summarize(plan, chain)
-    rep.dr = dr_phase.summarize(plan, chain)
-    return rep
 
 
 def _voltages(plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

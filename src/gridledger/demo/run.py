@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from gridledger.agents.client import ChainClient, must
+from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.market import NEXT_MATCH, match_count, match_id, match_key
+from gridledger.chain.contracts.membership import member_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.demo.localchain import LocalChain
 from gridledger.demo.plan import agents_for_role, key_of, make_plan
@@ -46,14 +48,27 @@ def genesis_of(plan: dict[str, Any]) -> bytes:
     )
 
 
-def _wait_for(
-    client: ChainClient, key: str, produce: Callable[[], None], timeout_s: float = 30.0
+WAIT_TIMEOUT_S = 30.0
+
+
+def _wait_until(
+    what: str,
+    done: Callable[[], bool],
+    produce: Callable[[], None],
+    timeout_s: float = WAIT_TIMEOUT_S,
 ) -> None:
+    """Produce blocks (or wait for them) until ``done()``; a clear error after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    while client.state(key) is None:
+    while not done():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{key} not on chain after {timeout_s} s")
+            raise TimeoutError(f"{what} not on chain after {timeout_s} s")
         produce()
+
+
+def _wait_for(
+    client: ChainClient, key: str, produce: Callable[[], None], timeout_s: float = WAIT_TIMEOUT_S
+) -> None:
+    _wait_until(key, lambda: client.state(key) is not None, produce, timeout_s)
 
 
 def setup(
@@ -78,7 +93,7 @@ def setup(
             ),
             f"register {p['name']}",
         )
-    _wait_for(client, f"member/{key_of(plan, plan['parties'][-1]['name']).pub_hex}", produce)
+    _wait_for(client, member_key(key_of(plan, plan["parties"][-1]["name"]).pub_hex), produce)
     for p in plan["parties"]:
         pub = key_of(plan, p["name"]).pub_hex
         must(
@@ -101,7 +116,7 @@ def setup(
                 f"declare {p['name']} green",
             )
     last = plan["parties"][-1]
-    _wait_for(client, f"member/{key_of(plan, 'meter-' + last['name']).pub_hex}", produce)
+    _wait_for(client, member_key(key_of(plan, "meter-" + last["name"]).pub_hex), produce)
     progress(f"registered {len(plan['parties'])} prosumers and their meters; funded")
 
 
@@ -126,7 +141,7 @@ def trade_recs(
     retire = []
     for seller, buyers in sorted(served.items()):
         rid = rec_id(seller, 0)
-        first = client.state(f"rec/{rid}")
+        first = client.state(rec_key(rid))
         if first is None:
             continue
         buyer = max(buyers, key=lambda b: (buyers[b], b))
@@ -147,13 +162,28 @@ def trade_recs(
         must(client.submit(key_of(plan, names[buyer]), "rec.retire", {"id": rid}), "REC retire")
         progress(f"  {names[buyer]} retires REC {rid[:12]}…")
     for _, rid in retire:
-        while (client.state(f"rec/{rid}") or {}).get("status") != "retired":
-            produce()
+        _wait_for_rec(client, rid, "status", "retired", produce)
 
 
 def _wait_for_owner(client: ChainClient, rid: str, owner: str, produce: Callable[[], None]) -> None:
-    while (client.state(f"rec/{rid}") or {}).get("owner") != owner:
-        produce()
+    _wait_for_rec(client, rid, "owner", owner, produce)
+
+
+def _wait_for_rec(
+    client: ChainClient,
+    rid: str,
+    field: str,
+    value: str,
+    produce: Callable[[], None],
+    timeout_s: float = WAIT_TIMEOUT_S,
+) -> None:
+    """Until certificate ``rid`` has ``field == value`` (its transfer or retirement committed)."""
+    _wait_until(
+        f"REC {rid[:12]}… with {field} {value[:16]}",
+        lambda: (client.state(rec_key(rid)) or {}).get(field) == value,
+        produce,
+        timeout_s,
+    )
 
 
 # --- embedded --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -48,6 +49,10 @@ SCENARIO_SUFFIXES = (".yaml", ".yml")
 
 class ScenarioError(ValueError):
     """A scenario that cannot be run; the message names the file, field and expectation."""
+
+
+Fail = Callable[[str], ScenarioError]  # builds the error for a message (prefixed with the file)
+When = Callable[[Any, str], int]  # a time label or timestamp -> ms since the epoch
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,14 @@ def load_scenario(ref: str | Path, network: Network | None = None) -> Scenario:
     return parse_scenario(data, source=str(path), network=network)
 
 
+_SCENARIO_FIELDS = {
+    "name", "description", "case", "control", "method", "seed", "voltage_limits_pu",
+    "regulators", "initial_setpoints", "price_utoken_per_kwh", "k_per_kw", "times",
+    "trades", "intervals", "svcs", "ranking", "slack_vm_free",
+}  # fmt: skip
+_TRADE_FIELDS = ("id", "seller", "power_kw", "start", "end")  # and buyer_bus or buyer
+
+
 def parse_scenario(
     data: Any, source: str = "<scenario>", network: Network | None = None
 ) -> Scenario:
@@ -162,45 +175,16 @@ def parse_scenario(
     def fail(msg: str) -> ScenarioError:
         return ScenarioError(f"{where}: {msg}")
 
-    if not isinstance(data, dict):
-        raise fail("top level must be a mapping")
-    known = {
-        "name", "description", "case", "control", "method", "seed", "voltage_limits_pu",
-        "regulators", "initial_setpoints", "price_utoken_per_kwh", "k_per_kw", "times",
-        "trades", "intervals", "svcs", "ranking", "slack_vm_free",
-    }  # fmt: skip
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise fail(f"unknown field(s) {unknown}; known: {sorted(known)}")
-    for key in ("name", "case", "trades"):
-        if key not in data:
-            raise fail(f"missing field {key!r}")
+    _check_fields(data, fail)
     name = _str(data["name"], "name", fail)
     case = _str(data["case"], "case", fail)
-    control = data.get("control")
-    if control is not None and control not in ("vm", "q"):
-        raise fail(f"control must be 'vm' or 'q', got {control!r}")
-    method = data.get("method", "exact")
-    from ..grid.ropf import METHODS
-
-    if method not in METHODS:
-        raise fail(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise fail(f"seed must be a non-negative integer, got {seed!r}")
-
+    control, method, seed = _solver_choices(data, fail)
     if network is None:
-        from ..grid.cases import load_case
-
-        try:
-            network = load_case(case)
-        except ValueError as exc:
-            raise fail(f"case: {exc}") from exc
+        network = _load_network(case, fail)
     if control is None:
-        control = network.regulator_control
+        control = network.regulator_control  # sgen grids regulate by reactive injection
     buses = {int(b) for b in network.bus.index}
     gens = [str(g) for g in network.gen["name"]]
-    load_bus = {str(n): int(b) for n, b in zip(network.load["name"], network.load.bus, strict=True)}
 
     times = _times(data.get("times", {}), fail)
 
@@ -209,79 +193,12 @@ def parse_scenario(
             return times[value]
         return _timestamp_ms(value, label, fail)
 
-    trades_raw = data["trades"]
-    if not isinstance(trades_raw, list):
-        raise fail("trades must be a list")
-    trades: list[Trade] = []
-    seen: set[str] = set()
-    for i, t in enumerate(trades_raw):
-        label = f"trades[{i}]"
-        if not isinstance(t, dict):
-            raise fail(f"{label} must be a mapping")
-        miss = [k for k in ("id", "seller", "power_kw", "start", "end") if k not in t]
-        if ("buyer_bus" in t) == ("buyer" in t):
-            miss.append("buyer_bus or buyer (exactly one)")
-        if miss:
-            raise fail(f"{label}: missing field(s) {miss}")
-        extra = sorted(set(t) - {"id", "seller", "buyer_bus", "buyer", "power_kw", "start", "end"})
-        if extra:
-            raise fail(f"{label}: unknown field(s) {extra}")
-        tid = _str(t["id"], f"{label}.id", fail)
-        if tid in seen:
-            raise fail(f"{label}: duplicate trade id {tid!r}")
-        seen.add(tid)
-        seller = _seller(t["seller"], f"{label}.seller", gens, buses, fail)
-        buyer_load = None
-        buyer = t.get("buyer_bus", t.get("buyer"))
-        if "buyer" in t and isinstance(buyer, str) and buyer in load_bus:
-            buyer_load, buyer = buyer, load_bus[buyer]
-        elif "buyer" in t and isinstance(buyer, str) and buyer.lower().startswith("bus "):
-            tail = buyer.split()[1]
-            buyer = int(tail) if tail.lstrip("-").isdigit() else buyer
-        if "buyer" in t and not isinstance(buyer, int):
-            shown = list(load_bus)[:10]
-            raise fail(
-                f"{label} ({tid}): buyer {t['buyer']!r} is neither a load of {network.name} "
-                f"(loads: {', '.join(shown)}{', ...' if len(load_bus) > 10 else ''}) nor a bus"
-            )
-        if not isinstance(buyer, int) or isinstance(buyer, bool) or buyer not in buses:
-            raise fail(
-                f"{label} ({tid}): buyer_bus {buyer!r} is not a bus of {network.name}; "
-                f"buses: {sorted(buses)}"
-            )
-        power = _number(t["power_kw"], f"{label}.power_kw", fail)
-        if power <= 0:
-            raise fail(f"{label} ({tid}): power_kw must be positive, got {power}")
-        start, end = when(t["start"], f"{label}.start"), when(t["end"], f"{label}.end")
-        if end <= start:
-            raise fail(f"{label} ({tid}): end must be after start")
-        trades.append(Trade(tid, seller, buyer, power, start, end, buyer_load))
-
+    trades = _trades(data["trades"], network, gens, buses, when, fail)
     intervals = _intervals(data.get("intervals"), trades, times, when, fail)
     initial = _setpoints(data.get("initial_setpoints", "case"), gens, fail)
-    regulators = data.get("regulators")
-    if regulators is not None:
-        if not isinstance(regulators, list) or not regulators:
-            raise fail("regulators must be a non-empty list of generator names")
-        for r in regulators:
-            if r not in gens:
-                raise fail(f"regulators: no generator {r!r}; generators: {gens}")
-    limits = data.get("voltage_limits_pu")
-    if limits is not None:
-        if (
-            not isinstance(limits, list)
-            or len(limits) != 2
-            or not all(isinstance(v, int | float) for v in limits)
-            or not 0 < limits[0] < limits[1]
-        ):
-            raise fail(f"voltage_limits_pu must be [vmin, vmax] with 0 < vmin < vmax, got {limits}")
-        limits = (float(limits[0]), float(limits[1]))
-    price = data.get("price_utoken_per_kwh", 0)
-    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
-        raise fail(f"price_utoken_per_kwh must be a non-negative integer, got {price!r}")
-    k = _number(data.get("k_per_kw", 0.1), "k_per_kw", fail)
-    if k < 0:
-        raise fail(f"k_per_kw must be >= 0, got {k}")
+    regulators = _regulators(data.get("regulators"), gens, fail)
+    limits = _voltage_limits(data.get("voltage_limits_pu"), fail)
+    price, k = _prices(data, fail)
     svcs = _svcs(data.get("svcs", []), buses, fail)
     slack_vm_free = data.get("slack_vm_free", False)
     if not isinstance(slack_vm_free, bool):
@@ -308,28 +225,175 @@ def parse_scenario(
     )
 
 
-def _str(value: Any, label: str, fail) -> str:
+def _check_fields(data: Any, fail: Fail) -> None:
+    """A mapping with only known fields and the required ones."""
+    if not isinstance(data, dict):
+        raise fail("top level must be a mapping")
+    unknown = sorted(set(data) - _SCENARIO_FIELDS)
+    if unknown:
+        raise fail(f"unknown field(s) {unknown}; known: {sorted(_SCENARIO_FIELDS)}")
+    for key in ("name", "case", "trades"):
+        if key not in data:
+            raise fail(f"missing field {key!r}")
+
+
+def _solver_choices(data: dict[str, Any], fail: Fail) -> tuple[str | None, str, int]:
+    """Voltage control mode (None: the network's own), R-OPF method and seed."""
+    control = data.get("control")
+    if control is not None and control not in ("vm", "q"):
+        raise fail(f"control must be 'vm' or 'q', got {control!r}")
+    method = data.get("method", "exact")
+    from ..grid.ropf import METHODS
+
+    if method not in METHODS:
+        raise fail(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise fail(f"seed must be a non-negative integer, got {seed!r}")
+    return control, method, seed
+
+
+def _load_network(case: str, fail: Fail) -> Network:
+    from ..grid.cases import load_case
+
+    try:
+        return load_case(case)
+    except ValueError as exc:
+        raise fail(f"case: {exc}") from exc
+
+
+def _trades(
+    trades_raw: Any, network: Network, gens: list[str], buses: set[int], when: When, fail: Fail
+) -> list[Trade]:
+    if not isinstance(trades_raw, list):
+        raise fail("trades must be a list")
+    trades: list[Trade] = []
+    seen: set[str] = set()
+    for i, t in enumerate(trades_raw):
+        trades.append(_trade(t, f"trades[{i}]", seen, network, gens, buses, when, fail))
+    return trades
+
+
+def _trade(
+    t: Any,
+    label: str,
+    seen: set[str],
+    network: Network,
+    gens: list[str],
+    buses: set[int],
+    when: When,
+    fail: Fail,
+) -> Trade:
+    """One trade; its id joins ``seen`` (ids must be unique)."""
+    if not isinstance(t, dict):
+        raise fail(f"{label} must be a mapping")
+    miss = [k for k in _TRADE_FIELDS if k not in t]
+    if ("buyer_bus" in t) == ("buyer" in t):
+        miss.append("buyer_bus or buyer (exactly one)")
+    if miss:
+        raise fail(f"{label}: missing field(s) {miss}")
+    extra = sorted(set(t) - {*_TRADE_FIELDS, "buyer_bus", "buyer"})
+    if extra:
+        raise fail(f"{label}: unknown field(s) {extra}")
+    tid = _str(t["id"], f"{label}.id", fail)
+    if tid in seen:
+        raise fail(f"{label}: duplicate trade id {tid!r}")
+    seen.add(tid)
+    seller = _seller(t["seller"], f"{label}.seller", gens, buses, fail)
+    buyer, buyer_load = _buyer(t, label, tid, network, buses, fail)
+    power = _number(t["power_kw"], f"{label}.power_kw", fail)
+    if power <= 0:
+        raise fail(f"{label} ({tid}): power_kw must be positive, got {power}")
+    start, end = when(t["start"], f"{label}.start"), when(t["end"], f"{label}.end")
+    if end <= start:
+        raise fail(f"{label} ({tid}): end must be after start")
+    return Trade(tid, seller, buyer, power, start, end, buyer_load)
+
+
+def _buyer(
+    t: dict[str, Any], label: str, tid: str, network: Network, buses: set[int], fail: Fail
+) -> tuple[int, str | None]:
+    """The buyer's bus, and its load element when the scenario names the buyer by load."""
+    load_bus = {str(n): int(b) for n, b in zip(network.load["name"], network.load.bus, strict=True)}
+    buyer_load = None
+    buyer = t.get("buyer_bus", t.get("buyer"))
+    if "buyer" in t and isinstance(buyer, str) and buyer in load_bus:
+        buyer_load, buyer = buyer, load_bus[buyer]
+    elif "buyer" in t and isinstance(buyer, str) and buyer.lower().startswith("bus "):
+        tail = buyer.split()[1]
+        buyer = int(tail) if tail.lstrip("-").isdigit() else buyer
+    if "buyer" in t and not isinstance(buyer, int):
+        shown = list(load_bus)[:10]
+        raise fail(
+            f"{label} ({tid}): buyer {t['buyer']!r} is neither a load of {network.name} "
+            f"(loads: {', '.join(shown)}{', ...' if len(load_bus) > 10 else ''}) nor a bus"
+        )
+    if not isinstance(buyer, int) or isinstance(buyer, bool) or buyer not in buses:
+        raise fail(
+            f"{label} ({tid}): buyer_bus {buyer!r} is not a bus of {network.name}; "
+            f"buses: {sorted(buses)}"
+        )
+    return buyer, buyer_load
+
+
+def _regulators(regulators: Any, gens: list[str], fail: Fail) -> list[str] | None:
+    if regulators is not None:
+        if not isinstance(regulators, list) or not regulators:
+            raise fail("regulators must be a non-empty list of generator names")
+        for r in regulators:
+            if r not in gens:
+                raise fail(f"regulators: no generator {r!r}; generators: {gens}")
+        return [str(r) for r in regulators]
+    return None
+
+
+def _voltage_limits(limits: Any, fail: Fail) -> tuple[float, float] | None:
+    if limits is None:
+        return None
+    if (
+        not isinstance(limits, list)
+        or len(limits) != 2
+        or not all(isinstance(v, int | float) for v in limits)
+        or not 0 < limits[0] < limits[1]
+    ):
+        raise fail(f"voltage_limits_pu must be [vmin, vmax] with 0 < vmin < vmax, got {limits}")
+    return (float(limits[0]), float(limits[1]))
+
+
+def _prices(data: dict[str, Any], fail: Fail) -> tuple[int, float]:
+    """The energy price (utoken per kWh) and the loss-cost factor k (per kW)."""
+    price = data.get("price_utoken_per_kwh", 0)
+    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
+        raise fail(f"price_utoken_per_kwh must be a non-negative integer, got {price!r}")
+    k = _number(data.get("k_per_kw", 0.1), "k_per_kw", fail)
+    if k < 0:
+        raise fail(f"k_per_kw must be >= 0, got {k}")
+    return price, k
+
+
+def _str(value: Any, label: str, fail: Fail) -> str:
     if not isinstance(value, str) or not value:
         raise fail(f"{label} must be a non-empty string, got {value!r}")
     return value
 
 
-def _number(value: Any, label: str, fail) -> float:
+def _number(value: Any, label: str, fail: Fail) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise fail(f"{label} must be a finite number, got {value!r}")
     return float(value)
 
 
-def _timestamp_ms(value: Any, label: str, fail) -> int:
+def _timestamp_ms(value: Any, label: str, fail: Fail) -> int:
+    dt: datetime | None
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            dt = None
-        if dt is None:
-            raise fail(f"{label}: {value!r} is neither a time label nor an ISO 8601 timestamp")
+            raise fail(
+                f"{label}: {value!r} is neither a time label nor an ISO 8601 timestamp"
+            ) from None
     else:
         raise fail(f"{label}: expected a time label or an ISO 8601 timestamp, got {value!r}")
     if dt.tzinfo is None:
@@ -337,13 +401,13 @@ def _timestamp_ms(value: Any, label: str, fail) -> int:
     return round(dt.timestamp() * 1000)
 
 
-def _times(raw: Any, fail) -> dict[str, int]:
+def _times(raw: Any, fail: Fail) -> dict[str, int]:
     if not isinstance(raw, dict):
         raise fail("times must be a mapping label -> ISO 8601 timestamp")
     return {str(k): _timestamp_ms(v, f"times.{k}", fail) for k, v in raw.items()}
 
 
-def _seller(value: Any, label: str, gens: list[str], buses: set[int], fail) -> str:
+def _seller(value: Any, label: str, gens: list[str], buses: set[int], fail: Fail) -> str:
     if isinstance(value, str) and value in gens:
         return value
     bus = value
@@ -354,16 +418,15 @@ def _seller(value: Any, label: str, gens: list[str], buses: set[int], fail) -> s
             bus = value
     if isinstance(bus, int) and not isinstance(bus, bool) and bus in buses:
         return f"bus {bus}"
-    shown = ", ".join(gens[:12]) + (", ..." if len(gens) > 12 else "")
-    ids = sorted(buses)
-    bus_text = f"{ids[:20]}{' ...' if len(ids) > 20 else ''}"
     raise fail(
-        f"{label}: {value!r} is neither a generator ({shown}) nor a bus "
-        f"of the network (buses {bus_text})"
+        f"{label}: {value!r} is neither a generator ({', '.join(gens)}) nor a bus "
+        f"of the network (buses {sorted(buses)})"
     )
 
 
-def _intervals(raw: Any, trades: list[Trade], times: dict[str, int], when, fail) -> list[Interval]:
+def _intervals(
+    raw: Any, trades: list[Trade], times: dict[str, int], when: When, fail: Fail
+) -> list[Interval]:
     if raw is None:
         cuts = sorted({t.start_ms for t in trades} | {t.end_ms for t in trades})
         label = {v: k for k, v in times.items()}
@@ -397,7 +460,7 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _setpoints(raw: Any, gens: list[str], fail) -> dict[str, SetPoint] | None:
+def _setpoints(raw: Any, gens: list[str], fail: Fail) -> dict[str, SetPoint] | None:
     if raw == "case":
         return None
     if not isinstance(raw, dict):
@@ -416,7 +479,7 @@ def _setpoints(raw: Any, gens: list[str], fail) -> dict[str, SetPoint] | None:
     return out
 
 
-def _svcs(raw: Any, buses: set[int], fail) -> list[dict[str, Any]]:
+def _svcs(raw: Any, buses: set[int], fail: Fail) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise fail("svcs must be a list")
     out = []
@@ -436,7 +499,9 @@ def _svcs(raw: Any, buses: set[int], fail) -> list[dict[str, Any]]:
     return out
 
 
-def _ranking(raw: Any, gens: list[str], buses: set[int], when, fail) -> list[RankingRequest]:
+def _ranking(
+    raw: Any, gens: list[str], buses: set[int], when: When, fail: Fail
+) -> list[RankingRequest]:
     if not isinstance(raw, list):
         raise fail("ranking must be a list")
     out = []

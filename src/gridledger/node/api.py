@@ -32,6 +32,7 @@ from gridledger.node.request_auth import (
     body_sha256,
     parse_headers,
 )
+from gridledger.node.service import NodeService
 
 HEX64 = r"^[0-9a-f]{64}$"
 MAX_BATCH = 5000
@@ -163,7 +164,7 @@ def signing_headers(
     )
 
 
-def create_api(node: Any, settings: ApiSettings | None = None) -> FastAPI:
+def create_api(node: NodeService, settings: ApiSettings | None = None) -> FastAPI:
     """The API over a solo :class:`~gridledger.node.node.Node` or a BFT validator."""
     settings = settings or ApiSettings()
     verifier = RequestVerifier(node.app.chain_id)

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -51,9 +50,11 @@ from gridledger.chain.p2p.faults import FaultControl
 from gridledger.chain.p2p.transport import PeerAddress, Transport
 from gridledger.chain.store import Store
 from gridledger.chain.tx import make_tx, tx_id
+from gridledger.chain.wire import WireError, decode_length_prefixed
 from gridledger.node.api import create_api
-from gridledger.node.node import EventFeed, Node
+from gridledger.node.node import EventFeed
 from gridledger.node.offchain import OffchainStore
+from gridledger.node.service import LedgerReads
 
 log = logging.getLogger("gridledger.node.bft")
 
@@ -66,7 +67,9 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class NodeConfig:
+class BftNodeConfig:
+    """A BFT validator's ``config.json`` (a solo node's is ``node.home.NodeConfig``)."""
+
     name: str
     chain_id: str
     listen_host: str
@@ -90,7 +93,7 @@ class NodeConfig:
     allow: tuple[dict[str, Any], ...] = ()
 
     @staticmethod
-    def load(home: Path) -> NodeConfig:
+    def load(home: Path) -> BftNodeConfig:
         path = home / "config.json"
         try:
             d = json.loads(path.read_text())
@@ -98,7 +101,7 @@ class NodeConfig:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
         try:
             t = d.get("timeouts", {})
-            cfg = NodeConfig(
+            cfg = BftNodeConfig(
                 name=str(d["name"]),
                 chain_id=str(d["chain_id"]),
                 listen_host=str(d["listen"][0]),
@@ -132,24 +135,18 @@ class NodeConfig:
         return cfg
 
 
-class BftNode:
+class BftNode(LedgerReads):
     """Everything one validator or follower process runs, wired together (module docstring).
 
     It offers the same interface as the solo :class:`gridledger.node.node.Node` (``store``,
     ``app``, ``mempool``, ``feed``, ``offchain``, ``submit``, ``status``, ``block``, ...), so the
     ledger's HTTP API (``node/api.py``) and its client work unchanged against a BFT validator;
-    the read methods are the solo node's own.
+    the read methods are shared with it (:class:`~gridledger.node.service.LedgerReads`).
     """
-
-    tx_status = Node.tx_status
-    block = Node.block
-    account = Node.account
-    state = Node.state
-    tx_proof = Node.tx_proof
 
     def __init__(self, home: Path | str):
         self.home = Path(home)
-        self.config = NodeConfig.load(self.home)
+        self.config = BftNodeConfig.load(self.home)
         self.key, _ = load_key(self.home / "key.json")
         genesis = (self.home / "genesis.json").read_bytes().rstrip(b"\n")
         data = self.home / "data"
@@ -338,15 +335,10 @@ class BftNode:
         async def txs_raw(request: Request) -> dict:
             """Binary batch: ``u32 length | tx`` repeated (the benchmark's fast path)."""
             body = await request.body()
-            raws, i = [], 0
-            while i < len(body):
-                if i + 4 > len(body):
-                    raise HTTPException(400, "truncated length prefix in binary batch")
-                (n,) = struct.unpack_from(">I", body, i)
-                if i + 4 + n > len(body):
-                    raise HTTPException(400, "transaction runs past the end of the batch")
-                raws.append(body[i + 4 : i + 4 + n])
-                i += 4 + n
+            try:
+                raws = decode_length_prefixed(body, "transaction", "binary batch")
+            except WireError as exc:
+                raise HTTPException(400, str(exc)) from exc
             res = []
             for i in range(0, len(raws), 32):
                 res.extend(self.submit(r) for r in raws[i : i + 32])

@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridledger.chain import codes, encoding
+from gridledger.chain import codes
 from gridledger.chain.abci import ExecTxResult
 from gridledger.chain.app import LedgerApp
 from gridledger.chain.block import Block
 from gridledger.chain.consensus.solo import SoloEngine
 from gridledger.chain.keys import load_key
 from gridledger.chain.mempool import Mempool
-from gridledger.chain.proofs import state_proof, tx_proof
 from gridledger.chain.store import Store
-from gridledger.chain.tx import TxError, decode_tx, tx_id
+from gridledger.chain.tx import tx_id
 from gridledger.node.home import HomeError, NodeConfig, read_genesis
 from gridledger.node.offchain import OffchainStore
+from gridledger.node.service import LedgerReads
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ class EventFeed:
             return [e for e in self._items if e.height > height]
 
 
-class Node:
+class Node(LedgerReads):
+    """A solo node; it serves the API as a :class:`~gridledger.node.service.NodeService`."""
+
     def __init__(self, home: Path, config: NodeConfig | None = None) -> None:
         self.home = Path(home)
         self.config = config or NodeConfig.load(self.home)
@@ -123,25 +125,6 @@ class Node:
             "txid": tx_id(raw).hex(),
         }
 
-    def tx_status(self, txid: bytes) -> dict[str, Any] | None:
-        rec = self.store.get_tx(txid)
-        if rec is not None:
-            raw = self.store.get_block(rec.height).block().txs[rec.index]
-            return {
-                "code": rec.code,
-                "code_name": codes.NAMES.get(rec.code, "?"),
-                "events": rec.events,
-                "height": rec.height,
-                "index": rec.index,
-                "log": rec.log,
-                "status": "committed",
-                "tx": _tx_json(raw),
-                "txid": txid.hex(),
-            }
-        if txid in self.mempool:
-            return {"status": "pending", "txid": txid.hex()}
-        return None
-
     # --- reads ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         with self.store.read_snapshot():  # height, root and hash of the same block
@@ -156,41 +139,3 @@ class Node:
             ],
             **meta,
         }
-
-    def block(self, height: int | None) -> dict[str, Any] | None:
-        h = self.store.height() if height is None else height
-        sb = self.store.get_block(h)
-        if sb is None:
-            return None
-        b = sb.block()
-        return {
-            "commit": sb.commit().to_json(),
-            "hash": sb.hash.hex(),
-            "header": b.header.to_json(),
-            "txs": [tx_id(t).hex() for t in b.txs],
-        }
-
-    def account(self, pub_hex: str) -> dict[str, Any]:
-        doc = encoding.decode(self.app.query(f"account/{pub_hex}").value)
-        doc["next_seq"] = self.app.next_seq(pub_hex)
-        return doc
-
-    def state(self, key: str, prove: bool) -> dict[str, Any]:
-        if prove:
-            return state_proof(self.store, self.app, key)
-        q = self.app.query(f"state/{key}")
-        return {
-            "height": q.height,
-            "key": key,
-            "value": q.value.hex() if q.code == codes.OK else None,
-        }
-
-    def tx_proof(self, txid: bytes) -> dict[str, Any]:
-        return tx_proof(self.store, txid, self.app.classify_tx)
-
-
-def _tx_json(raw: bytes) -> dict[str, Any]:
-    try:
-        return decode_tx(raw, max_bytes=len(raw)).to_json()
-    except TxError as exc:
-        return {"error": str(exc), "raw": raw.hex()}

@@ -2,8 +2,9 @@
 
 Drives an application through the same calls and order as the BFT engine
 (prepare_proposal -> process_proposal -> finalize_block -> store.stage_block -> commit), so the
-application cannot tell the difference. Blocks are cut every ``block_interval_ms``, or, in eager
-mode, as soon as transactions are waiting (tests, benchmarks).
+application cannot tell the difference: both see it only through the
+:class:`~gridledger.chain.abci.Application` protocol. Blocks are cut every ``block_interval_ms``,
+or, in eager mode, as soon as transactions are waiting (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gridledger.chain.abci import ProposalInfo
-from gridledger.chain.app import LedgerApp
+from gridledger.chain.abci import Application, ProposalInfo
 from gridledger.chain.block import Block, Commit, genesis_hash, make_header
 from gridledger.chain.keys import KeyPair
 from gridledger.chain.mempool import Mempool
@@ -31,7 +31,7 @@ def wall_clock_ms() -> int:
 class SoloEngine:
     def __init__(
         self,
-        app: LedgerApp,
+        app: Application,
         store: Store,
         mempool: Mempool,
         key: KeyPair,
@@ -45,8 +45,9 @@ class SoloEngine:
         self.block_interval_ms = block_interval_ms
         self.eager = eager
         self.create_empty = create_empty
-        self.max_block_txs = max_block_txs or app.params.get("max_block_txs", 20_000)
-        self.max_block_bytes = app.params.get("max_block_bytes", 8 << 20)
+        limits = app.block_limits()
+        self.max_block_txs = max_block_txs or limits.max_txs
+        self.max_block_bytes = limits.max_bytes
         self.clock_ms = clock_ms
         self.listeners: list[Callable[[Block, list], None]] = []
         self._stop = threading.Event()
@@ -56,7 +57,8 @@ class SoloEngine:
 
     def _check_power(self) -> None:
         # re-checked every height: a validator-set vote can take the decision away from us
-        vals = {v.pub_key: v.power for v in self.app.validators_for(self.app.height + 1)}
+        height = self.app.info().last_block_height + 1
+        vals = {v.pub_key: v.power for v in self.app.validators_for(height)}
         if vals.get(self.key.pub_key, 0) * 3 <= 2 * sum(vals.values()):
             raise SoloError("the node key does not hold more than 2/3 of the voting power")
 
@@ -68,38 +70,44 @@ class SoloEngine:
             if not txs and not (self.create_empty if allow_empty is None else allow_empty):
                 return None
             self._check_power()
-            height = app.height + 1
-            prev = self.store.meta("last_block_hash", None, writer=True)
-            prev_hash = bytes.fromhex(prev) if prev else genesis_hash(app.genesis.raw)
-            time_ms = max(self.clock_ms(), app.last_time_ms + 1)
-            info = ProposalInfo(height, time_ms, self.key.pub_key, prev_hash)
+            last = app.info()
+            height = last.last_block_height + 1
+            time_ms = max(self.clock_ms(), last.last_block_time_ms + 1)
+            info = ProposalInfo(height, time_ms, self.key.pub_key, self._prev_block_hash())
             txs = app.prepare_proposal(txs, self.max_block_bytes, info)
-            with app.lock:
+            with app.exclusive():
                 problem = app.proposal_problem(txs, info)
                 if problem is not None:
                     raise SoloError(f"own proposal rejected: {problem}")
                 header = make_header(
-                    app.chain_id,
+                    last.chain_id,
                     height,
                     time_ms,
-                    prev_hash,
+                    info.prev_block_hash,
                     self.key.pub_key,
                     txs,
                     app.classify_tx,
-                    app.app_hash,
-                    app.last_results_hash,
+                    last.last_block_app_hash,
+                    last.last_results_hash,
                     app.validators_for(height),
                     app.validators_for(height + 1),
                 )
                 result = app.finalize_block(txs, info)
                 block = Block(header, tuple(txs))
-                commit = Commit.sign(app.chain_id, height, 0, block.hash(), [self.key])
+                commit = Commit.sign(last.chain_id, height, 0, block.hash(), [self.key])
                 self.store.stage_block(block, commit)
                 app.commit()
             self.mempool.update(txs)
         for fn in list(self.listeners):
             fn(block, list(result.tx_results))
         return block
+
+    def _prev_block_hash(self) -> bytes:
+        """The last block's hash; block 1's is the genesis document's hash."""
+        prev = self.store.meta("last_block_hash", None, writer=True)
+        if prev:
+            return bytes.fromhex(prev)
+        return genesis_hash(bytes.fromhex(self.store.meta("genesis", writer=True)))
 
     def _linger(self, quiet_s: float = 0.005, max_s: float = 0.1) -> None:
         """Eager mode: let a burst of submissions finish (or fill a block) before cutting, so a

@@ -56,8 +56,12 @@ ROUND_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 PARAM_FIELDS = ("rho", "alpha_num", "alpha_den", "eps_pri", "eps_dual", "max_iter", "mu", "tau")
 
 
-def _key(round_id: str, *parts: object) -> str:
+def round_key(round_id: str, *parts: object) -> str:
+    """``admm/<round>/<part>``: config, state, z, xi, x/<node>, schedule."""
     return "/".join(["admm", round_id, *(str(p) for p in parts)])
+
+
+_key = round_key
 
 
 def _round_id(p: dict[str, Any]) -> str:
@@ -407,4 +411,4 @@ def chain_records(store: Any) -> list[tuple[str, str, dict[str, Any], int]]:
     return out
 
 
-__all__ = ["CONTRACT", "chain_records", "children_of", "replay"]
+__all__ = ["CONTRACT", "chain_records", "children_of", "replay", "round_key"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from gridledger.chain import codes
 from gridledger.chain.contracts import tokens
-from gridledger.chain.contracts.aggregator import ROUND_RE
+from gridledger.chain.contracts.aggregator import ROUND_RE, round_key
 from gridledger.chain.contracts.base import (
     Context,
     Contract,
@@ -33,6 +33,20 @@ from gridledger.chain.contracts.base import (
 from gridledger.market.billing import BillingError, bill_hour, reading_hour
 
 MAX_WH = 10**12
+
+
+def config_key(round_id: str) -> str:
+    """The billing terms of an ADMM round (meters, accounts, tolerance, penalty, pool)."""
+    return f"bill/{round_id}/config"
+
+
+def bill_prefix(round_id: str) -> str:
+    return f"bill/{round_id}/"
+
+
+def bill_key(round_id: str, node: int, hour: int) -> str:
+    """One node's bill for one hour of the round's schedule."""
+    return f"{bill_prefix(round_id)}{node}/{hour}"
 
 
 def _round(p: dict[str, Any]) -> str:
@@ -65,7 +79,7 @@ def _v_open(p: dict[str, Any]) -> None:
 
 def _x_open(ctx: Context, p: dict[str, Any]) -> None:
     rid = p["round"]
-    schedule = ctx.state.get(f"admm/{rid}/schedule")
+    schedule = ctx.state.get(round_key(rid, "schedule"))
     if schedule is None:
         raise ContractError(codes.NOT_FOUND, f"ADMM round {rid} has no stored schedule")
     if len(p["meters"]) != len(schedule["p_w"]):
@@ -73,9 +87,9 @@ def _x_open(ctx: Context, p: dict[str, Any]) -> None:
             codes.INVALID_PAYLOAD,
             f"{len(p['meters'])} meters for a schedule of {len(schedule['p_w'])} nodes",
         )
-    if ctx.state.get(f"bill/{rid}/config") is not None:
+    if ctx.state.get(config_key(rid)) is not None:
         raise ContractError(codes.ALREADY_EXISTS, f"billing of round {rid} is already open")
-    ctx.state.set(f"bill/{rid}/config", {**p, "pool": ctx.sender})
+    ctx.state.set(config_key(rid), {**p, "pool": ctx.sender})
     ctx.emit("billing.open", round=rid, start_ms=p["start_ms"])
 
 
@@ -90,7 +104,7 @@ def _v_reading(p: dict[str, Any]) -> None:
 
 def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
     rid, node = p["round"], p["node"]
-    cfg = ctx.state.get(f"bill/{rid}/config")
+    cfg = ctx.state.get(config_key(rid))
     if cfg is None:
         raise ContractError(codes.NOT_FOUND, f"billing of round {rid} is not open")
     if node >= len(cfg["meters"]):
@@ -100,13 +114,13 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
             codes.UNAUTHORIZED,
             f"reading for node {node} signed by {ctx.sender[:16]}…, which is not its meter",
         )
-    schedule = ctx.state.get(f"admm/{rid}/schedule")
+    schedule = ctx.state.get(round_key(rid, "schedule"))
     horizon = len(schedule["p_w"][node])
     try:
         hour = reading_hour(p["start_ms"], p["duration_s"], cfg["start_ms"], horizon)
     except BillingError as exc:
         raise ContractError(codes.INVALID_PAYLOAD, str(exc)) from exc
-    key = f"bill/{rid}/{node}/{hour}"
+    key = bill_key(rid, node, hour)
     if ctx.state.get(key) is not None:
         raise ContractError(codes.ALREADY_EXISTS, f"node {node} hour {hour} is already billed")
     bill = bill_hour(

@@ -25,6 +25,14 @@ from gridledger.chain.contracts.base import (
     req_key,
     require_fields,
 )
+from gridledger.chain.contracts.membership import member_key
+
+REC_PREFIX = "rec/"
+
+
+def rec_key(rec_id: str) -> str:
+    """A renewable-energy certificate record (owner, energy, status)."""
+    return REC_PREFIX + rec_id
 
 
 def _v_issue(p: dict[str, Any]) -> None:
@@ -42,10 +50,10 @@ def _v_issue(p: dict[str, Any]) -> None:
 
 
 def _x_issue(ctx: Context, p: dict[str, Any]) -> None:
-    if ctx.state.get_raw(f"member/{p['owner']}".encode()) is None:
+    if ctx.state.get_raw(member_key(p["owner"]).encode()) is None:
         raise ContractError(codes.NOT_FOUND, f"owner {p['owner'][:16]}… is not a member")
     ctx.state.set(
-        f"rec/{ctx.txid}",
+        rec_key(ctx.txid),
         {
             "bus": p.get("bus"),
             "end_ms": p["end_ms"],
@@ -59,7 +67,7 @@ def _x_issue(ctx: Context, p: dict[str, Any]) -> None:
 
 
 def _owned(ctx: Context, rec_id: str) -> dict[str, Any]:
-    rec = ctx.state.get(f"rec/{rec_id}")
+    rec = ctx.state.get(rec_key(rec_id))
     if rec is None:
         raise ContractError(codes.NOT_FOUND, f"no certificate {rec_id[:16]}…")
     if rec["owner"] != ctx.sender:
@@ -80,7 +88,7 @@ def _part(ctx: Context, p: dict[str, Any], rec: dict[str, Any]) -> tuple[str, di
         )
     if part_wh == rec["energy_wh"]:
         return p["id"], rec
-    ctx.state.set(f"rec/{p['id']}", {**rec, "energy_wh": rec["energy_wh"] - part_wh})
+    ctx.state.set(rec_key(p["id"]), {**rec, "energy_wh": rec["energy_wh"] - part_wh})
     return ctx.txid, {**rec, "energy_wh": part_wh, "parent": p["id"]}
 
 
@@ -94,11 +102,11 @@ def _v_transfer(p: dict[str, Any]) -> None:
 
 def _x_transfer(ctx: Context, p: dict[str, Any]) -> None:
     rec = _owned(ctx, p["id"])
-    if ctx.state.get_raw(f"member/{p['to']}".encode()) is None:
+    if ctx.state.get_raw(member_key(p["to"]).encode()) is None:
         raise ContractError(codes.NOT_FOUND, f"recipient {p['to'][:16]}… is not a member")
     rid, part = _part(ctx, p, rec)
     part["owner"] = p["to"]
-    ctx.state.set(f"rec/{rid}", part)
+    ctx.state.set(rec_key(rid), part)
     ctx.emit("rec.transferred", id=rid, to=p["to"], energy_wh=part["energy_wh"])
 
 
@@ -113,7 +121,7 @@ def _x_retire(ctx: Context, p: dict[str, Any]) -> None:
     rec = _owned(ctx, p["id"])
     rid, part = _part(ctx, p, rec)
     part["status"] = "retired"
-    ctx.state.set(f"rec/{rid}", part)
+    ctx.state.set(rec_key(rid), part)
     ctx.emit("rec.retired", id=rid, owner=ctx.sender, energy_wh=part["energy_wh"])
 
 

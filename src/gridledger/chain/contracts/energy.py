@@ -27,6 +27,7 @@ from gridledger.chain.contracts.base import (
     req_key,
     require_fields,
 )
+from gridledger.chain.contracts.membership import member_key
 
 MAX_PROFILE_STEPS = 1440
 MAX_POWER_W = 10**10
@@ -66,7 +67,7 @@ def _v_transfer(p: dict[str, Any]) -> None:
 
 def _x_transfer(ctx: Context, p: dict[str, Any]) -> None:
     for who in ("source", "destination"):
-        if ctx.state.get_raw(f"member/{p[who]}".encode()) is None:
+        if ctx.state.get_raw(member_key(p[who]).encode()) is None:
             raise ContractError(codes.NOT_FOUND, f"{who} {p[who][:16]}… is not a member")
     ctx.state.set(
         f"etx/{ctx.txid}",
@@ -110,7 +111,7 @@ def _v_reactive(p: dict[str, Any]) -> None:
 
 
 def _x_reactive(ctx: Context, p: dict[str, Any]) -> None:
-    if "provider" in p and ctx.state.get_raw(f"member/{p['provider']}".encode()) is None:
+    if "provider" in p and ctx.state.get_raw(member_key(p["provider"]).encode()) is None:
         raise ContractError(codes.NOT_FOUND, f"provider {p['provider'][:16]}… is not a member")
     ctx.emit("energy.reactive", bus=p["bus"], q_varh=p["q_varh"])
 

@@ -33,6 +33,7 @@ from gridledger.chain.contracts.base import (
     TxType,
     require_fields,
 )
+from gridledger.chain.contracts.membership import member_key
 from gridledger.chain.contracts.validators import current_powers, jail
 
 MAX_EVIDENCE_HEX = 2048
@@ -64,7 +65,7 @@ def _x_submit(ctx: Context, p: dict[str, Any]) -> None:
             codes.INVALID_PAYLOAD, f"evidence height {ev.height} is in the future or too old"
         )
     accused = ev.validator.hex()
-    member = ctx.state.get(f"member/{accused}")
+    member = ctx.state.get(member_key(accused))
     if member is None or member["role"] != "validator":
         raise ContractError(codes.NOT_FOUND, "the accused key is not a validator member")
     if accused not in current_powers(ctx) and ctx.state.get(f"jail/{accused}") is None:

@@ -68,8 +68,11 @@ OWNER_IX = "market/ix/w/"
 _TOP = "\uffff"  # above every ASCII key: the upper bound of a prefix scan
 
 
+ORDER_PREFIX = "market/order/"
+
+
 def order_key(order_id: str) -> str:
-    return f"market/order/{order_id}"
+    return f"{ORDER_PREFIX}{order_id}"
 
 
 def open_count_key(owner: str) -> str:

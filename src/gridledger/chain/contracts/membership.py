@@ -17,6 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from gridledger.chain import codes
+
+# module imports: metering imports tokens, which imports this module (for member_key)
+from gridledger.chain.contracts import metering
 from gridledger.chain.contracts import roles as roles_table
 from gridledger.chain.contracts.base import (
     Context,
@@ -29,14 +32,17 @@ from gridledger.chain.contracts.base import (
     req_str,
     require_fields,
 )
-from gridledger.chain.contracts.metering import MAX_METER_RATING_W
 from gridledger.chain.keys import ROLES
 
 MAX_BUS = 100_000
 
 
+MEMBER_PREFIX = "member/"
+
+
 def member_key(pub_hex: str) -> str:
-    return f"member/{pub_hex}"
+    """State key of a member's record (role, status, bus, vendor, meter)."""
+    return MEMBER_PREFIX + pub_hex
 
 
 def new_member(
@@ -111,7 +117,7 @@ def _x_register(ctx: Context, p: dict[str, Any]) -> None:
 def _v_bind(p: dict[str, Any]) -> None:
     require_fields(p, ["meter", "prosumer"], ["rating_w"])
     if "rating_w" in p:
-        req_int(p, "rating_w", 1, MAX_METER_RATING_W)
+        req_int(p, "rating_w", 1, metering.MAX_METER_RATING_W)
     req_key(p, "meter")
     req_key(p, "prosumer")
     if p["meter"] == p["prosumer"]:

@@ -37,6 +37,11 @@ from gridledger.chain.contracts.base import (
 MAX_METER_RATING_W = 1_000_000_000
 
 
+def meter_key(meter_pub_hex: str) -> str:
+    """A meter's last reading (its window and energies): readings may not overlap."""
+    return f"meter/{meter_pub_hex}"
+
+
 def max_energy_wh(rating_w: int, duration_s: int) -> int:
     """The most energy (Wh, or varh) a meter of ``rating_w`` sees in ``duration_s`` seconds."""
     return rating_w * duration_s // 3600
@@ -77,7 +82,7 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
                 f"{name} {p[name]} exceeds what a meter rated {rating_w} W "
                 f"sees in {p['duration_s']} s ({rated})",
             )
-    key = f"meter/{p['meter']}"
+    key = meter_key(p["meter"])
     last = ctx.state.get(key) or {"end_ms": 0, "export_wh": 0, "import_wh": 0}
     if p["start_ms"] < last["end_ms"]:
         raise ContractError(

@@ -36,6 +36,7 @@ from gridledger.chain.contracts.base import (
     req_key,
     require_fields,
 )
+from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.market import (
     ESCROW,
     bid_key,
@@ -49,6 +50,7 @@ from gridledger.chain.contracts.market import (
     release_escrow_if_done,
     slot_matches_key,
 )
+from gridledger.chain.contracts.membership import member_key
 from gridledger.market.orders import energy_wh
 from gridledger.market.recs import REC_WH, recs_for_green
 from gridledger.market.settlement import (
@@ -69,8 +71,24 @@ def reading_key(prosumer: str, slot_ms: int) -> str:
     return f"settle/reading/{prosumer}/{slot_ms}"
 
 
+DONE_PREFIX = "settle/done/"
+
+
 def done_key(match_id: str, slot_ms: int) -> str:
-    return f"settle/done/{match_id}/{slot_ms}"
+    return f"{DONE_PREFIX}{match_id}/{slot_ms}"
+
+
+def green_key(prosumer: str) -> str:
+    """Whether the DSO declared a prosumer's generation renewable (it then earns RECs)."""
+    return f"settle/green/{prosumer}"
+
+
+def rec_carry_key(prosumer: str) -> str:
+    return f"settle/rec_carry/{prosumer}"
+
+
+def rec_count_key(prosumer: str) -> str:
+    return f"settle/rec_count/{prosumer}"
 
 
 def rec_id(prosumer: str, serial: int) -> str:
@@ -125,9 +143,9 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
 
 
 def _issue_recs(ctx: Context, prosumer: str, start: int, end: int, export_wh: int) -> None:
-    if not export_wh or not ctx.state.get(f"settle/green/{prosumer}"):
+    if not export_wh or not ctx.state.get(green_key(prosumer)):
         return
-    carry_key, count_key = f"settle/rec_carry/{prosumer}", f"settle/rec_count/{prosumer}"
+    carry_key, count_key = rec_carry_key(prosumer), rec_count_key(prosumer)
     n, carry = recs_for_green(ctx.state.get_int(carry_key), export_wh)
     ctx.state.set_int(carry_key, carry)
     if n == 0:
@@ -137,7 +155,7 @@ def _issue_recs(ctx: Context, prosumer: str, start: int, end: int, export_wh: in
     serial = ctx.state.get_int(count_key)
     rid = rec_id(prosumer, serial)
     ctx.state.set(
-        f"rec/{rid}",
+        rec_key(rid),
         {
             "bus": (ctx.member or {}).get("bus"),
             "end_ms": end,
@@ -288,12 +306,12 @@ def _v_green(p: dict[str, Any]) -> None:
 
 
 def _x_green(ctx: Context, p: dict[str, Any]) -> None:
-    m = ctx.state.get(f"member/{p['prosumer']}")
+    m = ctx.state.get(member_key(p["prosumer"]))
     if m is None or m["role"] != "prosumer":
         raise ContractError(codes.NOT_FOUND, f"{p['prosumer'][:16]}… is not a prosumer")
     if ctx.member["role"] == "vendor" and m.get("vendor") != ctx.sender:
         raise ContractError(codes.UNAUTHORIZED, "a vendor may declare only its own prosumers")
-    ctx.state.set(f"settle/green/{p['prosumer']}", p["green"])
+    ctx.state.set(green_key(p["prosumer"]), p["green"])
     ctx.emit("settlement.green", prosumer=p["prosumer"], green=p["green"])
 
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from gridledger.chain import codes
+
+# a module import: membership imports metering, which imports this module
+from gridledger.chain.contracts import membership
 from gridledger.chain.contracts.base import (
     Context,
     Contract,
@@ -30,8 +33,17 @@ DENOMS = ("utoken", "ewh")
 MAX_AMOUNT = 2**62
 
 
+def balance_prefix(denom: str) -> str:
+    """Prefix of every balance of ``denom`` (a scan over it sums to the supply)."""
+    return f"bal/{denom}/"
+
+
 def balance_key(denom: str, pub_hex: str) -> str:
-    return f"bal/{denom}/{pub_hex}"
+    return balance_prefix(denom) + pub_hex
+
+
+def supply_key(denom: str) -> str:
+    return f"supply/{denom}"
 
 
 def balance(ctx: Context, denom: str, pub_hex: str) -> int:
@@ -59,12 +71,12 @@ def debit(ctx: Context, denom: str, pub_hex: str, amount: int) -> None:
 
 def mint(ctx: Context, denom: str, pub_hex: str, amount: int) -> None:
     credit(ctx, denom, pub_hex, amount)
-    ctx.state.set_int(f"supply/{denom}", ctx.state.get_int(f"supply/{denom}") + amount)
+    ctx.state.set_int(supply_key(denom), ctx.state.get_int(supply_key(denom)) + amount)
 
 
 def burn(ctx: Context, denom: str, pub_hex: str, amount: int) -> None:
     debit(ctx, denom, pub_hex, amount)
-    ctx.state.set_int(f"supply/{denom}", ctx.state.get_int(f"supply/{denom}") - amount)
+    ctx.state.set_int(supply_key(denom), ctx.state.get_int(supply_key(denom)) - amount)
 
 
 def _v_amount(p: dict[str, Any]) -> None:
@@ -84,7 +96,7 @@ def _v_burn(p: dict[str, Any]) -> None:
 
 
 def _require_member(ctx: Context, pub_hex: str) -> None:
-    if ctx.state.get_raw(f"member/{pub_hex}".encode()) is None:
+    if ctx.state.get_raw(membership.member_key(pub_hex).encode()) is None:
         raise ContractError(codes.NOT_FOUND, f"recipient {pub_hex[:16]}… is not a member")
 
 

@@ -31,6 +31,7 @@ from gridledger.chain.contracts.base import (
     req_key,
     require_fields,
 )
+from gridledger.chain.contracts.membership import member_key
 
 VALIDATORS_KEY = "chain/validators"
 
@@ -87,7 +88,7 @@ def _x_propose(ctx: Context, p: dict[str, Any]) -> None:
     if p["power"] == 0 and p["pub_key"] not in vals:
         raise ContractError(codes.NOT_FOUND, "the key to remove is not a validator")
     if p["power"] > 0:
-        m = ctx.state.get(f"member/{p['pub_key']}")
+        m = ctx.state.get(member_key(p["pub_key"]))
         if m is None or m["role"] != "validator" or m["status"] != "active":
             raise ContractError(
                 codes.NOT_FOUND, "a new validator must be an active member with role validator"

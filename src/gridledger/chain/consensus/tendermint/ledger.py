@@ -29,19 +29,18 @@ from gridledger.chain.abci import Application, ExecTxResult, ProposalInfo, Valid
 from gridledger.chain.block import (
     Block,
     BlockError,
-    CommitSig,
+    Commit,
     Header,
     decode_txs,
     encode_txs,
     genesis_hash,
     make_header,
 )
-from gridledger.chain.block import Commit as LedgerCommit
 from gridledger.chain.mempool import Mempool
 from gridledger.chain.store import Store
 from gridledger.chain.tx import tx_id
 
-from .types import Commit, ConsensusError, Vote, VoteType
+from .types import ConsensusError
 from .validators import ValidatorSet, ValidatorSetError, verify_commit
 
 MAX_CLOCK_DRIFT_MS = 30_000
@@ -64,19 +63,6 @@ def decode_block(data: bytes) -> Block:
     if len(data) < 4 + n:
         raise BlockError("block header runs past the end of the block")
     return Block(Header.decode(data[4 : 4 + n]), tuple(decode_txs(data[4 + n :])))
-
-
-def to_ledger_commit(c: Commit) -> LedgerCommit:
-    sigs = tuple(CommitSig(v.validator, v.signature) for v in c.precommits)
-    return LedgerCommit(c.height, c.round, c.block_id, sigs)
-
-
-def from_ledger_commit(c: LedgerCommit) -> Commit:
-    votes = tuple(
-        Vote(VoteType.PRECOMMIT, c.height, c.round, c.block_hash, s.validator, s.signature)
-        for s in c.signatures
-    )
-    return Commit(c.height, c.round, c.block_hash, votes)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -126,9 +112,7 @@ class LedgerChain:
             raise ConsensusError(
                 f"application at height {info.last_block_height}, store at {self.height}"
             )
-        self._classify = getattr(app, "classify_tx", lambda raw: "other")
-        # Stateless admission (form + signature, cached by the app) when the app offers it.
-        self._precheck = getattr(app, "_precheck", None)
+        self._classify = app.classify_tx
         self.peer_txs: OrderedDict[bytes, bytes] = OrderedDict()
         self._recent_committed: OrderedDict[bytes, None] = OrderedDict()
         self._decode_cache: dict[bytes, tuple[Block | None, str | None]] = {}
@@ -390,7 +374,7 @@ class LedgerChain:
         self.pending = {k: u for k, u in self.pending.items() if k >= height + 1}
         if changed or height % CHECKPOINT_HEIGHTS == 0:
             self._save_valsets_for(height)
-        self.store.stage_block(block, to_ledger_commit(commit))
+        self.store.stage_block(block, commit)
         self.app.commit()
         self.height = height
         for t in block.txs:
@@ -439,21 +423,14 @@ class LedgerChain:
         # proposes invalid; the store is checked here, off the proposer's critical path (pool
         # entries that get committed later are removed by apply). The app's lookup remembers
         # "not committed", which spares the block's own lookups later.
-        among = getattr(self.app, "committed_among", None)
-        if among is not None:
-            old = among(set(fresh))
-        else:
-            old = {t for t in fresh if self.store.tx_exists(t)}
+        old = self.app.committed_among(set(fresh))
         added = 0
         for txid, raw in fresh.items():
             if txid in old or len(self.peer_txs) >= MAX_PEER_TXS:
                 continue
-            if self._precheck is not None:
-                _, code, _ = self._precheck(raw)
-                ok = code == 0
-            else:
-                ok = self.app.check_tx(raw).ok
-            if ok:
+            # stateless admission (form + signature, cached by the app): the sequence is the
+            # proposer's business, and peers' transactions may arrive out of order
+            if self.app.precheck_tx(raw).ok:
                 self.peer_txs[txid] = raw
                 added += 1
         return added
@@ -462,4 +439,4 @@ class LedgerChain:
         sb = self.store.get_block(height, writer=True)
         if sb is None:
             return None
-        return encode_block(sb.block()), from_ledger_commit(sb.commit())
+        return encode_block(sb.block()), sb.commit()

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gridledger.chain.wire import decode_length_prefixed
+
 from .evidence import (
     DuplicateProposalEvidence,
     DuplicateVoteEvidence,
@@ -68,7 +70,7 @@ def frame_limits(max_block_bytes: int, max_block_txs: int) -> dict[int, int]:
     # an encoded block: header (< 64 KiB) + a u32 length per transaction + the transactions;
     # other nodes may configure more transactions per block, up to the app's cap (20,000)
     block = max_block_bytes + 4 * max(max_block_txs, 20_000) + 64 * 1024
-    commit = len(Commit(0, 0, bytes(32), ()).encode()) + COMMIT_VOTES_BOUND * vote
+    commit = len(Commit(0, 0, bytes(32), ()).to_wire()) + COMMIT_VOTES_BOUND * vote
     proposal = len(Proposal(0, 0, -1, bytes(32), b"", bytes(32), bytes(64)).encode())
     return {
         K_PROPOSAL: proposal + block,
@@ -302,7 +304,7 @@ class Reactor:
                 if loaded is None:
                     break
                 block, commit = loaded
-                frame = _BLOCK_HEAD.pack(h, len(block)) + block + commit.encode()
+                frame = _BLOCK_HEAD.pack(h, len(block)) + block + commit.to_wire()
                 self.transport.send(peer, K_BLOCK, frame)
         elif height == self.cs.height and now - self._height_started > self.config.stuck_after_s:
             for m in self.cs.own_messages():
@@ -327,7 +329,7 @@ class Reactor:
         if len(payload) > MAX_FUTURE_BYTES:
             raise ConsensusError(f"block frame of {len(payload)} bytes exceeds the sync buffer")
         block = payload[off : off + blen]
-        commit = Commit.decode(payload[off + blen :])
+        commit = Commit.from_wire(payload[off + blen :])
         # Before anything is kept: the commit must be signed by > 2/3 of the set the block names.
         self.chain.check_synced_block(h, block, commit)
         self._buffer_block(h, block, commit, len(payload))
@@ -392,11 +394,7 @@ class Reactor:
     def _on_txs(self, payload: bytes) -> None:
         # Admission (a signature check per transaction) is queued and done in slices between
         # other events, so that proposals and votes are not kept waiting behind a large batch.
-        i, n = 0, len(payload)
-        while i < n:
-            (ln,) = struct.unpack_from(">I", payload, i)
-            self._tx_inbox.append(payload[i + 4 : i + 4 + ln])
-            i += 4 + ln
+        self._tx_inbox.extend(decode_length_prefixed(payload, "transaction", "gossip batch"))
         if not self._admitting:
             self._admitting = True
             self._loop.call_soon(self._admit_some)

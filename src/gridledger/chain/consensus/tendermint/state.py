@@ -378,7 +378,7 @@ class ConsensusState:
                 continue
             ok, bid = vs.quorum_block()
             if ok and bid is not None and bid in hs.blocks and self._valid(bid):
-                commit = Commit(hs.height, rnd, bid, tuple(vs.votes_for(bid)))
+                commit = Commit.from_precommits(hs.height, rnd, bid, vs.votes_for(bid))
                 hs.step = COMMITTED
                 self.env.decide(hs.height, hs.blocks[bid], commit)
                 return False

@@ -14,6 +14,21 @@ from enum import IntEnum
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from gridledger.chain import wire
+from gridledger.chain.block import Commit
+
+__all__ = [
+    "Commit",  # the one commit class lives in chain/block.py; importable here for the engine
+    "ConsensusError",
+    "Proposal",
+    "Step",
+    "Vote",
+    "VoteType",
+    "proposal_sign_bytes",
+    "verify_sig",
+    "vote_sign_bytes",
+]
+
 BLOCK_ID_LEN = 32
 PUB_KEY_LEN = 32
 SIG_LEN = 64
@@ -38,14 +53,13 @@ class VoteType(IntEnum):
 
 
 def _chain_prefix(tag: bytes, chain_id: str) -> bytes:
-    cid = chain_id.encode()
-    if len(cid) > 255:
-        raise ConsensusError(f"chain id longer than 255 bytes: {chain_id!r}")
-    return tag + bytes([len(cid)]) + cid
+    try:
+        return wire.chain_prefix(tag, chain_id)
+    except wire.WireError as exc:
+        raise ConsensusError(str(exc)) from exc
 
 
-_VOTE_HEAD = struct.Struct(">BQiB")  # type, height, round, has_block
-_VOTE_WIRE = struct.Struct(">BQiB32s32s64s")
+_VOTE_WIRE = wire.VOTE_WIRE
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +116,10 @@ class Vote:
 def vote_sign_bytes(
     chain_id: str, vtype: VoteType, height: int, rnd: int, block_id: bytes | None
 ) -> bytes:
-    return (
-        _chain_prefix(b"gridledger/vote/v1", chain_id)
-        + _VOTE_HEAD.pack(int(vtype), height, rnd, block_id is not None)
-        + (block_id or b"")
-    )
+    try:
+        return wire.vote_sign_bytes(chain_id, int(vtype), height, rnd, block_id)
+    except wire.WireError as exc:
+        raise ConsensusError(str(exc)) from exc
 
 
 _PROP_HEAD = struct.Struct(">Qii32s")
@@ -174,37 +187,3 @@ def verify_sig(pub_key: bytes, message: bytes, signature: bytes) -> bool:
     except (BadSignatureError, ValueError):
         return False
     return True
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """The precommits (> 2/3 of voting power) that decided ``block_id`` at (height, round)."""
-
-    height: int
-    round: int
-    block_id: bytes
-    precommits: tuple[Vote, ...]
-
-    def encode(self) -> bytes:
-        head = struct.pack(">QI32sH", self.height, self.round, self.block_id, len(self.precommits))
-        return head + b"".join(v.encode() for v in self.precommits)
-
-    @staticmethod
-    def decode(data: bytes) -> Commit:
-        hs = struct.calcsize(">QI32sH")
-        if len(data) < hs:
-            raise ConsensusError("commit shorter than its header")
-        height, rnd, block_id, n = struct.unpack_from(">QI32sH", data)
-        vs = _VOTE_WIRE.size
-        if len(data) != hs + n * vs:
-            raise ConsensusError("commit length does not match its vote count")
-        votes = tuple(Vote.decode(data[hs + i * vs : hs + (i + 1) * vs]) for i in range(n))
-        for v in votes:
-            if (v.type, v.height, v.round, v.block_id) != (
-                VoteType.PRECOMMIT,
-                height,
-                rnd,
-                block_id,
-            ):
-                raise ConsensusError("commit holds a vote that is not a precommit for its block")
-        return Commit(height, rnd, block_id, votes)

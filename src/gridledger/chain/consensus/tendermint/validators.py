@@ -10,13 +10,13 @@ that was offline cannot come back with a huge accumulated priority.
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gridledger.chain.abci import Validator
+from gridledger.chain.wire import validator_set_hash
 
-from .types import PUB_KEY_LEN, Commit, ConsensusError, VoteType
+from .types import PUB_KEY_LEN, Commit, ConsensusError, VoteType, verify_sig, vote_sign_bytes
 
 MAX_TOTAL_POWER = 2**60 // 8  # keeps priority arithmetic far from 64-bit limits, as CometBFT
 PRIORITY_WINDOW_FACTOR = 2
@@ -117,10 +117,7 @@ class ValidatorSet:
 
     def hash(self) -> bytes:
         """Hash of the members and powers in canonical order (priorities excluded)."""
-        h = hashlib.sha256(b"gridledger/valset/v1")
-        for m in self._members:
-            h.update(m.pub_key + struct.pack(">Q", m.power))
-        return h.digest()
+        return validator_set_hash(self._members)
 
     # --- proposer selection -----------------------------------------------------------------
     @property
@@ -220,22 +217,18 @@ def verify_commit(chain_id: str, valset: ValidatorSet, commit: Commit) -> None:
     """Raise :class:`ConsensusError` unless > 2/3 of ``valset``'s power signed ``commit``."""
     seen: set[bytes] = set()
     power = 0
-    for v in commit.precommits:
-        if (v.type, v.height, v.round, v.block_id) != (
-            VoteType.PRECOMMIT,
-            commit.height,
-            commit.round,
-            commit.block_id,
-        ):
-            raise ConsensusError("commit holds a vote that is not a precommit for its block")
-        if v.validator in seen:
+    msg = vote_sign_bytes(
+        chain_id, VoteType.PRECOMMIT, commit.height, commit.round, commit.block_hash
+    )
+    for s in commit.signatures:
+        if s.validator in seen:
             raise ConsensusError("commit counts one validator twice")
-        seen.add(v.validator)
-        p = valset.power_of(v.validator)
+        seen.add(s.validator)
+        p = valset.power_of(s.validator)
         if p == 0:
-            raise ConsensusError(f"commit signed by non-validator {v.validator.hex()[:16]}")
-        if not v.verify(chain_id):
-            raise ConsensusError(f"bad precommit signature from {v.validator.hex()[:16]}")
+            raise ConsensusError(f"commit signed by non-validator {s.validator.hex()[:16]}")
+        if not verify_sig(s.validator, msg, s.signature):
+            raise ConsensusError(f"bad precommit signature from {s.validator.hex()[:16]}")
         power += p
     if not valset.has_quorum(power):
         raise ConsensusError(
