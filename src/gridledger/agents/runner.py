@@ -1,21 +1,13 @@
-"""Run agents as their own OS processes against a node's HTTP API.
-
-``python -m gridledger.agents.runner --plan HOME/demo/plan.json --role dso --node URL``
-
-builds the agents of one role (``dso``, ``meters``, ``prosumers``) from a demo plan
-(:mod:`gridledger.demo.plan`), then polls the node: at every new block each agent looks at the
-chain and posts what is due.  It exits once block time has passed the plan's end and its agents
-are done.  :class:`HttpChain` is the :class:`~gridledger.agents.client.ChainClient` over HTTP.
+"""Agents against a node's HTTP API: :class:`HttpChain` is the
+:class:`~gridledger.agents.client.ChainClient` over HTTP, and :func:`run_agents` polls the node
+and lets every agent post what is due at each new block. The demo's agent processes
+(``python -m gridledger.demo.agents_proc``) are built on these.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -126,35 +118,3 @@ def run_agents(
                 return
         time.sleep(poll_s)
     raise TimeoutError(f"agents not done after {deadline_s} s")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from gridledger.demo.plan import agents_for_role, load_plan
-
-    p = argparse.ArgumentParser(prog="python -m gridledger.agents.runner")
-    p.add_argument("--plan", type=Path, required=True)
-    p.add_argument("--role", choices=("dso", "meters", "prosumers"), required=True)
-    p.add_argument("--node", required=True, help="the node's API URL")
-    p.add_argument("--deadline-s", type=float, default=600.0)
-    args = p.parse_args(argv)
-    plan = load_plan(args.plan)
-    agents = agents_for_role(plan, args.role)
-    for a in agents:
-        if hasattr(a, "warm_up"):
-            a.warm_up()
-    client = HttpChain(args.node)
-    try:
-        run_agents(client, agents, plan["end_ms"], deadline_s=args.deadline_s, log=sys.stderr)
-    finally:
-        client.close()
-    refused = [r for a in agents for r in getattr(a, "refused", {}).values()]
-    summary = {"role": args.role, "agents": len(agents), "refused": refused}
-    out = args.plan.parent / f"{args.role}.done.json"
-    out.write_text(json.dumps(summary))
-    for r in refused:
-        print(f"refused: {r}", file=sys.stderr)
-    return 1 if refused else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The demo as plain data: keys, parties, every order with its block times, rankings, meters.
 
 A plan is written to ``HOME/demo/plan.json`` so that agents running as separate processes
-(``agents/runner.py``) rebuild exactly the same actors from it.  Times are block times in ms;
+(``demo/agents_proc.py``) rebuild exactly the same actors from it.  Times are block times in ms;
 every offset is a fraction of the market slot (15 minutes in the embedded demo, a few seconds
 when the chain runs on the wall clock): bids are posted 2/3 of a slot before their start (ten
 minutes of fifteen), the seller-selection offers 8/3 slots before, rankings one slot before the

@@ -6,7 +6,7 @@
   The agents run in this process, in turn, and reach the chain only through the
   :class:`~gridledger.agents.client.ChainClient` calls.
 * ``run_processes``: a real node process (``gridledger node start``, solo consensus on the wall
-  clock) and three agent processes (``agents/runner.py``: DSO, meters, prosumers) that use the
+  clock) and three agent processes (``demo/agents_proc.py``: DSO, meters, prosumers) that use the
   node only through its HTTP API.  Market slots are a few seconds long so that the demo fits in
   a couple of minutes.
 """
@@ -380,7 +380,7 @@ def run_processes(
                 [
                     sys.executable,
                     "-m",
-                    "gridledger.agents.runner",
+                    "gridledger.demo.agents_proc",
                     "--plan",
                     str(plan_file),
                     "--role",
