@@ -370,24 +370,7 @@ class DsoAgent:
         extras = buyer_extras_utoken(m, setpoints, client.state(PARAMS) or default_params())
         if int(client.state(balance_key("utoken", m["buyer"])) or 0) < extras:
             raise AgentError(f"the buyer cannot escrow {extras} utoken for reactive pay and losses")
-        n = 0
-        for t, (run, e) in sorted(evaluations.items()):
-            shares = [
-                {
-                    "match_id": x["match_id"],
-                    "loss_w": round(1000 * e.share_kw[x["match_id"]]),
-                    "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
-                }
-                for x in run
-            ]
-            payload = {
-                "from_ms": t,
-                "shares": shares,
-                "total_loss_w": round(1000 * e.loss_kw),
-                "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
-            }
-            must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
-            n += 1
+        n = self.post_loss_shares(client, evaluations)
         must(
             client.submit(self.key, "market.reactive", {"match_id": mid, "setpoints": setpoints}),
             f"reactive set-points for {mid}",
@@ -409,6 +392,33 @@ class DsoAgent:
         (imports and first solves take seconds on a busy machine)."""
         for ph in self.phases:
             ph.evaluator.certify([], 0, self.slot_ms, ph.evaluator.initial_state(), 0, None)
+
+    def post_loss_shares(
+        self,
+        client: ChainClient,
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
+    ) -> int:
+        """One ``market.losses`` record per instant where the running trades change: every
+        running trade's share with and without the R-OPF, in W. Returns how many it posted."""
+        n = 0
+        for t, (run, e) in sorted(evaluations.items()):
+            shares = [
+                {
+                    "match_id": x["match_id"],
+                    "loss_w": round(1000 * e.share_kw[x["match_id"]]),
+                    "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
+                }
+                for x in run
+            ]
+            payload = {
+                "from_ms": t,
+                "shares": shares,
+                "total_loss_w": round(1000 * e.loss_kw),
+                "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
+            }
+            must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
+            n += 1
+        return n
 
 
 def _spec(m: dict[str, Any]) -> TradeSpec:

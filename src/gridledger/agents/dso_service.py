@@ -133,24 +133,7 @@ class IntervalDsoAgent(DsoAgent):
         evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
         digest: str,
     ) -> int:
-        n = 0
-        for t, (run, e) in sorted(evaluations.items()):
-            shares = [
-                {
-                    "match_id": x["match_id"],
-                    "loss_w": round(1000 * e.share_kw[x["match_id"]]),
-                    "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
-                }
-                for x in run
-            ]
-            payload = {
-                "from_ms": t,
-                "shares": shares,
-                "total_loss_w": round(1000 * e.loss_kw),
-                "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
-            }
-            must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
-            n += 1
+        n = self.post_loss_shares(client, evaluations)
         start_eval = evaluations[min(evaluations)][1]
         powers = [records[g]["match"]["power_w"] for g in group]
         regulators = [r for r in start_eval.regulators if r.bus in phase.regulator_accounts]
