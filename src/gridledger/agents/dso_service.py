@@ -36,10 +36,14 @@ from gridledger.agents.runner import HttpChain
 from gridledger.chain.contracts.market import (
     PARAMS,
     PENDING,
+    buyer_extras_utoken,
+    default_params,
     document_digest,
     match_key,
+    reactive_digest,
     trade_record,
 )
+from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import KeyPair
 from gridledger.market.settlement import allocate_pro_rata
 
@@ -133,13 +137,12 @@ class IntervalDsoAgent(DsoAgent):
         evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
         digest: str,
     ) -> int:
-        n = self.post_loss_shares(client, evaluations)
         start_eval = evaluations[min(evaluations)][1]
         powers = [records[g]["match"]["power_w"] for g in group]
         regulators = [r for r in start_eval.regulators if r.bus in phase.regulator_accounts]
         pay = {r.bus: allocate_pro_rata(r.utoken_per_slot, powers) for r in regulators}
-        for k, g in enumerate(group):
-            setpoints = [
+        setpoints_of = {
+            g: [
                 {
                     "account": phase.regulator_accounts[r.bus],
                     "node": r.bus,
@@ -150,6 +153,19 @@ class IntervalDsoAgent(DsoAgent):
                 }
                 for r in regulators
             ]
+            for k, g in enumerate(group)
+        }
+        # each approval escrows its buyer's extras (reactive pay, losses at the cap): if one
+        # buyer cannot cover them, nothing is posted and the matches are certified one by one
+        prm = client.state(PARAMS) or default_params()
+        for g in group:
+            m = records[g]["match"]
+            extras = buyer_extras_utoken(m, setpoints_of[g], prm)
+            if int(client.state(balance_key("utoken", m["buyer"])) or 0) < extras:
+                raise AgentError(f"the buyer of {g} cannot escrow {extras} utoken for its extras")
+        n = self.post_loss_shares(client, evaluations)
+        for g in group:
+            setpoints = setpoints_of[g]
             must(
                 client.submit(self.key, "market.reactive", {"match_id": g, "setpoints": setpoints}),
                 f"reactive set-points for {g}",
@@ -161,6 +177,7 @@ class IntervalDsoAgent(DsoAgent):
                 "verdict": "approved",
                 "reasons": [],
                 "trade": trade_record(records[g]["match"]),
+                "reactive_digest": reactive_digest(setpoints),
             }
             must(client.submit(self.key, "market.certificate", cert), f"certificate for {g}")
             n += 2
