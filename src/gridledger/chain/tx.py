@@ -89,7 +89,8 @@ def make_tx(key: KeyPair, chain_id: str, seq: int, tx_type: str, payload: dict[s
 
 def decode_tx(raw: bytes, max_bytes: int = MAX_TX_BYTES) -> Tx:
     """Parse wire bytes; checks form only (canonical, fields, sizes), not the signature."""
-    raw = bytes(raw)
+    if type(raw) is not bytes:  # a copy only for bytearray/memoryview (bytes are immutable)
+        raw = bytes(raw)
     if len(raw) > max_bytes:
         raise TxError(f"transaction of {len(raw)} bytes exceeds the limit of {max_bytes}")
     if len(raw) <= SIG_LEN + 2:
@@ -104,7 +105,8 @@ def decode_tx(raw: bytes, max_bytes: int = MAX_TX_BYTES) -> Tx:
         raise TxError(
             f"transaction body must have exactly the fields {list(_BODY_KEYS)}, got {got}"
         )
-    chain_id, payload, sender_hex, seq, tx_type = (body[k] for k in _BODY_KEYS)
+    chain_id, payload, sender_hex = body["chain_id"], body["payload"], body["sender"]
+    seq, tx_type = body["seq"], body["type"]
     if not isinstance(chain_id, str) or not chain_id:
         raise TxError("chain_id must be a non-empty string")
     if not isinstance(payload, dict):
