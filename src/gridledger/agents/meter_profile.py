@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gridledger.agents.client import ChainClient, must
+from gridledger.chain.contracts.metering import meter_key
 from gridledger.chain.keys import KeyPair
 
 WH_PER_KWH = 1000
@@ -108,7 +109,7 @@ class ProfileMeter:
     def step(self, client: ChainClient) -> int:
         """Post every ended slot not yet on chain; return how many were posted."""
         now = client.time_ms()
-        on_chain = client.state(f"meter/{self.key.pub_hex}") or {"end_ms": 0}
+        on_chain = client.state(meter_key(self.key.pub_hex)) or {"end_ms": 0}
         n = 0
         for start, value in zip(self.starts_ms, self.kwh, strict=True):
             if start < on_chain["end_ms"] or start + self.slot_ms > now:
@@ -131,5 +132,5 @@ class ProfileMeter:
         return n
 
     def done(self, client: ChainClient) -> bool:
-        on_chain = client.state(f"meter/{self.key.pub_hex}") or {"end_ms": 0}
+        on_chain = client.state(meter_key(self.key.pub_hex)) or {"end_ms": 0}
         return on_chain["end_ms"] >= self.starts_ms[-1] + self.slot_ms
