@@ -197,7 +197,26 @@ def test_prosumers_trade_with_the_cli_and_the_service_certifies(world, tmp_path,
     table = capsys.readouterr().out
     assert "match m0: approved  5 kW bus 14 -> 12" in table and "regulator bus 40" in table
     escrowed = before - cli("balance", "--key", str(files["R11"]))["utoken"]
-    assert escrowed == 5 * 0.5 * 120_000  # 5 kW for 30 min at 0.12 token/kWh, held in escrow
+    from gridledger.chain.contracts.market import (
+        PARAMS,
+        buyer_extras_utoken,
+        default_params,
+        match_key,
+        reactive_key,
+    )
+
+    chain = HttpChain(url)
+    try:
+        extras = buyer_extras_utoken(
+            chain.state(match_key("m0"))["match"],
+            chain.state(reactive_key("m0"))["setpoints"],
+            chain.state(PARAMS) or default_params(),
+        )
+    finally:
+        chain.close()
+    # the bid escrows 5 kW for 30 min at 0.12 token/kWh; the approval escrows the buyer's
+    # extras (reactive pay and losses at the cap) on top
+    assert extras > 0 and escrowed == 5 * 0.5 * 120_000 + extras
     assert main(["offer", "--key", str(files["PV14"]), "--node", url, "--kw", "5", "--price",
                  "0.1", "--from", "2026-06-01T12:00", "--to", "2026-06-01T13:00"]) == 2  # fmt: skip
     assert "has no time zone" in capsys.readouterr().err

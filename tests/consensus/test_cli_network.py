@@ -50,7 +50,7 @@ def test_bad_inputs_are_refused_with_a_clear_message(tmp_path, capsys):
 
 
 def test_followers_init_and_bad_follower_configs(tmp_path, capsys):
-    from gridledger.node.bft import ConfigError, NodeConfig
+    from gridledger.node.bft import BftNodeConfig, ConfigError
 
     home = tmp_path / "f"
     args = ["testnet", "init", "--validators", "2", "--followers", "1", "--home", str(home)]
@@ -66,7 +66,7 @@ def test_followers_init_and_bad_follower_configs(tmp_path, capsys):
     fdir = home / "node2"
     cfg = json.loads((fdir / "config.json").read_text())
     assert cfg["role"] == "follower" and cfg["allow"] == []
-    assert NodeConfig.load(fdir).role == "follower"
+    assert BftNodeConfig.load(fdir).role == "follower"
     for field, value, words in [
         ("role", "observer", "role must be one of"),
         ("allow", [{"name": "x", "pub_key": "abcd"}], "bad pub_key"),
@@ -74,6 +74,6 @@ def test_followers_init_and_bad_follower_configs(tmp_path, capsys):
     ]:
         (fdir / "config.json").write_text(json.dumps({**cfg, field: value}))
         with pytest.raises(ConfigError, match=words):
-            NodeConfig.load(fdir)
+            BftNodeConfig.load(fdir)
     assert main(["testnet", "init", "--followers", "21", "--home", str(tmp_path / "g")]) == 2
     assert "between 0 and 20" in capsys.readouterr().err

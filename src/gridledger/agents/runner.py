@@ -57,6 +57,18 @@ class HttpChain:
         value = resp.raise_for_status().json().get("value")
         return None if value is None else encoding.decode(bytes.fromhex(value))
 
+    def wait_committed(self, txid: str, timeout_s: float = 30.0) -> HttpOutcome:
+        """The block's verdict on a transaction admitted earlier (a contract may still refuse
+        it in the block); TimeoutError when it is not committed within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            resp = self.http.get(f"/txs/{txid}")
+            if resp.status_code == 200 and resp.json().get("status") == "committed":
+                doc = resp.json()
+                return HttpOutcome(txid, int(doc["code"]), doc.get("log", ""))
+            time.sleep(0.1)
+        raise TimeoutError(f"transaction {txid} not committed after {timeout_s:g} s")
+
     def items_with_prefix(self, prefix: str, limit: int = 100_000) -> list[tuple[str, Any]]:
         """Committed (key, value) pairs under ``prefix`` in key order, paged through the API's
         read-only listing (``GET /web/state``)."""

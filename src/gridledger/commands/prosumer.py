@@ -86,6 +86,17 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
+def _committed(client: Any, admitted: Any) -> Any:
+    """What the chain decided: a transaction admitted to the mempool can still be refused by
+    its contract in the block, so a command reports success only once it is committed."""
+    if not admitted.ok:
+        return admitted
+    try:
+        return client.wait_committed(admitted.txid)
+    except TimeoutError as exc:
+        raise CliError(f"{exc}; it may still be committed later") from exc
+
+
 def _emit(doc: Any, as_json: bool, lines: list[str]) -> None:
     print(json.dumps(doc) if as_json else "\n".join(lines))
 
@@ -110,7 +121,8 @@ def _order(args: argparse.Namespace) -> int:
         spec = OrderSpec(
             args.kind, round(args.kw * 1000), round(args.price * UTOKEN_PER_TOKEN), start, end
         )
-        res = client.submit(key, f"market.{args.kind}", spec.payload(int(member["bus"])))
+        res = _committed(client, client.submit(key, f"market.{args.kind}", spec.payload(
+            int(member["bus"]))))  # fmt: skip
     finally:
         client.close()
     if not res.ok:
@@ -160,7 +172,7 @@ def _cancel(args: argparse.Namespace) -> int:
     key = _key(args.key)
     client = _client(args.node)
     try:
-        res = client.submit(key, "market.cancel", {"order": args.order})
+        res = _committed(client, client.submit(key, "market.cancel", {"order": args.order}))
     finally:
         client.close()
     if not res.ok:
