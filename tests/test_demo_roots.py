@@ -20,10 +20,14 @@ START_MS = 1_767_261_600_000  # 2026-01-01T10:00Z, a whole hour like the demo's 
 # (app hash after the last block, hash of the last block, height) of the full demo
 # Changed on purpose by: the order book as one record per order, approvals escrowing the
 # buyer's extras, one REC record per reading, header v2 (next_validators_hash), the demand
-# response phase (the dr contract in the genesis, nine blocks after the day-ahead schedule).
+# response phase (the dr contract in the genesis, nine blocks after the day-ahead schedule),
+# single power flows on lightsim2grid's Newton (last-bit float differences reach the DSO's
+# certificate documents and their digests) and the certificate documents' loss fields (series and
+# no-load losses apart). The refactors since (wire primitives, state-key builders, Application
+# protocol, CPU-per-transaction work) left these roots unchanged.
 EXPECTED = (
-    "45599a52d5fdb462f35181ba365ae5c173825e0458f336a3a561b1e7adf165fd",
-    "6697d87bea80ad5aa75823308f930b27dd7ba0fc5d4775eac265ecab63438efd",
+    "02b2130766747078ff1fe0f79624950e7e002cd2f6f7221b2e91697c68f88d3d",
+    "67e14f2d74ab5d5a9c09400e22ee6767d5988a69aea5bc64ebedd54e44aad2b2",
     179,
 )
 
