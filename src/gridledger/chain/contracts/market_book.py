@@ -9,8 +9,10 @@ with the number of open orders (bench/market.py measures it):
   their window starts in, cheapest first, then by arrival;
 * ``market/ix/b/<start>/<MAX_PRICE - price>/<seq>/<id>``: open bids with power left, by start
   slot, highest price first, then by arrival;
-* ``market/ix/os/<start>``, ``market/ix/bs/<start>``: how many offers (bids) are indexed under a
-  start slot, so a search visits only the start slots that hold orders;
+* ``market/ix/os/<start>``, ``market/ix/bs/<start>``: ``[count, latest end]`` of the offers
+  (bids) indexed under a start slot, so a search visits only the start slots that hold orders,
+  and a bid skips the start slots whose offers all end before it does (the latest end is an
+  upper bound: it is reset when the slot empties, not lowered when an order leaves);
 * ``market/ix/e/<end>/<seq>/<id>`` and ``market/ix/w/<owner>/<end>/<seq>/<id>``: every open
   order by end of window, globally and per owner (expiry, the per-member cap);
 * ``market/open/<owner>``: the owner's number of open orders;
@@ -164,7 +166,9 @@ class ChainBook:
         if bid.start_ms <= now_ms or brec["left_w"] == 0:
             return []
         ranks = {r.seller_node: r for r in (ranking or {}).get(bid.node, ())}
-        found = self._merged(OFFER_STARTS, OFFER_IX, bid.end_ms - self.max_window_ms, bid.start_ms)
+        found = self._merged(
+            OFFER_STARTS, OFFER_IX, bid.end_ms - self.max_window_ms, bid.start_ms, bid.end_ms
+        )
         matches: list[Match] = []
         if not ranks:
             for price, _seq, offer_id in found:
@@ -290,13 +294,15 @@ class ChainBook:
         if rec["indexed"] == on:
             return
         key, count_key = self._index_key(rec)
-        count = self.state.get_int(count_key) + (1 if on else -1)
+        count, latest_end = self.state.get(count_key) or (0, 0)
         if on:
             self.state.set_int(key, 1)
+            count, latest_end = count + 1, max(latest_end, _order_of(rec).end_ms)
         else:
             self.state.delete(key)
+            count -= 1
         if count:
-            self.state.set_int(count_key, count)
+            self.state.set(count_key, [count, latest_end])
         else:
             self.state.delete(count_key)
         rec["indexed"] = on
@@ -314,18 +320,24 @@ class ChainBook:
         return sum(1 for _s, w in orec["left"] if w == 0) == n_slots
 
     def _merged(
-        self, starts_prefix: str, ix_prefix: str, lo_start: int, hi_start: int
+        self,
+        starts_prefix: str,
+        ix_prefix: str,
+        lo_start: int,
+        hi_start: int,
+        ending_by: int | None = None,
     ) -> Iterator[tuple[int, int, str]]:
         """Index entries (price or inverted price, seq, id) of the orders starting in
-        [lo_start, hi_start], merged in that order across start slots, lazily."""
+        [lo_start, hi_start], merged in that order across start slots, lazily; with
+        ``ending_by``, start slots whose orders all end before it are skipped."""
         if hi_start < lo_start:
             return iter(())
-        starts = [
-            k[len(starts_prefix) :]
-            for k in self.state.scan(
-                f"{starts_prefix}{_n(max(lo_start, 0))}", f"{starts_prefix}{_n(hi_start + 1)}"
-            )
-        ]
+        starts = []
+        for k in self.state.scan(
+            f"{starts_prefix}{_n(max(lo_start, 0))}", f"{starts_prefix}{_n(hi_start + 1)}"
+        ):
+            if ending_by is None or self.state.get(k)[1] >= ending_by:
+                starts.append(k[len(starts_prefix) :])
         return heapq.merge(*(self._entries(f"{ix_prefix}{s}/") for s in starts))
 
     def _entries(self, prefix: str) -> Iterator[tuple[int, int, str]]:
