@@ -93,6 +93,28 @@ class Match:
     def from_dict(cls, data: Mapping[str, Any]) -> Match:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
+    @classmethod
+    def between(
+        cls, match_id: str, offer: Offer, bid: Bid, power_w: int, price: int, pricing: str
+    ) -> Match:
+        """The match of ``power_w`` from ``offer`` to ``bid`` over the bid's window (one
+        definition for the reference book and the chain's book)."""
+        return cls(
+            match_id=match_id,
+            offer_id=offer.offer_id,
+            bid_id=bid.bid_id,
+            seller=offer.seller,
+            buyer=bid.buyer,
+            seller_node=offer.node,
+            buyer_node=bid.node,
+            power_w=power_w,
+            price_utoken_per_kwh=price,
+            start_ms=bid.start_ms,
+            end_ms=bid.end_ms,
+            green=offer.green,
+            pricing=pricing,
+        )
+
 
 @dataclass
 class OrderBook:
@@ -263,20 +285,8 @@ class OrderBook:
                 band[0] = max(band[0], offer.price_utoken_per_kwh)
                 band[1] = min(band[1], bid.max_price_utoken_per_kwh)
         self.bid_left_w[bid.bid_id] -= power_w
-        match = Match(
-            match_id=f"m{self.next_match}",
-            offer_id=offer.offer_id,
-            bid_id=bid.bid_id,
-            seller=offer.seller,
-            buyer=bid.buyer,
-            seller_node=offer.node,
-            buyer_node=bid.node,
-            power_w=power_w,
-            price_utoken_per_kwh=resting_price,
-            start_ms=bid.start_ms,
-            end_ms=bid.end_ms,
-            green=offer.green,
-            pricing=self.params.pricing,
+        match = Match.between(
+            f"m{self.next_match}", offer, bid, power_w, resting_price, self.params.pricing
         )
         self.next_match += 1
         return match

@@ -396,21 +396,7 @@ class ChainBook:
         brec["left_w"] -= power_w
         n = self.state.get_int(NEXT_MATCH)
         self.state.set_int(NEXT_MATCH, n + 1)
-        return Match(
-            match_id=match_id(n),
-            offer_id=offer.offer_id,
-            bid_id=bid.bid_id,
-            seller=offer.seller,
-            buyer=bid.buyer,
-            seller_node=offer.node,
-            buyer_node=bid.node,
-            power_w=power_w,
-            price_utoken_per_kwh=resting_price,
-            start_ms=bid.start_ms,
-            end_ms=bid.end_ms,
-            green=offer.green,
-            pricing=self.params.pricing,
-        )
+        return Match.between(match_id(n), offer, bid, power_w, resting_price, self.params.pricing)
 
 
 def _sparse(left: dict[int, int], full_w: int) -> list[list[int]]:
