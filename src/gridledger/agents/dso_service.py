@@ -20,7 +20,6 @@ Restart safety comes from where the state lives:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -31,16 +30,24 @@ from typing import Any
 import httpx
 
 from gridledger.agents.client import AgentError, ChainClient, must
-from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _integral, _spec
+from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _spec
 from gridledger.agents.dso_config import load_dso_config
 from gridledger.agents.runner import HttpChain
-from gridledger.chain import encoding
-from gridledger.chain.contracts.market import PARAMS, PENDING, match_key, trade_record
+from gridledger.chain.contracts.market import (
+    PARAMS,
+    PENDING,
+    document_digest,
+    match_key,
+    reactive_digest,
+    trade_record,
+)
 from gridledger.chain.keys import KeyPair
 from gridledger.market.settlement import allocate_pro_rata
 
 STATUS_FILE = "status.json"
 RECONNECT_S = 0.5
+# shares per market.losses record: well inside its 256 rows and 16 KiB payload
+LOSS_SHARES_PER_TX = 128
 
 
 class IntervalDsoAgent(DsoAgent):
@@ -103,7 +110,7 @@ class IntervalDsoAgent(DsoAgent):
                 for t, (run, e) in sorted(evaluations.items())
             ],
         }
-        digest = hashlib.sha256(encoding.encode(_integral(document))).hexdigest()
+        digest = document_digest(document)
         if self.documents_dir is not None:
             self.documents_dir.mkdir(parents=True, exist_ok=True)
             for g in group:
@@ -139,14 +146,17 @@ class IntervalDsoAgent(DsoAgent):
                 }
                 for x in run
             ]
-            payload = {
-                "from_ms": t,
-                "shares": shares,
-                "total_loss_w": round(1000 * e.loss_kw),
-                "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
-            }
-            must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
-            n += 1
+            # a community interval can hold more trades than one market.losses record may
+            # list (its payload is bounded): the same instant's shares go in several records
+            for k in range(0, len(shares), LOSS_SHARES_PER_TX):
+                payload = {
+                    "from_ms": t,
+                    "shares": shares[k : k + LOSS_SHARES_PER_TX],
+                    "total_loss_w": round(1000 * e.loss_kw),
+                    "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
+                }
+                must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
+                n += 1
         start_eval = evaluations[min(evaluations)][1]
         powers = [records[g]["match"]["power_w"] for g in group]
         regulators = [r for r in start_eval.regulators if r.bus in phase.regulator_accounts]
@@ -174,6 +184,7 @@ class IntervalDsoAgent(DsoAgent):
                 "verdict": "approved",
                 "reasons": [],
                 "trade": trade_record(records[g]["match"]),
+                "reactive_digest": reactive_digest(setpoints),
             }
             must(client.submit(self.key, "market.certificate", cert), f"certificate for {g}")
             n += 2
