@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gridledger.commands.meter",  # meter serve
     "gridledger.commands.prosumer",  # offer, bid, orders, cancel, balance, certificate
     "gridledger.commands.members",  # members import
+    "gridledger.commands.community",  # community (prosumers of a real grid, a day of trading)
 )
 
 

@@ -44,7 +44,6 @@ from gridledger.chain.keys import KeyPair
 from gridledger.demo.community_profiles import SLOT_MS, SLOTS_PER_DAY, community_profiles
 from gridledger.demo.localchain import LocalChain
 from gridledger.grid.network import Network
-from gridledger.market.orders import energy_wh
 
 Progress = Callable[[str], None]
 CONTRACTS = ["gridledger.chain.contracts.market", "gridledger.chain.contracts.settlement"]
@@ -82,7 +81,8 @@ class CommunityConfig:
     def check(self) -> None:
         if not isinstance(self.prosumers, int) or not 1 <= self.prosumers <= MAX_PROSUMERS:
             raise CommunityError(
-                f"--prosumers must be a whole number from 1 to {MAX_PROSUMERS}, got {self.prosumers}"
+                f"--prosumers must be a whole number from 1 to {MAX_PROSUMERS}, "
+                f"got {self.prosumers}"
             )
         if not (math.isfinite(self.hours) and 0.25 <= self.hours <= MAX_HOURS):
             raise CommunityError(f"--hours must be from 0.25 to {MAX_HOURS}, got {self.hours}")
@@ -254,7 +254,7 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
     invariants, details = check_invariants(chain, [p.key.pub_hex for p in prosumers], dso)
     timing["report"] = time.perf_counter() - t
     wall = time.perf_counter() - wall0
-    db = home / "data" / "chain.db"
+    chain_bytes = sum(f.stat().st_size for f in (home / "data").glob("chain.db*"))
     return {
         "grid": cfg.grid,
         "prosumers": cfg.prosumers,
@@ -267,7 +267,10 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
         "per_slot": slot_rows,
         "dso_interval_s": [round(x, 4) for x in evaluator.seconds.values()],
         "time_s": {k: round(v, 3) for k, v in timing.items()},
-        "chain_bytes": db.stat().st_size if db.exists() else 0,
+        "chain_bytes": chain_bytes,
+        "chain_bytes_per_prosumer_day": round(
+            chain_bytes / cfg.prosumers / (cfg.slots / SLOTS_PER_DAY)
+        ),
         "height": details["height"],
         "strategy": (
             "zero-intelligence constrained: offers and bids priced uniformly in "
@@ -393,6 +396,7 @@ def _slot_row(
     chain: LocalChain, prof: Any, op: _OperatingPoints, ev: SlotEvaluator, k: int, s: int
 ) -> dict[str, Any]:
     from gridledger.chain.contracts.market import slot_matches_key
+
     approved = chain.state(slot_matches_key(s)) or []
     p2p_wh = 0
     flows = {"energy": 0, "loss": 0, "reactive": 0, "penalty": 0, "shortfall": 0}
@@ -518,7 +522,8 @@ def check_invariants(
         "supply_equals_sum_of_balances": supply_ok,
         "no_negative_balance": not negative,
         "escrow_returned_or_spent": escrow_left == 0 and not bids_left and not extras_left,
-        "every_match_certified_or_refused_with_reason": not unresolved and not unexplained
+        "every_match_certified_or_refused_with_reason": not unresolved
+        and not unexplained
         and not pending,
         "verify_passes": rep.ok,
     }
