@@ -44,6 +44,7 @@ from gridledger.chain.keys import KeyPair
 from gridledger.demo.community_profiles import SLOT_MS, SLOTS_PER_DAY, community_profiles
 from gridledger.demo.localchain import LocalChain
 from gridledger.grid.network import Network
+from gridledger.market.orders import energy_wh
 
 Progress = Callable[[str], None]
 CONTRACTS = ["gridledger.chain.contracts.market", "gridledger.chain.contracts.settlement"]
@@ -355,11 +356,23 @@ def _post_readings(
 ) -> None:
     """Each prosumer that ordered posts its trade meter's reading: the approved schedule, capped
     by what it really had to sell or needed to buy (net of its own demand or generation)."""
-    from gridledger.agents.meter_sim import scheduled_wh
+    from gridledger.chain.contracts.market import slot_matches_key
 
+    # the slot's approved schedule per party, read once (agents/meter_sim.py's scheduled_wh
+    # reads it per prosumer, which is quadratic in a community)
+    export: dict[str, int] = {}
+    import_: dict[str, int] = {}
+    for mid in chain.state(slot_matches_key(slot_start)) or []:
+        rec = chain.state(match_key(mid))
+        if rec["status"] not in ("approved", "settled"):
+            continue
+        m = rec["match"]
+        e = energy_wh(m["power_w"], SLOT_MS)
+        export[m["seller"]] = export.get(m["seller"], 0) + e
+        import_[m["buyer"]] = import_.get(m["buyer"], 0) + e
     for i, kind, _ in ordered:
         p = prosumers[i]
-        exp, imp = scheduled_wh(chain, p.key.pub_hex, slot_start, SLOT_MS)
+        exp, imp = export.get(p.key.pub_hex, 0), import_.get(p.key.pub_hex, 0)
         actual_wh = (prof.pv_kw[i, k] - prof.load_kw[i, k]) * 1000 * SLOT_MS / 3_600_000
         if kind == "offer":
             kwh = -min(exp, max(actual_wh, 0.0)) / 1000
