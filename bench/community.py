@@ -38,14 +38,13 @@ GRID = "simbench:1-MVLV-rural-all-0-sw"
 def ledger_reference(home: Path, n: int = 2000) -> float:
     """Transfers committed per second through the embedded chain (mempool, block, SQLite)."""
     val, alice, bob = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
-    genesis = make_genesis(
-        "bench-ref",
-        1_000,
-        [(val.pub_hex, 1)],
-        [{"pub_key": alice.pub_hex, "role": "prosumer", "name": "a", "bus": 1}],
-        [{"account": alice.pub_hex, "denom": "utoken", "amount": 10**12}],
-        [],
-    )
+    dso = KeyPair.generate()
+    members = [
+        {"pub_key": dso.pub_hex, "role": "dso", "name": "DSO"},
+        {"pub_key": alice.pub_hex, "role": "prosumer", "name": "a", "bus": 1},
+    ]
+    balances = [{"account": alice.pub_hex, "denom": "utoken", "amount": 10**12}]
+    genesis = make_genesis("bench-ref", 1_000, [(val.pub_hex, 1)], members, balances, [])
     chain = LocalChain(home, genesis, val, 1_000)
     t0 = time.perf_counter()
     for _ in range(n):
