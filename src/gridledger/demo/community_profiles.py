@@ -1,7 +1,8 @@
 """Who the prosumers of a community are and what they consume and generate, slot by slot.
 
-A community's prosumers are the grid's loads: prosumer ``i`` is load ``i mod L`` (so with more
-prosumers than loads, several share one load and split it evenly), at that load's bus, with the
+A community's prosumers are the grid's loads: with ``N`` prosumers and ``L`` loads, prosumer
+``i`` is load ``i·L // N`` when ``N ≤ L`` (spread over the whole grid) and load ``i mod L``
+otherwise (several share one load and split it evenly), at that load's bus, with the
 PV (static generators) and storage at the bus split over the bus's loads.  Their power per
 15-minute slot comes from the grid's own profiles when the grid is ``simbench:<code>`` (SimBench
 ships a year of 15-minute profiles per load and generator), otherwise from the shipped data: the
@@ -51,7 +52,11 @@ def community_profiles(
     load_bus = net.load.bus.to_numpy().astype(int)
     gen_bus = net.gen.bus.to_numpy().astype(int)
     gen_is_pv = (net.gen.role.to_numpy() != "slack") & (gen_mw.max(axis=1) > 0)
-    rows = np.arange(prosumers) % n_loads
+    # spread over the whole grid when there are fewer prosumers than loads; cycle otherwise
+    if prosumers <= n_loads:
+        rows = np.arange(prosumers) * n_loads // prosumers
+    else:
+        rows = np.arange(prosumers) % n_loads
     sharing = np.bincount(rows, minlength=n_loads)  # prosumers per load
     loads_at_bus: dict[int, int] = {}
     for b in load_bus:
