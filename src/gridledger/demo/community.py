@@ -247,6 +247,7 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
             slot_rows.append(_slot_row(chain, prof, op, evaluator, k - 1, s_k - SLOT_MS))
             r = slot_rows[-1]
             progress(
+                f"[{time.perf_counter() - wall0:6.0f} s] "
                 f"slot {r['slot']:>3} {r['time']}: {r['trades']:>4} trades, "
                 f"{r['p2p_kwh']:8.2f} kWh P2P, {r['grid_kwh']:8.2f} kWh from the grid, "
                 f"refused {sum(r['refusals'].values())}"

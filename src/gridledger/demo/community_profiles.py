@@ -104,16 +104,22 @@ def _simbench_profiles(
     import simbench
 
     sb = simbench.get_simbench_net(code)
-    prof = simbench.get_absolute_values(sb, profiles_instead_of_study_cases=True)
+    # absolute power = the element's rated p_mw x its relative profile, taken at the simulated
+    # steps only: what simbench.get_absolute_values gives, without materializing a year of
+    # every element (GBs on an MV+LV grid)
+    rel_load, rel_gen = sb.profiles["load"], sb.profiles["renewables"]
     start = SIMBENCH_DAY * SLOTS_PER_DAY + first_slot
-    steps = (start + np.arange(slots)) % len(prof[("load", "p_mw")])
-    by_name = {str(n): i for i, n in zip(sb.load.index, sb.load.name, strict=True)}
-    load_p = prof[("load", "p_mw")]
-    load = np.stack([load_p[by_name[str(n)]].to_numpy()[steps] for n in net.load["name"]])
+    steps = (start + np.arange(slots)) % len(rel_load)
+    loads = sb.load.set_index(sb.load.name.astype(str))
+    sgens = sb.sgen.set_index(sb.sgen.name.astype(str))
+    load = np.zeros((len(net.load), slots))
+    for j, name in enumerate(net.load["name"].astype(str)):
+        if name in loads.index:
+            row = loads.loc[name]
+            load[j] = row.p_mw * rel_load[f"{row.profile}_pload"].to_numpy()[steps]
     gen = np.zeros((len(net.gen), slots))
-    sgen_by_name = {str(n): i for i, n in zip(sb.sgen.index, sb.sgen.name, strict=True)}
-    sgen_p = prof[("sgen", "p_mw")]
-    for g, name in enumerate(net.gen["name"]):
-        if str(name) in sgen_by_name:
-            gen[g] = sgen_p[sgen_by_name[str(name)]].to_numpy()[steps]
+    for g, name in enumerate(net.gen["name"].astype(str)):
+        if name in sgens.index and sgens.loc[name].profile in rel_gen:
+            row = sgens.loc[name]
+            gen[g] = row.p_mw * rel_gen[row.profile].to_numpy()[steps]
     return load, gen, f"SimBench profiles of {code}, day {SIMBENCH_DAY + 1} of the year"
