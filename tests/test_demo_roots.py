@@ -19,10 +19,13 @@ from gridledger.chain.keys import KeyPair
 START_MS = 1_767_261_600_000  # 2026-01-01T10:00Z, a whole hour like the demo's own start
 # (app hash after the last block, hash of the last block, height) of the full demo
 # Changed on purpose by: the order book as one record per order, approvals escrowing the
-# buyer's extras, one REC record per reading, header v2 (next_validators_hash).
+# buyer's extras, one REC record per reading, header v2 (next_validators_hash), settlement's
+# per-party index of a slot's trades (settle/party/<slot>/<party>, settle/indexed/<slot>: the
+# state is otherwise identical key for key; on that branch's base the roots were already
+# c609e226…/4babbb7f…, not the values listed before it).
 EXPECTED = (
-    "aa5f5e62bed4b85ebfca46715f2415b29637c7faef65bef3af01d8b26cf279a9",
-    "c06c3ff01e4fcf6a6c29cce84e0a3acd8ffb91816922e3991f4b5ebc5771457b",
+    "e853007057c79a8f399d06cc29aa5fd17f69ee5a0705f07348a3cb1d248a1273",
+    "7c91dbd0dde4ed8674eeb5869f707912d770094f6315ea17c37dd1774c1134bf",
     170,
 )
 
