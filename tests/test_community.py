@@ -57,7 +57,7 @@ def test_json_fields_and_invariants(run: tuple[dict, Path, Path]) -> None:
     row = r["per_slot"][0]
     fields = {"trades", "p2p_kwh", "grid_kwh", "loss_kw_before_ropf", "loss_kw_after_ropf",
               "vm_min_pu", "vm_max_pu", "most_loaded_line", "refusals"}  # fmt: skip
-    fields.add("token_flows_utoken")
+    fields |= {"token_flows_utoken", "orders_refused"}
     assert set(fields) <= set(row)
     assert sum(s["trades"] for s in r["per_slot"]) > 0  # at 10:00 in June the PV sells
     assert "data:image/png;base64," in html.read_text()

@@ -223,12 +223,14 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
 
     slot_rows: list[dict[str, Any]] = []
     ordered: dict[int, list[tuple[int, str, int]]] = {}  # slot -> (prosumer, kind, power_w)
+    order_refusals: dict[int, dict[str, int]] = {}  # slot -> the node's reason -> orders
     for k in range(cfg.slots + 1):
         s_k = start_ms + k * SLOT_MS
         if k < cfg.slots:
             t = time.perf_counter()
             chain.produce(s_k - POST_BEFORE_MS)
-            ordered[k] = _post_orders(cfg, prof, prosumers, chain, k, s_k, rng)
+            order_refusals[k] = {}
+            ordered[k] = _post_orders(cfg, prof, prosumers, chain, k, s_k, rng, order_refusals[k])
             timing["orders_matching"] += time.perf_counter() - t
             drain()
             t = time.perf_counter()
@@ -245,6 +247,7 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
             drain()
             timing["metering_settlement"] += time.perf_counter() - t
             slot_rows.append(_slot_row(chain, prof, op, evaluator, k - 1, s_k - SLOT_MS))
+            slot_rows[-1]["orders_refused"] = order_refusals[k - 1]
             r = slot_rows[-1]
             progress(
                 f"[{time.perf_counter() - wall0:6.0f} s] "
@@ -327,6 +330,7 @@ def _post_orders(
     k: int,
     s_k: int,
     rng: np.random.Generator,
+    refusals: dict[str, int],
 ) -> list[tuple[int, str, int]]:
     net_kw = prof.pv_kw[:, k] - prof.load_kw[:, k]
     forecast = net_kw * (1 + rng.uniform(-cfg.forecast_error, cfg.forecast_error, len(net_kw)))
@@ -343,8 +347,23 @@ def _post_orders(
                          label=f"slot {k}")  # fmt: skip
         p.agent.profile.append(spec)
         p.agent.step(chain)
-        out.append((i, kind, w))
+        refused = p.agent.refused.get(len(p.agent.profile) - 1)
+        if refused is None:
+            out.append((i, kind, w))
+        else:  # e.g. a bid above the prosumer's balance: counted in the slot's row
+            why = _order_refusal_kind(refused)
+            refusals[why] = refusals.get(why, 0) + 1
     return out
+
+
+def _order_refusal_kind(text: str) -> str:
+    low = text.lower()
+    kinds = (("escrow", "insufficient funds"), ("open orders", "open-order cap"),
+             ("horizon", "horizon"), ("max_window_slots", "window length"))  # fmt: skip
+    for needle, kind in kinds:
+        if needle in low:
+            return kind
+    return "other"
 
 
 def _post_readings(

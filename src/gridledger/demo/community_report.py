@@ -25,6 +25,9 @@ def text_report(r: dict[str, Any]) -> str:
     for s in r["per_slot"]:
         f = s["token_flows_utoken"]
         refused = ", ".join(f"{k} {v}" for k, v in sorted(s["refusals"].items())) or "-"
+        orders = s.get("orders_refused") or {}
+        if orders:
+            refused += "; orders: " + ", ".join(f"{k} {v}" for k, v in sorted(orders.items()))
         lines.append(
             f"{s['slot']:>4} {s['time']:>5} {s['trades']:>6} {s['p2p_kwh']:>9.2f} "
             f"{s['grid_kwh']:>9.2f} {_f(s['loss_kw_before_ropf'], 9, 3)} "
