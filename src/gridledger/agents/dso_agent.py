@@ -47,6 +47,10 @@ from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import KeyPair
 
 
+# loss shares per market.losses record: well inside its 256-row and 16 KiB payload bounds
+LOSS_SHARES_PER_TX = 128
+
+
 @dataclass(frozen=True)
 class TradeSpec:
     trade_id: str
@@ -410,14 +414,17 @@ class DsoAgent:
                 }
                 for x in run
             ]
-            payload = {
-                "from_ms": t,
-                "shares": shares,
-                "total_loss_w": round(1000 * e.loss_kw),
-                "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
-            }
-            must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
-            n += 1
+            # an interval can hold more trades than one market.losses record may list (its
+            # payload is bounded): the same instant's shares then go in several records
+            for k in range(0, len(shares), LOSS_SHARES_PER_TX):
+                payload = {
+                    "from_ms": t,
+                    "shares": shares[k : k + LOSS_SHARES_PER_TX],
+                    "total_loss_w": round(1000 * e.loss_kw),
+                    "total_loss_w_without_ropf": round(1000 * e.loss_kw_without_ropf),
+                }
+                must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
+                n += 1
         return n
 
 

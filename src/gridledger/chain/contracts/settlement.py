@@ -91,6 +91,16 @@ def rec_count_key(prosumer: str) -> str:
     return f"settle/rec_count/{prosumer}"
 
 
+def party_trades_key(slot_ms: int, party: str) -> str:
+    """A party's approved trades delivering in a slot: ``[[match id, role, scheduled Wh], ...]``
+    in the slot's certification order (written once, at the slot's first reading)."""
+    return f"settle/party/{slot_ms}/{party}"
+
+
+def slot_indexed_key(slot_ms: int) -> str:
+    return f"settle/indexed/{slot_ms}"
+
+
 def rec_id(prosumer: str, serial: int) -> str:
     return hashlib.sha256(f"gridledger/rec/v1\x00{prosumer}\x00{serial}".encode()).hexdigest()
 
@@ -130,16 +140,42 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
     _issue_recs(ctx, prosumer, start, start + slot, p["export_wh"])
     book = load_book(ctx)
     housekeeping(ctx, book)
-    for mid in ctx.state.get(slot_matches_key(start)) or []:
+    _index_slot(ctx, start, slot)
+    for mid, _, _ in ctx.state.get(party_trades_key(start, prosumer)) or []:
         rec = ctx.state.get(match_key(mid))
         m = rec["match"]
-        if prosumer not in (m["seller"], m["buyer"]) or rec["status"] != "approved":
+        if rec["status"] != "approved":
             continue
         if ctx.state.get(done_key(mid, start)) is not None:
             continue
         other = m["buyer"] if prosumer == m["seller"] else m["seller"]
         if ctx.state.get(reading_key(other, start)) is not None:
             _settle(ctx, book, mid, start)
+
+
+def _index_slot(ctx: Context, start: int, slot: int) -> None:
+    """At a slot's first reading (the slot has ended, so its approved trades are final:
+    approvals come before delivery), index them by party, so each reading and settlement reads
+    its own party's trades, not every trade of the slot (a community's slot has hundreds)."""
+    if ctx.state.get(slot_indexed_key(start)) is not None:
+        return
+    by_party: dict[str, list[list[Any]]] = {}
+    for mid in ctx.state.get(slot_matches_key(start)) or []:
+        rec = ctx.state.get(match_key(mid))
+        if rec["status"] not in ("approved", "settled"):
+            continue
+        m = rec["match"]
+        wh = energy_wh(m["power_w"], slot)
+        by_party.setdefault(m["seller"], []).append([mid, "seller", wh])
+        if m["buyer"] != m["seller"]:
+            by_party.setdefault(m["buyer"], []).append([mid, "buyer", wh])
+    if not by_party:
+        return  # nothing traded: nothing to index, and the next reading's scan is empty too
+    # at most two keys per approved trade of the slot: bounded by what the DSO approved, not by
+    # anything the meter sends, and written once per slot
+    for party, trades in by_party.items():
+        ctx.state.set(party_trades_key(start, party), trades)
+    ctx.state.set(slot_indexed_key(start), True)
 
 
 def _issue_recs(ctx: Context, prosumer: str, start: int, end: int, export_wh: int) -> None:
@@ -173,12 +209,10 @@ def _share(ctx: Context, slot_start: int, mid: str, party: str, role: str, meter
     """This match's part of a party's metered energy: pro rata to the schedules of all the
     party's approved trades in the slot (in the slot's deterministic order)."""
     ids, weights = [], []
-    slot = params(ctx)["slot_ms"]
-    for other in ctx.state.get(slot_matches_key(slot_start)) or []:
-        rec = ctx.state.get(match_key(other))
-        if rec["status"] in ("approved", "settled") and rec["match"][role] == party:
+    for other, other_role, wh in ctx.state.get(party_trades_key(slot_start, party)) or []:
+        if other_role == role:
             ids.append(other)
-            weights.append(energy_wh(rec["match"]["power_w"], slot))
+            weights.append(wh)
     return allocate_pro_rata(metered, weights)[ids.index(mid)]
 
 
