@@ -46,7 +46,6 @@ from gridledger.chain.contracts.market import (
 from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import KeyPair
 
-
 # loss shares per market.losses record: well inside its 256-row and 16 KiB payload bounds
 LOSS_SHARES_PER_TX = 128
 
