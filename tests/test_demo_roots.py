@@ -25,9 +25,11 @@ START_MS = 1_767_261_600_000  # 2026-01-01T10:00Z, a whole hour like the demo's 
 # certificate documents and their digests) and the certificate documents' loss fields (series and
 # no-load losses apart). The refactors since (wire primitives, state-key builders, Application
 # protocol, CPU-per-transaction work) left these roots unchanged.
+# Then: the order book's start records keep the latest end (a bid skips start slots whose
+# offers all end before it) and settlement indexes a slot's approved trades by party.
 EXPECTED = (
-    "02b2130766747078ff1fe0f79624950e7e002cd2f6f7221b2e91697c68f88d3d",
-    "67e14f2d74ab5d5a9c09400e22ee6767d5988a69aea5bc64ebedd54e44aad2b2",
+    "5c01d9f41ff408d9f138534806b5bb4fae0791e4a7b3d3e8ae9adf126e0f59db",
+    "af30e7d2fa00ae541619838bb03a139e6557ddc45b0ce3a2bf23d6ad2d64bca9",
     179,
 )
 
