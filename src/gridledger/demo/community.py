@@ -39,6 +39,7 @@ from gridledger.agents.prosumer_agent import OrderSpec, ProsumerAgent
 from gridledger.chain.contracts.market import ESCROW, PENDING, match_count, match_key
 from gridledger.chain.contracts.market import NEXT_MATCH as NEXT_MATCH_KEY
 from gridledger.chain.contracts.settlement import done_key
+from gridledger.chain.contracts.tokens import DENOMS, balance_prefix, supply_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair
 from gridledger.demo.community_profiles import SLOT_MS, SLOTS_PER_DAY, community_profiles
@@ -511,9 +512,9 @@ def check_invariants(
     from gridledger.chain.verify import verify_chain
 
     supply_ok, negative, details = True, [], {}
-    for denom in ("utoken", "ewh"):
-        bal = {k: chain.state_int(k) for k in chain.keys_with_prefix(f"bal/{denom}/")}
-        supply = chain.state_int(f"supply/{denom}")
+    for denom in DENOMS:
+        bal = {k: chain.state_int(k) for k in chain.keys_with_prefix(balance_prefix(denom))}
+        supply = chain.state_int(supply_key(denom))
         details[f"supply_{denom}"] = supply
         details[f"sum_balances_{denom}"] = sum(bal.values())
         supply_ok &= supply == sum(bal.values())
