@@ -87,7 +87,7 @@ def test_certified_setpoints_reproduce_the_certified_losses(case1):
     c = certs[-1]
     net = with_setpoints(net, {r.node: SetPoint(q_kvar=r.q_kvar) for r in c.regulators})
     res = run_pf(net, regulator_control="q")
-    # A third party re-checks the certificate with one power flow (DESIGN.md).
+    # A third party re-checks the certificate with one power flow (docs/architecture.md).
     assert res.loss_mw * 1000 == pytest.approx(c.loss_with_ropf_kw, abs=1e-5)
     np.testing.assert_allclose(res.vm_pu, [c.bus_vm_pu[str(b)] for b in res.bus_ids], atol=1e-7)
 
