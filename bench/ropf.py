@@ -4,8 +4,8 @@ For microgrid9 (seed 000 CASE 1, reactive injections of the DGs) and ieee9 (MATP
 generator voltage set-points, slack at 1.0 pu), pandapower's ``runopp`` (interior point, PIPS)
 minimizes the slack's active power with every other injection fixed — the same problem. The
 exact solver's gap is measured against it; the population solvers' gaps against the exact one
-(median and worst over seeds). Budgets (the project's, for microgrid9): exact ≤ 0.1 s, GSO/SBDE ≤ 0.5 s within
-0.1 % of the exact optimum; seed 000 reports 48 s for GSO in Matlab.
+(median and worst over seeds). The project's budgets on microgrid9: exact ≤ 0.1 s, GSO/SBDE
+≤ 0.5 s within 0.1 % of the exact optimum; seed 000 reports 48 s for GSO in Matlab.
 
 Large grids (``--large``, on by default): MATPOWER case300 (generator voltages) and SimBench
 1-MVLV-rural-all-0-sw (5,483 buses, the smallest SimBench MV+LV grid above 1,000 buses; its 581
