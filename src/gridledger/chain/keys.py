@@ -20,7 +20,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from gridledger.chain import encoding
 
-ROLES = ("dso", "vendor", "prosumer", "meter", "validator", "ict")
+ROLES = ("dso", "vendor", "prosumer", "meter", "validator", "ict", "charge_point")
 PUB_KEY_LEN = 32
 SIG_LEN = 64
 

@@ -290,9 +290,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("new", help="generate a key file (mode 0600)")
     p.add_argument("--out", required=True)
-    p.add_argument(
-        "--role", default="", choices=["", "dso", "vendor", "prosumer", "meter", "validator", "ict"]
-    )
+    from gridledger.chain.keys import ROLES
+
+    p.add_argument("--role", default="", choices=["", *ROLES])
     p.add_argument("--passphrase-env")
     p.set_defaults(handler=_keys_new)
 

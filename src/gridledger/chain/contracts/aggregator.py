@@ -41,6 +41,7 @@ from gridledger.chain.contracts.base import (
     req_str,
     require_fields,
 )
+from gridledger.chain.keys import ROLES
 from gridledger.market.aggregation import (
     RoundParams,
     aggregate,
@@ -328,7 +329,7 @@ def _x_timeout(ctx: Context, p: dict[str, Any]) -> None:
     ctx.emit("admm.timed_out", round=rid, k=st["k"], missing=",".join(map(str, missing)))
 
 
-ANY_MEMBER = frozenset({"dso", "vendor", "prosumer", "meter", "validator", "ict"})
+ANY_MEMBER = frozenset(ROLES)
 CONTRACT = Contract(
     "aggregator",
     (

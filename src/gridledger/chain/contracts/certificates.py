@@ -135,3 +135,14 @@ CONTRACT = Contract(
         TxType("rec.retire", OWNERS, _v_retire, _x_retire),
     ),
 )
+
+
+def retire_part(ctx: Context, rec_id: str, energy_wh: int, beneficiary: str) -> str:
+    """Retire ``energy_wh`` of a certificate the sender owns in ``beneficiary``'s name (another
+    contract's act, e.g. an EV session's green energy); returns the retired record's id."""
+    rec = _owned(ctx, rec_id)
+    rid, part = _part(ctx, {"id": rec_id, "energy_wh": energy_wh}, rec)
+    part.update(status="retired", owner=beneficiary)
+    ctx.state.set(rec_key(rid), part)
+    ctx.emit("rec.retired", id=rid, owner=beneficiary, energy_wh=energy_wh)
+    return rid

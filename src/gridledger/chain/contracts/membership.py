@@ -35,6 +35,8 @@ from gridledger.chain.contracts.base import (
 from gridledger.chain.keys import ROLES
 
 MAX_BUS = 100_000
+# the roles a meter can be bound to: each sits at a bus (a charge point is an EV charger)
+METERED_ROLES = ("prosumer", "charge_point")
 
 
 MEMBER_PREFIX = "member/"
@@ -96,8 +98,8 @@ def _v_register(p: dict[str, Any]) -> None:
     req_str(p, "name", 64) if "name" in p else None
     if "bus" in p:
         req_int(p, "bus", 0, MAX_BUS)
-    if p["role"] == "prosumer" and "bus" not in p:
-        raise PayloadError("a prosumer must be registered with its bus")
+    if p["role"] in METERED_ROLES and "bus" not in p:
+        raise PayloadError(f"a {p['role']} must be registered with its bus")
 
 
 def _x_register(ctx: Context, p: dict[str, Any]) -> None:
@@ -126,8 +128,10 @@ def _v_bind(p: dict[str, Any]) -> None:
 
 def _x_bind(ctx: Context, p: dict[str, Any]) -> None:
     prosumer = get_member(ctx, p["prosumer"])
-    if prosumer["role"] != "prosumer":
-        raise ContractError(codes.INVALID_PAYLOAD, "meters are bound to prosumers only")
+    if prosumer["role"] not in METERED_ROLES:
+        raise ContractError(
+            codes.INVALID_PAYLOAD, f"meters are bound to {' or '.join(METERED_ROLES)} members only"
+        )
     _governs(ctx, prosumer)
     if ctx.state.get(member_key(p["meter"])) is not None:
         raise ContractError(codes.ALREADY_EXISTS, f"{p['meter'][:16]}… is already a member")

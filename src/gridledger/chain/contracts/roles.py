@@ -132,7 +132,7 @@ def grant_table(types: Mapping[str, TxType]) -> list[dict[str, Any]]:
 # the contracts a genesis may add (``"contracts"``); the table covers them too
 OPTIONAL_CONTRACTS = tuple(
     f"gridledger.chain.contracts.{name}"
-    for name in ("market", "settlement", "aggregator", "vpp", "billing", "evidence", "dr")
+    for name in ("market", "settlement", "aggregator", "vpp", "billing", "evidence", "dr", "ev")
 )
 
 
