@@ -472,3 +472,21 @@ CONTRACT = Contract(
         TxType("ev.expire", frozenset({"prosumer", "charge_point"}), _validator(Expire), _x_expire),
     ),
 )
+
+
+def shapable_load(
+    session: dict[str, Any], horizon_start_ms: int, horizon_hours: int
+) -> rules.ShapableLoad:
+    """An open session (its record in state) as the day-ahead ADMM's shapable load: the
+    authorised energy between plug-in (``opened_ms``) and the expiry, at most the meter's
+    rating (``market/ev.py``)."""
+    if session.get("status") != "open":
+        raise rules.SessionRuleError("only an open session has a plug-in time and a meter")
+    return rules.shapable_load(
+        session["max_energy_wh"] - session["delivered_wh"],
+        session["rating_w"],
+        session["opened_ms"],
+        session["expiry_ms"],
+        horizon_start_ms,
+        horizon_hours,
+    )
