@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "gridledger.commands.prosumer",  # offer, bid, orders, cancel, balance, certificate
     "gridledger.commands.members",  # members import
     "gridledger.commands.dr",  # dr
+    "gridledger.commands.ev",  # ev (charging sessions)
     "gridledger.commands.community",  # community (prosumers of a real grid, a day of trading)
 )
 

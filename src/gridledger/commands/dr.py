@@ -29,16 +29,16 @@ def exact_int(text: str, scale: int, what: str) -> int:
     return int(value)
 
 
-def time_ms(text: str) -> int:
+def time_ms(text: str, flag: str = "--start") -> int:
     """Milliseconds since the epoch, or an ISO 8601 time with its zone (e.g. 2026-01-19T18:00Z)."""
     if text.isdigit():
         return int(text)
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise CliError(f"--start: {text!r} is neither ms nor an ISO 8601 time") from exc
+        raise CliError(f"{flag}: {text!r} is neither ms nor an ISO 8601 time") from exc
     if t.tzinfo is None:
-        raise CliError(f"--start: {text!r} has no time zone (add Z for UTC)")
+        raise CliError(f"{flag}: {text!r} has no time zone (add Z for UTC)")
     return int(t.timestamp()) * 1000 + t.microsecond // 1000
 
 
