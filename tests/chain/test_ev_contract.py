@@ -23,13 +23,13 @@ H = 3_600_000
 T = 1_767_636_000_000  # 2026-01-05T18:00Z
 HALF_HOUR_S = 1800
 NAMES = ("validator", "dso", "vendor", "alice", "bob", "carol", "cp", "cp2")
-NAMES += ("meter-cp", "meter-cp2", "meter-cp-b", "meter-alice")
+NAMES += ("meter-cp", "meter-cp2", "meter-cp-b", "meter-alice", "meter-cp-unrated")
 KEYS = {n: KeyPair.from_seed(n.encode().ljust(32, b".")) for n in NAMES}
 TOKEN = 1_000_000
 
 
 class Ev:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, contracts: tuple[str, ...] = ()) -> None:
         genesis = make_genesis(
             "ev-test",
             T - H,
@@ -39,7 +39,7 @@ class Ev:
                 {"pub_key": self.pub("vendor"), "role": "vendor", "name": "vendor"},
             ],
             [{"account": self.pub("dso"), "amount": 1000 * TOKEN, "denom": "utoken"}],
-            ["gridledger.chain.contracts.ev"],
+            ["gridledger.chain.contracts.ev", *contracts],
         )
         self.chain = LocalChain(tmp_path, genesis, KEYS["validator"], T - H)
         for name, bus in (("alice", 3), ("bob", 4), ("carol", 6)):
@@ -63,6 +63,8 @@ class Ev:
             "member.bind_meter",
             {"meter": self.pub("meter-alice"), "prosumer": self.pub("alice")},
         )
+        unrated = {"meter": self.pub("meter-cp-unrated"), "prosumer": self.pub("cp")}
+        self.ok("dso", "member.bind_meter", unrated)
         for name, amount in (("alice", 50 * TOKEN), ("bob", TOKEN), ("cp", 10 * TOKEN)):
             self.ok(
                 "dso", "token.mint", {"amount": amount, "denom": "utoken", "to": self.pub(name)}
@@ -164,6 +166,9 @@ def test_a_charge_point_cannot_charge_a_driver_who_did_not_authorise_it(net: Ev)
     for meter in ("meter-cp2", "meter-alice"):
         out = net.open(sid, T + 70_000, meter=meter)
         assert out.code == codes.UNAUTHORIZED and "not bound to this charge point" in out.log
+    # a meter without a rating would bound readings only by 1 GW
+    out = net.open(sid, T + 75_000, meter="meter-cp-unrated")
+    assert out.code == codes.INVALID_PAYLOAD and "rating_w" in out.log
     # a price above the driver's maximum
     out = net.open(sid, T + 80_000, price_utoken_per_kwh=300_001)
     assert out.code == codes.INVALID_PAYLOAD and "above the authorised" in out.log
@@ -423,3 +428,23 @@ def test_an_expiry_beyond_two_days_or_in_the_past_is_refused(net: Ev) -> None:
     out = net.authorise("alice", t + H, cp="alice")
     assert out.code == codes.INVALID_PAYLOAD
     assert net.bal("alice") == before
+
+
+def test_a_charge_point_buys_p2p_energy_only_at_its_own_bus(tmp_path: Path) -> None:
+    """The DSO grants the charge point ``market.bid`` (a prosumer-class type); like a prosumer,
+    it can bid only at the bus it was registered at (5)."""
+    net = Ev(tmp_path, ("gridledger.chain.contracts.market",))
+    bid = {
+        "node": 5,
+        "power_w": 11_000,
+        "max_price_utoken_per_kwh": 200_000,
+        "start_ms": T + H,
+        "end_ms": T + H + 900_000,
+    }
+    assert net.run("cp", "market.bid", bid, T).code == codes.ROLE_NOT_ALLOWED
+    net.must("dso", "member.grant", {"member": net.pub("cp"), "permission": "market.bid"}, T + 10)
+    out = net.run("cp", "market.bid", {**bid, "node": 3}, T + 20)
+    assert out.code == codes.UNAUTHORIZED and "a charge_point at bus 5 cannot trade at 3" in out.log
+    assert net.run("cp", "market.bid", bid, T + 30).ok
+    # 11 kW for 15 minutes at 0.2 token/kWh: 2_750 Wh × 200_000 / 1000 = 550_000 escrowed
+    assert net.bal("cp") == 10 * TOKEN - 550_000

@@ -345,6 +345,11 @@ def _x_open(ctx: Context, p: dict[str, Any]) -> None:
         raise ContractError(codes.UNAUTHORIZED, "the meter is not bound to this charge point")
     if meter["status"] != "active":
         raise ContractError(codes.MEMBER_INACTIVE, "the meter is not active")
+    if "rating_w" not in meter:
+        # without a rating a reading is bounded only by metering's 1 GW ceiling
+        raise ContractError(
+            codes.INVALID_PAYLOAD, "a charge point's meter must be bound with its rating_w"
+        )
     if ctx.state.get(meter_busy_key(o.meter)) is not None:
         raise ContractError(codes.ALREADY_EXISTS, "the meter is delivering another session")
     if o.price_utoken_per_kwh > s["max_price_utoken_per_kwh"]:
@@ -373,7 +378,7 @@ def _x_open(ctx: Context, p: dict[str, Any]) -> None:
         status="open",
         opened_ms=ctx.time_ms,
         meter=o.meter,
-        rating_w=meter.get("rating_w", metering.MAX_METER_RATING_W),
+        rating_w=meter["rating_w"],
         price_utoken_per_kwh=o.price_utoken_per_kwh,
         v2g_price_utoken_per_kwh=o.v2g_price_utoken_per_kwh,
         v2g_escrow_utoken=v2g_escrow,

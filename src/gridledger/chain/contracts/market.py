@@ -66,6 +66,7 @@ from gridledger.chain.contracts.market_book import band_key as band_key
 from gridledger.chain.contracts.market_book import match_id as match_id
 from gridledger.chain.contracts.market_book import open_count_key as open_count_key
 from gridledger.chain.contracts.market_book import order_key as order_key
+from gridledger.chain.contracts.membership import METERED_ROLES
 from gridledger.market.matching import (
     PRICING_RULES,
     MarketParams,
@@ -331,9 +332,10 @@ def _v_offer(p: dict[str, Any]) -> None:
 
 
 def _own_bus(ctx: Context, node: int) -> None:
-    bus = (ctx.member or {}).get("bus")
-    if ctx.member.get("role") == "prosumer" and bus != node:
-        raise ContractError(codes.UNAUTHORIZED, f"a prosumer at bus {bus} cannot trade at {node}")
+    bus, role = (ctx.member or {}).get("bus"), (ctx.member or {}).get("role")
+    # a charge point granted market.bid buys its chargers' energy at its own bus only
+    if role in METERED_ROLES and bus != node:
+        raise ContractError(codes.UNAUTHORIZED, f"a {role} at bus {bus} cannot trade at {node}")
 
 
 @_order
