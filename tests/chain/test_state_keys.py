@@ -14,6 +14,7 @@ from gridledger.chain.app import seq_key
 from gridledger.chain.contracts.aggregator import round_key
 from gridledger.chain.contracts.billing import bill_key, bill_prefix, config_key
 from gridledger.chain.contracts.certificates import REC_PREFIX, rec_key
+from gridledger.chain.contracts.ev import active_key, meter_busy_key, session_key
 from gridledger.chain.contracts.membership import MEMBER_PREFIX, member_key
 from gridledger.chain.contracts.metering import meter_key
 from gridledger.chain.contracts.settlement import (
@@ -40,6 +41,7 @@ OWNERS = {
     "admm/": "chain/contracts/aggregator.py",
     "bill/": "chain/contracts/billing.py",
     "settle/": "chain/contracts/settlement.py",
+    "ev/": "chain/contracts/ev.py",
 }
 
 
@@ -62,6 +64,8 @@ def test_builders_keep_the_literal_layout():
     assert green_key(PK) == f"settle/green/{PK}"
     assert rec_carry_key(PK) == f"settle/rec_carry/{PK}"
     assert rec_count_key(PK) == f"settle/rec_count/{PK}"
+    assert session_key(PK) == f"ev/session/{PK}" and active_key(PK) == f"ev/active/{PK}"
+    assert meter_busy_key(PK) == f"ev/meter/{PK}"
 
 
 def _hand_written(prefix: str) -> re.Pattern[str]:

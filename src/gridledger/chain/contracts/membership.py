@@ -1,12 +1,13 @@
 """Membership and dynamic permissions (seed 000 §II.B white list; seed 004 §3.2).
 
 The genesis names the DSO, the vendors and the validators. Vendors register prosumers (with the bus
-they are connected to); meters are bound to exactly one prosumer and its bus. Permissions are per
-transaction type: a member may send a type when its role allows it or it was granted, unless that
-permission was revoked (which types can be granted, and by whom, is the table in
-:mod:`gridledger.chain.contracts.roles`: never an operator's, a validator's or a meter's type); a
-suspended member can send nothing until reinstated; a revoked member never again. The DSO governs
-everyone; a vendor governs the prosumers it registered and their meters.
+they are connected to), the DSO also charge points (EV chargers, with their bus); meters are
+bound to exactly one prosumer or charge point (a meter's "prosumer" field) and its bus.
+Permissions are per transaction type: a member may send a type when its role allows it or it
+was granted, unless that permission was revoked (which types can be granted, and by whom, is
+the table in :mod:`gridledger.chain.contracts.roles`: never an operator's, a validator's or a
+meter's type); a suspended member can send nothing until reinstated; a revoked member never
+again. The DSO governs everyone; a vendor governs the prosumers it registered and their meters.
 
 State: ``member/<pubkey hex>`` -> {"bus", "grants", "denied", "name", "prosumer", "role",
 "since", "status", "vendor"}, and a meter's optional "rating_w" (W, bounds its readings).

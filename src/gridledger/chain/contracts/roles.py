@@ -18,8 +18,8 @@ consensus      only ``validator``              the validator set, changed by com
 device         only ``meter``                  a meter's own key; never granted
 prosumer       include ``prosumer``            the roles, and members granted it (table below)
 governance     anything else (``member.*``,    those roles only; never granted: a granted
-               ``settlement.green``)           ``member.register`` would let a prosumer enrol
-                                               an ICT operator, who may mint
+               ``settlement.green``,           ``member.register`` would let a prosumer enrol
+               ``ev.open``, ``ev.stop``)       an ICT operator, who may mint
 =============  ==============================  ===============================================
 
 :data:`GRANTABLE_BY` is the grant table: the classes each role may grant.  A vendor may grant
