@@ -58,6 +58,10 @@ def test_ev_commands_against_a_node(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert main([*authorise, "--max-price", "0.3", "--json"]) == 0
         session = json.loads(capsys.readouterr().out)["txid"]
         opening = ["ev", "open", session, "--meter", meter.pub_hex, *as_cp]
+        # the typed payload's checks run before signing and name the field
+        assert main(["ev", "open", "not-a-session", "--meter", meter.pub_hex, "--price", "1",
+                     *as_cp]) == 2  # fmt: skip
+        assert "session must be a 32-byte hash" in capsys.readouterr().err
         assert main([*opening, "--price", "0.31"]) == 1
         assert "above the authorised" in capsys.readouterr().out
         assert main([*opening, "--price", "0.25"]) == 0
@@ -73,6 +77,8 @@ def test_ev_commands_against_a_node(tmp_path: Path, capsys: pytest.CaptureFixtur
         read += ["--key", str(tmp_path / "meter.json"), *node]
         # the 22 kW meter sees at most 22_000 × 2 / 3600 = 12 Wh in 2 s
         assert main([*read, "--import-kwh", "0.0125"]) == 2  # not a whole Wh
+        assert main([*read, "--import-kwh", "0.001", "--seconds", "0"]) == 2
+        assert "duration_s must be in [1, 86400]" in capsys.readouterr().err
         assert main([*read, "--import-kwh", "0.013"]) == 1
         assert "rated 22000 W" in capsys.readouterr().out
         assert main([*read, "--import-kwh", "0.012"]) == 0

@@ -28,42 +28,57 @@ V2G_FLAGS = (
 )
 
 
+def _submit(args: argparse.Namespace, tx_type: str, payload: Any) -> int:
+    """Check ``payload`` (a typed payload of chain/contracts/ev.py) as the chain will, then
+    sign and send it: a payload the chain would refuse is named here, before signing."""
+    from gridledger.chain.contracts.base import PayloadError
+
+    raw = payload.to_payload()
+    try:
+        type(payload).from_payload(raw)
+    except PayloadError as exc:
+        raise CliError(f"{tx_type}: {exc.log}") from exc
+    return _send(args, tx_type, raw)
+
+
 def _authorise(args: argparse.Namespace) -> int:
-    payload: dict[str, Any] = {
-        "charge_point": args.charge_point,
-        "max_energy_wh": exact_int(args.max_kwh, WH, "--max-kwh"),
-        "max_price_utoken_per_kwh": exact_int(args.max_price, UTOKEN, "--max-price"),
-        "expiry_ms": time_ms(args.expires, "--expires"),
-    }
+    from gridledger.chain.contracts.ev import Authorise, V2g
+
+    v2g = None
     given = [flag for field, flag, _ in V2G_FLAGS if getattr(args, field) is not None]
     if given:
         if len(given) < len(V2G_FLAGS) or args.v2g_min_price is None:
             raise CliError(
                 "V2G needs all of " + ", ".join(f for _, f, _ in V2G_FLAGS) + ", --v2g-min-price"
             )
-        payload["v2g"] = {
-            field: exact_int(getattr(args, field), WH, flag) for field, flag, _ in V2G_FLAGS
-        }
-        payload["v2g"]["min_price_utoken_per_kwh"] = exact_int(
-            args.v2g_min_price, UTOKEN, "--v2g-min-price"
+        v2g = V2g(
+            **{field: exact_int(getattr(args, field), WH, flag) for field, flag, _ in V2G_FLAGS},
+            min_price_utoken_per_kwh=exact_int(args.v2g_min_price, UTOKEN, "--v2g-min-price"),
         )
     elif args.v2g_min_price is not None:
         raise CliError("--v2g-min-price without the V2G window (--v2g-battery-kwh, ...)")
-    return _send(args, "ev.authorise", payload)
+    auth = Authorise(
+        args.charge_point,
+        exact_int(args.max_kwh, WH, "--max-kwh"),
+        exact_int(args.max_price, UTOKEN, "--max-price"),
+        time_ms(args.expires, "--expires"),
+        v2g,
+    )
+    return _submit(args, "ev.authorise", auth)
 
 
 def _open(args: argparse.Namespace) -> int:
-    payload: dict[str, Any] = {
-        "session": args.session,
-        "meter": args.meter,
-        "price_utoken_per_kwh": exact_int(args.price, UTOKEN, "--price"),
-    }
+    from gridledger.chain.contracts.ev import Open
+
+    v2g_price = None
     if args.v2g_price is not None:
-        payload["v2g_price_utoken_per_kwh"] = exact_int(args.v2g_price, UTOKEN, "--v2g-price")
-    return _send(args, "ev.open", payload)
+        v2g_price = exact_int(args.v2g_price, UTOKEN, "--v2g-price")
+    opening = Open(args.session, args.meter, exact_int(args.price, UTOKEN, "--price"), v2g_price)
+    return _submit(args, "ev.open", opening)
 
 
 def _read(args: argparse.Namespace) -> int:
+    from gridledger.chain.contracts.ev import Reading
     from gridledger.chain.keys import KeyFileError, load_key
     from gridledger.commands.ledger import _passphrase
 
@@ -71,27 +86,27 @@ def _read(args: argparse.Namespace) -> int:
         meter = load_key(args.key, _passphrase(args))[0].pub_hex
     except KeyFileError as exc:
         raise CliError(str(exc)) from exc
-    if args.seconds < 1:
-        raise CliError(f"--seconds must be at least 1, got {args.seconds}")
-    payload = {
-        "session": args.session,
-        "meter": meter,
-        "start_ms": time_ms(args.start),
-        "duration_s": args.seconds,
-        "import_wh": exact_int(args.import_kwh, WH, "--import-kwh"),
-        "export_wh": exact_int(args.export_kwh, WH, "--export-kwh"),
-    }
-    return _send(args, "ev.reading", payload)
+    reading = Reading(
+        args.session,
+        meter,
+        time_ms(args.start),
+        args.seconds,
+        exact_int(args.import_kwh, WH, "--import-kwh"),
+        exact_int(args.export_kwh, WH, "--export-kwh"),
+    )
+    return _submit(args, "ev.reading", reading)
 
 
 def _stop(args: argparse.Namespace) -> int:
-    return _send(
-        args, "ev.stop", {"session": args.session} | ({"rec": args.rec} if args.rec else {})
-    )
+    from gridledger.chain.contracts.ev import Stop
+
+    return _submit(args, "ev.stop", Stop(args.session, args.rec))
 
 
 def _expire(args: argparse.Namespace) -> int:
-    return _send(args, "ev.expire", {"session": args.session})
+    from gridledger.chain.contracts.ev import Expire
+
+    return _submit(args, "ev.expire", Expire(args.session))
 
 
 def _read_state(args: argparse.Namespace, keys: list[str]) -> list[Any]:
