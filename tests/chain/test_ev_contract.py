@@ -17,6 +17,7 @@ from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.tokens import supply_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.chain.keys import KeyPair
+from gridledger.chain.tx import make_tx
 from gridledger.demo.localchain import LocalChain, TxOutcome
 
 H = 3_600_000
@@ -234,8 +235,13 @@ def test_a_closed_session_cannot_be_replayed(net: Ev) -> None:
     sid = net.authorise("alice", T).txid
     net.open(sid, T + 60_000)
     assert net.reading(sid, net.session(sid)["opened_ms"], 4_000).ok
-    net.must("cp", "ev.stop", {"session": sid}, T + H)
+    seq = net.chain.app.next_seq(net.pub("cp"))
+    stop = net.must("cp", "ev.stop", {"session": sid}, T + H)
     paid = net.bal("cp")
+    # the very same signed bytes again: refused at the gate (sequence numbers, chain id)
+    again = make_tx(KEYS["cp"], net.chain.chain_id, seq, "ev.stop", {"session": sid})
+    assert again.id.hex() == stop.txid
+    assert net.chain.mempool.add(again.raw).code in (codes.DUPLICATE, codes.BAD_SEQUENCE)
     out = net.open(sid, T + H + 10_000)
     assert out.code == codes.ALREADY_EXISTS and "closed" in out.log
     out = net.open(sid, T + H + 20_000, meter="meter-cp-b")
