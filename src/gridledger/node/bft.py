@@ -547,12 +547,17 @@ def main(argv: list[str] | None = None) -> int:
 
         prof = cProfile.Profile()
         prof.enable()
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        asyncio.run(node.run())
+    code = 0
+    try:
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            asyncio.run(node.run())
+    except StateSyncError as exc:  # nothing verified: better stopped than started on trust
+        print(f"gridledger bft node: {exc}", file=sys.stderr)
+        code = 3
     if args.profile is not None:
         prof.disable()
         prof.dump_stats(args.profile)
-    return 0
+    return code
 
 
 if __name__ == "__main__":
