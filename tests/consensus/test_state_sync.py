@@ -287,6 +287,26 @@ def test_a_bad_chunk_is_fetched_again_from_another_peer_and_its_peer_dropped(cha
     assert syncer.stats.chunks_fetched == len(m.chunk_hashes)
 
 
+class _Pruned(_CorruptChunks):
+    """A peer that offered the snapshot and pruned it since: it answers "not kept"."""
+
+    def chunk(self, height, index):
+        return None
+
+
+def test_a_snapshot_pruned_by_one_peer_is_fetched_from_another_without_waiting(chain, tmp_path):
+    snaps, m = _snapshot(chain, tmp_path / "s")
+    chain.block()
+    result, syncer, _ = asyncio.run(_sync(chain, [_Pruned(snaps), snaps]))
+    assert isinstance(result, ss.Restored), result
+    assert result.state == rebuild(m, snaps.chunks(m.height))
+    assert syncer.banned == set()  # pruning is no offence
+    # alone, the pruned peer makes the sync fail, naming why (it does not wait out timeouts)
+    result, syncer, _ = asyncio.run(_sync(chain, [_Pruned(snaps)], timeout_s=2.0))
+    assert isinstance(result, ss.StateSyncError)
+    assert "no peer keeps snapshot" in str(result)
+
+
 def test_a_manifest_whose_app_hash_is_not_the_verified_headers_is_refused(chain, tmp_path):
     honest, m = _snapshot(chain, tmp_path / "honest")
     old_state, old_hash = chain.app.snapshot_items(), chain.app.app_hash

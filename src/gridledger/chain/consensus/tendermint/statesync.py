@@ -235,8 +235,9 @@ class SnapshotServer:
         elif kind == K_CHUNK_REQ:
             m = self.snapshots.get(height)
             chunk = None if m is None or m.format != fmt else self.snapshots.chunk(height, index)
-            if chunk is not None:
-                self.send(peer, K_CHUNK, encode_chunk(height, fmt, index, chunk))
+            # an empty chunk says "not kept (any more)": the syncing node moves on at once
+            # instead of waiting out its timeout (a snapshot may be pruned while it is fetched)
+            self.send(peer, K_CHUNK, encode_chunk(height, fmt, index, chunk or b""))
         else:
             lb = self.light_block(height)
             if lb is not None:
@@ -394,7 +395,10 @@ class StateSyncer:
             if height == th.height:
                 return th, nxt.header, nxt.validators
             for p in self._peers():
-                _, lb = await self._light(height, [p])
+                try:
+                    _, lb = await self._light(height, [p])
+                except StateSyncError:
+                    continue  # silent: ask the next peer
                 if lb.header.hash() == nxt.header.prev_block_hash:
                     return lb.header, nxt.header, nxt.validators
                 self._ban(p, f"its header {height} is not the one header {height + 1} links")
@@ -403,7 +407,10 @@ class StateSyncer:
     async def _verified(self, lc: LightClient, height: int) -> LightBlock:
         """A light block of ``height`` accepted by ``lc``: a skip first, then adjacent steps."""
         for p in self._peers():
-            _, lb = await self._light(height, [p])
+            try:
+                _, lb = await self._light(height, [p])
+            except StateSyncError:
+                continue  # silent: ask the next peer
             try:
                 lc.verify_header(lb.header, lb.commit, lb.validators)
                 return lb
@@ -411,11 +418,19 @@ class StateSyncer:
                 if "cannot skip" not in str(exc):
                     self._ban(p, f"header {height}: {exc}")
                     continue
-            for h in range(lc.trusted.height + 1, height + 1):  # the set changed: step by step
-                _, step = await self._light(h, [p])
-                lc.verify_header(step.header, step.commit, step.validators)
-                if h == height:
-                    return step
+            # The set changed too much to skip: header by header, on a copy of the trusted state
+            # (a peer that fails half-way must not leave its headers trusted).
+            step_lc = LightClient(self.chain_id, lc.trusted.validators, lc.trusted.height)
+            step_lc.trusted = lc.trusted
+            try:
+                for h in range(lc.trusted.height + 1, height + 1):
+                    _, step = await self._light(h, [p])
+                    step_lc.verify_header(step.header, step.commit, step.validators)
+                return step
+            except LightClientError as exc:
+                self._ban(p, f"header {h}: {exc}")
+            except StateSyncError:
+                continue
         raise LightClientError(f"no peer served a header {height} that verifies")
 
     # --- snapshots -------------------------------------------------------------------------
@@ -434,13 +449,14 @@ class StateSyncer:
     async def fetch_chunks(self, m: Manifest, peers: list[bytes]) -> list[bytes]:
         chunks: list[bytes | None] = [None] * len(m.chunk_hashes)
         gate = asyncio.Semaphore(self.config.max_in_flight)
+        keeping = list(peers)  # peers that still keep the snapshot
 
         async def one(i: int) -> None:
             async with gate:
                 for attempt in range(3 * len(peers)):
-                    live = [p for p in peers if p not in self.banned]
+                    live = [p for p in keeping if p not in self.banned]
                     if not live:
-                        raise StateSyncError(f"no peer left that serves chunk {i}")
+                        raise StateSyncError(f"no peer keeps snapshot {m.height} any more")
                     p = live[(i + attempt) % len(live)]
                     data = await self._request(
                         p,
@@ -452,6 +468,10 @@ class StateSyncer:
                         self.stats.chunks_refetched += 1
                     if data is None:
                         continue  # timed out: ask another peer
+                    if not data:  # pruned since it was offered
+                        if p in keeping:
+                            keeping.remove(p)
+                        continue
                     try:
                         check_chunk(m, i, data)
                     except SnapshotError as exc:
@@ -462,7 +482,12 @@ class StateSyncer:
                     return
                 raise StateSyncError(f"chunk {i} could not be fetched")
 
-        await asyncio.gather(*(one(i) for i in range(len(chunks))))
+        try:
+            async with asyncio.TaskGroup() as tasks:  # one failure cancels the other fetches
+                for i in range(len(chunks)):
+                    tasks.create_task(one(i))
+        except* StateSyncError as failed:
+            raise StateSyncError(str(failed.exceptions[0])) from None
         return [c for c in chunks if c is not None]
 
     async def run(self) -> Restored:
