@@ -382,3 +382,86 @@ def test_state_sync_decoders_raise_typed_errors_only():
         ss.decode_chunk(b"short")
     with pytest.raises(ss.StateSyncError):
         ss.StateSyncConfig(0, bytes(32))
+
+
+# --- light verification across a complete validator-set change ------------------------------
+class _LightPeers:
+    """Peers that answer light-block requests at once from fixed tables (no sockets)."""
+
+    def __init__(self, tables: dict[bytes, dict[int, ss.LightBlock]]):
+        self.tables = tables
+        self.syncer: ss.StateSyncer | None = None
+
+    def connected(self) -> list[bytes]:
+        return list(self.tables)
+
+    def send(self, peer: bytes, kind: int, payload: bytes) -> bool:
+        lb = self.tables[peer].get(ss.decode_height(payload))
+        if kind == ss.K_LIGHT_REQ and lb is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self.syncer.on_frame, peer, ss.K_LIGHT, lb.encode())
+        return True
+
+
+def _headers(old: list, new: list, forged_at: int | None = None) -> dict[int, ss.LightBlock]:
+    """Heights 1..6: ``old`` signs 1-2, header 2 announces ``new``, which signs 3-6. With
+    ``forged_at``, that height is signed by strangers under a header naming their own set."""
+    from gridledger.chain.abci import Validator
+    from gridledger.chain.block import Commit, make_header
+    from gridledger.chain.keys import KeyPair
+
+    def vals(keys):
+        return [Validator(k.pub_key, 1) for k in keys]
+
+    strangers = [KeyPair.from_seed(bytes([200 + i]) * 32) for i in range(3)]
+    out, prev = {}, bytes(32)
+    for h in range(1, 7):
+        signers = old if h <= 2 else new
+        nxt = old if h < 2 else new
+        if h == forged_at:
+            signers = nxt = strangers
+        header = make_header(
+            CHAIN_ID,
+            h,
+            1000 * h,
+            prev,
+            signers[0].pub_key,
+            [],
+            lambda raw: "other",
+            bytes(32),
+            bytes(32),
+            vals(signers),
+            vals(nxt),
+        )
+        commit = Commit.sign(CHAIN_ID, h, 0, header.hash(), signers)
+        out[h] = ss.LightBlock(header, commit, tuple(vals(signers)))
+        prev = header.hash()
+    return out
+
+
+def test_headers_after_a_complete_set_change_are_verified_step_by_step():
+    from gridledger.chain.keys import KeyPair
+
+    old = [KeyPair.from_seed(bytes([10 + i]) * 32) for i in range(3)]
+    new = [KeyPair.from_seed(bytes([20 + i]) * 32) for i in range(3)]
+    good, forged = _headers(old, new), _headers(old, new, forged_at=4)
+    liar, honest = b"L" * 32, b"H" * 32
+
+    async def run(tables):
+        peers = _LightPeers(tables)
+        cfg = ss.StateSyncConfig(1, good[1].header.hash(), request_timeout_s=0.5)
+        syncer = ss.StateSyncer(CHAIN_ID, peers, cfg)
+        peers.syncer = syncer
+        try:
+            return await syncer.verify_headers(5), syncer
+        except ss.StateSyncError as exc:
+            return exc, syncer
+
+    # no old validator signs header 6, so a skip is refused; adjacent steps follow the change
+    (header, nxt, vals), syncer = asyncio.run(run({liar: forged, honest: good}))
+    assert nxt == good[6].header and header == good[5].header
+    assert {v.pub_key for v in vals} == {k.pub_key for k in new}
+    # the liar's chain breaks at its forged height 4: dropped, and nothing of it trusted
+    assert liar in syncer.banned and "header 4" in syncer.stats.banned[liar.hex()]
+    result, syncer = asyncio.run(run({liar: forged}))
+    assert isinstance(result, ss.StateSyncError)
