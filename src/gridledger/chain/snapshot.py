@@ -204,7 +204,10 @@ class SnapshotStore:
         for sub in self.dir.iterdir():
             path = sub / "manifest.json"
             if sub.is_dir() and sub.name.isdigit() and path.exists():
-                self._manifests[int(sub.name)] = Manifest.decode(path.read_bytes())
+                try:
+                    self._manifests[int(sub.name)] = Manifest.decode(path.read_bytes())
+                except (SnapshotError, OSError):
+                    continue  # a damaged snapshot is not offered; the next prune removes it
 
     def manifests(self) -> list[Manifest]:
         """Kept snapshots, newest first."""
