@@ -200,8 +200,8 @@ class SnapshotStore:
         self.dir = Path(directory)
         self.keep = keep
         self._manifests: dict[int, Manifest] = {}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for sub in self.dir.iterdir():
+        # created by the first snapshot kept: a node that never takes or restores one has none
+        for sub in self.dir.iterdir() if self.dir.is_dir() else ():
             path = sub / "manifest.json"
             if sub.is_dir() and sub.name.isdigit() and path.exists():
                 try:
@@ -223,7 +223,7 @@ class SnapshotStore:
         sub = self.dir / str(manifest.height)
         if sub.exists():
             shutil.rmtree(sub)
-        sub.mkdir()
+        sub.mkdir(parents=True)
         for i, c in enumerate(chunks):
             _write_atomic(sub / f"chunk-{i}", c)
         _write_atomic(sub / "manifest.json", manifest.encode())
