@@ -491,6 +491,16 @@ class LedgerApp(BaseApplication):
         with self.lock:
             return [raw for raw in out if self._replay_problem(self._precheck(raw)[0]) is None]
 
+    def replays_among(self, txs: list[bytes]) -> set[bytes]:
+        """Ids of ``txs`` that repeat a committed transaction (:meth:`_replay_problem`)."""
+        out = set()
+        with self.lock:
+            for raw in txs:
+                parsed = self._precheck(bytes(raw))[0]
+                if parsed is not None and self._replay_problem(parsed) is not None:
+                    out.add(parsed.id)
+        return out
+
     def _replay_problem(self, tx: Tx) -> str | None:
         """Why ``tx`` repeats a committed transaction (None: it does not), judged on the
         committed state alone, never on the transaction index: a transaction that executed used
