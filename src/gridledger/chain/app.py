@@ -571,8 +571,9 @@ class LedgerApp(BaseApplication):
                     code, log, events = self._execute(
                         parsed, state, info.height, info.time_ms, updates
                     )
-                    sender_seq = seq_key(parsed.sender.hex())
-                    if code in _GATE_CODES and parsed.seq >= state.get_int(sender_seq):
+                    if code in _GATE_CODES and parsed.seq >= state.get_int(
+                        seq_key(parsed.sender.hex())
+                    ):
                         state.set_int(gate_failed_key(txid.hex()), info.height)
                     state.commit_tx()
                 else:
