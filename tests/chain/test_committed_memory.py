@@ -27,7 +27,9 @@ def test_a_tx_looked_up_as_uncommitted_is_seen_committed_after_its_block(tmp_pat
     info = ProposalInfo(
         app.height + 1, app.last_time_ms + 1000, chain.keys["validator"].pub_key, b""
     )
-    assert app.proposal_problem([raw], info) == "block repeats an already committed transaction"
+    assert app.proposal_problem([raw], info).startswith(
+        "block repeats an already committed transaction"
+    )
     assert app.prepare_proposal([raw], 1 << 20, info) == []
     res = commit_block(chain, [raw])
     assert res.tx_results[0].code == codes.DUPLICATE

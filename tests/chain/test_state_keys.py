@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gridledger.chain.app import seq_key
+from gridledger.chain.app import gate_failed_key, seq_key
 from gridledger.chain.contracts.aggregator import round_key
 from gridledger.chain.contracts.billing import bill_key, bill_prefix, config_key
 from gridledger.chain.contracts.certificates import REC_PREFIX, rec_key
@@ -36,6 +36,7 @@ OWNERS = {
     "bal/": "chain/contracts/tokens.py",
     "supply/": "chain/contracts/tokens.py",
     "seq/": "chain/app.py",
+    "txgate/": "chain/app.py",
     "rec/": "chain/contracts/certificates.py",
     "meter/": "chain/contracts/metering.py",
     "admm/": "chain/contracts/aggregator.py",
@@ -51,6 +52,7 @@ def test_builders_keep_the_literal_layout():
     assert balance_prefix("ewh") == "bal/ewh/" and balance_key("ewh", PK).startswith("bal/ewh/")
     assert supply_key("ewh") == "supply/ewh"
     assert seq_key(PK) == f"seq/{PK}"
+    assert gate_failed_key(PK) == f"txgate/{PK}"
     assert rec_key("r1") == "rec/r1" and REC_PREFIX == "rec/"
     assert meter_key(PK) == f"meter/{PK}"
     assert round_key("day-ahead", "state") == "admm/day-ahead/state"

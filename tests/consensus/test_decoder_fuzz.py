@@ -302,3 +302,47 @@ def test_short_sealed_record_is_a_record_error():
     """Found by the fuzzer: PyNaCl raised a bare ValueError on a record shorter than its tag."""
     with pytest.raises(RecordError, match="shorter than its tag"):
         SecretSession(*SESSION_KEYS).open(b"\x00" * 5, b"\x00" * 15)
+
+
+# --- state sync ---------------------------------------------------------------------------------
+
+
+def _state_sync_inputs() -> dict[str, tuple]:
+    from gridledger.chain.abci import Validator
+    from gridledger.chain.consensus.tendermint import statesync as ss
+    from gridledger.chain.snapshot import FORMAT, Manifest
+
+    header = decode_block(VALID_BLOCK).header
+    commit = chain_block.Commit.sign(CHAIN, 5, 0, header.hash(), [_signer])
+    light = ss.LightBlock(header, commit, (Validator(_signer.pub_key, 10),))
+    manifest = Manifest(5, FORMAT, CHAIN, bytes(32), (bytes(32), bytes(range(32))), {"v": [1]})
+    return {
+        "light-block": (ss.LightBlock.decode, light.encode(), lambda d: d.encode()),
+        "offer": (ss.decode_offer, ss.encode_offer([manifest, manifest]), ss.encode_offer),
+        "chunk": (ss.decode_chunk, ss.encode_chunk(5, 1, 2, b"abc"), lambda d: ss.encode_chunk(*d)),
+        "chunk-request": (
+            ss.decode_chunk_request,
+            ss.encode_chunk_request(5, 1, 2),
+            lambda d: ss.encode_chunk_request(*d),
+        ),
+        "height": (ss.decode_height, ss.encode_height(9), ss.encode_height),
+    }
+
+
+@pytest.mark.parametrize("name", ["light-block", "offer", "chunk", "chunk-request", "height"])
+def test_state_sync_decoders_raise_only_state_sync_error(name):
+    from gridledger.chain.consensus.tendermint.statesync import StateSyncError
+
+    decode, valid, encode = _state_sync_inputs()[name]
+    assert encode(decode(valid)) == valid  # the seed input is valid
+
+    @FUZZ
+    @given(data=fuzz_input(valid))
+    def check(data):
+        try:
+            decoded = decode(data)
+        except StateSyncError:
+            return
+        assert encode(decoded) == data  # what decodes is canonical
+
+    check()

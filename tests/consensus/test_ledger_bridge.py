@@ -295,3 +295,23 @@ def test_light_client_follows_a_complete_validator_set_change(tmp_path):
     # follow() takes consecutive heights only.
     with pytest.raises(LightClientError, match="does not follow"):
         LightClient(CHAIN, old).follow([(h2, c2, new)])
+
+
+def test_a_late_conflicting_copy_is_dropped_from_the_peer_pool(tmp_path):
+    """A gossiped transaction whose sequence number a committed one has used can never be in a
+    block (it would make the block invalid): the proposer leaves it out and drops it from its
+    pool, so the pool does not keep an idle chain busy."""
+    net = LedgerNet(tmp_path, 4)
+    net.start()
+    first = net.transfer(0, 5)
+    net.nodes[1].submit(first)
+    net.run_until(3)
+    node = net.nodes[0]
+    assert node.store.get_tx(tx_id(first), writer=True).code == 0
+    late = net.transfer(0, 6)  # the same sequence number, other bytes, arriving after the commit
+    assert node.chain.add_peer_tx(late) and node.chain.has_pending_txs()
+    h = node.chain.height + 1
+    block, _ = node.chain.make_block(h, 0, node.key.pub_key)
+    assert decode_block(block).txs == ()
+    assert tx_id(late) not in node.chain.peer_txs and not node.chain.has_pending_txs()
+    assert node.app.replays_among([late, first]) == {tx_id(late), tx_id(first)}

@@ -160,6 +160,11 @@ class Application(Protocol):
         """Which of these transaction ids are already in a committed block."""
         ...
 
+    def replays_among(self, txs: list[bytes]) -> set[bytes]:
+        """Ids of these transactions that no block may carry any more (they repeat a committed
+        one, judged on the committed state): an engine drops them from its pools."""
+        ...
+
     def validators_for(self, height: int) -> list[Validator]:
         """The validator set that signs block ``height``."""
         ...
@@ -187,6 +192,9 @@ class BaseApplication:
         return CheckTxResult(OK)
 
     def committed_among(self, txids: set[bytes]) -> set[bytes]:
+        return set()
+
+    def replays_among(self, txs: list[bytes]) -> set[bytes]:
         return set()
 
     def block_limits(self) -> BlockLimits:

@@ -54,7 +54,7 @@ from gridledger.chain.store import Store
 from gridledger.chain.tx import Tx, TxError, decode_tx, tx_id
 
 # results a tx can get without consuming its sequence number: the same bytes could pass the
-# sequence check again later, so check_tx must know they were committed (kept in memory: rare)
+# gate again later, so such a committed tx is recorded in state (gate_failed_key)
 _GATE_CODES = (
     codes.MALFORMED,
     codes.BAD_SIGNATURE,
@@ -77,6 +77,20 @@ _UNCOMMITTED_MAX = 400_000  # txids known not to be committed: ~50 MB at most; a
 def seq_key(pub_hex: str) -> str:
     """The next sequence number a sender's transaction must carry (replay protection)."""
     return f"seq/{pub_hex}"
+
+
+def gate_failed_key(txid_hex: str) -> str:
+    """A committed transaction that failed the gate without using its sequence number.
+
+    Its bytes could pass the gate later (the sender becomes a member, is reinstated, gets the
+    role, or its sequence number catches up), so the chain records it, under the app hash, and
+    a block that carries it again is invalid. With the sequence numbers this makes "a
+    transaction id is committed at most once" a rule on state alone: a node restored from a
+    state snapshot (without the transaction index of older blocks) judges blocks exactly as a
+    node that replayed from genesis. Honest mempools never admit such transactions; only a
+    proposer can put them in a block, at most ``max_block_txs`` per block.
+    """
+    return f"txgate/{txid_hex}"
 
 
 class AppError(RuntimeError):
@@ -109,7 +123,6 @@ class LedgerApp(BaseApplication):
         # stateless gate results by wire bytes: a tx is decoded and verified once, not at each
         # of admission, proposal, validation and execution (profiled: 6 decodes per tx before)
         self._prechecked: dict[bytes, tuple[Tx | None, int, str]] = {}
-        self._gate_failed: set[bytes] = set()
         # payload validation is pure (contracts/base.py): its verdict per txid, so a tx is
         # validated once, not at each of admission, re-check and execution
         self._payload_log: dict[bytes, str | None] = {}
@@ -142,7 +155,6 @@ class LedgerApp(BaseApplication):
         self._prechecked.clear()  # results depend on the chain id and registry just loaded
         self._payload_log.clear()
         self._uncommitted.clear()
-        self._gate_failed = self.store.committed_with_codes(_GATE_CODES)
         recent = self.store.meta("valsets_recent", None, writer=True) or {}
         self._sets_after = {int(h): v for h, v in recent.items()}
         for k, v in self.store.state_items(writer=True):
@@ -441,7 +453,7 @@ class LedgerApp(BaseApplication):
                 code, log, parsed.sender if parsed else b"", parsed.seq if parsed else 0
             )
         with self.lock:
-            if parsed.id in self._gate_failed:
+            if gate_failed_key(parsed.id.hex()).encode() in self._committed:
                 return CheckTxResult(
                     codes.DUPLICATE,
                     "transaction is already committed (it failed there)",
@@ -476,10 +488,30 @@ class LedgerApp(BaseApplication):
             out.append(raw)
             size += len(raw)
         # a committed tx in a proposal makes it invalid (process_proposal): leave such out
-        old = self.committed_among(seen)
-        if old:
-            out = [raw for raw in out if tx_id(raw) not in old]
+        with self.lock:
+            return [raw for raw in out if self._replay_problem(self._precheck(raw)[0]) is None]
+
+    def replays_among(self, txs: list[bytes]) -> set[bytes]:
+        """Ids of ``txs`` that repeat a committed transaction (:meth:`_replay_problem`)."""
+        out = set()
+        with self.lock:
+            for raw in txs:
+                parsed = self._precheck(bytes(raw))[0]
+                if parsed is not None and self._replay_problem(parsed) is not None:
+                    out.add(parsed.id)
         return out
+
+    def _replay_problem(self, tx: Tx) -> str | None:
+        """Why ``tx`` repeats a committed transaction (None: it does not), judged on the
+        committed state alone, never on the transaction index: a transaction that executed used
+        its sender's sequence number, one that failed the gate is recorded under
+        :func:`gate_failed_key`. So a node restored from a state snapshot judges alike."""
+        if gate_failed_key(tx.id.hex()).encode() in self._committed:
+            return "it failed the gate in an earlier block"
+        used = self._committed.get(seq_key(tx.sender.hex()).encode())
+        if used is not None and tx.seq < int(used):
+            return f"its sender's sequence number {tx.seq} is used"
+        return None
 
     def process_proposal(self, txs: list[bytes], info: ProposalInfo) -> bool:
         with self.lock:
@@ -505,8 +537,9 @@ class LedgerApp(BaseApplication):
             if parsed.id in seen:
                 return f"tx {i}: duplicate transaction"
             seen.add(parsed.id)
-        if self.committed_among(seen):
-            return "block repeats an already committed transaction"
+            replay = self._replay_problem(parsed)
+            if replay is not None:
+                return f"block repeats an already committed transaction (tx {i}: {replay})"
         return None
 
     def finalize_block(self, txs: list[bytes], info: ProposalInfo) -> FinalizeBlockResult:
@@ -521,20 +554,27 @@ class LedgerApp(BaseApplication):
             updates: list[Validator] = []
             txids: list[bytes] = []
             seen: set[bytes] = set()
-            raws = [bytes(raw) for raw in txs]
-            ids = [tx_id(raw) for raw in raws]
-            old = self.committed_among(set(ids))
-            for raw, txid in zip(raws, ids, strict=True):
+            for raw in txs:
+                raw = bytes(raw)
+                txid = tx_id(raw)
                 txids.append(txid)
-                if txid in seen or txid in old:
+                if txid in seen:
                     results.append(ExecTxResult(codes.DUPLICATE, "duplicate transaction"))
                     continue
                 seen.add(txid)
                 parsed, code, log = self._precheck(raw)
+                if code == codes.OK and self._replay_problem(parsed) is not None:
+                    # only in a block that process_proposal refuses (a replay makes it invalid)
+                    results.append(ExecTxResult(codes.DUPLICATE, "duplicate transaction"))
+                    continue
                 if code == codes.OK:
                     code, log, events = self._execute(
                         parsed, state, info.height, info.time_ms, updates
                     )
+                    if code in _GATE_CODES and parsed.seq >= state.get_int(
+                        seq_key(parsed.sender.hex())
+                    ):
+                        state.set_int(gate_failed_key(txid.hex()), info.height)
                     state.commit_tx()
                 else:
                     events = ()
@@ -611,13 +651,11 @@ class LedgerApp(BaseApplication):
             self.height, self.app_hash = p.height, p.app_hash
             self.last_results_hash, self.last_time_ms = p.results_hash, p.time_ms
             self._check_overlay = Overlay()
-            for txid, raw, r in zip(p.txids, p.txs, p.results, strict=True):
+            for txid, raw in zip(p.txids, p.txs, strict=True):
                 self._sig_ok.discard(txid)
                 self._prechecked.pop(raw, None)
                 self._payload_log.pop(txid, None)
                 self._uncommitted.pop(txid, None)
-                if r.code in _GATE_CODES:
-                    self._gate_failed.add(txid)
             self._pending = None
 
     def query(
@@ -665,6 +703,11 @@ class LedgerApp(BaseApplication):
         with self.lock:
             state = State(self._committed, self._check_overlay, self._ordered)
             return state.get_int(seq_key(sender_hex))
+
+    def snapshot_items(self) -> list[tuple[bytes, bytes]]:
+        """The committed state, sorted by key (what a state snapshot holds)."""
+        with self.lock:
+            return sorted(self._committed.items())
 
     def state_root_from_disk(self) -> bytes:
         """Recompute the state root from the database (audit)."""

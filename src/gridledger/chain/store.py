@@ -193,6 +193,29 @@ class Store:
             w.execute("ROLLBACK")
             raise
 
+    def restore_snapshot(self, meta: dict[str, Any], state: dict[bytes, bytes]) -> None:
+        """Replace the genesis state by a verified snapshot's (state sync), in one transaction.
+
+        Only a store that holds no block may be restored: the blocks after the snapshot come by
+        block sync, and the heights before it are never stored (``meta['state_sync_base']``
+        says from which height this node's history starts).
+        """
+        w = self._w
+        if w.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is not None:
+            raise StoreError("cannot restore a snapshot into a store that holds blocks")
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            w.execute("DELETE FROM state")
+            w.executemany("INSERT INTO state VALUES (?, ?)", list(state.items()))
+            w.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [(k, encoding.encode(v)) for k, v in meta.items()],
+            )
+            w.execute("COMMIT")
+        except BaseException:
+            w.execute("ROLLBACK")
+            raise
+
     def commit_height(
         self,
         block: Block,

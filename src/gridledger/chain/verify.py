@@ -7,6 +7,12 @@ replay's state root and results after ``h-1``; ``validators_hash`` is the replay
 carries > 2/3 of that set's power in valid signatures; every transaction is well formed and
 validly signed; the recorded result of each transaction equals the replay's. Finally the node's
 state table and stored state root must equal the replay's. The first failing height is named.
+
+A node restored by state sync holds no block up to its snapshot height ``b`` (the store's
+``state_sync_base``): the replay starts from the snapshot the node kept (``snapshots/<b>/`` next
+to its database), whose chunks must hash as its manifest says and whose state root must be the
+app hash the node verified; block ``b + 1`` must then carry that app hash and link to the
+verified header ``b``, and every later block is checked as above.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from gridledger.chain.abci import ProposalInfo
 from gridledger.chain.app import LedgerApp
 from gridledger.chain.block import HEADER_VERSION, BlockError, genesis_hash, validator_set_hash
+from gridledger.chain.snapshot import SnapshotError, SnapshotStore, rebuild
 from gridledger.chain.statetree import StateTree
 from gridledger.chain.store import Store
 from gridledger.chain.tx import tx_id
@@ -30,6 +37,7 @@ class VerifyReport:
     ok: bool
     height: int  # last height checked successfully
     bad_height: int | None = None
+    base_height: int = 0  # > 0: the replay started from the state-sync snapshot of this height
     problem: str = ""
     blocks: int = 0
     txs: int = 0
@@ -39,7 +47,7 @@ class VerifyReport:
         return asdict(self)
 
 
-def verify_chain(db_path: Path | str) -> VerifyReport:
+def verify_chain(db_path: Path | str, snapshots_dir: Path | str | None = None) -> VerifyReport:
     t0 = time.perf_counter()
     rep = VerifyReport(ok=False, height=0)
     try:
@@ -51,7 +59,8 @@ def verify_chain(db_path: Path | str) -> VerifyReport:
         replay_store = Store(Path(tmp) / "replay.db", synchronous="OFF")
         try:
             with node.read_snapshot():
-                _run(node, replay_store, rep)
+                snaps = Path(snapshots_dir or Path(db_path).parent / "snapshots")
+                _run(node, replay_store, rep, snaps)
         except sqlite3.DatabaseError as exc:
             _fail(rep, rep.height + 1 if rep.height else None, f"database unreadable: {exc}")
         finally:
@@ -65,7 +74,25 @@ def _fail(rep: VerifyReport, height: int | None, problem: str) -> None:
     rep.bad_height, rep.problem, rep.ok = height, problem, False
 
 
-def _run(node: Store, replay_store: Store, rep: VerifyReport) -> None:
+def _restore_base(node: Store, replay_store: Store, snaps: Path, base: dict) -> str | None:
+    """Put the replay at the node's state-sync snapshot (None), or say why it cannot."""
+    height = int(base["height"])
+    try:
+        kept = SnapshotStore(snaps, keep=1 << 30)
+        m = kept.get(height)
+        if m is None:
+            return f"state-sync snapshot {height} is not kept in {snaps}"
+        if m.hash().hex() != base["manifest_hash"] or m.app_hash.hex() != base["app_hash"]:
+            return "the kept snapshot is not the one the node restored from"
+        state = rebuild(m, kept.chunks(height))
+    except (SnapshotError, OSError, KeyError, ValueError) as exc:
+        return f"state-sync snapshot {height} does not verify: {exc}"
+    meta = {k: base[k] for k in base if k != "manifest_hash"}
+    replay_store.restore_snapshot({**meta, "state_sync_base": base}, state)
+    return None
+
+
+def _run(node: Store, replay_store: Store, rep: VerifyReport, snaps: Path) -> None:
     try:
         genesis_hex = node.meta("genesis")
     except sqlite3.DatabaseError as exc:
@@ -77,11 +104,19 @@ def _run(node: Store, replay_store: Store, rep: VerifyReport) -> None:
     app.init_chain(genesis)
     chain_id = app.chain_id
     prev_hash, prev_time = genesis_hash(genesis), app.last_time_ms
+    base = node.meta("state_sync_base")
+    if base is not None:
+        problem = _restore_base(node, replay_store, snaps, base)
+        if problem is not None:
+            return _fail(rep, int(base["height"]), problem)
+        app = LedgerApp(replay_store)
+        rep.base_height = rep.height = app.height
+        prev_hash, prev_time = bytes.fromhex(base["last_block_hash"]), app.last_time_ms
     try:
         top = node.height()
     except sqlite3.DatabaseError as exc:
         return _fail(rep, None, f"metadata unreadable: {exc}")
-    for h in range(1, top + 1):
+    for h in range(rep.base_height + 1, top + 1):
         problem = _check_height(node, replay_store, app, h, chain_id, prev_hash, prev_time, rep)
         if problem is not None:
             return _fail(rep, h, problem)

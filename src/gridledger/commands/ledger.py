@@ -191,13 +191,15 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep.to_json(), sort_keys=True))
     elif rep.ok:
+        start = f"the state-sync snapshot of {rep.base_height}" if rep.base_height else "genesis"
         print(
-            f"OK: {rep.blocks} blocks, {rep.txs} transactions verified from genesis to height "
+            f"OK: {rep.blocks} blocks, {rep.txs} transactions verified from {start} to height "
             f"{rep.height} in {rep.seconds:.2f} s"
         )
     else:
         where = f"block {rep.bad_height}" if rep.bad_height else "chain"
-        print(f"FAILED at {where}: {rep.problem} (blocks 1..{rep.height} are good)")
+        good = f"blocks {rep.base_height + 1}..{rep.height} are good"
+        print(f"FAILED at {where}: {rep.problem} ({good})")
     return 0 if rep.ok else 1
 
 

@@ -43,11 +43,18 @@ from gridledger.chain.consensus.tendermint.ledger import LedgerChain
 from gridledger.chain.consensus.tendermint.privval import PrivValidator
 from gridledger.chain.consensus.tendermint.reactor import Reactor, ReactorConfig
 from gridledger.chain.consensus.tendermint.state import Timeouts
+from gridledger.chain.consensus.tendermint.statesync import (
+    SnapshotServer,
+    StateSyncConfig,
+    StateSyncer,
+    StateSyncError,
+)
 from gridledger.chain.consensus.tendermint.types import ConsensusError
 from gridledger.chain.keys import KeyPair, load_key
 from gridledger.chain.mempool import Mempool
 from gridledger.chain.p2p.faults import FaultControl
 from gridledger.chain.p2p.transport import PeerAddress, Transport
+from gridledger.chain.snapshot import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, SnapshotStore
 from gridledger.chain.store import Store
 from gridledger.chain.tx import make_tx, tx_id
 from gridledger.chain.wire import WireError, decode_length_prefixed
@@ -55,6 +62,7 @@ from gridledger.node.api import create_api
 from gridledger.node.node import EventFeed
 from gridledger.node.offchain import OffchainStore
 from gridledger.node.service import LedgerReads
+from gridledger.node.statesync import check_schedule, light_block, restore, take_snapshot
 
 log = logging.getLogger("gridledger.node.bft")
 
@@ -91,6 +99,12 @@ class BftNodeConfig:
     role: str = "validator"
     # Keys let in whatever the validator set is (followers): ({"name", "pub_key"}, ...).
     allow: tuple[dict[str, Any], ...] = ()
+    # State snapshots (docs/consensus.md): every this many heights (0: none), the newest kept.
+    snapshot_interval: int = 0
+    snapshot_keep: int = 2
+    snapshot_chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    # Start from a peer's snapshot instead of genesis: {"trust_height", "trust_hash", ...}.
+    state_sync: StateSyncConfig | None = None
 
     @staticmethod
     def load(home: Path) -> BftNodeConfig:
@@ -120,9 +134,17 @@ class BftNodeConfig:
                 clock_offset_ms=int(d.get("clock_offset_ms", 0)),
                 role=str(d.get("role", "validator")),
                 allow=tuple(d.get("allow", [])),
+                snapshot_interval=int(d.get("snapshot_interval", 0)),
+                snapshot_keep=int(d.get("snapshot_keep", 2)),
+                snapshot_chunk_bytes=int(d.get("snapshot_chunk_bytes", DEFAULT_CHUNK_BYTES)),
+                state_sync=_state_sync_config(d.get("state_sync")),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: bad or missing field: {exc!r}") from exc
+        if cfg.snapshot_interval < 0 or cfg.snapshot_keep < 1:
+            raise ConfigError(f"{path}: snapshot_interval must be >= 0 and snapshot_keep >= 1")
+        if not 0 < cfg.snapshot_chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ConfigError(f"{path}: snapshot_chunk_bytes must be in 1..{MAX_CHUNK_BYTES}")
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {sorted(ROLES)}, got {cfg.role!r}")
         for entry in (*cfg.peers, *cfg.allow):
@@ -133,6 +155,21 @@ class BftNodeConfig:
                 why = f"{path}: peer/allow entry {entry!r}: bad pub_key ({exc})"
                 raise ConfigError(why) from exc
         return cfg
+
+
+def _state_sync_config(d: Any) -> StateSyncConfig | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ValueError("state_sync must be an object")
+    try:
+        return StateSyncConfig(
+            trust_height=int(d["trust_height"]),
+            trust_hash=bytes.fromhex(d["trust_hash"]),
+            **{k: float(d[k]) for k in ("discovery_s", "request_timeout_s", "timeout_s") if k in d},
+        )
+    except StateSyncError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 class BftNode(LedgerReads):
@@ -151,7 +188,48 @@ class BftNode(LedgerReads):
         genesis = (self.home / "genesis.json").read_bytes().rstrip(b"\n")
         data = self.home / "data"
         data.mkdir(exist_ok=True)
+        self.data, self.genesis = data, genesis
         self.store = Store(data / "chain.db", synchronous=self.config.store_sync)
+        c = self.config
+        # State sync runs on a store that has no block yet (a restarted synced node goes on
+        # from its own height). A restore interrupted before the store's commit may have left
+        # the engine's files of the snapshot height: they go, genesis writes its own again.
+        self.needs_state_sync = (
+            c.state_sync is not None
+            and self.store.height(writer=True) == 0
+            and self.store.get_block(1, writer=True) is None
+        )
+        if self.needs_state_sync:
+            for name in ("consensus_state.json", "validator_history.json"):
+                (data / name).unlink(missing_ok=True)
+        self.snapshots = SnapshotStore(data / "snapshots", c.snapshot_keep)
+        self.state_sync_stats: dict[str, Any] | None = None
+        self._build_engine()
+        self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in (*c.peers, *c.allow)}
+        self.allow_keys = frozenset(bytes.fromhex(p["pub_key"]) for p in c.allow)
+        faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
+        self._allowed_set_hash = self.chain.valset(self.chain.height + 1).hash()
+        self.transport = Transport(
+            self.chain.chain_id,
+            self.key.signing_key,
+            c.listen_host,
+            c.listen_port,
+            [PeerAddress(bytes.fromhex(p["pub_key"]), p["host"], int(p["port"])) for p in c.peers],
+            self.allowed_keys(),
+            self.reactor.on_frame,
+            faults,
+        )
+        self.reactor.attach(self.transport)
+        self.recent: collections.deque = collections.deque(maxlen=RECENT_COMMITS)
+        self.feed = EventFeed()
+        self.feed.height = self.chain.height
+        self.offchain = OffchainStore(data / "offchain.db")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _build_engine(self) -> None:
+        """App, mempool, engine and reactor over the store as it stands (again after a
+        state-sync restore)."""
+        data, genesis = self.data, self.genesis
         self.app = LedgerApp(self.store)
         self.app.init_chain(genesis)
         self.mempool = Mempool(self.app)
@@ -196,27 +274,12 @@ class BftNode(LedgerReads):
             )
         else:
             self.reactor = Reactor(*reactor_args, submit_evidence=submit_evidence)
-        self.peer_names = {bytes.fromhex(p["pub_key"]): p["name"] for p in (*c.peers, *c.allow)}
-        self.allow_keys = frozenset(bytes.fromhex(p["pub_key"]) for p in c.allow)
-        faults = FaultControl(self.home / c.faults_file) if c.faults_file else None
-        self._allowed_set_hash = self.chain.valset(self.chain.height + 1).hash()
-        self.transport = Transport(
-            self.chain.chain_id,
-            self.key.signing_key,
-            c.listen_host,
-            c.listen_port,
-            [PeerAddress(bytes.fromhex(p["pub_key"]), p["host"], int(p["port"])) for p in c.peers],
-            self.allowed_keys(),
-            self.reactor.on_frame,
-            faults,
+        self.reactor.snapshot_server = SnapshotServer(
+            self.snapshots,
+            lambda h: light_block(self.chain, self.store, h),
+            lambda peer, kind, payload: self.transport.send(peer, kind, payload),
         )
-        self.reactor.attach(self.transport)
-        self.recent: collections.deque = collections.deque(maxlen=RECENT_COMMITS)
-        self.feed = EventFeed()
-        self.feed.height = self.chain.height
-        self.offchain = OffchainStore(data / "offchain.db")
         self.chain.on_applied.append(self._on_applied)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _clock_ms(self) -> int:
         return int(time.time() * 1000) + self.config.clock_offset_ms
@@ -229,6 +292,32 @@ class BftNode(LedgerReads):
         """
         current = self.chain.valset(self.chain.height + 1).validators
         return set(self.allow_keys) | {v.pub_key for v in current}
+
+    async def _state_sync(self) -> None:
+        """Restore from a peer's verified snapshot, then run the engine from its height."""
+        t0 = time.perf_counter()
+        syncer = StateSyncer(
+            self.chain.chain_id, self.transport, self.config.state_sync, check_schedule
+        )
+        self.transport.handler = syncer.on_frame
+        restored = await syncer.run()
+        base = restore(self.store, self.data, self.snapshots, restored)
+        self._build_engine()
+        self.reactor.attach(self.transport)
+        self.feed.height = self.chain.height
+        self._follow_validator_set()
+        self.needs_state_sync = False
+        st = syncer.stats
+        self.state_sync_stats = {
+            "height": base["height"],
+            "app_hash": base["app_hash"],
+            "chunks": len(restored.chunks),
+            "chunks_refetched": st.chunks_refetched,
+            "peers_dropped": st.banned,
+            "manifests_refused": st.refused_manifests,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        log.warning("state sync: restored height %d (%s)", base["height"], self.state_sync_stats)
 
     # --- hooks ----------------------------------------------------------------------------------
     def _follow_validator_set(self) -> None:
@@ -244,6 +333,18 @@ class BftNode(LedgerReads):
 
     def _on_applied(self, applied) -> None:
         self._follow_validator_set()
+        every = self.config.snapshot_interval
+        if every and applied.height % every == 0:
+            t0 = time.perf_counter()
+            m = take_snapshot(
+                self.snapshots, self.chain, self.app, self.config.snapshot_chunk_bytes
+            )
+            log.info(
+                "snapshot of height %d: %d chunks in %.3f s",
+                m.height,
+                len(m.chunk_hashes),
+                time.perf_counter() - t0,
+            )
         self.recent.append(
             (applied.height, time.time(), [tx_id(t).hex() for t in applied.block.txs])
         )
@@ -316,6 +417,13 @@ class BftNode(LedgerReads):
             "peer_pool": len(self.chain.peer_txs),
             "pub_key": self.key.pub_hex,
             "rejected_msgs": self.reactor.rejected_msgs,
+            "snapshots": [m.height for m in self.snapshots.manifests()],
+            "snapshot_requests": {
+                "served": self.reactor.snapshot_server.served,
+                "refused": self.reactor.snapshot_server.refused,
+            },
+            "state_sync": self.state_sync_stats,
+            "base_height": (self.store.meta("state_sync_base") or {}).get("height", 0),
             "p2p": {
                 self.peer_names.get(pk, pk.hex()[:16]): {
                     "frames_in": p.frames_in,
@@ -354,7 +462,9 @@ class BftNode(LedgerReads):
             end = min(end or top, top)
             out = {}
             for h in range(max(1, start), end + 1):
-                out[h] = self.store.get_block(h, writer=True).hash.hex()
+                sb = self.store.get_block(h, writer=True)
+                if sb is not None:  # a state-synced node holds blocks after its snapshot only
+                    out[h] = sb.hash.hex()
             return {"height": top, "hashes": out}
 
         @api.get("/commits")
@@ -389,6 +499,8 @@ class BftNode(LedgerReads):
 
         self._loop = asyncio.get_running_loop()
         await self.transport.start()
+        if self.needs_state_sync:
+            await self._state_sync()
         await self.reactor.start()
         server = uvicorn.Server(  # with a deadline for half-sent requests (docs/security.md)
             uvicorn_config(self.build_api(), host=self.config.api_host, port=self.config.api_port)
@@ -435,12 +547,17 @@ def main(argv: list[str] | None = None) -> int:
 
         prof = cProfile.Profile()
         prof.enable()
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        asyncio.run(node.run())
+    code = 0
+    try:
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            asyncio.run(node.run())
+    except StateSyncError as exc:  # nothing verified: better stopped than started on trust
+        print(f"gridledger bft node: {exc}", file=sys.stderr)
+        code = 3
     if args.profile is not None:
         prof.disable()
         prof.dump_stats(args.profile)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -235,6 +235,13 @@ class LedgerChain:
                     candidates.append(t)
                     room -= 1
         txs = self.app.prepare_proposal(candidates, self.max_block_bytes, info)
+        if self.peer_txs and len(txs) < len(candidates):
+            # A gossiped transaction whose sequence number a committed one used since (a
+            # conflicting copy that arrived late) can never be in a block: without this it
+            # would stay in the pool, and keep an idle chain making blocks, until evicted.
+            kept = set(txs)
+            for txid in self.app.replays_among([t for t in candidates if t not in kept]):
+                self.peer_txs.pop(txid, None)
         header = make_header(
             self.chain_id,
             height,

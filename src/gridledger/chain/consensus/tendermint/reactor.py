@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from gridledger.chain.wire import decode_length_prefixed
 
+from . import statesync
 from .evidence import (
     DuplicateProposalEvidence,
     DuplicateVoteEvidence,
@@ -73,6 +74,7 @@ def frame_limits(max_block_bytes: int, max_block_txs: int) -> dict[int, int]:
     commit = len(Commit(0, 0, bytes(32), ()).to_wire()) + COMMIT_VOTES_BOUND * vote
     proposal = len(Proposal(0, 0, -1, bytes(32), b"", bytes(32), bytes(64)).encode())
     return {
+        **statesync.frame_limits(commit),
         K_PROPOSAL: proposal + block,
         K_VOTE: vote,
         K_STATUS: _STATUS.size,
@@ -140,6 +142,7 @@ class Reactor:
         self._tx_inbox: collections.deque[bytes] = collections.deque()
         self._admitting = False
         self.rejected_msgs = 0
+        self.snapshot_server: statesync.SnapshotServer | None = None  # set by the node
         self.commit_listeners: list[Callable[[int], None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -282,6 +285,11 @@ class Reactor:
                 self._on_block(payload)
             elif kind == K_EVIDENCE:
                 self._on_evidence(payload)
+            elif kind in statesync.REQUEST_KINDS:
+                if self.snapshot_server is not None:
+                    self.snapshot_server.on_request(peer, kind, payload)
+            elif kind in statesync.RESPONSE_KINDS:
+                return  # a late answer to our own state sync, which has finished
             else:
                 raise ConsensusError(f"unknown frame kind {kind}")
         except (ConsensusError, ValueError, struct.error) as exc:
