@@ -371,6 +371,7 @@ class LedgerApp(BaseApplication):
         height: int,
         time_ms: int,
         updates: list[Validator] | None = None,
+        record_events: bool = True,
     ) -> tuple[int, str, tuple[Event, ...]]:
         """Run one transaction: (code, log, events).
 
@@ -414,6 +415,7 @@ class LedgerApp(BaseApplication):
             tx.type,
             self.params,
             tx_types=self.registry.types,
+            record_events=record_events,
         )
         try:
             ttype.execute(ctx, tx.payload)
@@ -449,7 +451,9 @@ class LedgerApp(BaseApplication):
                     parsed.seq,
                 )
             state = State(self._committed, self._check_overlay, self._ordered)
-            code, log, _ = self._execute(parsed, state, self.height + 1, self.last_time_ms)
+            code, log, _ = self._execute(
+                parsed, state, self.height + 1, self.last_time_ms, record_events=False
+            )
             if code == codes.OK:
                 state.commit_tx()
             else:
