@@ -134,3 +134,50 @@ def test_admission_builds_no_events_and_the_block_still_records_them(tmp_path):
     stored = chain.result(raw)
     assert stored.code == codes.OK
     assert stored.events == [{"attributes": event.attributes, "type": "token.transferred"}]
+
+
+def test_committed_lookup_by_sequence_agrees_with_the_store_and_survives_restart(tmp_path):
+    from test_engine_mempool import commit_block
+
+    from gridledger.chain.app import LedgerApp
+
+    chain = make_chain(tmp_path)
+    to = {"denom": "utoken", "to": chain.pub("bob")}
+    ok = chain.tx("alice", "token.transfer", {"amount": 1, **to}, seq=0)
+    broke = chain.tx("alice", "token.transfer", {"amount": 10**15, **to}, seq=1)  # consumes seq
+    ahead = chain.tx("alice", "token.transfer", {"amount": 2, **to}, seq=9)  # gate: seq kept
+    pending = chain.tx("alice", "token.transfer", {"amount": 3, **to}, seq=2)
+    results = commit_block(chain, [ok, broke, ahead]).tx_results
+    assert [r.code for r in results] == [codes.OK, codes.INSUFFICIENT_FUNDS, codes.BAD_SEQUENCE]
+    ids = {tx_id(r) for r in (ok, broke, ahead, pending)}
+    reference = chain.store.committed_among(ids)
+    assert reference == {tx_id(ok), tx_id(broke), tx_id(ahead)}
+
+    def app_asking(app):
+        asked: list[set[bytes]] = []
+        real = app.store.committed_among
+
+        def spy(txids):
+            asked.append(set(txids))
+            return real(txids)
+
+        app.store.committed_among = spy
+        return asked
+
+    for app in (chain.app, LedgerApp(chain.store)):  # the running app, and one restarted
+        for raw in (ok, broke, ahead, pending):
+            app.precheck_tx(raw)
+        app._uncommitted.clear()
+        asked = app_asking(app)
+        assert app.committed_among(ids) == reference
+        # the pending tx (seq 2 = alice's next) was answered without the store; "ahead" (seq
+        # 9, committed with a gate failure) and the committed ones were looked up
+        assert tx_id(pending) not in set().union(*asked)
+        assert tx_id(ahead) in set().union(*asked)
+        assert app.committed_among({tx_id(pending)}) == set()
+        assert app.proposal_problem([ahead], _info_for(app)) is not None  # a replay
+        assert app.proposal_problem([pending], _info_for(app)) is None
+
+
+def _info_for(app):
+    return ProposalInfo(app.height + 1, app.last_time_ms + 1, b"\x01" * 32, b"\x00" * 32)

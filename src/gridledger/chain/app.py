@@ -119,6 +119,10 @@ class LedgerApp(BaseApplication):
         # admission, proposal, validation and execution each made for every tx (profiled:
         # ~20 µs per lookup, 2-4 per tx per node)
         self._uncommitted: dict[bytes, None] = {}
+        # txid -> (its sender's sequence key, its sequence number), for the prechecked txs:
+        # committed_among answers from it without the store when it can (bounded with
+        # _prechecked; a miss only means a store lookup)
+        self._seq_of: dict[bytes, tuple[bytes, int]] = {}
         # validator sets after the last two heights: block h is signed by the set after h-2
         self._sets_after: dict[int, list[dict[str, Any]]] = {}
         self._check_overlay = Overlay()
@@ -142,6 +146,7 @@ class LedgerApp(BaseApplication):
         self._prechecked.clear()  # results depend on the chain id and registry just loaded
         self._payload_log.clear()
         self._uncommitted.clear()
+        self._seq_of.clear()
         self._gate_failed = self.store.committed_with_codes(_GATE_CODES)
         recent = self.store.meta("valsets_recent", None, writer=True) or {}
         self._sets_after = {int(h): v for h, v in recent.items()}
@@ -292,7 +297,23 @@ class LedgerApp(BaseApplication):
             ask = {t for t in txids if t not in known}
             if not ask:
                 return set()
-            found = self.store.committed_among(ask)
+            # Exact without the store: a transaction whose sequence number is not below its
+            # sender's committed next one was never committed. A committed result outside
+            # _GATE_CODES consumed its number (sequence numbers only grow: only _execute writes
+            # them), and every committed result inside them is in _gate_failed. Spares the
+            # store lookup for gossiped batches (profiled: one SQLite query per batch, ~2 % of a
+            # validator's CPU under load).
+            committed, seq_of, gate_failed = self._committed, self._seq_of, self._gate_failed
+            for t in list(ask):
+                entry = seq_of.get(t)
+                if (
+                    entry is not None
+                    and t not in gate_failed
+                    and entry[1] >= int(committed.get(entry[0], b"0"))
+                ):
+                    ask.discard(t)
+                    known[t] = None
+            found = self.store.committed_among(ask) if ask else set()
             for t in ask:
                 if t not in found:
                     known[t] = None
@@ -338,7 +359,11 @@ class LedgerApp(BaseApplication):
         res = self._precheck_uncached(raw)
         if len(self._prechecked) > _PRECHECK_CACHE_MAX:
             self._prechecked.clear()
+            self._seq_of.clear()
         self._prechecked[raw] = res
+        tx = res[0]
+        if tx is not None and res[1] == codes.OK:
+            self._seq_of[tx.id] = (seq_key(tx.sender.hex()).encode(), tx.seq)
         return res
 
     def _precheck_uncached(self, raw: bytes) -> tuple[Tx | None, int, str]:
@@ -620,6 +645,7 @@ class LedgerApp(BaseApplication):
                 self._prechecked.pop(raw, None)
                 self._payload_log.pop(txid, None)
                 self._uncommitted.pop(txid, None)
+                self._seq_of.pop(txid, None)
                 if r.code in _GATE_CODES:
                     self._gate_failed.add(txid)
             self._pending = None
