@@ -481,9 +481,17 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="cProfile every validator and keep the profiles here (nodeI.prof; diagnosis)",
     )
+    p.add_argument(
+        "--profile-clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="with --profile: time functions by wall clock or by each node's CPU time (the "
+        "steadier attribution when other jobs share the cores)",
+    )
     args = p.parse_args(argv)
     if args.profile is not None:
         os.environ["GRIDLEDGER_BFT_PROFILE"] = "1"  # read by Testnet.start
+        os.environ["GRIDLEDGER_BFT_PROFILE_CLOCK"] = args.profile_clock
     for n in args.validators:
         if not 1 <= n <= 40:
             p.error(f"--validators must be in 1..40, got {n}")
