@@ -59,8 +59,25 @@ def result_leaf(code: int, log: str) -> bytes:
     return RESULT_DOMAIN + encoding.encode_trusted({"code": code, "log": log})
 
 
+# Leaf hashes of results by (code, log): most results of a block are the same few, above all
+# (0, ""), and each was encoded to JSON and hashed again (profiled: ~7 % of finalize_block).
+# Bounded: logs can be unique; when full it is cleared, a miss costs one encode and hash.
+_RESULT_LEAF_HASHES: dict[tuple[int, str], bytes] = {}
+_RESULT_LEAF_HASHES_MAX = 4096
+
+
 def results_hash(results: Sequence[tuple[int, str]]) -> bytes:
-    return merkle.root([result_leaf(c, lg) for c, lg in results])
+    memo = _RESULT_LEAF_HASHES
+    hashes = []
+    for result in results:
+        h = memo.get(result)
+        if h is None:
+            h = merkle.leaf_hash(result_leaf(*result))
+            if len(memo) >= _RESULT_LEAF_HASHES_MAX:
+                memo.clear()
+            memo[result] = h
+        hashes.append(h)
+    return merkle.root_of_hashes(hashes)
 
 
 @dataclass(frozen=True)

@@ -261,10 +261,6 @@ class Store:
             found.update(bytes(r[0]) for r in self._w.execute(q, chunk))
         return found
 
-    def committed_with_codes(self, result_codes: tuple[int, ...]) -> set[bytes]:
-        q = f"SELECT id FROM txs WHERE code IN ({','.join('?' * len(result_codes))})"
-        return {bytes(r[0]) for r in self._w.execute(q, result_codes)}
-
     def tx_exists(self, txid: bytes) -> bool:
         return self._w.execute("SELECT 1 FROM txs WHERE id=?", (txid,)).fetchone() is not None
 

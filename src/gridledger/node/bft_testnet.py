@@ -268,6 +268,8 @@ class Testnet:
             cmd = [sys.executable, "-m", "gridledger.node.bft", "--home", str(node.home)]
             if os.environ.get("GRIDLEDGER_BFT_PROFILE"):  # diagnosis: cProfile per node
                 cmd += ["--profile", str(node.home / "profile.out")]
+                if os.environ.get("GRIDLEDGER_BFT_PROFILE_CLOCK"):  # wall (default) or cpu
+                    cmd += ["--profile-clock", os.environ["GRIDLEDGER_BFT_PROFILE_CLOCK"]]
             if os.environ.get("GRIDLEDGER_BFT_LOG_LEVEL"):  # diagnosis: more detail in node.log
                 cmd += ["--log-level", os.environ["GRIDLEDGER_BFT_LOG_LEVEL"]]
             node.proc = subprocess.Popen(

@@ -185,9 +185,13 @@ class Context:
     validator_updates: list[Validator] = field(default_factory=list)
     # the chain's registry (name -> type): what member.grant checks a permission against
     tx_types: Mapping[str, TxType] = field(default_factory=dict)
+    # False for admission checks (check_tx and the mempool's re-check), whose events nobody
+    # reads: only a block's execution records them. No contract reads ``events``.
+    record_events: bool = True
 
     def emit(self, type_: str, **attributes: Any) -> None:
-        self.events.append(Event(type_, {k: str(v) for k, v in sorted(attributes.items())}))
+        if self.record_events:
+            self.events.append(Event(type_, {k: str(v) for k, v in sorted(attributes.items())}))
 
 
 class Registry:

@@ -424,22 +424,23 @@ class LedgerChain:
             if txid in self.peer_txs or txid in self.mempool or txid in self._recent_committed:
                 continue
             fresh.setdefault(txid, raw)
+        # stateless admission (form + signature, cached by the app): the sequence is the
+        # proposer's business, and peers' transactions may arrive out of order. First, so that
+        # the app knows each one's sender and sequence number for the lookup below.
+        fresh = {txid: raw for txid, raw in fresh.items() if self.app.precheck_tx(raw).ok}
         if not fresh:
             return 0
         # A transaction committed before its gossip arrived would make every block this node
-        # proposes invalid; the store is checked here, off the proposer's critical path (pool
-        # entries that get committed later are removed by apply). The app's lookup remembers
-        # "not committed", which spares the block's own lookups later.
+        # proposes invalid; it is checked here, off the proposer's critical path (pool entries
+        # that get committed later are removed by apply). The app's lookup remembers "not
+        # committed", which spares the block's own lookups later.
         old = self.app.committed_among(set(fresh))
         added = 0
         for txid, raw in fresh.items():
             if txid in old or len(self.peer_txs) >= MAX_PEER_TXS:
                 continue
-            # stateless admission (form + signature, cached by the app): the sequence is the
-            # proposer's business, and peers' transactions may arrive out of order
-            if self.app.precheck_tx(raw).ok:
-                self.peer_txs[txid] = raw
-                added += 1
+            self.peer_txs[txid] = raw
+            added += 1
         return added
 
     def load(self, height: int) -> tuple[bytes, Commit] | None:
