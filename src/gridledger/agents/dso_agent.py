@@ -384,7 +384,7 @@ class DsoAgent:
             "document_digest": digest,
             "verdict": "approved",
             "reasons": [],
-            "trade": trade_record(rec["match"]),
+            "trade": trade_record(rec["match"], self.slot_ms),
             "reactive_digest": reactive_digest(setpoints),
         }
         must(client.submit(self.key, "market.certificate", cert), f"certificate for {mid}")

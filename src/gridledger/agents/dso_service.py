@@ -176,7 +176,7 @@ class IntervalDsoAgent(DsoAgent):
                 "document_digest": digest,
                 "verdict": "approved",
                 "reasons": [],
-                "trade": trade_record(records[g]["match"]),
+                "trade": trade_record(records[g]["match"], self.slot_ms),
                 "reactive_digest": reactive_digest(setpoints),
             }
             must(client.submit(self.key, "market.certificate", cert), f"certificate for {g}")
