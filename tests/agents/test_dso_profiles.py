@@ -75,3 +75,49 @@ def test_a_profiled_trade_is_certified_at_each_slots_power(world, grid, tmp_path
     # the shares follow the slot's power, 2 : 4 : 3, within a watt of rounding
     per_kw = steps[0][1] / (slot_w[0] / 1000)
     assert all(abs(w - per_kw * slot_w[k] / 1000) <= 1 for k, (_t, w) in enumerate(steps))
+
+
+def test_an_interval_of_profiled_and_constant_matches_is_evaluated_slot_by_slot(
+    world,  # noqa: F811
+    grid,  # noqa: F811
+    tmp_path,
+) -> None:
+    from gridledger.agents.dso_service import IntervalDsoAgent
+
+    chain, keys, dso = world
+    regs = {"PV14": keys["PV14"].pub_hex, "PV40": keys["PV40"].pub_hex}
+    evaluator, accounts = load_dso_config(_config(tmp_path, {"regulators": regs}), grid)
+    calls = []
+    solo = evaluator.certify
+
+    def recorded(trades, start_ms, *args, **kwargs):
+        calls.append((start_ms, sorted((t.trade_id, t.power_kw) for t in trades)))
+        return solo(trades, start_ms, *args, **kwargs)
+
+    agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT, tmp_path / "docs")
+    window = {"start_ms": T, "end_ms": T + 2 * SLOT}
+    orders = [
+        ("PV14", "market.offer", {"node": 14, "power_w": 4_000, "regulation_var": 0,
+                                  "price_utoken_per_kwh": 100_000, "profile_w": [0, 4_000]}),
+        ("R11", "market.bid", {"node": 12, "power_w": 3_000, "max_price_utoken_per_kwh": 120_000}),
+        ("PV40", "market.offer", {"node": 40, "power_w": 2_000, "regulation_var": 0,
+                                  "price_utoken_per_kwh": 100_000}),
+        ("C14", "market.bid", {"node": 37, "power_w": 2_000, "max_price_utoken_per_kwh": 120_000}),
+    ]  # fmt: skip
+    for name, tx_type, payload in orders:
+        assert chain.submit(keys[name], tx_type, {**payload, **window}).ok
+    chain.produce(T - 6 * SLOT)
+    pending = chain.state(PENDING)
+    # by hand: R11 takes min(PV14, 3) = 0, 3 kW (m0) and, from PV40 arriving later,
+    # min(2, what R11 lacks: 3, 0) = 2, 0 kW (m1); C14 then takes 0, 1 kW from what PV14 has
+    # left (m2) and 0, 1 kW from PV40 (m3)
+    profiles = {m: chain.state(match_key(m))["match"].get("profile_w") for m in pending}
+    assert profiles == {"m0": [0, 3_000], "m1": [2_000, 0], "m2": [0, 1_000], "m3": [0, 1_000]}
+    evaluator.certify = recorded
+    agent.step(chain)
+    chain.produce(T - 6 * SLOT + 1)
+    # one evaluation per slot, each trade at its power in that slot, zero-power ones left out
+    assert calls == [(T, [("m1", 2.0)]), (T + SLOT, [("m0", 3.0), ("m2", 1.0), ("m3", 1.0)])]
+    assert {chain.state(match_key(m))["status"] for m in pending} == {"approved"}
+    steps = chain.state(loss_steps_key("m1"))
+    assert steps[0][0] == T and steps[0][1] > 0 and steps[1] == [T + SLOT, 0]
