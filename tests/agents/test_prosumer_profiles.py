@@ -84,6 +84,10 @@ def test_offer_with_a_profile_and_orders_shows_it(world, tmp_path, capsys) -> No
     assert rows["offer"]["profile_kw"] == [1, 4.5, 2] and rows["bid"]["profile_kw"] == [3, 3, 3]
     assert main(["orders", "--node", url]) == 0
     assert "1,4.5,2" in capsys.readouterr().out
+    cert = cli("certificate", "m0")  # the match, with its kW per slot
+    assert cert["kw"] == 3 and cert["profile_kw"] == [1, 3, 2]
+    assert main(["certificate", "m0", "--node", url]) == 0
+    assert "profile 1,3,2 kW bus 14 -> 12" in capsys.readouterr().out
     try:
         # per slot min(1, 3), min(4.5, 3), min(2, 3) kW
         assert chain.state(match_key("m0"))["match"]["profile_w"] == [1_000, 3_000, 2_000]

@@ -305,7 +305,11 @@ def _certificate(args: argparse.Namespace) -> int:
            "setpoints": [{"bus": s["node"], "q_kvar": s["q_var"] / 1000,
                           "pay_token_per_slot": s["utoken_per_slot"] / UTOKEN_PER_TOKEN}
                          for s in reactive["setpoints"]]}  # fmt: skip
-    lines = [f"match {args.match}: {doc['status']}  {doc['kw']:g} kW bus {doc['seller_bus']} -> "
+    power = f"{doc['kw']:g} kW"
+    if m.get("profile_w") is not None:  # a profiled trade: kW per slot, its peak as "kw"
+        doc["profile_kw"] = [w / 1000 for w in m["profile_w"]]
+        power = f"profile {_profile_text(m['profile_w'])} kW"
+    lines = [f"match {args.match}: {doc['status']}  {power} bus {doc['seller_bus']} -> "
              f"{doc['buyer_bus']}, {doc['from']}–{doc['to']}"]  # fmt: skip
     lines += [f"  refused: {r}" for r in doc["reasons"]]
     lines += [f"  loss share from {x['from']}: {x['kw']:.3f} kW" for x in doc["loss_kw"]]
