@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 
 import pandapower as pp
-from test_dso_real_grid import BUSES, SLOT, T, _config, grid, world  # noqa: F401 (fixtures)
+from test_dso_real_grid import BUSES, SLOT, T, _config, grid, key, world  # noqa: F401 (fixtures)
 
 from gridledger.agents.dso_agent import DsoAgent, GridPhase
 from gridledger.agents.dso_config import load_dso_config
+from gridledger.agents.meter_sim import MeterSim
 from gridledger.chain.contracts.market import PENDING, loss_steps_key, match_key
+from gridledger.chain.contracts.settlement import done_key
 
 PV_PROFILE_W = [2_000, 5_000, 3_000]  # PV14's offer, W per slot
 BID_W = 4_000  # R11's constant bid
@@ -75,6 +77,26 @@ def test_a_profiled_trade_is_certified_at_each_slots_power(world, grid, tmp_path
     # the shares follow the slot's power, 2 : 4 : 3, within a watt of rounding
     per_kw = steps[0][1] / (slot_w[0] / 1000)
     assert all(abs(w - per_kw * slot_w[k] / 1000) <= 1 for k, (_t, w) in enumerate(steps))
+    # meters read each slot's schedule (the profile's entry); settlement compares slot by slot
+    sims = []
+    for name in ("PV14", "R11"):
+        meter = key(f"meter-{name}")
+        bind = {"meter": meter.pub_hex, "prosumer": keys[name].pub_hex}
+        assert chain.submit(dso, "member.bind_meter", bind).ok
+        sims.append(MeterSim(name, meter, keys[name].pub_hex, T, T + 3 * SLOT, SLOT))
+    chain.produce(T + 3 * SLOT)
+    assert sum(sim.step(chain) for sim in sims) == 6
+    chain.produce(T + 3 * SLOT + 1)
+    wh = [w * SLOT // 3_600_000 for w in slot_w]  # 500, 1 000, 750 Wh
+    assert [r["export_wh"] for r in sims[0].readings] == wh
+    for k in range(3):
+        done = chain.state(done_key(mid, T + k * SLOT))
+        assert (done["scheduled_wh"], done["delivered_wh"]) == (wh[k], wh[k])
+        pays = {p["kind"]: p["amount"] for p in done["payments"] if p["kind"] != "reactive"}
+        loss_wh = steps[k][1] * SLOT // 3_600_000
+        # at 0.1 token/kWh: the slot's energy and the slot's loss share, no penalty
+        assert pays == {"energy": wh[k] * 100, "loss": loss_wh * 100}
+    assert chain.state(match_key(mid))["status"] == "settled"
 
 
 def test_an_interval_of_profiled_and_constant_matches_is_evaluated_slot_by_slot(
