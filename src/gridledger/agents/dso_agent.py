@@ -2,10 +2,12 @@
 
 For a pending match the agent takes the trades that run in the match's window (approved on
 chain, seed 000 Fig. 3), and for every instant in that window where the set of running trades
-changes it evaluates the operating point with all of them superposed (seed 000 §II.B steps 1–8:
-other generators fixed, trades added to seller generation and buyer load, R-OPF, losses of every
-trade by the Global method, change of total losses, reactive set-points).  Then it posts, in one
-block:
+or the power of one of them changes (a trade with a power profile changes power at slot
+boundaries; each trade enters the power flow with its power in that slot, and a trade at zero
+power in a slot is left out of it and has a zero loss share) it evaluates the operating point
+with all of them superposed (seed 000 §II.B steps 1–8: other generators fixed, trades added
+to seller generation and buyer load, R-OPF, losses of every trade by the Global method,
+change of total losses, reactive set-points).  Then it posts, in one block:
 
 1. ``market.losses`` for each such instant (loss tree): the shares of every running trade,
    re-issued because the new trade changes them;
@@ -45,6 +47,7 @@ from gridledger.chain.contracts.market import (
 )
 from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import KeyPair
+from gridledger.market.orders import power_at
 
 # loss shares per market.losses record: well inside its 256-row and 16 KiB payload bounds
 LOSS_SHARES_PER_TX = 128
@@ -226,7 +229,7 @@ class DsoAgent:
 
     def publish_ranking(self, client: ChainClient, r: RankingSpec) -> None:
         phase = self.phase_at(r.at_ms)
-        running = [_spec(m) for m in self._approved_at(client, r.at_ms)]
+        running = _specs(self._approved_at(client, r.at_ms), r.at_ms, self.slot_ms)
         rows = phase.evaluator.rank(
             r.buyer_bus, r.power_kw, r.sellers, running, phase.previous(r.at_ms)
         )
@@ -265,13 +268,14 @@ class DsoAgent:
             for t in (x["start_ms"], x["end_ms"]):
                 if m["start_ms"] < t <= m["end_ms"] and t < last_end:
                     instants.add(t)
+        instants |= power_changes(everyone, m["start_ms"], m["end_ms"], self.slot_ms)
         evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]] = {}
         new_states = {}
         for t in sorted(instants):
             running = [x for x in everyone if x["start_ms"] <= t < x["end_ms"]]
             prev = new_states[max(new_states)] if new_states else phase.previous(t)
             evaluation, state = ev.certify(
-                [_spec(x) for x in running],
+                _specs(running, t, self.slot_ms),
                 t,
                 self.slot_ms,
                 prev,
@@ -362,9 +366,10 @@ class DsoAgent:
             for r in start_eval.regulators
             if r.bus in phase.regulator_accounts
         ]
-        for _, (run, e) in sorted(evaluations.items()):
+        for t, (run, e) in sorted(evaluations.items()):
             for x in run:
-                if round(1000 * e.share_kw[x["match_id"]]) > loss_cap_w(x):
+                cap = loss_cap_w(x, power_at(x, t, self.slot_ms))
+                if round(1000 * e.share_kw.get(x["match_id"], 0.0)) > cap:
                     raise AgentError(
                         f"the loss share of {x['match_id']} would exceed "
                         f"{MAX_LOSS_SHARE_PPM // 10_000} % of its power"
@@ -384,7 +389,7 @@ class DsoAgent:
             "document_digest": digest,
             "verdict": "approved",
             "reasons": [],
-            "trade": trade_record(rec["match"]),
+            "trade": trade_record(rec["match"], self.slot_ms),
             "reactive_digest": reactive_digest(setpoints),
         }
         must(client.submit(self.key, "market.certificate", cert), f"certificate for {mid}")
@@ -408,8 +413,11 @@ class DsoAgent:
             shares = [
                 {
                     "match_id": x["match_id"],
-                    "loss_w": round(1000 * e.share_kw[x["match_id"]]),
-                    "loss_w_without_ropf": round(1000 * e.share_kw_without_ropf[x["match_id"]]),
+                    # a trade at zero power in this slot was not in the power flow: no share
+                    "loss_w": round(1000 * e.share_kw.get(x["match_id"], 0.0)),
+                    "loss_w_without_ropf": round(
+                        1000 * e.share_kw_without_ropf.get(x["match_id"], 0.0)
+                    ),
                 }
                 for x in run
             ]
@@ -427,5 +435,33 @@ class DsoAgent:
         return n
 
 
-def _spec(m: dict[str, Any]) -> TradeSpec:
-    return TradeSpec(m["match_id"], m["seller_node"], m["buyer_node"], m["power_w"] / 1000)
+def _spec(m: dict[str, Any], at_ms: int | None = None, slot_ms: int = 900_000) -> TradeSpec:
+    """A match as the physics sees it: its power in the slot holding ``at_ms`` (its profile's
+    entry for that slot), or its constant power."""
+    power_w = m["power_w"] if at_ms is None else power_at(m, at_ms, slot_ms)
+    return TradeSpec(m["match_id"], m["seller_node"], m["buyer_node"], power_w / 1000)
+
+
+def _specs(running: Sequence[dict[str, Any]], at_ms: int, slot_ms: int) -> list[TradeSpec]:
+    """The trades running at ``at_ms`` with their power then, leaving out those at zero power
+    in that slot (a profile's night slots): they inject and draw nothing."""
+    specs = [_spec(x, at_ms, slot_ms) for x in running]
+    return [s for s in specs if s.power_kw > 0]
+
+
+def power_changes(
+    matches: Sequence[dict[str, Any]], lo_ms: int, hi_ms: int, slot_ms: int
+) -> set[int]:
+    """Slot boundaries in (lo_ms, hi_ms) where a profiled match's power changes: the instants
+    where a certification must evaluate the grid again (each slot of a profile would be
+    evaluated, but unchanged slots give the same operating point)."""
+    out = set()
+    for x in matches:
+        profile = x.get("profile_w")
+        if profile is None:
+            continue
+        for k in range(1, len(profile)):
+            t = x["start_ms"] + k * slot_ms
+            if lo_ms < t < hi_ms and profile[k] != profile[k - 1]:
+                out.add(t)
+    return out

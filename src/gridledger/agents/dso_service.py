@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from gridledger.agents.client import AgentError, ChainClient, must
-from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _spec
+from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _specs, power_changes
 from gridledger.agents.dso_config import load_dso_config
 from gridledger.agents.runner import HttpChain
 from gridledger.chain.contracts.market import (
@@ -86,13 +86,14 @@ class IntervalDsoAgent(DsoAgent):
             for t in (x["start_ms"], x["end_ms"]):
                 if start < t < end:
                     instants.add(t)
+        instants |= power_changes(everyone, start, end, self.slot_ms)
         evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]] = {}
         new_states: dict[int, Any] = {}
         for t in sorted(instants):
             running = [x for x in everyone if x["start_ms"] <= t < x["end_ms"]]
             prev = new_states[max(new_states)] if new_states else phase.previous(t)
             evaluation, state = phase.evaluator.certify(
-                [_spec(x) for x in running], t, self.slot_ms, prev,
+                _specs(running, t, self.slot_ms), t, self.slot_ms, prev,
                 matches[0]["price_utoken_per_kwh"], ",".join(group) if t == start else None,
             )  # fmt: skip
             evaluations[t] = (running, evaluation)
@@ -176,7 +177,7 @@ class IntervalDsoAgent(DsoAgent):
                 "document_digest": digest,
                 "verdict": "approved",
                 "reasons": [],
-                "trade": trade_record(records[g]["match"]),
+                "trade": trade_record(records[g]["match"], self.slot_ms),
                 "reactive_digest": reactive_digest(setpoints),
             }
             must(client.submit(self.key, "market.certificate", cert), f"certificate for {g}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from gridledger.agents.client import ChainClient, must
 from gridledger.chain.contracts.market import match_key, slot_matches_key
 from gridledger.chain.keys import KeyPair
-from gridledger.market.orders import energy_wh
+from gridledger.market.orders import energy_wh, power_at
 
 PPM = 1_000_000
 
@@ -30,7 +30,7 @@ def scheduled_wh(
         if rec is None or rec["status"] not in ("approved", "settled"):
             continue
         m = rec["match"]
-        e = energy_wh(m["power_w"], slot_ms)
+        e = energy_wh(power_at(m, slot_start_ms, slot_ms), slot_ms)  # a profile's slot entry
         if m["seller"] == prosumer:
             export += e
         if m["buyer"] == prosumer:

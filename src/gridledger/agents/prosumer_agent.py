@@ -25,14 +25,17 @@ class OrderSpec:
     regulation_var: int = 0
     green: bool = False
     label: str = ""
+    profile_w: tuple[int, ...] | None = None  # W per slot of the window; power_w is its peak
 
     def payload(self, node: int) -> dict[str, Any]:
-        window = {
+        window: dict[str, Any] = {
             "node": node,
             "power_w": self.power_w,
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
         }
+        if self.profile_w is not None:
+            window["profile_w"] = list(self.profile_w)
         if self.kind == "offer":
             return {
                 **window,

@@ -1,13 +1,17 @@
 """Prosumer commands in human units: ``offer``, ``bid``, ``orders``, ``cancel``, ``balance``,
 ``certificate``.  Power in kW, prices in token/kWh, times ISO 8601 (UTC); a table by default,
-``--json`` for scripts.  Every command talks to a node's HTTP API (``--node URL``); the orders
+``--json`` for scripts.  An order's power is one constant ``--kw``, or a profile of one kW value
+per market slot of the window (``--profile 0,1.5,3,3,1.5,0`` or ``--profile-csv FILE``), sent
+on chain as whole W per slot.  Every command talks to a node's HTTP API (``--node URL``); the orders
 are signed with the member's key file (``--key FILE``) and placed at its own bus.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,17 @@ def register(sub: Any) -> None:
     for kind, price_help in (("offer", "asking price"), ("bid", "highest price you pay")):
         p = sub.add_parser(kind, help=f"place an {kind} at your bus (kW, token/kWh, UTC times)")
         _common(p, key=True)
-        p.add_argument("--kw", type=float, required=True, help="power, kW")
+        power = p.add_mutually_exclusive_group(required=True)
+        power.add_argument("--kw", type=float, help="constant power, kW")
+        power.add_argument(
+            "--profile", help="power per market slot of the window, kW, comma-separated"
+        )
+        power.add_argument(
+            "--profile-csv",
+            type=Path,
+            metavar="FILE",
+            help="power per slot from a CSV file: one row per slot, kW in the last column",
+        )
         p.add_argument("--price", type=float, required=True, help=f"{price_help}, token/kWh")
         p.add_argument("--from", dest="start", required=True, help="window start, ISO 8601 UTC")
         p.add_argument("--to", dest="end", required=True, help="window end, ISO 8601 UTC")
@@ -101,12 +115,62 @@ def _emit(doc: Any, as_json: bool, lines: list[str]) -> None:
     print(json.dumps(doc) if as_json else "\n".join(lines))
 
 
+def parse_profile_kw(values: list[str], flag: str) -> list[int]:
+    """kW per slot, as typed, to whole W per slot (the chain's unit); names the bad entry."""
+    out = []
+    for i, text in enumerate(values):
+        try:
+            kw = float(text)
+        except ValueError:
+            bad = f"{flag}: entry {i + 1} ({text.strip()!r}) is not a number of kW"
+            raise CliError(bad) from None
+        if not math.isfinite(kw) or kw < 0:
+            raise CliError(f"{flag}: entry {i + 1} must be a finite kW >= 0, got {text.strip()}")
+        out.append(round(kw * 1000))
+    if not out or max(out) <= 0:
+        raise CliError(f"{flag}: the profile needs at least one slot above 0 kW")
+    return out
+
+
+def read_profile_csv(path: Path) -> list[int]:
+    """A profile file: one row per slot, kW in the last column; a first row that is not a
+    number (a header) and blank rows are skipped."""
+    try:
+        rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(r)]
+    except OSError as exc:
+        raise CliError(f"--profile-csv: cannot read {path}: {exc.strerror}") from None
+    if rows:
+        try:
+            float(rows[0][-1])
+        except ValueError:
+            rows = rows[1:]
+    return parse_profile_kw([r[-1] for r in rows], "--profile-csv")
+
+
+def _power(args: argparse.Namespace, start: int, end: int, slot_ms: int) -> list[int] | None:
+    """The order's profile in W per slot, or None for a constant --kw."""
+    if args.kw is not None:
+        if not args.kw > 0:
+            raise CliError(f"--kw must be positive, got {args.kw}")
+        return None
+    if args.profile is not None:
+        profile, flag = parse_profile_kw(args.profile.split(","), "--profile"), "--profile"
+    else:
+        profile, flag = read_profile_csv(args.profile_csv), "--profile-csv"
+    slots = (end - start) // slot_ms
+    if len(profile) != slots:
+        raise CliError(
+            f"{flag}: {len(profile)} values for a window of {slots} market slots of "
+            f"{slot_ms // 60_000} min ({_iso(start)}–{_iso(end)}): give one kW value per slot"
+        )
+    return profile
+
+
 def _order(args: argparse.Namespace) -> int:
     from gridledger.agents.prosumer_agent import OrderSpec
+    from gridledger.chain.contracts.market import PARAMS, default_params
     from gridledger.chain.contracts.membership import member_key
 
-    if not args.kw > 0:
-        raise CliError(f"--kw must be positive, got {args.kw}")
     if not args.price >= 0:
         raise CliError(f"--price must be >= 0 token/kWh, got {args.price}")
     start, end = _ms(args.start, "--from"), _ms(args.end, "--to")
@@ -115,11 +179,19 @@ def _order(args: argparse.Namespace) -> int:
     key = _key(args.key)
     client = _client(args.node)
     try:
+        slot_ms = int((client.state(PARAMS) or default_params())["slot_ms"])
+        profile = _power(args, start, end, slot_ms)
         member = client.state(member_key(key.pub_hex))
         if not member or "bus" not in member:
             raise CliError(f"{key.pub_hex[:16]}… is not a prosumer member with a bus")
+        power_w = round(args.kw * 1000) if profile is None else max(profile)
         spec = OrderSpec(
-            args.kind, round(args.kw * 1000), round(args.price * UTOKEN_PER_TOKEN), start, end
+            args.kind,
+            power_w,
+            round(args.price * UTOKEN_PER_TOKEN),
+            start,
+            end,
+            profile_w=None if profile is None else tuple(profile),
         )
         res = _committed(client, client.submit(key, f"market.{args.kind}", spec.payload(
             int(member["bus"]))))  # fmt: skip
@@ -127,10 +199,14 @@ def _order(args: argparse.Namespace) -> int:
         client.close()
     if not res.ok:
         raise CliError(f"{args.kind} refused: {res.log}")
-    doc = {"order": res.txid, "kind": args.kind, "bus": int(member["bus"]), "kw": args.kw,
+    doc = {"order": res.txid, "kind": args.kind, "bus": int(member["bus"]), "kw": power_w / 1000,
            "price_token_per_kwh": args.price, "from": _iso(start), "to": _iso(end)}  # fmt: skip
+    power = f"{doc['kw']:g} kW"
+    if profile is not None:
+        doc["profile_kw"] = [w / 1000 for w in profile]
+        power = f"profile {_profile_text(profile)} kW"
     text = (
-        f"{args.kind} {res.txid} placed: {args.kw:g} kW at bus {doc['bus']}, "
+        f"{args.kind} {res.txid} placed: {power} at bus {doc['bus']}, "
         f"{args.price:g} token/kWh, {doc['from']}–{doc['to']}"
     )
     _emit(doc, args.json, [text])
@@ -154,18 +230,28 @@ def _orders(args: argparse.Namespace) -> int:
         if mine and owner != mine:
             continue
         price = o["price_utoken_per_kwh"] if kind == "offer" else o["max_price_utoken_per_kwh"]
+        profile = o.get("profile_w")
         rows.append({"order": o["offer_id"] if kind == "offer" else o["bid_id"], "kind": kind,
                      "bus": o["node"], "kw": o["power_w"] / 1000,
+                     "profile_kw": None if profile is None else [w / 1000 for w in profile],
                      "price_token_per_kwh": price / UTOKEN_PER_TOKEN,
                      "from": _iso(o["start_ms"]), "to": _iso(o["end_ms"])})  # fmt: skip
-    lines = [f"{'order':<18}{'kind':<7}{'bus':>5}{'kW':>9}{'token/kWh':>11}  window"]
+    lines = [f"{'order':<18}{'kind':<7}{'bus':>5}{'kW':>9}{'token/kWh':>11}  window  profile kW"]
     for r in rows:
+        shape = "" if r["profile_kw"] is None else _profile_text(
+            [round(1000 * x) for x in r["profile_kw"]])  # fmt: skip
         lines.append(
             f"{r['order'][:16]:<18}{r['kind']:<7}{r['bus']:>5}{r['kw']:>9.3f}"
-            f"{r['price_token_per_kwh']:>11.4f}  {r['from']}–{r['to']}"
+            f"{r['price_token_per_kwh']:>11.4f}  {r['from']}–{r['to']}  {shape}".rstrip()
         )
     _emit(rows, args.json, lines)
     return 0
+
+
+def _profile_text(profile_w: list[int], shown: int = 12) -> str:
+    """kW per slot as typed (``0,1.5,3``); a long profile is cut after ``shown`` values."""
+    text = ",".join(f"{w / 1000:g}" for w in profile_w[:shown])
+    return text if len(profile_w) <= shown else f"{text},… ({len(profile_w)} slots)"
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -219,7 +305,11 @@ def _certificate(args: argparse.Namespace) -> int:
            "setpoints": [{"bus": s["node"], "q_kvar": s["q_var"] / 1000,
                           "pay_token_per_slot": s["utoken_per_slot"] / UTOKEN_PER_TOKEN}
                          for s in reactive["setpoints"]]}  # fmt: skip
-    lines = [f"match {args.match}: {doc['status']}  {doc['kw']:g} kW bus {doc['seller_bus']} -> "
+    power = f"{doc['kw']:g} kW"
+    if m.get("profile_w") is not None:  # a profiled trade: kW per slot, its peak as "kw"
+        doc["profile_kw"] = [w / 1000 for w in m["profile_w"]]
+        power = f"profile {_profile_text(m['profile_w'])} kW"
+    lines = [f"match {args.match}: {doc['status']}  {power} bus {doc['seller_bus']} -> "
              f"{doc['buyer_bus']}, {doc['from']}–{doc['to']}"]  # fmt: skip
     lines += [f"  refused: {r}" for r in doc["reasons"]]
     lines += [f"  loss share from {x['from']}: {x['kw']:.3f} kW" for x in doc["loss_kw"]]

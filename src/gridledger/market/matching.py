@@ -6,6 +6,14 @@ Rules (deterministic; every tie broken by arrival order):
   bid's maximum, seller and buyer differ, the pair was not rejected before, and the offer still
   has power left in every slot of the bid's window.  A bid may be filled by several offers
   (partial fills); each fill is one match for the whole bid window.
+* Power profiles (an order's ``profile_w``, one power per slot).  When neither order carries a
+  profile and the bid's remainder is the same in every slot, a fill is one constant power: the
+  smallest of the bid's remainder and the offer's remainder in each slot of the bid's window
+  (exactly the rule before profiles).  Otherwise the fill is per slot: in each slot of the
+  bid's window the smaller of the two remainders in that slot; the match carries that vector
+  (``profile_w``, its peak as ``power_w``; a vector equal in every slot is stored as a constant
+  match), and a fill that is zero in every slot is no match.  ChainBook implements profiles; this
+  in-memory reference implements the constant rule only.
 * A bid whose delivery has started (``start_ms <= now_ms``) is no longer matched; orders leave
   the book at the end of their window (expiry) or when their owner cancels them.
 * Network-aware choice (seed 002 §6, Table 5): when the DSO has published a ranking for the
@@ -85,20 +93,40 @@ class Match:
     end_ms: int
     green: bool
     pricing: str
+    profile_w: tuple[int, ...] | None = None  # W per slot of the window; power_w is its peak
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.profile_w is None:
+            del d["profile_w"]  # a constant match is encoded as before profiles existed
+        else:
+            d["profile_w"] = list(self.profile_w)
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Match:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k != "profile_w"}
+        profile = data.get("profile_w")
+        return cls(**fields, profile_w=None if profile is None else tuple(profile))
 
     @classmethod
     def between(
-        cls, match_id: str, offer: Offer, bid: Bid, power_w: int, price: int, pricing: str
+        cls,
+        match_id: str,
+        offer: Offer,
+        bid: Bid,
+        power_w: int | Sequence[int],
+        price: int,
+        pricing: str,
     ) -> Match:
-        """The match of ``power_w`` from ``offer`` to ``bid`` over the bid's window (one
-        definition for the reference book and the chain's book)."""
+        """The match of ``power_w`` (constant, or one W per slot of the bid's window) from
+        ``offer`` to ``bid`` over the bid's window (one definition for the reference book and
+        the chain's book).  A per-slot vector equal in every slot is a constant match."""
+        profile = None
+        if not isinstance(power_w, int):
+            if len(set(power_w)) > 1:
+                profile = tuple(power_w)
+            power_w = max(power_w)
         return cls(
             match_id=match_id,
             offer_id=offer.offer_id,
@@ -113,6 +141,7 @@ class Match:
             end_ms=bid.end_ms,
             green=offer.green,
             pricing=pricing,
+            profile_w=profile,
         )
 
 

@@ -3,8 +3,10 @@
 Transaction types (payload fields in integers; see docs/market.md):
 
 * ``market.offer`` (prosumer, vendor): node, power_w, regulation_var, price_utoken_per_kwh,
-  start_ms, end_ms, green.  Matched at once against resting bids.
-* ``market.bid`` (prosumer, vendor): node, power_w, max_price_utoken_per_kwh, start_ms, end_ms.
+  start_ms, end_ms, green, and optionally profile_w (one W per slot of the window, peak equal
+  to power_w; see market/orders.py).  Matched at once against resting bids.
+* ``market.bid`` (prosumer, vendor): node, power_w, max_price_utoken_per_kwh, start_ms, end_ms,
+  optionally profile_w.
   The bid's maximum cost is escrowed from the buyer's ``utoken`` balance (a bid above the balance
   fails and changes nothing); it pays the buyer's side of settlement and the rest comes back
   when the bid is done.
@@ -82,6 +84,8 @@ from gridledger.market.orders import (
     energy_wh,
     parse_bid,
     parse_offer,
+    power_at,
+    scheduled_energy_wh,
 )
 from gridledger.market.settlement import SettlementParams
 
@@ -323,10 +327,11 @@ BID_FIELDS = ["end_ms", "max_price_utoken_per_kwh", "node", "power_w", "start_ms
 
 
 def _v_offer(p: dict[str, Any]) -> None:
-    require_fields(p, OFFER_FIELDS, ["green"])
+    require_fields(p, OFFER_FIELDS, ["green", "profile_w"])
     try:
-        # the slot alignment is checked in execute, where the chain's slot length is known
-        parse_offer(p, offer_id="-", seller="-", slot_ms=1)
+        # the slot alignment and the profile's length are checked in execute, where the
+        # chain's slot length is known
+        parse_offer(p, offer_id="-", seller="-", slot_ms=None)
     except OrderError as exc:
         raise PayloadError(str(exc)) from exc
 
@@ -351,9 +356,9 @@ def _x_offer(ctx: Context, p: dict[str, Any]) -> None:
 
 
 def _v_bid(p: dict[str, Any]) -> None:
-    require_fields(p, BID_FIELDS)
+    require_fields(p, BID_FIELDS, ["profile_w"])
     try:
-        parse_bid(p, bid_id="-", buyer="-", slot_ms=1)
+        parse_bid(p, bid_id="-", buyer="-", slot_ms=None)
     except OrderError as exc:
         raise PayloadError(str(exc)) from exc
 
@@ -365,7 +370,7 @@ def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
     housekeeping(ctx, book, ctx.sender)
     bid = parse_bid(p, bid_id=ctx.txid, buyer=ctx.sender, slot_ms=book.params.slot_ms)
     _admit_order(ctx, book, bid.start_ms, bid.end_ms)
-    escrow = bid.max_cost_utoken()
+    escrow = bid.max_cost_utoken(book.params.slot_ms)
     have = tokens.balance(ctx, "utoken", ctx.sender)
     if have < escrow:
         raise ContractError(
@@ -473,9 +478,10 @@ def loss_w_at(ctx: Context, match_id: str, slot_ms: int) -> int:
 MAX_LOSS_SHARE_PPM = 250_000
 
 
-def loss_cap_w(match: dict[str, Any]) -> int:
-    """The largest loss share a match may be charged (see ``MAX_LOSS_SHARE_PPM``)."""
-    return match["power_w"] * MAX_LOSS_SHARE_PPM // PPM
+def loss_cap_w(match: dict[str, Any], power_w: int | None = None) -> int:
+    """The largest loss share a match may be charged (see ``MAX_LOSS_SHARE_PPM``): of its
+    power in one slot (``power_w``, see ``power_at``), or of its peak."""
+    return (match["power_w"] if power_w is None else power_w) * MAX_LOSS_SHARE_PPM // PPM
 
 
 def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
@@ -499,12 +505,14 @@ def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
                 f"match {s['match_id']} was certified by another DSO member: "
                 "only its certifier changes its loss share",
             )
-        cap = loss_cap_w(m)
+        # a profiled trade's cap is of its power in the slot the share starts in
+        power_w = power_at(m, p["from_ms"], slot)
+        cap = loss_cap_w(m, power_w)
         if s["loss_w"] > cap:
             raise ContractError(
                 codes.INVALID_PAYLOAD,
                 f"loss share {s['loss_w']} W of match {s['match_id']} exceeds the cap of "
-                f"{MAX_LOSS_SHARE_PPM} ppm of its {m['power_w']} W ({cap} W)",
+                f"{MAX_LOSS_SHARE_PPM} ppm of its {power_w} W ({cap} W)",
             )
         if p["from_ms"] < ctx.time_ms - ctx.time_ms % slot:
             raise ContractError(
@@ -580,9 +588,18 @@ def buyer_extras_utoken(match: dict[str, Any], setpoints: list[dict[str, Any]], 
     exactly these per slot, floored, so this bounds them)."""
     slot = prm["slot_ms"]
     slots = (match["end_ms"] - match["start_ms"]) // slot
+    reactive = sum(sp["utoken_per_slot"] for sp in setpoints)
+    if match.get("profile_w") is not None:  # the loss cap follows each slot's power
+        return sum(
+            cost_utoken(energy_wh(loss_cap_w(match, w), slot), match["price_utoken_per_kwh"])
+            * prm["loss_buyer_share_ppm"]
+            // PPM
+            + reactive
+            for w in match["profile_w"]
+        )
     loss_utoken = cost_utoken(energy_wh(loss_cap_w(match), slot), match["price_utoken_per_kwh"])
     per_slot = loss_utoken * prm["loss_buyer_share_ppm"] // PPM
-    per_slot += sum(sp["utoken_per_slot"] for sp in setpoints)
+    per_slot += reactive
     return slots * per_slot
 
 
@@ -615,18 +632,21 @@ MAX_SLOTS_PER_MATCH = MAX_WINDOW_SLOTS
 TRADE_FIELDS = ["destination", "duration_ms", "energy_wh", "power_w", "source", "start_ms"]
 
 
-def trade_record(m: dict[str, Any]) -> dict[str, Any]:
+def trade_record(m: dict[str, Any], slot_ms: int = DEFAULT_SLOT_MS) -> dict[str, Any]:
     """The active-power record of an approved trade (seed 000 §II.B: source, destination,
-    energy, timestamp, duration, power), as the certificate must carry it."""
-    duration = m["end_ms"] - m["start_ms"]
-    return {
+    energy, timestamp, duration, power, and the power profile of a profiled trade), as the
+    certificate must carry it."""
+    record = {
         "source": m["seller"],
         "destination": m["buyer"],
         "power_w": m["power_w"],
         "start_ms": m["start_ms"],
-        "duration_ms": duration,
-        "energy_wh": energy_wh(m["power_w"], duration),
+        "duration_ms": m["end_ms"] - m["start_ms"],
+        "energy_wh": scheduled_energy_wh(m, slot_ms),
     }
+    if m.get("profile_w") is not None:
+        record["profile_w"] = m["profile_w"]
+    return record
 
 
 def _v_certificate(p: dict[str, Any]) -> None:
@@ -638,11 +658,16 @@ def _v_certificate(p: dict[str, Any]) -> None:
     if "trade" in p:
         if not isinstance(p["trade"], dict):
             raise PayloadError("trade must be an object")
-        require_fields(p["trade"], TRADE_FIELDS)
+        require_fields(p["trade"], TRADE_FIELDS, ["profile_w"])
         for f in ("destination", "source"):
             req_key(p["trade"], f)
         for f in ("duration_ms", "energy_wh", "power_w", "start_ms"):
             req_int(p["trade"], f, 0)
+        profile = p["trade"].get("profile_w", [])
+        if not isinstance(profile, list) or len(profile) > MAX_WINDOW_SLOTS:
+            raise PayloadError(f"trade.profile_w must be a list of at most {MAX_WINDOW_SLOTS}")
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in profile):
+            raise PayloadError("trade.profile_w entries must be integers >= 0 (W)")
     req_str(p, "match_id", 32)
     req_hash(p, "match_digest")
     if "document_digest" in p:
@@ -701,7 +726,7 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
                 f"(reactive_digest {reactive_digest(reactive['setpoints'])})",
             )
         # the approval is the trade's record in the active-power tree: it must state the trade
-        if p.get("trade") != trade_record(rec["match"]):
+        if p.get("trade") != trade_record(rec["match"], book.params.slot_ms):
             raise ContractError(
                 codes.INVALID_PAYLOAD,
                 f"an approval must carry the trade record "

@@ -4,7 +4,9 @@ A market transaction reads and writes only the records it changes, so its cost d
 with the number of open orders (bench/market.py measures it):
 
 * ``market/order/<id>``: an open order (the offer or bid as posted, its arrival number, what is
-  left of it: per slot for an offer, and only for the slots already matched);
+  left of it: per slot for an offer, and only for the slots already matched; a bid's
+  ``left_w`` is its largest remainder in any slot, and a bid with a power profile, or one
+  filled per slot by a profiled offer, also keeps per-slot remainders in ``left``);
 * ``market/ix/o/<start>/<price>/<seq>/<id>``: open offers that still have power, by the slot
   their window starts in, cheapest first, then by arrival;
 * ``market/ix/b/<start>/<MAX_PRICE - price>/<seq>/<id>``: open bids with power left, by start
@@ -46,6 +48,7 @@ from gridledger.market.orders import (
     OrderError,
     bid_from_dict,
     offer_from_dict,
+    power_at,
     slots_of,
 )
 
@@ -148,6 +151,8 @@ class ChainBook:
         seq = self._admit(bid.bid_id, bid.start_ms, now_ms)
         brec = {"bid": bid.to_dict(), "seq": seq, "left_w": bid.power_w, "excluded": []}
         brec["indexed"] = False
+        if bid.profile_w is not None:
+            brec["left"] = []  # per-slot remainders, only the slots below the profile
         self._track(bid.bid_id, bid.buyer, bid.end_ms, seq)
         self._save_bid(bid, brec)
         return self.match_bid(bid.bid_id, now_ms, ranking)
@@ -223,18 +228,31 @@ class ChainBook:
         """A rejected match gives its power back to its orders (if still open) and the pair is
         never matched again."""
         orec, brec = self.get_order(match.offer_id), self.get_order(match.bid_id)
+        slot_ms = self.params.slot_ms
+        given = match.to_dict()
         if orec is not None:
             offer = offer_from_dict(orec["offer"])
             left = dict(orec["left"])
-            for s in slots_of(match.start_ms, match.end_ms, self.params.slot_ms):
-                left[s] = left.get(s, offer.power_w) + match.power_w
-            orec["left"] = _sparse(left, offer.power_w)
+            for s in slots_of(match.start_ms, match.end_ms, slot_ms):
+                left[s] = left.get(s, _full(orec["offer"], s, slot_ms)) + power_at(
+                    given, s, slot_ms
+                )
+            orec["left"] = _sparse(left, orec["offer"], slot_ms)
             self._save_offer(offer, orec)
         if brec is not None:
             bid = bid_from_dict(brec["bid"])
             if orec is not None and match.offer_id not in brec["excluded"]:
                 brec["excluded"].append(match.offer_id)
-            brec["left_w"] += match.power_w
+            if "left" in brec:
+                left = dict(brec["left"])
+                for s in slots_of(match.start_ms, match.end_ms, slot_ms):
+                    left[s] = left.get(s, _full(brec["bid"], s, slot_ms)) + power_at(
+                        given, s, slot_ms
+                    )
+                brec["left"] = _sparse(left, brec["bid"], slot_ms)
+                brec["left_w"] = max(left.values())
+            else:
+                brec["left_w"] += match.power_w
             self._save_bid(bid, brec)
 
     # -- internals -------------------------------------------------------------------------
@@ -316,8 +334,15 @@ class ChainBook:
         self.state.set(order_key(bid.bid_id), brec)
 
     def _exhausted(self, offer: Offer, orec: dict[str, Any]) -> bool:
-        n_slots = (offer.end_ms - offer.start_ms) // self.params.slot_ms
-        return sum(1 for _s, w in orec["left"] if w == 0) == n_slots
+        slot_ms = self.params.slot_ms
+        if offer.profile_w is None:
+            n_slots = (offer.end_ms - offer.start_ms) // slot_ms
+            return sum(1 for _s, w in orec["left"] if w == 0) == n_slots
+        left = dict(orec["left"])
+        return all(
+            left.get(s, _full(orec["offer"], s, slot_ms)) == 0
+            for s in slots_of(offer.start_ms, offer.end_ms, slot_ms)
+        )
 
     def _merged(
         self,
@@ -377,14 +402,30 @@ class ChainBook:
         brec: dict[str, Any],
         resting_price: int,
     ) -> Match | None:
-        slots = slots_of(bid.start_ms, bid.end_ms, self.params.slot_ms)
+        slot_ms = self.params.slot_ms
+        slots = slots_of(bid.start_ms, bid.end_ms, slot_ms)
         left = dict(orec["left"])
-        power_w = min([brec["left_w"]] + [left.get(s, offer.power_w) for s in slots])
-        if power_w <= 0:
-            return None
-        for s in slots:
-            left[s] = left.get(s, offer.power_w) - power_w
-            if self.params.pricing == PAY_AS_CLEAR:
+        offer_left = [left.get(s, _full(orec["offer"], s, slot_ms)) for s in slots]
+        if offer.profile_w is None and "left" not in brec:
+            # both constant: one power for the whole window (the rule before profiles)
+            power_w = min([brec["left_w"], *offer_left])
+            if power_w <= 0:
+                return None
+            amounts = [power_w] * len(slots)
+            brec["left_w"] -= power_w
+        else:
+            # a profile on either side: per slot, the smaller of the two remainders
+            bid_left = dict(brec.get("left", []))
+            wanted = [bid_left.get(s, _full(brec["bid"], s, slot_ms)) for s in slots]
+            amounts = [min(a, b) for a, b in zip(offer_left, wanted, strict=True)]
+            if max(amounts) <= 0:
+                return None
+            rest = {s: w - a for s, w, a in zip(slots, wanted, amounts, strict=True)}
+            brec["left"] = _sparse(rest, brec["bid"], slot_ms)
+            brec["left_w"] = max(rest.values())
+        for s, amount in zip(slots, amounts, strict=True):
+            left[s] = left.get(s, _full(orec["offer"], s, slot_ms)) - amount
+            if amount and self.params.pricing == PAY_AS_CLEAR:
                 band = self.state.get(band_key(s)) or [
                     offer.price_utoken_per_kwh,
                     bid.max_price_utoken_per_kwh,
@@ -392,16 +433,22 @@ class ChainBook:
                 band[0] = max(band[0], offer.price_utoken_per_kwh)
                 band[1] = min(band[1], bid.max_price_utoken_per_kwh)
                 self.state.set(band_key(s), band)
-        orec["left"] = _sparse(left, offer.power_w)
-        brec["left_w"] -= power_w
+        orec["left"] = _sparse(left, orec["offer"], slot_ms)
         n = self.state.get_int(NEXT_MATCH)
         self.state.set_int(NEXT_MATCH, n + 1)
-        return Match.between(match_id(n), offer, bid, power_w, resting_price, self.params.pricing)
+        power: int | list[int] = amounts[0] if len(set(amounts)) == 1 else amounts
+        return Match.between(match_id(n), offer, bid, power, resting_price, self.params.pricing)
 
 
-def _sparse(left: dict[int, int], full_w: int) -> list[list[int]]:
-    """Per-slot remainders worth storing: only the slots that are not at full power."""
-    return [[s, w] for s, w in sorted(left.items()) if w != full_w]
+def _full(order: dict[str, Any], slot_start_ms: int, slot_ms: int) -> int:
+    """An order's power in a slot before any fill: its profile's entry, or its constant power."""
+    return power_at(order, slot_start_ms, slot_ms)
+
+
+def _sparse(left: dict[int, int], order: dict[str, Any], slot_ms: int) -> list[list[int]]:
+    """Per-slot remainders worth storing: only the slots that are not at the order's full power
+    in that slot (so an order nobody filled stores none, whatever its window)."""
+    return [[s, w] for s, w in sorted(left.items()) if w != _full(order, s, slot_ms)]
 
 
 def _order_of(rec: dict[str, Any]) -> Offer | Bid:

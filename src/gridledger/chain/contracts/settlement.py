@@ -11,7 +11,8 @@
   have both been metered is settled: delivered energy paid buyer -> seller at the agreed price, the
   loss share charged, the regulator nodes paid, deviations penalized (market/settlement.py), the
   delivered ``ewh`` moved from seller to buyer and burned against the buyer's unbacked consumption.
-  Each settlement record names its match, certificate and readings.
+  Each settlement record names its match, certificate and readings.  A trade with a power
+  profile is scheduled, and its loss share capped, at its power in that slot.
 * ``settlement.green`` (dso, vendor): declares a prosumer's generation renewable (or not).
 
 Payments never overdraw and never exceed what was escrowed: the buyer's side is paid from the
@@ -43,6 +44,7 @@ from gridledger.chain.contracts.market import (
     get_match,
     housekeeping,
     load_book,
+    loss_cap_w,
     loss_w_at,
     match_key,
     params,
@@ -51,7 +53,7 @@ from gridledger.chain.contracts.market import (
     slot_matches_key,
 )
 from gridledger.chain.contracts.membership import member_key
-from gridledger.market.orders import energy_wh
+from gridledger.market.orders import energy_wh, power_at
 from gridledger.market.recs import REC_WH, recs_for_green
 from gridledger.market.settlement import (
     BUYER,
@@ -165,7 +167,7 @@ def _index_slot(ctx: Context, start: int, slot: int) -> None:
         if rec["status"] not in ("approved", "settled"):
             continue
         m = rec["match"]
-        wh = energy_wh(m["power_w"], slot)
+        wh = energy_wh(power_at(m, start, slot), slot)
         by_party.setdefault(m["seller"], []).append([mid, "seller", wh])
         if m["buyer"] != m["seller"]:
             by_party.setdefault(m["buyer"], []).append([mid, "buyer", wh])
@@ -233,12 +235,15 @@ def _settle(ctx: Context, book: Any, mid: str, slot_start: int) -> None:
     accounts = {BUYER: m["buyer"], SELLER: m["seller"], DSO: rec["dso"]}
     for sp in reactive:
         accounts[f"{REGULATOR_PREFIX}{sp['node']}"] = sp["account"]
+    power_w = power_at(m, slot_start, slot)  # the slot's entry of a profiled trade
+    # a loss step stays in force until the next one: never charge more than this slot's cap
+    loss_w = min(loss_w_at(ctx, mid, slot_start), loss_cap_w(m, power_w))
     result = settle_slot(
-        scheduled_wh=energy_wh(m["power_w"], slot),
+        scheduled_wh=energy_wh(power_w, slot),
         injected_wh=injected,
         consumed_wh=consumed,
         price_utoken_per_kwh=price,
-        loss_w=loss_w_at(ctx, mid, slot_start),
+        loss_w=loss_w,
         slot_ms=slot,
         reactive_utoken=[(sp["node"], sp["utoken_per_slot"]) for sp in reactive],
         params=SettlementParams(

@@ -48,7 +48,8 @@ export async function list(prefix, max = 5000) {
 }
 
 // The open order book as one object: every open order is its own record `market/order/<id>`
-// (chain/contracts/market_book.py); an offer keeps per-slot remainders only for matched slots.
+// (chain/contracts/market_book.py); an offer keeps per-slot remainders only for matched slots,
+// a bid its largest remainder (left_w) and, once filled per slot, per-slot remainders (left).
 export async function book() {
   const params = (await state("market/params")) ?? { slot_ms: 900000 };
   const out = { offers: [], bids: [], offer_left_w: [], bid_left_w: [], params };
@@ -58,7 +59,7 @@ export async function book() {
       out.offer_left_w.push([r.offer.offer_id, r.left]);
     } else if (r.bid) {
       out.bids.push(r.bid);
-      out.bid_left_w.push([r.bid.bid_id, r.left_w]);
+      out.bid_left_w.push([r.bid.bid_id, r.left ? new Map(r.left) : r.left_w]);
     }
   }
   return out;

@@ -81,6 +81,13 @@ export const short = (hex, n = 10) => (hex ? `${hex.slice(0, n)}…` : "");
 export const tokens = (utoken) => (utoken / 1e6).toLocaleString(undefined, { maximumFractionDigits: 6 });
 export const kw = (w) => (w / 1000).toLocaleString(undefined, { maximumFractionDigits: 3 });
 
+// An order's or match's power in the slot starting at s: its profile's entry (profile_w, W per
+// slot of the window; market/orders.py power_at), or its constant power_w.
+export const powerAt = (o, s, slot) => (o.profile_w ? o.profile_w[Math.floor((s - o.start_ms) / slot)] : o.power_w);
+
+// kW shown for an order or match: its profile, kW per slot, or its constant power.
+export const kwShown = (o) => (o.profile_w ? o.profile_w.map((w) => (w / 1000).toString()).join(",") : kw(o.power_w));
+
 export function localTime(ms) {
   return new Date(ms).toLocaleString(undefined, {
     year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",

@@ -1,6 +1,6 @@
 // Market: the open order book per slot, and matched prices and volumes per slot over time.
 import * as api from "../api.js";
-import { $, fill, fitChart, h, kw, localTime, setOptions, short, table, tokens } from "../util.js";
+import { $, fill, fitChart, h, kw, localTime, powerAt, setOptions, short, table, tokens } from "../util.js";
 
 let plot = null;
 
@@ -14,6 +14,12 @@ function slotsOf(o, slot) {
   return out;
 }
 
+// a bid's open power in slot s: per-slot remainders once filled per slot, else one number
+function bidOpen(left, b, s, slot) {
+  if (left instanceof Map) return left.get(s) ?? powerAt(b, s, slot);
+  return left ?? b.power_w;
+}
+
 export async function refresh() {
   const book = await api.book();
   const slot = book.params.slot_ms;
@@ -25,9 +31,9 @@ export async function refresh() {
   const s = Number(sel.value);
   const rows = [
     ...book.offers.filter((o) => o.start_ms <= s && s < o.end_ms)
-      .map((o) => ({ side: "offer", id: o.offer_id, node: o.node, w: left.get(o.offer_id)?.get(s) ?? o.power_w, price: o.price_utoken_per_kwh })),
+      .map((o) => ({ side: "offer", id: o.offer_id, node: o.node, w: left.get(o.offer_id)?.get(s) ?? powerAt(o, s, slot), price: o.price_utoken_per_kwh })),
     ...book.bids.filter((b) => b.start_ms <= s && s < b.end_ms)
-      .map((b) => ({ side: "bid", id: b.bid_id, node: b.node, w: bidLeft.get(b.bid_id) ?? b.power_w, price: b.max_price_utoken_per_kwh })),
+      .map((b) => ({ side: "bid", id: b.bid_id, node: b.node, w: bidOpen(bidLeft.get(b.bid_id), b, s, slot), price: b.max_price_utoken_per_kwh })),
   ].sort((a, b) => a.side.localeCompare(b.side) || a.price - b.price);
   fill("#book", table([
     { label: "side", get: (r) => r.side },
@@ -43,7 +49,8 @@ export async function refresh() {
   for (const m of matches) {
     for (const s2 of slotsOf(m.match, slot)) {
       const a = per.get(s2) ?? { w: 0, money: 0, n: 0 };
-      a.w += m.match.power_w; a.money += m.match.power_w * m.match.price_utoken_per_kwh; a.n += 1;
+      const w = powerAt(m.match, s2, slot);
+      a.w += w; a.money += w * m.match.price_utoken_per_kwh; a.n += 1;
       per.set(s2, a);
     }
   }

@@ -1,6 +1,6 @@
 // Prosumer: import a key (kept in memory), sign orders in the browser, follow them to payment.
 import * as api from "../api.js";
-import { $, fill, h, kw, localTime, short, table, timeZoneName, toLocalInput, tokens } from "../util.js";
+import { $, fill, h, kwShown, localTime, short, table, timeZoneName, toLocalInput, tokens } from "../util.js";
 import { KeyFileError, parseKeyFile, signTx } from "../wallet.js";
 
 // market/orders.py bounds (MAX_PRICE_UTOKEN_PER_KWH, MAX_POWER_W, MAX_WINDOW_MS)
@@ -156,7 +156,7 @@ export async function refresh(chain) {
   fill("#my-orders", table([
     { label: "kind", get: (r) => r.kind },
     { label: "id", get: (r) => h("span", { class: "mono" }, short(r.id)) },
-    { label: "kW", num: true, get: (r) => kw(r.power_w) },
+    { label: "kW", num: true, get: (r) => h("span", { "data-testid": `order-kw-${r.id.slice(0, 16)}` }, kwShown(r)) },
     { label: "token/kWh", num: true, get: (r) => tokens(r.price) },
     { label: "window (local)", get: window_ },
     { label: "", get: (r) => h("button", { class: "small", type: "button", "aria-label": `cancel ${r.kind} ${short(r.id)}`, onclick: () => cancel(r.id) }, "Cancel") },
@@ -166,7 +166,7 @@ export async function refresh(chain) {
   fill("#my-matches", table([
     { label: "match", get: (m) => m.match.match_id },
     { label: "side", get: (m) => (m.match.seller === key.pub ? "sell" : "buy") },
-    { label: "kW", num: true, get: (m) => kw(m.match.power_w) },
+    { label: "kW", num: true, get: (m) => kwShown(m.match) },
     { label: "token/kWh", num: true, get: (m) => tokens(m.match.price_utoken_per_kwh) },
     { label: "window (local)", get: (m) => window_(m.match) },
     { label: "certificate", get: (m) => h("span", { "data-testid": `status-${m.match.match_id}`, class: m.status === "rejected" ? "bad" : "" }, m.status + (m.reasons.length ? `: ${m.reasons.join("; ")}` : "")) },
