@@ -33,9 +33,10 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 docs: install
 	$(PY) -m gridledger.demo.reproduction --write
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info out .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info out .pytest_cache .mypy_cache

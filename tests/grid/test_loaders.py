@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandapower as pp
@@ -15,6 +16,7 @@ from gridledger.grid.loaders import (
     CaseFormatError,
     from_pandapower,
     load_matpower,
+    network_from_ppc,
     parse_matpower,
 )
 from gridledger.grid.network import NetworkError
@@ -119,6 +121,43 @@ def test_branch_to_unknown_bus_in_matpower(tmp_path: Path) -> None:
     path.write_text(THREE_BUS.replace("2 3 0.02 0.04", "2 7 0.02 0.04"))
     with pytest.raises(NetworkError, match="branch 1 refers to unknown bus 7"):
         load_matpower(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("bus", lambda ppc: ppc["bus"][:, :12], "bus matrix needs 13 columns"),
+        ("gen", lambda ppc: ppc["gen"][:, :9], "gen matrix needs at least 10 columns"),
+        ("branch", lambda ppc: ppc["branch"][:, :10], "branch matrix needs 11 columns"),
+        ("gen_sn_mva", lambda ppc: [1.0], "mpc.gen_sn_mva has 1 values for 2 generators"),
+        ("svc", lambda ppc: np.ones((1, 3)), r"svc matrix needs 4 columns \(bus qmin qmax q\)"),
+        ("svc", lambda ppc: np.array([[9.0, -1.0, 1.0, 0.0]]), "svc refers to unknown bus 9"),
+    ],
+)
+def test_malformed_ppc_is_refused(tiny: Path, field: str, value: Any, message: str) -> None:
+    ppc = parse_matpower(tiny.read_text())
+    ppc[field] = value(ppc)
+    with pytest.raises((CaseFormatError, NetworkError), match=f"tiny: {message}"):
+        network_from_ppc(ppc, "tiny")
+
+
+def test_ppc_buses_renamed_and_dead_elements_dropped(tiny: Path) -> None:
+    ppc = parse_matpower(tiny.read_text())
+    with pytest.raises(CaseFormatError, match="tiny: 3 bus ids for 4 buses"):
+        network_from_ppc(ppc, "tiny", bus_ids=np.array([10, 20, 30]))
+    net = network_from_ppc(ppc, "tiny", bus_ids=np.array([10, 20, 30, 40]))
+    # bus 4 is isolated (type 4); branch 1-3 and generator 2 are out of service; branch 3-4
+    # leads to the isolated bus
+    assert net.bus.index.tolist() == [10, 20, 30]
+    assert net.bus.name.tolist() == ["10", "20", "30"]
+    assert net.branch[["from_bus", "to_bus"]].to_numpy().tolist() == [[10, 20], [20, 30]]
+    assert net.branch.kind.tolist() == ["line", "transformer"]  # 2-3 has a 0.98 tap
+    assert net.gen.name.tolist() == ["G1@10"] and net.gen.role.tolist() == ["slack"]
+    assert net.load.set_index("bus").p_mw.to_dict() == {20: 4.0, 30: 2.0}
+    assert net.shunt.set_index("bus")[["g_mw", "b_mvar"]].to_numpy().tolist() == [
+        [0.0, 0.5],
+        [0.1, 0.0],
+    ]
 
 
 def test_missing_matpower_file() -> None:

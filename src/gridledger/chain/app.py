@@ -43,7 +43,7 @@ from gridledger.chain.abci import (
 from gridledger.chain.block import results_hash
 from gridledger.chain.contracts import Context, ContractError, Registry, State, build_registry
 from gridledger.chain.contracts.base import Overlay, scannable
-from gridledger.chain.contracts.membership import member_key, new_member
+from gridledger.chain.contracts.membership import Member, member_key, new_member
 from gridledger.chain.contracts.roles import may_send
 from gridledger.chain.contracts.tokens import DENOMS, balance_key, mint
 from gridledger.chain.contracts.validators import VALIDATORS_KEY
@@ -117,7 +117,7 @@ class LedgerApp(BaseApplication):
         self.lock = threading.RLock()
         self._committed: dict[bytes, bytes] = {}
         # the committed scannable keys in order, for State.scan (contracts' ordered indices)
-        self._ordered: SortedSet = SortedSet()
+        self._ordered: SortedSet[bytes] = SortedSet()
         self._tree = StateTree()
         self._sig_ok: set[bytes] = set()
         # stateless gate results by wire bytes: a tx is decoded and verified once, not at each
@@ -126,7 +126,7 @@ class LedgerApp(BaseApplication):
         # payload validation is pure (contracts/base.py): its verdict per txid, so a tx is
         # validated once, not at each of admission, re-check and execution
         self._payload_log: dict[bytes, str | None] = {}
-        self._members: dict[bytes, dict[str, Any]] = {}  # stored record bytes -> parsed
+        self._members: dict[bytes, Member] = {}  # stored record bytes -> parsed
         # txids a query found not committed. A txid only becomes committed through commit(),
         # which drops it from here, so a hit is exact; it spares the SQLite index lookup that
         # admission, proposal, validation and execution each made for every tx (profiled:
@@ -337,7 +337,7 @@ class LedgerApp(BaseApplication):
     def tx_committed(self, txid: bytes) -> bool:
         return bool(self.committed_among({txid}))
 
-    def _member_record(self, raw: bytes) -> dict[str, Any]:
+    def _member_record(self, raw: bytes) -> Member:
         """The parsed membership record, by its exact stored bytes: every execution (admission,
         re-check, block) parsed the sender's record again (profiled: ~1/6 of ``_execute``).
         Keyed by the bytes, so a changed record is a miss, never a stale hit; contracts only
@@ -351,8 +351,8 @@ class LedgerApp(BaseApplication):
         return hit
 
     def _payload_problem(self, tx: Tx, ttype: Any) -> str | None:
-        hit = self._payload_log.get(tx.id, 0)
-        if hit != 0:
+        hit = self._payload_log.get(tx.id, 0)  # 0: not checked yet (None is "no problem")
+        if not isinstance(hit, int):
             return hit
         try:
             ttype.validate(tx.payload)
@@ -476,7 +476,7 @@ class LedgerApp(BaseApplication):
     def check_tx(self, tx: bytes) -> CheckTxResult:
         raw = bytes(tx)
         parsed, code, log = self._precheck(raw)
-        if code != codes.OK:
+        if parsed is None or code != codes.OK:
             return CheckTxResult(
                 code, log, parsed.sender if parsed else b"", parsed.seq if parsed else 0
             )
@@ -501,18 +501,21 @@ class LedgerApp(BaseApplication):
                 if code == codes.BAD_SEQUENCE and self.tx_committed(parsed.id):
                     rec = self.store.get_tx(parsed.id, writer=True)
                     code = codes.DUPLICATE
-                    log = f"transaction is already committed at height {rec.height}"
+                    at = f" at height {rec.height}" if rec is not None else ""
+                    log = f"transaction is already committed{at}"
             return CheckTxResult(code, log, parsed.sender, parsed.seq)
 
     def prepare_proposal(self, txs: list[bytes], max_bytes: int, info: ProposalInfo) -> list[bytes]:
         limit = min(max_bytes, self.params.get("max_block_bytes", max_bytes))
         max_txs = self.params.get("max_block_txs", 20_000)
+        out: list[bytes]
+        seen: set[bytes]
         out, size, seen = [], 0, set()
         for raw in txs:
             if len(out) >= max_txs or size + len(raw) > limit:
                 break
             parsed, code, _ = self._precheck(raw)
-            if code != codes.OK or parsed.id in seen:
+            if parsed is None or code != codes.OK or parsed.id in seen:
                 continue
             seen.add(parsed.id)
             out.append(raw)
@@ -562,7 +565,7 @@ class LedgerApp(BaseApplication):
         seen: set[bytes] = set()
         for i, raw in enumerate(txs):
             parsed, code, log = self._precheck(raw)
-            if code != codes.OK:
+            if parsed is None or code != codes.OK:
                 return f"tx {i}: {log}"
             if parsed.id in seen:
                 return f"tx {i}: duplicate transaction"
@@ -593,11 +596,15 @@ class LedgerApp(BaseApplication):
                     continue
                 seen.add(txid)
                 parsed, code, log = self._precheck(raw)
-                if code == codes.OK and self._replay_problem(parsed) is not None:
+                if (
+                    code == codes.OK
+                    and parsed is not None
+                    and self._replay_problem(parsed) is not None
+                ):
                     # only in a block that process_proposal refuses (a replay makes it invalid)
                     results.append(ExecTxResult(codes.DUPLICATE, "duplicate transaction"))
                     continue
-                if code == codes.OK:
+                if parsed is not None and code == codes.OK:
                     code, log, events = self._execute(
                         parsed, state, info.height, info.time_ms, updates
                     )

@@ -143,7 +143,8 @@ class Header:
         return hash_header_bytes(self.encode())
 
     def root_of(self, tree: str) -> bytes:
-        return getattr(self.tx_roots, tree)
+        root: bytes = getattr(self.tx_roots, tree)
+        return root
 
     @staticmethod
     def from_json(d: Any) -> Header:

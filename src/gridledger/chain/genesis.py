@@ -6,7 +6,7 @@ Canonical JSON (docs/ledger.md). Checked at the boundary: every error names the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from gridledger.chain import encoding
 from gridledger.chain.keys import ROLES
@@ -30,11 +30,13 @@ class Genesis:
 
     @property
     def chain_id(self) -> str:
-        return self.doc["chain_id"]
+        chain_id: str = self.doc["chain_id"]
+        return chain_id
 
     @property
     def contracts(self) -> list[str]:
-        return self.doc["contracts"]
+        contracts: list[str] = self.doc["contracts"]
+        return contracts
 
     @property
     def params(self) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def _key(v: Any, where: str) -> str:
         encoding.hex_bytes(v, where, 32)
     except encoding.EncodingError as exc:
         raise GenesisError(f"{where}: {exc}") from exc
-    return v
+    return cast(str, v)  # hex_bytes accepts only a str
 
 
 def parse_genesis(raw: bytes) -> Genesis:

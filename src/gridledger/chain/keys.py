@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nacl.pwhash
 import nacl.secret
@@ -83,7 +84,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def save_key(path: Path | str, key: KeyPair, role: str = "", passphrase: str | None = None) -> None:
     """Write ``key`` to ``path`` (mode 0600), sealed under ``passphrase`` when given."""
-    doc: dict = {"pub_key": key.pub_hex, "role": role, "type": "ed25519"}
+    doc: dict[str, Any] = {"pub_key": key.pub_hex, "role": role, "type": "ed25519"}
     if passphrase:
         salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
         ops = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE

@@ -59,7 +59,8 @@ class Mempool:
 
     def reap(self, max_bytes: int, max_txs: int) -> list[bytes]:
         with self.lock:
-            out, size = [], 0
+            out: list[bytes] = []
+            size = 0
             for raw in self._txs.values():
                 if len(out) >= max_txs or size + len(raw) > max_bytes:
                     break

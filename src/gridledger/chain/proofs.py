@@ -10,14 +10,17 @@ hash or the validator set (e.g. from the genesis).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gridledger.chain import encoding, merkle
 from gridledger.chain.abci import Validator
 from gridledger.chain.block import TREES, Commit, Header, result_leaf, split_trees
 from gridledger.chain.statetree import StateProof
-from gridledger.chain.store import Store
+from gridledger.chain.store import Store, TxRecord
 from gridledger.chain.tx import TxError, decode_tx
+
+if TYPE_CHECKING:
+    from gridledger.chain.app import LedgerApp
 
 
 class ProofError(LookupError):
@@ -46,6 +49,8 @@ def tx_proof(store: Store, txid: bytes, classify: Callable[[bytes], str]) -> dic
     if rec is None:
         raise ProofError(f"transaction {txid.hex()} is not committed")
     sb = store.get_block(rec.height)
+    if sb is None:
+        raise ProofError(f"block {rec.height} of transaction {txid.hex()} is not stored")
     block = sb.block()
     raw = block.txs[rec.index]
     tree = classify(raw)
@@ -76,12 +81,15 @@ def tx_proof(store: Store, txid: bytes, classify: Callable[[bytes], str]) -> dic
     return proof
 
 
-def _results(store: Store, txs: Sequence[bytes]):
+def _results(store: Store, txs: Sequence[bytes]) -> list[TxRecord]:
     from gridledger.chain.tx import tx_id
 
-    out = []
+    out: list[TxRecord] = []
     for raw in txs:
-        out.append(store.get_tx(tx_id(raw)))
+        rec = store.get_tx(tx_id(raw))
+        if rec is None:
+            raise ProofError(f"transaction {tx_id(raw).hex()} of a stored block has no result")
+        out.append(rec)
     return out
 
 
@@ -140,7 +148,7 @@ def verify_proof(
         return False, f"malformed proof: {exc}"
 
 
-def state_proof(store: Store, app, key: str) -> dict[str, Any]:
+def state_proof(store: Store, app: LedgerApp, key: str) -> dict[str, Any]:
     q = app.query(f"state/{key}", prove=True)
     proof: dict[str, Any] = {
         "height": q.height,

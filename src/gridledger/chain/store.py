@@ -254,7 +254,7 @@ class Store:
 
     def committed_among(self, txids: set[bytes]) -> set[bytes]:
         """The subset of ``txids`` already committed (one query per 500 ids)."""
-        ids, found = list(txids), set()
+        ids, found = list(txids), set[bytes]()
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             q = f"SELECT id FROM txs WHERE id IN ({','.join('?' * len(chunk))})"

@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from gridledger.chain.abci import ProposalInfo
 from gridledger.chain.app import LedgerApp
@@ -43,7 +44,7 @@ class VerifyReport:
     txs: int = 0
     seconds: float = 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -121,6 +122,8 @@ def _run(node: Store, replay_store: Store, rep: VerifyReport, snaps: Path) -> No
         if problem is not None:
             return _fail(rep, h, problem)
         sb = replay_store.get_block(h, writer=True)
+        if sb is None:
+            return _fail(rep, h, "block not stored after replay")
         prev_hash, prev_time = sb.hash, app.last_time_ms
         rep.height, rep.blocks = h, rep.blocks + 1
     try:

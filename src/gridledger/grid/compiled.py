@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .network import GenRole, Network, validate
+from .network import GenRole, Network, RegulatorControl, validate
 
 BUS_PQ, BUS_PV, BUS_REF = 1, 2, 3
 
@@ -63,7 +63,7 @@ class CompiledNetwork:
     # magnetizing branch); already in ``ybus``, kept apart to report those losses.
     no_load_g_pu: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # How the regulators run when a power flow is not told (Network.regulator_control).
-    regulator_control: str = "vm"
+    regulator_control: RegulatorControl = "vm"
 
     @property
     def n_bus(self) -> int:

@@ -22,7 +22,7 @@ import copy
 import inspect
 import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,31 @@ def network_from_ppc(
     (type 4) are dropped.
     """
     base = float(ppc["baseMVA"])
+    bus, gen, branch = _ppc_matrices(ppc, name)
+    sn_given = _extra_column(ppc, "gen_sn_mva", gen.shape[0], name)
+    weights = slack_weight
+    if weights is None:
+        weights = _extra_column(ppc, "gen_slack_weight", gen.shape[0], name)
+    buses = _PpcBuses.of(bus, bus_ids, name)
+    branch_rows = _ppc_branch_rows(branch, buses)
+    gen_rows = _ppc_gen_rows(gen, buses, sn_given, weights, base)
+    load_rows, shunt_rows = _ppc_load_shunt_rows(buses)
+    svc_rows = _ppc_svc_rows(ppc, buses)
+    return Network(
+        name=name,
+        base_mva=base,
+        bus=buses.table(),
+        branch=table(branch_rows, BRANCH_COLUMNS),
+        gen=table(gen_rows, GEN_COLUMNS),
+        load=table(load_rows, LOAD_COLUMNS),
+        shunt=table(shunt_rows, SHUNT_COLUMNS),
+        svc=table(svc_rows, SVC_COLUMNS),
+        notes=notes,
+    )
+
+
+def _ppc_matrices(ppc: dict[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bus, gen and branch matrices, checked for their MATPOWER column counts."""
     bus = np.asarray(ppc["bus"], dtype=float)
     gen = np.asarray(ppc["gen"], dtype=float)
     branch = np.asarray(ppc["branch"], dtype=float)
@@ -236,51 +261,75 @@ def network_from_ppc(
         raise CaseFormatError(f"{name}: gen matrix needs at least 10 columns, got {gen.shape}")
     if branch.ndim != 2 or branch.shape[1] < 11:
         raise CaseFormatError(f"{name}: branch matrix needs 11 columns, got {branch.shape}")
-    sn_given = _extra_column(ppc, "gen_sn_mva", gen.shape[0], name)
-    weights = slack_weight
-    if weights is None:
-        weights = _extra_column(ppc, "gen_slack_weight", gen.shape[0], name)
-    number = bus[:, BUS_I].astype(np.int64)
-    ids = number if bus_ids is None else np.asarray(bus_ids, dtype=np.int64)
-    if ids.shape != number.shape:
-        raise CaseFormatError(f"{name}: {ids.size} bus ids for {number.size} buses")
-    id_of = dict(zip(number.tolist(), ids.tolist(), strict=True))
-    keep_bus = bus[:, BUS_TYPE] != MP_NONE
-    bus_type = dict(zip(number.tolist(), bus[:, BUS_TYPE].astype(int).tolist(), strict=True))
+    return bus, gen, branch
 
-    def bus_id(k: float, what: str) -> int:
-        if int(k) not in id_of:
-            raise NetworkError(f"{name}: {what} refers to unknown bus {int(k)}")
-        return id_of[int(k)]
 
-    bus_rows = []
-    for row in bus[keep_bus]:
-        vmin, vmax = row[VMIN], row[VMAX]
-        if not (0 < vmin < vmax):
-            vmin, vmax = DEFAULT_VMIN_PU, DEFAULT_VMAX_PU
-        bus_rows.append(
-            {
-                "name": str(id_of[int(row[BUS_I])]),
-                "vn_kv": row[BASE_KV] if row[BASE_KV] > 0 else 1.0,
-                "vmin_pu": vmin,
-                "vmax_pu": vmax,
-            }
+@dataclass(frozen=True)
+class _PpcBuses:
+    """A ppc's buses: their new ids, MATPOWER types and which are kept (not isolated)."""
+
+    case: str  # the network's name, for errors
+    rows: np.ndarray  # the kept rows of the bus matrix
+    ids: np.ndarray  # the kept buses' ids
+    id_of: dict[int, int]  # ppc bus number -> id
+    type_of: dict[int, int]  # ppc bus number -> MATPOWER bus type
+
+    @staticmethod
+    def of(bus: np.ndarray, bus_ids: np.ndarray | None, name: str) -> _PpcBuses:
+        number = bus[:, BUS_I].astype(np.int64)
+        ids = number if bus_ids is None else np.asarray(bus_ids, dtype=np.int64)
+        if ids.shape != number.shape:
+            raise CaseFormatError(f"{name}: {ids.size} bus ids for {number.size} buses")
+        keep = bus[:, BUS_TYPE] != MP_NONE
+        return _PpcBuses(
+            case=name,
+            rows=bus[keep],
+            ids=ids[keep],
+            id_of=dict(zip(number.tolist(), ids.tolist(), strict=True)),
+            type_of=dict(zip(number.tolist(), bus[:, BUS_TYPE].astype(int).tolist(), strict=True)),
         )
-    bus_table = table(bus_rows, BUS_COLUMNS)
-    bus_table.index = ids[keep_bus]
-    alive = set(ids[keep_bus].tolist())
 
-    branch_rows = []
+    def bus_id(self, k: float, what: str) -> int:
+        if int(k) not in self.id_of:
+            raise NetworkError(f"{self.case}: {what} refers to unknown bus {int(k)}")
+        return self.id_of[int(k)]
+
+    def alive(self) -> set[int]:
+        return set(self.ids.tolist())
+
+    def table(self) -> pd.DataFrame:
+        bus_rows = []
+        for row in self.rows:
+            vmin, vmax = row[VMIN], row[VMAX]
+            if not (0 < vmin < vmax):
+                vmin, vmax = DEFAULT_VMIN_PU, DEFAULT_VMAX_PU
+            bus_rows.append(
+                {
+                    "name": str(self.id_of[int(row[BUS_I])]),
+                    "vn_kv": row[BASE_KV] if row[BASE_KV] > 0 else 1.0,
+                    "vmin_pu": vmin,
+                    "vmax_pu": vmax,
+                }
+            )
+        bus_table = table(bus_rows, BUS_COLUMNS)
+        bus_table.index = self.ids
+        return bus_table
+
+
+def _ppc_branch_rows(branch: np.ndarray, buses: _PpcBuses) -> list[dict[str, Any]]:
+    """In-service branches between kept buses; a tap or a phase shift makes a transformer."""
+    alive = buses.alive()
+    rows = []
     for i, row in enumerate(branch):
         if row[BR_STATUS] <= 0:
             continue
-        f = bus_id(row[F_BUS], f"branch {i}")
-        t = bus_id(row[T_BUS], f"branch {i}")
+        f = buses.bus_id(row[F_BUS], f"branch {i}")
+        t = buses.bus_id(row[T_BUS], f"branch {i}")
         if f not in alive or t not in alive:
             continue
         rate = row[RATE_A] if math.isfinite(row[RATE_A]) and row[RATE_A] > 0 else 0.0
         is_trafo = row[TAP] not in (0.0, 1.0) or row[SHIFT] != 0.0
-        branch_rows.append(
+        rows.append(
             {
                 "from_bus": f,
                 "to_bus": t,
@@ -294,21 +343,31 @@ def network_from_ppc(
                 "name": f"{f}-{t}",
             }
         )
+    return rows
 
-    gen_rows = []
+
+def _ppc_gen_rows(
+    gen: np.ndarray,
+    buses: _PpcBuses,
+    sn_given: np.ndarray | None,
+    weights: np.ndarray | None,
+    base: float,
+) -> list[dict[str, Any]]:
+    """In-service generators at kept buses; the bus type gives the role."""
+    rows: list[dict[str, Any]] = []
     for i, row in enumerate(gen):
         if row[GEN_STATUS] <= 0:
             continue
-        b = bus_id(row[GEN_BUS], f"generator {i}")
-        kind = bus_type[int(row[GEN_BUS])]
+        b = buses.bus_id(row[GEN_BUS], f"generator {i}")
+        kind = buses.type_of[int(row[GEN_BUS])]
         if kind == MP_NONE:
             continue
         role = {MP_REF: GenRole.SLACK, MP_PV: GenRole.REGULATOR}.get(kind, GenRole.PQ)
         qmin = row[QMIN] if math.isfinite(row[QMIN]) else -1e9
         qmax = row[QMAX] if math.isfinite(row[QMAX]) else 1e9
-        gen_rows.append(
+        rows.append(
             {
-                "name": f"G{len(gen_rows) + 1}@{b}",
+                "name": f"G{len(rows) + 1}@{b}",
                 "bus": b,
                 "role": role.value,
                 "p_mw": row[PG],
@@ -324,25 +383,32 @@ def network_from_ppc(
                 "slack_weight": 0.0 if weights is None else float(weights[i]),
             }
         )
+    return rows
 
-    load_rows = []
-    shunt_rows = []
-    for row in bus[keep_bus]:
-        b = id_of[int(row[BUS_I])]
+
+def _ppc_load_shunt_rows(buses: _PpcBuses) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A kept bus's demand (PD, QD) is a load; its shunt admittance (GS, BS) a shunt."""
+    load_rows, shunt_rows = [], []
+    for row in buses.rows:
+        b = buses.id_of[int(row[BUS_I])]
         if row[PD] != 0 or row[QD] != 0:
             load_rows.append({"name": f"L{b}", "bus": b, "p_mw": row[PD], "q_mvar": row[QD]})
         if row[GS] != 0 or row[BS] != 0:
             shunt_rows.append({"name": f"SH{b}", "bus": b, "g_mw": row[GS], "b_mvar": row[BS]})
+    return load_rows, shunt_rows
 
-    svc_rows = []
+
+def _ppc_svc_rows(ppc: dict[str, Any], buses: _PpcBuses) -> list[dict[str, Any]]:
+    """The optional ``svc`` matrix (bus, qmin, qmax, q) that :func:`to_matpower` writes."""
     svc = np.asarray(ppc.get("svc", np.zeros((0, 4))), dtype=float)
     if svc.size and (svc.ndim != 2 or svc.shape[1] != 4):
         raise CaseFormatError(
-            f"{name}: svc matrix needs 4 columns (bus qmin qmax q), got {svc.shape}"
+            f"{buses.case}: svc matrix needs 4 columns (bus qmin qmax q), got {svc.shape}"
         )
+    rows = []
     for row in svc.reshape(-1, 4):
-        b = bus_id(row[0], "svc")
-        svc_rows.append(
+        b = buses.bus_id(row[0], "svc")
+        rows.append(
             {
                 "name": f"SVC{b}",
                 "bus": b,
@@ -351,17 +417,7 @@ def network_from_ppc(
                 "q_mvar": row[3],
             }
         )
-    return Network(
-        name=name,
-        base_mva=base,
-        bus=bus_table,
-        branch=table(branch_rows, BRANCH_COLUMNS),
-        gen=table(gen_rows, GEN_COLUMNS),
-        load=table(load_rows, LOAD_COLUMNS),
-        shunt=table(shunt_rows, SHUNT_COLUMNS),
-        svc=table(svc_rows, SVC_COLUMNS),
-        notes=notes,
-    )
+    return rows
 
 
 def _extra_column(ppc: dict[str, Any], key: str, n: int, name: str) -> np.ndarray | None:

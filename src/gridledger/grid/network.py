@@ -32,10 +32,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+# how regulators run: "vm" (voltage set-points) or "q" (reactive injections)
+RegulatorControl = Literal["vm", "q"]
 
 
 class NetworkError(ValueError):
@@ -126,7 +129,7 @@ class Network:
     f_hz: float = 50.0
     notes: str = ""
     no_load_shunts: tuple[str, ...] = ()
-    regulator_control: str = "vm"
+    regulator_control: RegulatorControl = "vm"
 
     def with_tables(self, **tables: pd.DataFrame) -> Network:
         """A copy with some tables replaced (networks are values; never mutate one in place)."""

@@ -117,88 +117,17 @@ def run_pf_batch(
     O(B·n²) for the members that fall back to full Newton.
     """
     c = as_compiled(compiled)
-    if regulator_control is None:
-        regulator_control = c.regulator_control  # type: ignore[assignment]
-    ng, ns, nb = c.gen_bus.size, c.svc_bus.size, c.n_bus
-    sizes = {
-        np.asarray(a).shape[0]
-        for a in (gen_vm, gen_q, svc_q, gen_p)
-        if a is not None and np.asarray(a).ndim == 2
-    }
-    if batch_size is not None:
-        sizes.add(int(batch_size))
-    if len(sizes) > 1:
-        raise ValueError(f"batch arrays disagree on the batch size: {sorted(sizes)}")
-    batch = sizes.pop() if sizes else 1
-    if batch < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch}")
+    control = c.regulator_control if regulator_control is None else regulator_control
+    batch = _batch_size((gen_vm, gen_q, svc_q, gen_p), batch_size)
     if not (tol > 0 and max_iter >= 1):
         raise ValueError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
-    vm_set = check_batch("gen_vm", gen_vm, ng, c.gen_vm, batch)
-    if np.any(vm_set <= 0):
-        raise ValueError("gen_vm must be positive")
-    q_set = check_batch("gen_q", gen_q, ng, c.gen_q, batch)
-    p_set = check_batch("gen_p", gen_p, ng, c.gen_p, batch)
-    s_set = check_batch("svc_q", svc_q, ns, c.svc_q, batch)
-    m = _dense(c, regulator_control)
-    st = m.setup
-
-    # Specified injections (B, nb), real and reactive apart (real arithmetic is cheaper).
-    qg = np.where(st.q_fixed_gen, q_set, 0.0)
-    p_spec = bincount_last(c.gen_bus, p_set, nb) - c.load_p
-    q_spec = bincount_last(c.gen_bus, qg, nb) - c.load_q
-    if ns:
-        q_spec = q_spec + bincount_last(c.svc_bus, s_set, nb)
-    q_spec_pq = np.ascontiguousarray(q_spec[:, st.pq])
-
-    held = np.flatnonzero(st.vm_gen >= 0)
-    per_member = None
-    shared = None
-    if v0 is not None:
-        v0 = np.asarray(v0, dtype=complex)
-        if v0.shape == (batch, nb) and batch > 1:
-            per_member = v0
-        elif v0.shape in ((nb,), (1, nb)):
-            shared = v0.reshape(nb)
-        else:
-            raise ValueError(f"v0 must have shape ({nb},) or ({batch}, {nb}), got {v0.shape}")
-        if not np.isfinite(v0).all() or np.any(np.abs(v0) == 0):
-            raise ValueError("v0 must be finite and non-zero")
-    if shared is not None:
-        # The caller's warm start (typically the current operating point) is both where every
-        # member starts and where the chord Jacobian is taken: no extra solve per call, which
-        # matters for the small populations (20-50) of the metaheuristics.
-        base: tuple[np.ndarray, float] | None = (shared, 0.0)
-    else:
-        # Shared warm start and chord Jacobian: the power flow at the batch's mean set-points.
-        base = _base_state(
-            m,
-            p_spec.mean(axis=0),
-            q_spec_pq.mean(axis=0),
-            vm_set.mean(axis=0),
-            tol,
-            max_iter,
-            None if per_member is None else per_member.mean(axis=0),
-        )
-    if per_member is not None:
-        v0 = per_member
-    elif base is not None:
-        v0 = base[0]
-    else:
-        v0 = np.exp(1j * m.start_angles)
-    v0 = np.broadcast_to(v0, (batch, nb))
-    # Full state per member: [va (nb), vm (nb), slack]; the solvers update it in place.
-    state = np.empty((batch, 2 * nb + 1))
-    state[:, :nb] = np.angle(v0)
-    state[:, nb : 2 * nb] = np.abs(v0)
-    state[:, nb + held] = vm_set[:, st.vm_gen[held]]
-    state[:, -1] = 0.0 if base is None else base[1]
-    step_map = None
-    if chord and base is not None:
-        jac0 = _dense_jacobian(m, base[0])
-        with contextlib.suppress(np.linalg.LinAlgError):
-            step_map = np.linalg.inv(jac0).T @ m.scatter
-
+    sets = _SetPoints.check(c, batch, gen_vm, gen_q, gen_p, svc_q)
+    m = _dense(c, control)
+    p_spec, q_spec_pq = _specified_injections(c, m.setup, sets)
+    per_member, shared = _warm_start(v0, batch, c.n_bus)
+    base = _chord_base(m, shared, per_member, p_spec, q_spec_pq, sets.vm, tol, max_iter)
+    state = _start_state(m, sets.vm, per_member, base, batch)
+    step_map = _chord_step_map(m, base) if chord else None
     chunks = []
     for lo in range(0, batch, _CHUNK):
         hi = min(lo + _CHUNK, batch)
@@ -212,21 +141,161 @@ def run_pf_batch(
                 step_map,
                 tol,
                 max_iter,
-                p_set[lo:hi],
-                q_set[lo:hi],
-                s_set[lo:hi],
+                sets.p[lo:hi],
+                sets.q[lo:hi],
+                sets.svc_q[lo:hi],
             )
         )
+    return _joined(chunks, c.base_mva)
+
+
+def _joined(chunks: list[BatchPowerFlowResult], base_mva: float) -> BatchPowerFlowResult:
+    """One result from the chunks' results, member order kept."""
     return BatchPowerFlowResult(
         **{
             f.name: (
-                c.base_mva
+                base_mva
                 if f.name == "base_mva"
                 else np.concatenate([getattr(ch, f.name) for ch in chunks])
             )
             for f in dataclasses.fields(BatchPowerFlowResult)
         }
     )
+
+
+def _batch_size(arrays: tuple[Any, ...], batch_size: int | None) -> int:
+    """``B``: the first dimension of the 2-D set-point arrays, or ``batch_size``; they agree."""
+    sizes = {np.asarray(a).shape[0] for a in arrays if a is not None and np.asarray(a).ndim == 2}
+    if batch_size is not None:
+        sizes.add(int(batch_size))
+    if len(sizes) > 1:
+        raise ValueError(f"batch arrays disagree on the batch size: {sorted(sizes)}")
+    batch = sizes.pop() if sizes else 1
+    if batch < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch}")
+    return batch
+
+
+@dataclass(frozen=True)
+class _SetPoints:
+    """Every member's set-points, (B, n) pu: regulator voltages, reactive and active
+    injections of the generators, SVC outputs."""
+
+    vm: np.ndarray
+    q: np.ndarray
+    p: np.ndarray
+    svc_q: np.ndarray
+
+    @staticmethod
+    def check(
+        c: CompiledNetwork, batch: int, gen_vm: Any, gen_q: Any, gen_p: Any, svc_q: Any
+    ) -> _SetPoints:
+        ng, ns = c.gen_bus.size, c.svc_bus.size
+        vm_set = check_batch("gen_vm", gen_vm, ng, c.gen_vm, batch)
+        if np.any(vm_set <= 0):
+            raise ValueError("gen_vm must be positive")
+        q_set = check_batch("gen_q", gen_q, ng, c.gen_q, batch)
+        p_set = check_batch("gen_p", gen_p, ng, c.gen_p, batch)
+        s_set = check_batch("svc_q", svc_q, ns, c.svc_q, batch)
+        return _SetPoints(vm_set, q_set, p_set, s_set)
+
+
+def _specified_injections(
+    c: CompiledNetwork, st: Setup, sets: _SetPoints
+) -> tuple[np.ndarray, np.ndarray]:
+    """Specified injections (B, nb) real, and (B, npq) reactive at the PQ buses: real and
+    reactive apart (real arithmetic is cheaper)."""
+    nb = c.n_bus
+    qg = np.where(st.q_fixed_gen, sets.q, 0.0)
+    p_spec = bincount_last(c.gen_bus, sets.p, nb) - c.load_p
+    q_spec = bincount_last(c.gen_bus, qg, nb) - c.load_q
+    if c.svc_bus.size:
+        q_spec = q_spec + bincount_last(c.svc_bus, sets.svc_q, nb)
+    return p_spec, np.ascontiguousarray(q_spec[:, st.pq])
+
+
+def _warm_start(
+    v0: np.ndarray | None, batch: int, nb: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The caller's ``v0`` as (one start per member, or one shared start), checked."""
+    if v0 is None:
+        return None, None
+    v0 = np.asarray(v0, dtype=complex)
+    per_member = shared = None
+    if v0.shape == (batch, nb) and batch > 1:
+        per_member = v0
+    elif v0.shape in ((nb,), (1, nb)):
+        shared = v0.reshape(nb)
+    else:
+        raise ValueError(f"v0 must have shape ({nb},) or ({batch}, {nb}), got {v0.shape}")
+    if not np.isfinite(v0).all() or np.any(np.abs(v0) == 0):
+        raise ValueError("v0 must be finite and non-zero")
+    return per_member, shared
+
+
+def _chord_base(
+    m: _DenseModel,
+    shared: np.ndarray | None,
+    per_member: np.ndarray | None,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
+    vm_set: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, float] | None:
+    """(voltages, slack) where the chord Jacobian is taken and members without their own
+    ``v0`` start; None when that power flow does not converge."""
+    if shared is not None:
+        # The caller's warm start (typically the current operating point): no extra solve per
+        # call, which matters for the small populations (20-50) of the metaheuristics.
+        return shared, 0.0
+    # The power flow at the batch's mean set-points.
+    return _base_state(
+        m,
+        p_spec.mean(axis=0),
+        q_spec_pq.mean(axis=0),
+        vm_set.mean(axis=0),
+        tol,
+        max_iter,
+        None if per_member is None else per_member.mean(axis=0),
+    )
+
+
+def _start_state(
+    m: _DenseModel,
+    vm_set: np.ndarray,
+    per_member: np.ndarray | None,
+    base: tuple[np.ndarray, float] | None,
+    batch: int,
+) -> np.ndarray:
+    """Full state per member: [va (nb), vm (nb), slack]; the solvers update it in place.
+    Members start from their own ``v0``, else the shared base state, else a flat start."""
+    st, nb = m.setup, m.start_angles.size
+    if per_member is not None:
+        v0 = per_member
+    elif base is not None:
+        v0 = base[0]
+    else:
+        v0 = np.exp(1j * m.start_angles)
+    v0 = np.broadcast_to(v0, (batch, nb))
+    held = np.flatnonzero(st.vm_gen >= 0)
+    state = np.empty((batch, 2 * nb + 1))
+    state[:, :nb] = np.angle(v0)
+    state[:, nb : 2 * nb] = np.abs(v0)
+    state[:, nb + held] = vm_set[:, st.vm_gen[held]]
+    state[:, -1] = 0.0 if base is None else base[1]
+    return state
+
+
+def _chord_step_map(m: _DenseModel, base: tuple[np.ndarray, float] | None) -> np.ndarray | None:
+    """The shared chord Jacobian's inverse, mapped onto the state (None: no base state, or a
+    singular Jacobian; the members then take full Newton steps)."""
+    if base is None:
+        return None
+    jac0 = _dense_jacobian(m, base[0])
+    with contextlib.suppress(np.linalg.LinAlgError):
+        return np.asarray(np.linalg.inv(jac0).T @ m.scatter)
+    return None
 
 
 # Members solved together: small enough that the (chunk, n) temporaries stay in cache, large

@@ -9,15 +9,13 @@ formulation itself is described in :mod:`gridledger.grid.powerflow`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from .compiled import BUS_PQ, BUS_PV, BUS_REF, CompiledNetwork, compile_network
-from .network import GenRole, Network
-
-RegulatorControl = Literal["vm", "q"]
+from .network import GenRole, Network, RegulatorControl
 
 # Above this the iterate is diverging: stop early rather than iterate on overflowing numbers.
 DIVERGED_MISMATCH_PU = 1e10

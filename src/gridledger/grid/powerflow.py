@@ -351,7 +351,7 @@ def run_pf(
     """
     c = as_compiled(net)
     if regulator_control is None:
-        regulator_control = c.regulator_control  # type: ignore[assignment]
+        regulator_control = c.regulator_control
     ng = c.gen_bus.size
     vm_set = check_vector("gen_vm", gen_vm, ng, c.gen_vm)
     q_set = check_vector("gen_q", gen_q, ng, c.gen_q)

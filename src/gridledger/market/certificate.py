@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..grid.compiled import compile_network
 from ..grid.losses import global_method
-from ..grid.network import SVC_COLUMNS, GenRole, Network, table
+from ..grid.network import SVC_COLUMNS, GenRole, Network, RegulatorControl, table
 from ..grid.powerflow import PowerFlowResult, run_pf
 from ..grid.ropf import RopfOptions, RopfProblem, solve_ropf
 from .remuneration import RemunerationError, regulator_payment
@@ -103,7 +103,8 @@ class Certificate:
         d = asdict(self)
         d["trades"] = [asdict(t) for t in self.trades]
         d["regulators"] = [asdict(r) for r in self.regulators]
-        return _plain(d)
+        plain: dict[str, Any] = _plain(d)
+        return plain
 
     def to_chain_dict(self) -> dict[str, Any]:
         """The integer form for the ledger (W, var, utoken; voltages in micro-pu,
@@ -190,7 +191,7 @@ def _plain(x: Any) -> Any:
 
 @dataclass(frozen=True)
 class DsoSettings:
-    control: str = "vm"
+    control: RegulatorControl = "vm"
     method: str = "exact"
     seed: int = 0
     regulators: list[str] | None = None
@@ -240,7 +241,7 @@ def superpose(net: Network, trades: Sequence[Trade]) -> Network:
             at = np.flatnonzero(load.bus.to_numpy() == t.buyer_bus)
         if at.size:
             i = load.index[at[0]]
-            p0, q0 = float(load.at[i, "p_mw"]), float(load.at[i, "q_mvar"])
+            p0, q0 = float(load["p_mw"].to_numpy()[at[0]]), float(load["q_mvar"].to_numpy()[at[0]])
             load.at[i, "p_mw"] = p0 + p_mw
             load.at[i, "q_mvar"] = q0 + (p_mw * q0 / p0 if p0 > 0 else 0.0)
         else:
@@ -451,12 +452,12 @@ def _named(reason: str, net: Network) -> str:
     """A limit names the element by its index and buses; add the network's own names (a
     pandapower grid's line and static-generator names) so a refusal says what to look at."""
 
-    def gen_name(m: re.Match) -> str:
+    def gen_name(m: re.Match[str]) -> str:
         g = int(m.group(1))
         name = str(net.gen["name"].iloc[g]) if g < len(net.gen) else "?"
         return f"{m.group(0)} ({name})"
 
-    def line_name(m: re.Match) -> str:
+    def line_name(m: re.Match[str]) -> str:
         f, t = int(m.group(1)), int(m.group(2))
         hit = net.branch[(net.branch.from_bus == f) & (net.branch.to_bus == t)]
         name = str(hit["name"].iloc[0]) if len(hit) else ""

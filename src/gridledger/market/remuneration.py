@@ -31,7 +31,13 @@ S = |Q₂ − Q₁| in Mvar, and C(f) = C(s) / (8760 · 5) $/h (five-year life).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..grid.network import Network
+    from ..grid.results import PowerFlowResult
 
 SEED002_PROFIT_RATE = 0.1
 HOURS_PER_YEAR = 8760.0
@@ -219,11 +225,11 @@ def svc_cost_usd_per_h(
 
 
 def reactive_price_allocation(
-    net,
-    res,
+    net: Network,
+    res: PowerFlowResult,
     costs: dict[str, QuadraticCost],
     k: float = SEED002_PROFIT_RATE,
-    svc_q_mvar=None,
+    svc_q_mvar: Sequence[float] | None = None,
     svc_usd_per_h: dict[str, float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """$/h each provider charges (eq. 8 for generators, eqs. 10–12 for SVCs), split over the

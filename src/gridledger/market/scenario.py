@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from ..grid.network import Network
+from ..grid.network import Network, RegulatorControl
 
 MS_PER_HOUR = 3_600_000
 SCENARIO_SUFFIXES = (".yaml", ".yml")
@@ -98,7 +98,7 @@ class RankingRequest:
 class Scenario:
     name: str
     case: str
-    control: str
+    control: RegulatorControl
     method: str
     seed: int
     trades: list[Trade]
@@ -237,7 +237,7 @@ def _check_fields(data: Any, fail: Fail) -> None:
             raise fail(f"missing field {key!r}")
 
 
-def _solver_choices(data: dict[str, Any], fail: Fail) -> tuple[str | None, str, int]:
+def _solver_choices(data: dict[str, Any], fail: Fail) -> tuple[RegulatorControl | None, str, int]:
     """Voltage control mode (None: the network's own), R-OPF method and seed."""
     control = data.get("control")
     if control is not None and control not in ("vm", "q"):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..grid.compiled import compile_network
 from ..grid.network import Network
-from ..grid.ropf import RopfProblem, solve_ropf
+from ..grid.ropf import RopfProblem, RopfResult, solve_ropf
 from .certificate import DsoSettings, superpose, with_regulators, with_setpoints
-from .scenario import SetPoint, Trade
+from .scenario import Scenario, SetPoint, Trade
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,14 @@ class SellerOption:
     reasons: list[str]
     rank: int | None  # 1 = best; None = excluded
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()
         }
 
 
-def _optimized_loss_kw(net: Network, settings: DsoSettings):
+def _optimized_loss_kw(net: Network, settings: DsoSettings) -> RopfResult:
     problem = RopfProblem(compile_network(net), settings.control, settings.options())
     return solve_ropf(problem, settings.method, rng=settings.seed)
 
@@ -105,7 +106,7 @@ def rank_sellers(
     return [SellerOption(**{**asdict(o), "rank": ranks.get(i)}) for i, o in enumerate(options)]
 
 
-def rank_scenario(scenario, method: str | None = None) -> list[dict]:
+def rank_scenario(scenario: Scenario, method: str | None = None) -> list[dict[str, Any]]:
     """Every ranking request of a scenario: the trades already running just before ``at`` stay."""
     from .certificate import initial_setpoints, scenario_network, scenario_settings
 

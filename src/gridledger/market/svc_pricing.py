@@ -25,7 +25,7 @@ import math
 import re
 from typing import Any
 
-from ..grid.network import Network
+from ..grid.network import Network, RegulatorControl
 from ..grid.results import PowerFlowResult
 from .remuneration import (
     SEED002_COSTS,
@@ -151,19 +151,19 @@ def price_svc_case(
         raise ValueError("SVC pricing needs converged power flows with and without the SVC")
     svcs = []
     svc_usd: dict[str, float] = {}
-    for row, q in zip(net_with.svc.itertuples(index=False), svc_q_mvar, strict=True):
-        before = line_q_towards_bus_mvar(pf_without, int(row.bus))
-        after = line_q_towards_bus_mvar(pf_with, int(row.bus))
+    for row, q in zip(net_with.svc.to_dict("records"), svc_q_mvar, strict=True):
+        before = line_q_towards_bus_mvar(pf_without, int(row["bus"]))
+        after = line_q_towards_bus_mvar(pf_with, int(row["bus"]))
         q1, q2 = sum(before.values()), sum(after.values())
         s = abs(q2 - q1)  # eq. 11
         usd = svc_cost_by_reading(s, reading, lifetime_years)  # eqs. 10 and 12
-        svc_usd[str(row.name)] = usd
+        svc_usd[str(row["name"])] = usd
         svcs.append(
             {
-                "name": str(row.name),
-                "bus": int(row.bus),
-                "qmin_mvar": float(row.qmin_mvar),
-                "qmax_mvar": float(row.qmax_mvar),
+                "name": str(row["name"]),
+                "bus": int(row["bus"]),
+                "qmin_mvar": float(row["qmin_mvar"]),
+                "qmax_mvar": float(row["qmax_mvar"]),
                 "q_mvar": float(q),
                 "line_q_before_mvar": q1,
                 "line_q_after_mvar": q2,
@@ -206,7 +206,7 @@ def price_svc_case(
 def solve_svc_case(
     net_without: Network,
     net_with: Network,
-    control: str,
+    control: RegulatorControl,
     options: Any,
     method: str,
     seed: int,

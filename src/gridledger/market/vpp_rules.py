@@ -37,8 +37,10 @@ def dual_step_fixed(
 
 
 def to_fixed(a: np.ndarray) -> np.ndarray:
-    return np.vectorize(lambda v: round(v * SCALE), otypes=[object])(a)
+    fixed: np.ndarray = np.vectorize(lambda v: round(v * SCALE), otypes=[object])(a)
+    return fixed
 
 
 def to_float(a: np.ndarray) -> np.ndarray:
-    return np.vectorize(lambda v: v / SCALE, otypes=[float])(a)
+    floats: np.ndarray = np.vectorize(lambda v: v / SCALE, otypes=[float])(a)
+    return floats

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gridledger.chain.abci import Application, ProposalInfo
+from gridledger.chain.abci import Application, ExecTxResult, ProposalInfo
 from gridledger.chain.block import Block, Commit, genesis_hash, make_header
 from gridledger.chain.keys import KeyPair
 from gridledger.chain.mempool import Mempool
@@ -49,7 +49,7 @@ class SoloEngine:
         self.max_block_txs = max_block_txs or limits.max_txs
         self.max_block_bytes = limits.max_bytes
         self.clock_ms = clock_ms
-        self.listeners: list[Callable[[Block, list], None]] = []
+        self.listeners: list[Callable[[Block, list[ExecTxResult]], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None

@@ -218,7 +218,7 @@ def _v_submit(p: dict[str, Any]) -> None:
 
 
 def _config(ctx: Context, rid: str) -> dict[str, Any]:
-    cfg = ctx.state.get(_key(rid, "config"))
+    cfg: dict[str, Any] | None = ctx.state.get(_key(rid, "config"))
     if cfg is None:
         raise ContractError(codes.NOT_FOUND, f"no ADMM round {rid}")
     return cfg

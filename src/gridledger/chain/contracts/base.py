@@ -14,12 +14,15 @@ import heapq
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sortedcontainers import SortedSet
 
 from gridledger.chain import codes, encoding
 from gridledger.chain.abci import Event, Validator
+
+if TYPE_CHECKING:
+    from gridledger.chain.contracts.membership import Member
 
 
 class ContractError(Exception):
@@ -40,12 +43,16 @@ class RegistryError(ValueError):
     """Two contracts declare the same type, or a contract module cannot be loaded."""
 
 
+# execute(ctx, payload): a transaction type's state transition
+Execute = Callable[["Context", dict[str, Any]], None]
+
+
 @dataclass(frozen=True)
 class TxType:
     name: str
     roles: frozenset[str]
     validate: Callable[[dict[str, Any]], None]
-    execute: Callable[[Context, dict[str, Any]], None]
+    execute: Execute
     tree: str = "other"  # active | loss | reactive | other
     max_payload_bytes: int = 4096
 
@@ -69,7 +76,7 @@ def scannable(key: bytes) -> bool:
     return key.startswith(SCANNABLE_PREFIXES)
 
 
-class Overlay(dict):
+class Overlay(dict[bytes, bytes | None]):
     """Pending writes of a block (or of the mempool's check state), key -> value or None for a
     deletion, with the scannable keys among them kept sorted."""
 
@@ -77,7 +84,7 @@ class Overlay(dict):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ordered: SortedSet = SortedSet()
+        self.ordered: SortedSet[bytes] = SortedSet()
 
 
 class State:
@@ -92,7 +99,7 @@ class State:
         self,
         base: Mapping[bytes, bytes],
         overlay: dict[bytes, bytes | None],
-        base_ordered: SortedSet | None = None,
+        base_ordered: SortedSet[bytes] | None = None,
     ) -> None:
         self._base = base
         self._overlay = overlay
@@ -177,7 +184,7 @@ class Context:
     height: int
     time_ms: int
     sender: str = ""  # hex public key
-    member: dict[str, Any] | None = None  # sender's membership record
+    member: Member | None = None  # sender's membership record
     txid: str = ""
     tx_type: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -188,6 +195,14 @@ class Context:
     # False for admission checks (check_tx and the mempool's re-check), whose events nobody
     # reads: only a block's execution records them. No contract reads ``events``.
     record_events: bool = True
+
+    @property
+    def sender_member(self) -> Member:
+        """The sender's membership record: a transaction always has one (the application admits
+        only members' transactions); only the genesis context has none."""
+        if self.member is None:
+            raise ContractError(codes.NOT_MEMBER, "this context has no sender")
+        return self.member
 
     def emit(self, type_: str, **attributes: Any) -> None:
         if self.record_events:
@@ -257,7 +272,7 @@ def req_key(p: dict[str, Any], name: str) -> str:
         encoding.hex_bytes(v, name, 32)
     except encoding.EncodingError as exc:
         raise PayloadError(f"{name} must be a 32-byte public key in lowercase hex") from exc
-    return v
+    return cast(str, v)  # hex_bytes accepts only a str
 
 
 def req_hash(p: dict[str, Any], name: str) -> str:
@@ -266,7 +281,7 @@ def req_hash(p: dict[str, Any], name: str) -> str:
         encoding.hex_bytes(v, name, 32)
     except encoding.EncodingError as exc:
         raise PayloadError(f"{name} must be a 32-byte hash in lowercase hex") from exc
-    return v
+    return cast(str, v)  # hex_bytes accepts only a str
 
 
 def req_str(p: dict[str, Any], name: str, max_len: int = 128, choices: Iterable[str] = ()) -> str:

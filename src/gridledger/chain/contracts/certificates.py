@@ -67,7 +67,7 @@ def _x_issue(ctx: Context, p: dict[str, Any]) -> None:
 
 
 def _owned(ctx: Context, rec_id: str) -> dict[str, Any]:
-    rec = ctx.state.get(rec_key(rec_id))
+    rec: dict[str, Any] | None = ctx.state.get(rec_key(rec_id))
     if rec is None:
         raise ContractError(codes.NOT_FOUND, f"no certificate {rec_id[:16]}…")
     if rec["owner"] != ctx.sender:

@@ -71,7 +71,7 @@ def slot_events_key(slot_ms: int) -> str:
 
 
 def _get_event(ctx: Context, event_id: str) -> dict[str, Any]:
-    ev = ctx.state.get(event_key(event_id))
+    ev: dict[str, Any] | None = ctx.state.get(event_key(event_id))
     if ev is None:
         raise ContractError(codes.NOT_FOUND, f"no DR event {event_id[:16]}…")
     return ev
@@ -214,7 +214,7 @@ def _v_reading(p: dict[str, Any]) -> None:
 
 def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
     READING.execute(ctx, p)  # the metering rules, unchanged
-    member = ctx.member["prosumer"]
+    member = metering.meter_prosumer(ctx)  # READING checked it; this names its type
     start = p["start_ms"]
     if start + rules.SLOT_MS > ctx.time_ms:
         raise ContractError(

@@ -37,7 +37,7 @@ slots, and each member's open orders are capped (``horizon_ms``, ``max_window_sl
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from gridledger.chain import codes, encoding
 from gridledger.chain.contracts import tokens
@@ -45,6 +45,7 @@ from gridledger.chain.contracts.base import (
     Context,
     Contract,
     ContractError,
+    Execute,
     PayloadError,
     TxType,
     req_hash,
@@ -103,14 +104,48 @@ RANKING = "market/ranking"
 
 
 # --- state helpers (shared with the settlement contract) ----------------------------------------
-def params(ctx: Context) -> dict[str, Any]:
-    p = ctx.state.get(PARAMS)
+class MarketConfig(TypedDict):
+    """The market's parameters in state (``market/params``): read by the market and settlement
+    contracts and by the DSO's agents; set at genesis, changed by ``market.configure``."""
+
+    slot_ms: int
+    pricing: str  # pay_as_bid | pay_as_clear
+    loss_buyer_share_ppm: int
+    penalty_ppm: int
+    tolerance_ppm: int
+    # read with their defaults: a state may hold parameters written before these existed
+    horizon_ms: NotRequired[int]
+    max_window_slots: NotRequired[int]
+    max_open_orders: NotRequired[int]
+
+
+class MatchRecord(TypedDict):
+    """A match in state (``market/match/<id>``): written when orders match, certified by the
+    DSO (market contract), then settled slot by slot (settlement contract)."""
+
+    match: dict[str, Any]  # Match.to_dict()
+    digest: str  # match_digest(match): what a certificate is bound to
+    status: str  # pending | approved | rejected | settled
+    reasons: list[str]
+    certificate: str  # id of the certifying transaction ("" until certified)
+    matched_ms: int
+    # set by the certificate
+    dso: NotRequired[str]
+    document_digest: NotRequired[str]
+    reactive_digest: NotRequired[str]
+    extras_escrow_utoken: NotRequired[int]
+    # set by settlement
+    slots_settled: NotRequired[int]
+
+
+def params(ctx: Context) -> MarketConfig:
+    p: MarketConfig | None = ctx.state.get(PARAMS)
     if p is None:
         p = default_params()
     return p
 
 
-def default_params() -> dict[str, Any]:
+def default_params() -> MarketConfig:
     s = SettlementParams()
     return {
         "slot_ms": DEFAULT_SLOT_MS,
@@ -156,8 +191,8 @@ def match_count(state_value: Any) -> int:
     return int(state_value or 0)
 
 
-def get_match(ctx: Context, match_id: str) -> dict[str, Any]:
-    rec = ctx.state.get(match_key(match_id))
+def get_match(ctx: Context, match_id: str) -> MatchRecord:
+    rec: MatchRecord | None = ctx.state.get(match_key(match_id))
     if rec is None:
         raise ContractError(codes.NOT_FOUND, f"no match {match_id}")
     return rec
@@ -180,17 +215,15 @@ def _record_matches(ctx: Context, book: ChainBook, matches: list[Match]) -> None
     pending = ctx.state.get(PENDING) or []
     for m in matches:
         d = m.to_dict()
-        ctx.state.set(
-            match_key(m.match_id),
-            {
-                "match": d,
-                "digest": match_digest(d),
-                "status": "pending",
-                "reasons": [],
-                "certificate": "",
-                "matched_ms": ctx.time_ms,
-            },
-        )
+        record: MatchRecord = {
+            "match": d,
+            "digest": match_digest(d),
+            "status": "pending",
+            "reasons": [],
+            "certificate": "",
+            "matched_ms": ctx.time_ms,
+        }
+        ctx.state.set(match_key(m.match_id), record)
         bid = ctx.state.get(bid_key(m.bid_id))
         bid["matches"].append(m.match_id)
         ctx.state.set(bid_key(m.bid_id), bid)
@@ -270,7 +303,7 @@ def _admit_order(ctx: Context, book: ChainBook, start_ms: int, end_ms: int) -> N
         )
 
 
-def _order(fn):
+def _order(fn: Execute) -> Execute:
     """Wrap order rule errors as invalid payloads, so they are reported with their message."""
 
     def run(ctx: Context, p: dict[str, Any]) -> None:
@@ -337,7 +370,7 @@ def _v_offer(p: dict[str, Any]) -> None:
 
 
 def _own_bus(ctx: Context, node: int) -> None:
-    bus, role = (ctx.member or {}).get("bus"), (ctx.member or {}).get("role")
+    bus, role = ctx.sender_member.get("bus"), ctx.sender_member["role"]
     # a charge point granted market.bid buys its chargers' energy at its own bus only
     if role in METERED_ROLES and bus != node:
         raise ContractError(codes.UNAUTHORIZED, f"a {role} at bus {bus} cannot trade at {node}")
@@ -481,7 +514,8 @@ MAX_LOSS_SHARE_PPM = 250_000
 def loss_cap_w(match: dict[str, Any], power_w: int | None = None) -> int:
     """The largest loss share a match may be charged (see ``MAX_LOSS_SHARE_PPM``): of its
     power in one slot (``power_w``, see ``power_at``), or of its peak."""
-    return (match["power_w"] if power_w is None else power_w) * MAX_LOSS_SHARE_PPM // PPM
+    cap_w: int = (match["power_w"] if power_w is None else power_w) * MAX_LOSS_SHARE_PPM // PPM
+    return cap_w
 
 
 def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
@@ -582,7 +616,9 @@ def _fixed_point(doc: Any) -> Any:
     return doc
 
 
-def buyer_extras_utoken(match: dict[str, Any], setpoints: list[dict[str, Any]], prm: dict) -> int:
+def buyer_extras_utoken(
+    match: dict[str, Any], setpoints: list[dict[str, Any]], prm: MarketConfig
+) -> int:
     """The most a match's buyer can owe beyond the energy: each slot's reactive pay plus the
     buyer's part of the loss charge at the cap, at the match's price (settlement.py charges
     exactly these per slot, floored, so this bounds them)."""
@@ -600,7 +636,8 @@ def buyer_extras_utoken(match: dict[str, Any], setpoints: list[dict[str, Any]], 
     loss_utoken = cost_utoken(energy_wh(loss_cap_w(match), slot), match["price_utoken_per_kwh"])
     per_slot = loss_utoken * prm["loss_buyer_share_ppm"] // PPM
     per_slot += reactive
-    return slots * per_slot
+    extras: int = slots * per_slot
+    return extras
 
 
 def _x_reactive(ctx: Context, p: dict[str, Any]) -> None:

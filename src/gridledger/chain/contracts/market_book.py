@@ -108,7 +108,15 @@ class ChainBook:
     # -- reading ---------------------------------------------------------------------------
 
     def get_order(self, order_id: str) -> dict[str, Any] | None:
-        return self.state.get(order_key(order_id))
+        rec: dict[str, Any] | None = self.state.get(order_key(order_id))
+        return rec
+
+    def _indexed(self, order_id: str) -> dict[str, Any]:
+        """The record of an order that an index key names (they are written together)."""
+        rec = self.get_order(order_id)
+        if rec is None:
+            raise RuntimeError(f"an index names order {order_id}, which has no record")
+        return rec
 
     def open_orders(self, owner: str) -> int:
         return self.state.get_int(open_count_key(owner))
@@ -129,7 +137,7 @@ class ChainBook:
         matches = []
         lo = max(offer.start_ms, now_ms + 1)  # a bid whose delivery has started is not matched
         for _inv, _seq, bid_id in self._merged(BID_STARTS, BID_IX, lo, offer.end_ms - 1):
-            brec = self.get_order(bid_id)
+            brec = self._indexed(bid_id)
             bid = bid_from_dict(brec["bid"])
             if bid.max_price_utoken_per_kwh < offer.price_utoken_per_kwh:
                 break
@@ -179,7 +187,7 @@ class ChainBook:
             for price, _seq, offer_id in found:
                 if price > bid.max_price_utoken_per_kwh or brec["left_w"] == 0:
                     break
-                orec = self.get_order(offer_id)
+                orec = self._indexed(offer_id)
                 offer = offer_from_dict(orec["offer"])
                 if offer.end_ms >= bid.end_ms and self._compatible(offer, bid, brec):
                     self._take(offer, orec, bid, brec, matches)
@@ -189,7 +197,7 @@ class ChainBook:
         for price, seq, offer_id in found:
             if price > bid.max_price_utoken_per_kwh:
                 break
-            orec = self.get_order(offer_id)
+            orec = self._indexed(offer_id)
             offer = offer_from_dict(orec["offer"])
             r = ranks.get(offer.node)
             if r is not None and r.overloads:
@@ -293,7 +301,7 @@ class ChainBook:
             if limit is not None and len(due) == limit:
                 break
         for order_id in due:
-            self._forget(order_id, self.get_order(order_id))
+            self._forget(order_id, self._indexed(order_id))
         return due
 
     def _index_key(self, rec: dict[str, Any]) -> tuple[str, str]:
@@ -456,4 +464,5 @@ def _order_of(rec: dict[str, Any]) -> Offer | Bid:
 
 
 def _owner(rec: dict[str, Any]) -> str:
-    return rec["offer"]["seller"] if "offer" in rec else rec["bid"]["buyer"]
+    owner: str = rec["offer"]["seller"] if "offer" in rec else rec["bid"]["buyer"]
+    return owner

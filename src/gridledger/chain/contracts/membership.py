@@ -15,7 +15,7 @@ State: ``member/<pubkey hex>`` -> {"bus", "grants", "denied", "name", "prosumer"
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from gridledger.chain import codes
 
@@ -26,6 +26,7 @@ from gridledger.chain.contracts.base import (
     Context,
     Contract,
     ContractError,
+    Execute,
     PayloadError,
     TxType,
     req_int,
@@ -48,6 +49,21 @@ def member_key(pub_hex: str) -> str:
     return MEMBER_PREFIX + pub_hex
 
 
+class Member(TypedDict):
+    """A member's record in state (``member/<pubkey hex>``), as every contract reads it."""
+
+    bus: int | None
+    denied: list[str]
+    grants: list[str]
+    name: str
+    prosumer: str | None  # a meter's prosumer
+    role: str
+    since: int  # height
+    status: str  # active | suspended | revoked
+    vendor: str | None  # the vendor that registered a prosumer
+    rating_w: NotRequired[int]  # a meter's rating: bounds its readings
+
+
 def new_member(
     role: str,
     height: int,
@@ -55,7 +71,7 @@ def new_member(
     bus: int | None = None,
     vendor: str | None = None,
     prosumer: str | None = None,
-) -> dict[str, Any]:
+) -> Member:
     return {
         "bus": bus,
         "denied": [],
@@ -69,23 +85,24 @@ def new_member(
     }
 
 
-def get_member(ctx: Context, pub_hex: str) -> dict[str, Any]:
-    m = ctx.state.get(member_key(pub_hex))
+def get_member(ctx: Context, pub_hex: str) -> Member:
+    m: Member | None = ctx.state.get(member_key(pub_hex))
     if m is None:
         raise ContractError(codes.NOT_FOUND, f"{pub_hex[:16]}… is not a member")
     return m
 
 
-def _governs(ctx: Context, target: dict[str, Any]) -> None:
+def _governs(ctx: Context, target: Member) -> None:
     """The sender may change ``target``: the DSO always; a vendor for its own prosumers/meters."""
-    role = ctx.member["role"]
+    role = ctx.sender_member["role"]
     if role == "dso":
         if target["role"] == "dso":
             raise ContractError(codes.UNAUTHORIZED, "the DSO's own membership cannot be changed")
         return
     owner = target.get("vendor")
-    if target["role"] == "meter" and target.get("prosumer"):
-        owner = ctx.state.get(member_key(target["prosumer"])).get("vendor")
+    prosumer = target.get("prosumer")
+    if target["role"] == "meter" and prosumer:
+        owner = ctx.state.get(member_key(prosumer)).get("vendor")
     if role == "vendor" and owner == ctx.sender:
         return
     raise ContractError(codes.UNAUTHORIZED, "only the DSO or the member's own vendor may do this")
@@ -104,11 +121,11 @@ def _v_register(p: dict[str, Any]) -> None:
 
 
 def _x_register(ctx: Context, p: dict[str, Any]) -> None:
-    if ctx.member["role"] == "vendor" and p["role"] != "prosumer":
+    if ctx.sender_member["role"] == "vendor" and p["role"] != "prosumer":
         raise ContractError(codes.UNAUTHORIZED, "a vendor may register prosumers only")
     if ctx.state.get(member_key(p["pub_key"])) is not None:
         raise ContractError(codes.ALREADY_EXISTS, f"{p['pub_key'][:16]}… is already a member")
-    vendor = ctx.sender if ctx.member["role"] == "vendor" else None
+    vendor = ctx.sender if ctx.sender_member["role"] == "vendor" else None
     ctx.state.set(
         member_key(p["pub_key"]),
         new_member(p["role"], ctx.height, p.get("name", ""), p.get("bus"), vendor),
@@ -150,7 +167,7 @@ def _v_perm(p: dict[str, Any]) -> None:
     req_str(p, "permission", 64)
 
 
-def _set_permissions(ctx: Context, pub: str, m: dict[str, Any], grants: set, denied: set) -> None:
+def _set_permissions(ctx: Context, pub: str, m: Member, grants: set[str], denied: set[str]) -> None:
     for name, perms in (("grants", grants), ("denied", denied)):
         if len(perms) > roles_table.MAX_PERMISSIONS:
             raise ContractError(
@@ -166,7 +183,7 @@ def _x_grant(ctx: Context, p: dict[str, Any]) -> None:
     m = get_member(ctx, p["member"])
     _governs(ctx, m)
     # the grant table (roles.GRANTABLE_BY): prosumer-level types only, never an operator's
-    roles_table.check_grant(ctx.tx_types, ctx.member, p["permission"])
+    roles_table.check_grant(ctx.tx_types, ctx.sender_member, p["permission"])
     perm = p["permission"]
     _set_permissions(ctx, p["member"], m, set(m["grants"]) | {perm}, set(m["denied"]) - {perm})
     ctx.emit("member.granted", member=p["member"], permission=perm)
@@ -189,7 +206,7 @@ def _v_member(p: dict[str, Any]) -> None:
     req_key(p, "member")
 
 
-def _status_change(new_status: str, allowed_from: tuple[str, ...]):
+def _status_change(new_status: str, allowed_from: tuple[str, ...]) -> Execute:
     def run(ctx: Context, p: dict[str, Any]) -> None:
         m = get_member(ctx, p["member"])
         _governs(ctx, m)

@@ -63,6 +63,14 @@ def _v_reading(p: dict[str, Any]) -> None:
         req_hash(p, "detail_hash")
 
 
+def meter_prosumer(ctx: Context) -> str:
+    """The prosumer the sending meter is bound to; a meter bound to none posts no readings."""
+    prosumer = ctx.sender_member.get("prosumer")
+    if not prosumer:
+        raise ContractError(codes.UNAUTHORIZED, "meter is not bound to a prosumer")
+    return prosumer
+
+
 def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
     if p["meter"] != ctx.sender:
         raise ContractError(
@@ -70,10 +78,8 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
             f"reading for meter {p['meter'][:16]}… signed by "
             f"{ctx.sender[:16]}…, which is not that meter's key",
         )
-    prosumer = ctx.member.get("prosumer")
-    if not prosumer:
-        raise ContractError(codes.UNAUTHORIZED, "meter is not bound to a prosumer")
-    rating_w = ctx.member.get("rating_w", MAX_METER_RATING_W)
+    prosumer = meter_prosumer(ctx)
+    rating_w = ctx.sender_member.get("rating_w", MAX_METER_RATING_W)
     rated = max_energy_wh(rating_w, p["duration_s"])
     for name in ("import_wh", "export_wh", "q_varh"):
         if abs(p.get(name, 0)) > rated:

@@ -37,10 +37,13 @@ contract a genesis may add (docs/ledger.md, docs/security.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gridledger.chain import codes
 from gridledger.chain.contracts.base import ContractError, TxType
+
+if TYPE_CHECKING:  # membership imports this module
+    from gridledger.chain.contracts.membership import Member
 
 OPERATOR = "operator"
 CONSENSUS = "consensus"
@@ -74,7 +77,7 @@ def type_class(roles: frozenset[str]) -> str:
     return GOVERNANCE
 
 
-def may_send(member: dict[str, Any], tx_type: str, roles: frozenset[str]) -> bool:
+def may_send(member: Member, tx_type: str, roles: frozenset[str]) -> bool:
     """The member's role allows the type, or it holds a grant of a grantable type; and the
     type was not revoked from it."""
     if tx_type in member["denied"]:
@@ -84,7 +87,7 @@ def may_send(member: dict[str, Any], tx_type: str, roles: frozenset[str]) -> boo
     return tx_type in member["grants"] and type_class(roles) == PROSUMER
 
 
-def check_grant(types: Mapping[str, TxType], grantor: dict[str, Any], permission: str) -> None:
+def check_grant(types: Mapping[str, TxType], grantor: Member, permission: str) -> None:
     """Raise :class:`ContractError` unless a member like ``grantor`` may grant ``permission``
     (the target's own checks, such as the vendor's ownership, are the membership contract's)."""
     ttype = types.get(permission)

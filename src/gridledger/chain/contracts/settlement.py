@@ -40,6 +40,7 @@ from gridledger.chain.contracts.base import (
 from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.market import (
     ESCROW,
+    MatchRecord,
     bid_key,
     get_match,
     housekeeping,
@@ -109,7 +110,7 @@ def rec_id(prosumer: str, serial: int) -> str:
 
 # --- settlement.reading ---------------------------------------------------------------------------
 def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
-    prosumer = (ctx.member or {}).get("prosumer") or ""
+    prosumer = ctx.sender_member.get("prosumer") or ""
     ewh_before = tokens.balance(ctx, "ewh", prosumer) if prosumer else 0
     READING.execute(ctx, p)  # the metering rules, unchanged
     slot = params(ctx)["slot_ms"]
@@ -195,7 +196,7 @@ def _issue_recs(ctx: Context, prosumer: str, start: int, end: int, export_wh: in
     ctx.state.set(
         rec_key(rid),
         {
-            "bus": (ctx.member or {}).get("bus"),
+            "bus": ctx.sender_member.get("bus"),
             "end_ms": end,
             "energy_wh": n * REC_WH,
             "owner": prosumer,
@@ -318,22 +319,24 @@ def _settle(ctx: Context, book: Any, mid: str, slot_start: int) -> None:
         release_escrow_if_done(ctx, book, m["bid_id"])
 
 
-def _from_buyer_escrow(bid: dict[str, Any], rec: dict[str, Any], kind: str, amount: int) -> int:
+def _from_buyer_escrow(bid: dict[str, Any], rec: MatchRecord, kind: str, amount: int) -> int:
     """Take up to ``amount`` from what the buyer escrowed (the bid's escrow, made when it was
     posted, and the match's extras, made at approval) and return what was taken; the rest is
     a shortfall.  The buyer's free balance is never touched, so no record can charge a buyer
     more than it escrowed.  Loss and reactive pay come from the match's extras first, energy
     and penalties from the bid's escrow first, so one match's extras do not eat the escrow
     another match of the same bid needs for its energy."""
-    pots = [(rec, "extras_escrow_utoken"), (bid, "escrow_utoken")]
-    if kind not in ("loss", "reactive"):
-        pots.reverse()
-    taken = 0
-    for holder, field in pots:
-        take = min(holder.get(field, 0), amount - taken)
-        holder[field] = holder.get(field, 0) - take
-        taken += take
-    return taken
+    extras = rec.get("extras_escrow_utoken", 0)
+    escrow: int = bid.get("escrow_utoken", 0)
+    if kind in ("loss", "reactive"):
+        from_extras = min(extras, amount)
+        from_escrow = min(escrow, amount - from_extras)
+    else:
+        from_escrow = min(escrow, amount)
+        from_extras = min(extras, amount - from_escrow)
+    rec["extras_escrow_utoken"] = extras - from_extras
+    bid["escrow_utoken"] = escrow - from_escrow
+    return from_extras + from_escrow
 
 
 # --- settlement.green -----------------------------------------------------------------------------
@@ -348,7 +351,7 @@ def _x_green(ctx: Context, p: dict[str, Any]) -> None:
     m = ctx.state.get(member_key(p["prosumer"]))
     if m is None or m["role"] != "prosumer":
         raise ContractError(codes.NOT_FOUND, f"{p['prosumer'][:16]}… is not a prosumer")
-    if ctx.member["role"] == "vendor" and m.get("vendor") != ctx.sender:
+    if ctx.sender_member["role"] == "vendor" and m.get("vendor") != ctx.sender:
         raise ContractError(codes.UNAUTHORIZED, "a vendor may declare only its own prosumers")
     ctx.state.set(green_key(p["prosumer"]), p["green"])
     ctx.emit("settlement.green", prosumer=p["prosumer"], green=p["green"])

@@ -37,8 +37,9 @@ import hashlib
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -163,7 +164,7 @@ class Transport:
         self.dropped_links = 0
         self._pending_handshakes = 0
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class Transport:
             p.close()
         self.peers.clear()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
@@ -275,7 +276,7 @@ class Transport:
                 await self._run_link(reader, writer, expected=pk)
             await asyncio.sleep(self.redial_s)
 
-    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # asyncio's server logs a cancelled connection task as an error; at shutdown every
         # link is cancelled on purpose, so end quietly instead.
         with contextlib.suppress(asyncio.CancelledError):

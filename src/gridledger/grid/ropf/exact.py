@@ -76,6 +76,21 @@ class _FullSpace:
     """Objective, constraints and their Jacobians for SLSQP (dense: the cases are small)."""
 
     def __init__(self, prob: RopfProblem) -> None:
+        self._set_up(prob)
+        c, lay, nb = self.c, self.layout, self.c.n_bus
+        self.y = c.ybus.toarray()
+        self.yf = c.yf.toarray()
+        self.yt = c.yt.toarray()
+        # Incidence: free generator Q / SVC Q -> bus.
+        self.cg = np.zeros((nb, lay.q_free.size))
+        self.cg[c.gen_bus[lay.q_free], np.arange(lay.q_free.size)] = 1.0
+        self.cs = np.zeros((nb, lay.n_svc))
+        self.cs[c.svc_bus, np.arange(lay.n_svc)] = 1.0
+
+    def _set_up(self, prob: RopfProblem) -> None:
+        """What needs no dense matrix (shared with the sparse solver's space): the variables'
+        layout, the fixed voltages, the scheduled injections, the limited lines and
+        generators."""
         c = prob.compiled
         self.prob = prob
         self.c = c
@@ -91,9 +106,6 @@ class _FullSpace:
         self.vm_fixed = np.ones(nb)
         for g in np.flatnonzero(c.gen_role == GenRole.SLACK)[::-1]:
             self.vm_fixed[c.gen_bus[g]] = c.gen_vm[g]
-        self.y = c.ybus.toarray()
-        self.yf = c.yf.toarray()
-        self.yt = c.yt.toarray()
         self.rated = (
             np.flatnonzero(c.rate_pu > 0) if prob.options.line_limits else np.array([], int)
         )
@@ -101,12 +113,6 @@ class _FullSpace:
         self.p_sched = np.bincount(c.gen_bus, weights=c.gen_p, minlength=nb) - c.load_p
         q_fixed = np.where(c.gen_role == GenRole.PQ, c.gen_q, 0.0)
         self.q_sched = np.bincount(c.gen_bus, weights=q_fixed, minlength=nb) - c.load_q
-        # Incidence: free generator Q / SVC Q -> bus.
-        lay = self.layout
-        self.cg = np.zeros((nb, lay.q_free.size))
-        self.cg[c.gen_bus[lay.q_free], np.arange(lay.q_free.size)] = 1.0
-        self.cs = np.zeros((nb, lay.n_svc))
-        self.cs[c.svc_bus, np.arange(lay.n_svc)] = 1.0
         movable = (c.gen_role != GenRole.PQ) | (c.slack_weight > 0)
         self.cap_gens = (
             np.flatnonzero(movable) if prob.options.capability_limits else np.array([], int)

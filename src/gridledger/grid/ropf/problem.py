@@ -25,15 +25,14 @@ Variables are exposed normalized to the unit box so every solver works on [0, 1]
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from ..compiled import CompiledNetwork
-from ..network import GenRole
+from ..network import GenRole, RegulatorControl
 from ..powerflow import PowerFlowResult, run_pf, run_pf_batch
 
-Control = Literal["vm", "q"]
+Control = RegulatorControl
 
 # Fitness = loss_pu + PENALTY_PER_PU * violation_pu. Violations are summed in pu (voltage pu over
 # the limit, loading fraction over 1, MVA over the rating / base). 1e3 makes a 1e-5 pu breach cost

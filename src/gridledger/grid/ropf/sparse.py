@@ -31,8 +31,7 @@ from dataclasses import dataclass
 import casadi as ca
 import numpy as np
 
-from ..network import GenRole
-from .exact import RopfResult, _FullSpace, _Layout
+from .exact import RopfResult, _FullSpace
 from .problem import RopfProblem
 
 # IPOPT's tolerance on the scaled KKT error. 1e-10 puts the losses within 1e-8 relative of the
@@ -50,32 +49,7 @@ class _SparseSpace(_FullSpace):
     matrices (a 5,000-bus Ybus as a dense array is 400 MB)."""
 
     def __init__(self, prob: RopfProblem) -> None:  # no super(): it would densify Ybus
-        c = prob.compiled
-        self.prob = prob
-        self.c = c
-        nb = c.n_bus
-        slack_held = np.zeros(nb, dtype=bool)
-        slack_held[c.gen_bus[c.gen_role == GenRole.SLACK]] = True
-        self.layout = _Layout(
-            nonref=np.flatnonzero(np.arange(nb) != c.ref),
-            vm_free=np.flatnonzero(~slack_held | prob.options.slack_vm_free),
-            q_free=np.flatnonzero(c.gen_role != GenRole.PQ),
-            n_svc=prob.n_svc,
-        )
-        self.vm_fixed = np.ones(nb)
-        for g in np.flatnonzero(c.gen_role == GenRole.SLACK)[::-1]:
-            self.vm_fixed[c.gen_bus[g]] = c.gen_vm[g]
-        self.rated = (
-            np.flatnonzero(c.rate_pu > 0) if prob.options.line_limits else np.array([], int)
-        )
-        self.bus_w = np.bincount(c.gen_bus, weights=c.slack_weight, minlength=nb)
-        self.p_sched = np.bincount(c.gen_bus, weights=c.gen_p, minlength=nb) - c.load_p
-        q_fixed = np.where(c.gen_role == GenRole.PQ, c.gen_q, 0.0)
-        self.q_sched = np.bincount(c.gen_bus, weights=q_fixed, minlength=nb) - c.load_q
-        movable = (c.gen_role != GenRole.PQ) | (c.slack_weight > 0)
-        self.cap_gens = (
-            np.flatnonzero(movable) if prob.options.capability_limits else np.array([], int)
-        )
+        self._set_up(prob)
 
 
 class _Pattern:

@@ -9,14 +9,17 @@ instead of the honest :class:`~.reactor.Reactor`; nothing in the honest path kno
 
 from __future__ import annotations
 
+from typing import Any
+
+from .privval import PrivValidator
 from .reactor import K_PROPOSAL, K_VOTE, Reactor
-from .types import Proposal, Vote, VoteType
+from .types import ConsensusError, Proposal, Vote, VoteType
 
 BEHAVIOURS = frozenset({"equivocate", "split_proposal"})
 
 
 class ByzantineReactor(Reactor):
-    def __init__(self, *args, behaviours: frozenset[str], **kwargs):
+    def __init__(self, *args: Any, behaviours: frozenset[str], **kwargs: Any) -> None:
         unknown = set(behaviours) - BEHAVIOURS
         if unknown:
             raise ValueError(f"unknown byzantine behaviours {sorted(unknown)}")
@@ -39,12 +42,17 @@ class ByzantineReactor(Reactor):
         peers = sorted(self.transport.peers)
         return peers[: len(peers) // 2], peers[len(peers) // 2 :]
 
+    def _signing_key(self) -> PrivValidator:
+        if self.privval is None:
+            raise ConsensusError("a byzantine behaviour needs the node's signing key")
+        return self.privval
+
     def _split_proposal(self, p: Proposal) -> None:
         # A second, different block for the same (height, round) to half of the peers.
         alt_block, alt_id = self.chain.make_block(
-            p.height, p.round, self.privval.pub_key, time_offset_ms=1
+            p.height, p.round, self._signing_key().pub_key, time_offset_ms=1
         )
-        alt = self.privval.sign_unguarded_proposal(
+        alt = self._signing_key().sign_unguarded_proposal(
             p.height, p.round, p.pol_round, alt_id, alt_block
         )
         a, b = self._halves()
@@ -55,7 +63,7 @@ class ByzantineReactor(Reactor):
 
     def _equivocate(self, v: Vote) -> None:
         other = None if v.block_id is not None else b"\xee" * 32
-        alt = self.privval.sign_unguarded_vote(v.type, v.height, v.round, other)
+        alt = self._signing_key().sign_unguarded_vote(v.type, v.height, v.round, other)
         a, b = self._halves()
         for pk in a:
             self.transport.send(pk, K_VOTE, v.encode())

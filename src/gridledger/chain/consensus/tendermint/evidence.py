@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from .types import ConsensusError, Proposal, Step, Vote, proposal_sign_bytes, verify_sig
@@ -27,16 +28,24 @@ _PROPOSAL_TAG = b"gridledger/dupproposal/v1"
 MAX_EVIDENCE_AGE_HEIGHTS = 10_000
 
 
-class _Checks:
+class _Checks(ABC):
     """What both kinds share: judging the evidence against a validator set and a height."""
 
-    height: int
-    validator: bytes
+    @property
+    @abstractmethod
+    def height(self) -> int: ...
 
+    @property
+    @abstractmethod
+    def validator(self) -> bytes: ...
+
+    @abstractmethod
     def check_conflict(self) -> None: ...
 
+    @abstractmethod
     def signatures_valid(self, chain_id: str) -> bool: ...
 
+    @abstractmethod
     def encode(self) -> bytes: ...
 
     def hash(self) -> bytes:

@@ -22,6 +22,7 @@ import os
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,8 @@ class LedgerChain:
         state_path: str | Path,
         max_block_bytes: int = 4 * 1024 * 1024,
         max_block_txs: int = 5_000,
-        clock_ms=None,
-    ):
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
         self.app, self.store, self.mempool = app, store, mempool
         self.max_block_bytes, self.max_block_txs = max_block_bytes, max_block_txs
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
@@ -117,7 +118,7 @@ class LedgerChain:
         self._recent_committed: OrderedDict[bytes, None] = OrderedDict()
         self._decode_cache: dict[bytes, tuple[Block | None, str | None]] = {}
         self._load_valsets(genesis)
-        self.on_applied: list = []
+        self.on_applied: list[Callable[[AppliedBlock], None]] = []
 
     # --- validator sets -------------------------------------------------------------------------
     def _load_valsets(self, genesis: bytes) -> None:
@@ -126,7 +127,7 @@ class LedgerChain:
         if self.state_path.exists():
             d = json.loads(self.state_path.read_text())
             sets = {int(h): ValidatorSet.from_json(v) for h, v in d["valsets"].items()}
-            self.pending = {
+            self.pending: dict[int, list[Validator]] = {
                 int(h): [Validator(bytes.fromhex(k), p) for k, p in u]
                 for h, u in d["pending"].items()
             }
@@ -149,7 +150,7 @@ class LedgerChain:
         g = parse_genesis(genesis)
         vals = [Validator(bytes.fromhex(v["pub_key"]), v["power"]) for v in g.doc["validators"]]
         self.valsets = {1: ValidatorSet(vals)}
-        self.pending: dict[int, list[Validator]] = {}
+        self.pending = {}
         self._save_valsets()
         self._save_history([(1, self.valsets[1].validators)])
 
@@ -173,6 +174,8 @@ class LedgerChain:
         for h, vs in self._load_history():
             if h <= height:
                 found = vs
+        if found is None:  # the history starts at height 1 (the genesis set)
+            raise ConsensusError(f"{self._history_path} has no validator set for {height}")
         return found
 
     def _next_valset(self, vs: ValidatorSet, height: int) -> ValidatorSet:
@@ -271,6 +274,7 @@ class LedgerChain:
         hit = self._decode_cache.get(data)
         if hit is not None:
             return hit
+        res: tuple[Block | None, str | None]
         try:
             block = decode_block(data)
             res = (block, block.check_body(self._classify))

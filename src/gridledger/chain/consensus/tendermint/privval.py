@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -35,7 +36,7 @@ class LastSigned:
 RECORD_BYTES = 512  # one disk sector: the record is rewritten in place with one fsync
 
 
-def _encode_record(state: dict) -> bytes:
+def _encode_record(state: dict[str, Any]) -> bytes:
     body = json.dumps(state, sort_keys=True).encode()
     line = body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n"
     if len(line) > RECORD_BYTES:
@@ -43,11 +44,12 @@ def _encode_record(state: dict) -> bytes:
     return line.ljust(RECORD_BYTES, b" ")
 
 
-def _decode_record(data: bytes) -> dict:
+def _decode_record(data: bytes) -> dict[str, Any]:
     body, _, check = data.rstrip(b" ").rstrip(b"\n").partition(b"\n")
     if hashlib.sha256(body).hexdigest().encode() != check:
         raise ValueError("checksum mismatch (torn or edited record)")
-    return json.loads(body)
+    record: dict[str, Any] = json.loads(body)
+    return record
 
 
 class PrivValidator:

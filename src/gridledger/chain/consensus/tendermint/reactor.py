@@ -30,6 +30,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gridledger.chain.wire import decode_length_prefixed
 
@@ -45,6 +46,9 @@ from .ledger import LedgerChain
 from .privval import PrivValidator
 from .state import COMMITTED, ConsensusState, Timeouts
 from .types import Commit, ConsensusError, Proposal, Step, Vote, VoteType
+
+if TYPE_CHECKING:
+    from gridledger.chain.p2p.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ class Reactor:
         self.privval = privval
         self.config = config or ReactorConfig()
         self.cs = ConsensusState(chain.chain_id, self, privval, self.config.timeouts)
-        self.transport = None  # set by attach()
+        self._transport: Transport | None = None  # set by attach()
         self.peers: dict[bytes, PeerState] = {}
         self.submit_evidence = submit_evidence
         self.evidence: dict[bytes, Evidence] = {}
@@ -134,7 +138,7 @@ class Reactor:
         self.future_block_bytes = 0
         self._height_started = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self._stopped = False
         self._idle_wait = False
@@ -146,8 +150,22 @@ class Reactor:
         self.commit_listeners: list[Callable[[int], None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def attach(self, transport) -> None:
-        self.transport = transport
+    @property
+    def transport(self) -> Transport:
+        """The transport :meth:`attach` gave (nothing is sent before)."""
+        if self._transport is None:
+            raise RuntimeError("the reactor has no transport: call attach() first")
+        return self._transport
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop :meth:`start` runs on (timers are set only after it)."""
+        if self._loop is None:
+            raise RuntimeError("the reactor has not started: call start() first")
+        return self._loop
+
+    def attach(self, transport: Transport) -> None:
+        self._transport = transport
         transport.handler = self.on_frame
         transport.frame_limits = frame_limits(self.chain.max_block_bytes, self.chain.max_block_txs)
 
@@ -165,7 +183,7 @@ class Reactor:
         """A transaction entered the mempool or peer pool: end an idle wait now."""
         if self._idle_wait and self._start_timer is not None:
             self._start_timer.cancel()
-            self._start_timer = self._loop.call_later(
+            self._start_timer = self.loop.call_later(
                 self.config.timeouts.commit_s, self._start_height
             )
             self._idle_wait = False
@@ -198,7 +216,7 @@ class Reactor:
             self.transport.send(pk, K_VOTE, frame)
 
     def schedule_timeout(self, height: int, rnd: int, step: Step, delay_s: float) -> None:
-        self._loop.call_later(delay_s, self._fire_timeout, height, rnd, step)
+        self.loop.call_later(delay_s, self._fire_timeout, height, rnd, step)
         if step == Step.PROPOSE and log.isEnabledFor(logging.INFO):
             log.info(
                 "height %d round %d: proposer %s", height, rnd, self.cs.proposer(rnd).hex()[:16]
@@ -217,6 +235,8 @@ class Reactor:
             self.cs.on_timeout(height, rnd, step)
 
     def get_value(self, height: int, rnd: int) -> tuple[bytes, bytes]:
+        if self.privval is None:  # the state machine asks only a validator (it signs)
+            raise ConsensusError("a node without a signing key cannot propose")
         return self.chain.make_block(height, rnd, self.privval.pub_key)
 
     def block_id_of(self, height: int, block: bytes) -> bytes | None:
@@ -256,7 +276,7 @@ class Reactor:
             # empty blocks. Block time still advances at least once per interval.
             delay = max(delay, self.config.empty_block_interval_s)
             self._idle_wait = True
-        self._start_timer = self._loop.call_later(delay, self._start_height)
+        self._start_timer = self.loop.call_later(delay, self._start_height)
 
     def on_evidence(self, ev: Evidence) -> None:
         h = ev.hash()
@@ -363,9 +383,12 @@ class Reactor:
         h = self.cs.height
         for k in [k for k in self._future_blocks if k < h or k <= self.chain.height]:
             self._forget_block(k)
-        if self.cs.step == COMMITTED or h not in self._future_blocks:
+        if self.cs.step == COMMITTED:
             return
-        block, commit, _ = self._forget_block(h)
+        item = self._forget_block(h)
+        if item is None:
+            return
+        block, commit, _ = item
         # The state machine verifies the commit against this height's validator set again and
         # the block against our chain.
         self.cs.on_commit(block, commit)
@@ -384,12 +407,13 @@ class Reactor:
         self._tx_buf.append(raw)
         if not self._tx_flush_scheduled:
             self._tx_flush_scheduled = True
-            self._loop.call_later(self.config.tx_flush_s, self._flush_txs)
+            self.loop.call_later(self.config.tx_flush_s, self._flush_txs)
 
     def _flush_txs(self) -> None:
         self._tx_flush_scheduled = False
         buf, self._tx_buf = self._tx_buf, []
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         for t in buf:
             if size + 4 + len(t) > TX_BATCH_BYTES and parts:
                 self.transport.broadcast(K_TXS, b"".join(parts))
@@ -405,7 +429,7 @@ class Reactor:
         self._tx_inbox.extend(decode_length_prefixed(payload, "transaction", "gossip batch"))
         if not self._admitting:
             self._admitting = True
-            self._loop.call_soon(self._admit_some)
+            self.loop.call_soon(self._admit_some)
 
     def _admit_some(self) -> None:
         inbox, added = self._tx_inbox, False
@@ -417,7 +441,7 @@ class Reactor:
         if added:
             self.tx_arrived()
         if inbox and not self._stopped:
-            self._loop.call_soon(self._admit_some)
+            self.loop.call_soon(self._admit_some)
         else:
             self._admitting = False
 
@@ -425,5 +449,5 @@ class Reactor:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.status_interval_s)
-            if self.transport is not None:
+            if self._transport is not None:
                 self.transport.broadcast(K_STATUS, _STATUS.pack(self.cs.height, self.cs.round))

@@ -321,20 +321,23 @@ class ConsensusState:
             hs.validity[bid] = ok
         return ok
 
-    def _is_validator(self) -> bool:
-        return self.privval is not None and self.privval.pub_key in self._hs().valset
+    def _signer(self) -> PrivValidator | None:
+        """This node's signer if it is in the height's validator set, else None."""
+        pv = self.privval
+        return pv if pv is not None and pv.pub_key in self._hs().valset else None
 
     def _start_round(self, rnd: int) -> None:  # (L11-L21)
         hs = self._hs()
         hs.round, hs.step = rnd, Step.PROPOSE
-        if self._is_validator() and self.proposer(rnd) == self.privval.pub_key:
+        signer = self._signer()
+        if signer is not None and self.proposer(rnd) == signer.pub_key:
             if hs.valid_id is not None:
                 block, bid, pol = hs.blocks[hs.valid_id], hs.valid_id, hs.valid_round
             else:
                 block, bid = self.env.get_value(hs.height, rnd)
                 pol = -1
             try:
-                p = self.privval.sign_proposal(hs.height, rnd, pol, bid, block)
+                p = signer.sign_proposal(hs.height, rnd, pol, bid, block)
             except DoubleSignError as exc:
                 log.warning("not proposing: %s", exc)
             else:
@@ -347,10 +350,11 @@ class ConsensusState:
 
     def _sign_and_send(self, vtype: VoteType, bid: bytes | None) -> None:
         hs = self._hs()
-        if not self._is_validator():
+        signer = self._signer()
+        if signer is None:
             return
         try:
-            v = self.privval.sign_vote(vtype, hs.height, hs.round, bid)
+            v = signer.sign_vote(vtype, hs.height, hs.round, bid)
         except DoubleSignError as exc:
             log.warning("not voting: %s", exc)
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from gridledger.chain.abci import Validator
 from gridledger.chain.wire import validator_set_hash
@@ -197,14 +198,14 @@ class ValidatorSet:
         return out
 
     # --- persistence ------------------------------------------------------------------------
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "validators": [[m.pub_key.hex(), m.power, m.priority] for m in self._members],
             "proposer": self.proposer.hex(),
         }
 
     @staticmethod
-    def from_json(d: dict) -> ValidatorSet:
+    def from_json(d: dict[str, Any]) -> ValidatorSet:
         rows = d["validators"]
         return ValidatorSet(
             [Validator(bytes.fromhex(k), int(p)) for k, p, _ in rows],
