@@ -522,7 +522,11 @@ class LedgerApp(BaseApplication):
             size += len(raw)
         # a committed tx in a proposal makes it invalid (process_proposal): leave such out
         with self.lock:
-            return [raw for raw in out if self._replay_problem(self._precheck(raw)[0]) is None]
+            return [
+                raw
+                for raw in out
+                if (tx := self._precheck(raw)[0]) is not None and self._replay_problem(tx) is None
+            ]
 
     def replays_among(self, txs: list[bytes]) -> set[bytes]:
         """Ids of ``txs`` that repeat a committed transaction (:meth:`_replay_problem`)."""

@@ -255,9 +255,12 @@ class SnapshotStore:
 
     def chunks(self, height: int) -> list[bytes]:
         m = self._manifests[height]
-        out = [self.chunk(height, i) for i in range(len(m.chunk_hashes))]
-        if any(c is None for c in out):
-            raise SnapshotError(f"snapshot {height} is missing chunk files")
+        out = []
+        for i in range(len(m.chunk_hashes)):
+            chunk = self.chunk(height, i)
+            if chunk is None:
+                raise SnapshotError(f"snapshot {height} is missing chunk files")
+            out.append(chunk)
         return out
 
     def prune(self) -> None:
@@ -270,7 +273,7 @@ class SnapshotStore:
 
 def consensus_json(valsets: dict[int, Any], pending: dict[int, Any]) -> dict[str, Any]:
     """The engine's ``consensus_state.json`` document for a snapshot (strings as keys)."""
-    return json.loads(
+    doc: dict[str, Any] = json.loads(
         json.dumps(
             {
                 "valsets": {str(h): s for h, s in valsets.items()},
@@ -278,6 +281,7 @@ def consensus_json(valsets: dict[int, Any], pending: dict[int, Any]) -> dict[str
             }
         )
     )
+    return doc
 
 
 __all__ = [

@@ -75,7 +75,9 @@ def _fail(rep: VerifyReport, height: int | None, problem: str) -> None:
     rep.bad_height, rep.problem, rep.ok = height, problem, False
 
 
-def _restore_base(node: Store, replay_store: Store, snaps: Path, base: dict) -> str | None:
+def _restore_base(
+    node: Store, replay_store: Store, snaps: Path, base: dict[str, Any]
+) -> str | None:
     """Put the replay at the node's state-sync snapshot (None), or say why it cannot."""
     height = int(base["height"])
     try:

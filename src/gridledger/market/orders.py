@@ -57,9 +57,12 @@ def power_at(record: Mapping[str, Any], slot_start_ms: int, slot_ms: int) -> int
     """The power in W of an order or match (its plain record) in the slot starting at
     ``slot_start_ms``: its profile's entry for that slot, or its constant ``power_w``."""
     profile = record.get("profile_w")
-    if profile is None:
-        return record["power_w"]
-    return profile[(slot_start_ms - record["start_ms"]) // slot_ms]
+    power_w: int = (
+        record["power_w"]
+        if profile is None
+        else profile[(slot_start_ms - record["start_ms"]) // slot_ms]
+    )
+    return power_w
 
 
 def scheduled_energy_wh(record: Mapping[str, Any], slot_ms: int) -> int:
@@ -221,11 +224,13 @@ def _from_dict(cls: Any, data: Mapping[str, Any]) -> Any:
 
 
 def offer_from_dict(data: Mapping[str, Any]) -> Offer:
-    return _from_dict(Offer, data)
+    offer: Offer = _from_dict(Offer, data)
+    return offer
 
 
 def bid_from_dict(data: Mapping[str, Any]) -> Bid:
-    return _from_dict(Bid, data)
+    bid: Bid = _from_dict(Bid, data)
+    return bid
 
 
 __all__ = [

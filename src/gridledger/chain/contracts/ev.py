@@ -45,6 +45,7 @@ from gridledger.chain.contracts.base import (
     require_fields,
 )
 from gridledger.chain.contracts.membership import member_key
+from gridledger.grid.der import ShapableLoad
 from gridledger.market import ev as rules
 from gridledger.market.orders import MAX_PRICE_UTOKEN_PER_KWH, MS_PER_HOUR
 
@@ -235,7 +236,8 @@ def _session(ctx: Context, session_id: str) -> dict[str, Any]:
     s = ctx.state.get(session_key(session_id))
     if s is None:
         raise ContractError(codes.NOT_FOUND, f"no EV session {session_id[:16]}…")
-    return s
+    record: dict[str, Any] = s
+    return record
 
 
 def _activate(ctx: Context, member: str, session_id: str, cap: int) -> None:
@@ -481,7 +483,7 @@ CONTRACT = Contract(
 
 def shapable_load(
     session: dict[str, Any], horizon_start_ms: int, horizon_hours: int
-) -> rules.ShapableLoad:
+) -> ShapableLoad:
     """An open session (its record in state) as the day-ahead ADMM's shapable load: the
     authorised energy between plug-in (``opened_ms``) and the expiry, at most the meter's
     rating (``market/ev.py``)."""

@@ -29,8 +29,9 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from gridledger.chain.abci import Validator
 from gridledger.chain.block import BlockError, Commit, Header, validator_set_hash
@@ -125,7 +126,8 @@ def encode_height(height: int) -> bytes:
 def decode_height(payload: bytes) -> int:
     if len(payload) != _HEIGHT.size:
         raise StateSyncError(f"a height is {_HEIGHT.size} bytes, got {len(payload)}")
-    return _HEIGHT.unpack(payload)[0]
+    height: int = _HEIGHT.unpack(payload)[0]
+    return height
 
 
 @dataclass(frozen=True)
@@ -282,13 +284,21 @@ class SyncStats:
     chunks_refetched: int = 0
 
 
+class PeerLinks(Protocol):
+    """What the syncer needs of the node's transport."""
+
+    def send(self, peer: bytes, kind: int, payload: bytes) -> bool: ...
+
+    def connected(self) -> Iterable[bytes]: ...
+
+
 class StateSyncer:
     """The client side: one run per node start, on the node's transport."""
 
     def __init__(
         self,
         chain_id: str,
-        transport,
+        transport: PeerLinks,
         config: StateSyncConfig,
         check_consensus: Callable[[Manifest, Header, Header], str | None] | None = None,
     ):
@@ -298,7 +308,7 @@ class StateSyncer:
         self.banned: set[bytes] = set()
         self.bad_manifests: set[bytes] = set()
         self.stats = SyncStats()
-        self._waiting: dict[tuple, asyncio.Future] = {}
+        self._waiting: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
     # --- inbound ---------------------------------------------------------------------------
     def on_frame(self, peer: bytes, kind: int, payload: bytes) -> None:
@@ -324,7 +334,7 @@ class StateSyncer:
         except (StateSyncError, ValueError) as exc:
             self._ban(peer, f"undecodable state-sync frame: {exc}")
 
-    def _resolve(self, key: tuple, value) -> None:
+    def _resolve(self, key: tuple[Any, ...], value: object) -> None:
         fut = self._waiting.pop(key, None)
         if fut is not None and not fut.done():
             fut.set_result(value)
@@ -340,7 +350,7 @@ class StateSyncer:
             if not fut.done():
                 fut.set_result(None)
 
-    async def _request(self, peer: bytes, kind: int, payload: bytes, key: tuple):
+    async def _request(self, peer: bytes, kind: int, payload: bytes, key: tuple[Any, ...]) -> Any:
         fut = asyncio.get_running_loop().create_future()
         self._waiting[key] = fut
         if not self.transport.send(peer, kind, payload):
