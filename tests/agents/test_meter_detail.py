@@ -159,16 +159,32 @@ def _run(tmp_path: Path, capsys, url, chain, api, meters, keyfiles, pv, house) -
     serve("pv14", [-0.4, -0.6, 0.2, 0.3], "--sample-s", "1", row_ms=1000)
     serve("house12", [0.25, 0.75], "--detail-readers", "")  # the DSO not granted
     serve("wind3", [-2], "--no-detail")
+    # wind erased its next slot's detail in advance: the reading still goes, without a hash
+    wind, wind_meter = _key("wind"), meters["wind3"].pub_hex
+    ahead = {"meter": wind_meter, "start_ms": first + SLOT_MS, "duration_s": 2,
+             "export_wh": 3000, "import_wh": 0}  # fmt: skip
+    ahead_bytes = detail_bytes(detail_doc(ahead, "wind3", [-3000], 2))
+    api.as_member(wind).offchain_erase(api.as_member(wind).offchain_put(ahead_bytes, ()))
+    serve("wind3", [-2, -3])
+    # bad flags are refused, naming what is wrong
+    bad_flags = [(["--sample-s", "1", "--detail-readers", "dso,boss"], "unknown role(s) ['boss']"),
+                 (["--sample-s", "3"], "do not divide the 2000 ms slot")]  # fmt: skip
+    for flags, message in bad_flags:
+        argv = ["meter", "serve", "--node", url, "--profile", str(tmp_path / "pv14.csv"),
+                "--keys", str(tmp_path / "keys-pv14"), *flags]  # fmt: skip
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and message in err, err
     time.sleep(0.3)  # the last reading's block
     readings = _readings(api)
     by_meter = {name: [r for r in readings if r[1]["meter"] == k.pub_hex]
                 for name, k in meters.items()}  # fmt: skip
-    assert [len(by_meter[n]) for n in ("pv14", "house12", "wind3")] == [2, 2, 1]
+    assert [len(by_meter[n]) for n in ("pv14", "house12", "wind3")] == [2, 2, 2]
     # on chain: totals and the hash only
     pv_tx, pv_reading = by_meter["pv14"][0]
     assert set(pv_reading) == {"meter", "start_ms", "duration_s", "export_wh", "import_wh",
                                "detail_hash"}  # fmt: skip
-    assert "detail_hash" not in by_meter["wind3"][0][1]
+    assert [r for _, r in by_meter["wind3"] if "detail_hash" in r] == []
+    assert by_meter["wind3"][1][1]["export_wh"] == 3000
     assert chain.state(f"meter/{meters['pv14'].pub_hex}")["export_wh"] == 1000
 
     def detail(tx: str, who: str, *flags: str) -> tuple[int, str, str]:
