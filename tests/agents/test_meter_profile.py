@@ -96,6 +96,45 @@ def test_bad_profiles_are_refused_naming_the_line(tmp_path, text, message) -> No
         read_profile(path, SLOT)
 
 
+FINE = """timestamp,pv14
+2027-01-15T08:00:00Z,-0.5
+2027-01-15T08:05:00Z,-0.25
+2027-01-15T08:10:00Z,-0.0004
+2027-01-15T08:15:00Z,0.1
+2027-01-15T08:20:00Z,0.2
+2027-01-15T08:25:00Z,0.3
+"""
+
+
+def test_a_finer_profile_sums_its_samples_per_slot(tmp_path) -> None:
+    path = tmp_path / "fine.csv"
+    path.write_text(FINE)
+    p = read_profile(path, SLOT, sample_ms=300_000)
+    assert p.starts_ms == [T, T + SLOT] and p.sample_ms == 300_000
+    assert p.samples_kwh["pv14"] == [[-0.5, -0.25, -0.0004], [0.1, 0.2, 0.3]]
+    # each sample is posted in whole Wh (-0.4 Wh is 0), the slot is their sum
+    assert p.kwh["pv14"] == [-0.75, 0.6]
+
+
+@pytest.mark.parametrize(
+    ("text", "sample_ms", "message"),
+    [
+        (FINE, 420_000, "samples of 420000 ms do not divide the 900000 ms slot"),
+        (FINE.replace("08:00:00Z,-0.5", "07:55:00Z,-0.5"), 300_000,
+         ":2: .* is not the start of a 900 s slot"),
+        (FINE.replace("08:10:00Z", "08:11:00Z"), 300_000, ":4: .* is not the start of a 300 s"),
+        (FINE.replace("08:10:00Z", "08:15:00Z"), 300_000,
+         r":4: gap before 2027-01-15T08:15:00Z: 1 sample\(s\) of 300 s missing"),
+        (FINE.rsplit("2027", 1)[0], 300_000, "the last slot has 2 of its 3 samples"),
+    ],
+)  # fmt: skip
+def test_bad_fine_profiles_are_refused(tmp_path, text, sample_ms, message) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ProfileError, match=message):
+        read_profile(path, SLOT, sample_ms=sample_ms)
+
+
 @pytest.mark.xdist_group("node-process")
 def test_meter_serve_against_a_node_process(tmp_path, capsys) -> None:
     """``gridledger meter serve`` posts a 2 s-slot profile to a real node and exits when every

@@ -28,7 +28,47 @@ def register(sub: Any) -> None:
     serve.add_argument("--profile", type=Path, required=True)
     serve.add_argument("--keys", type=Path, required=True, help="directory of meter key files")
     serve.add_argument("--poll-s", type=float, default=0.2)
+    serve.add_argument(
+        "--sample-s",
+        type=int,
+        help="the profile's rows are samples of this many seconds (dividing the slot), not "
+        "slots: each reading is the sum of its slot's samples, and its detail keeps them",
+    )
+    serve.add_argument(
+        "--detail",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="store each reading's detail off chain (owned by the meter's prosumer) and put "
+        "only its hash on chain (default: on)",
+    )
+    serve.add_argument(
+        "--detail-readers",
+        default="dso",
+        help="comma-separated roles the prosumers let read the detail ('' for none; default dso)",
+    )
     serve.set_defaults(handler=_serve)
+
+    detail = msub.add_parser(
+        "detail",
+        help="read a reading's off-chain detail and check it against the hash on chain",
+        description=(
+            "Prints the detail of meter reading READING_TX, read with KEY (the prosumer the "
+            "meter is bound to, or a role it granted, e.g. the DSO), once its bytes hash to the "
+            "reading's detail_hash and it describes that reading. With --erase, KEY (the "
+            "prosumer) erases the detail instead: the hash stays on chain, the bytes go."
+        ),
+    )
+    detail.add_argument("reading_tx", metavar="READING_TX")
+    detail.add_argument("--node", required=True, help="the node's API URL")
+    detail.add_argument("--key", type=Path, required=True, help="the reader's key file")
+    what = detail.add_mutually_exclusive_group()
+    what.add_argument("--erase", action="store_true", help="erase it (the prosumer only)")
+    what.add_argument(
+        "--grant",
+        metavar="ROLES",
+        help="set the roles that may read it, comma-separated, '' for none (the prosumer only)",
+    )
+    detail.set_defaults(handler=_detail)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -41,13 +81,23 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         slot_ms = int((client.state(PARAMS) or {}).get("slot_ms", 900_000))
         try:
-            profile = read_profile(args.profile, slot_ms)
+            sample_ms = None if args.sample_s is None else args.sample_s * 1000
+            profile = read_profile(args.profile, slot_ms, sample_ms)
             meters = []
             for name, values in profile.kwh.items():
                 key, _ = load_key(args.keys / f"{name}.json")
                 meters.append(ProfileMeter(name, key, profile.starts_ms, values, slot_ms))
+                if sample_ms:
+                    meters[-1].samples_kwh = profile.samples_kwh[name]
+                    meters[-1].sample_ms = sample_ms
         except (ProfileError, KeyFileError) as exc:
             raise CliError(str(exc)) from exc
+        if args.detail:
+            from gridledger.agents.meter_detail import NodeDetailStore
+
+            store = NodeDetailStore(args.node, client.chain_id, _roles(args.detail_readers))
+            for m in meters:
+                m.detail = store
         last = -1
         while not all(m.done(client) for m in meters):
             height = client.height()
@@ -61,4 +111,54 @@ def _serve(args: argparse.Namespace) -> int:
             time.sleep(args.poll_s)
     finally:
         client.close()
+    return 0
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    from gridledger.chain.keys import ROLES
+
+    roles = tuple(sorted({r.strip() for r in text.split(",") if r.strip()}))
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise CliError(f"--detail-readers: unknown role(s) {unknown}; roles are {sorted(ROLES)}")
+    return roles
+
+
+def _detail(args: argparse.Namespace) -> int:
+    import json
+
+    import httpx
+
+    from gridledger.agents.meter_detail import DetailError, check_detail, reading_payload
+    from gridledger.chain.keys import KeyFileError, load_key
+    from gridledger.node.client import ClientError, LedgerClient
+
+    try:
+        key, _ = load_key(args.key)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        with LedgerClient(args.node, key=key) as node:
+            payload = reading_payload(node.tx(args.reading_tx), args.reading_tx)
+            h = payload["detail_hash"]
+            if args.erase:
+                node.offchain_erase(h)
+                print(json.dumps({"reading": args.reading_tx, "detail_hash": h, "erased": True}))
+                return 0
+            data = node.offchain_get(h)
+            doc = check_detail(payload, data)
+            if args.grant is not None:
+                roles = _roles(args.grant)
+                member = node.account(payload["meter"]).get("member") or {}
+                if member.get("prosumer") != key.pub_hex:
+                    raise CliError("only the prosumer the meter is bound to grants its detail")
+                node.offchain_put(data, readers=roles)  # the subject's put sets the readers
+    except DetailError as exc:
+        raise CliError(str(exc)) from exc
+    except ClientError as exc:
+        raise CliError(f"detail of reading {args.reading_tx}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise CliError(f"cannot reach the node: {exc}") from exc
+    out = {"reading": args.reading_tx, "detail_hash": h, "verified": True, "detail": doc}
+    print(json.dumps(out, sort_keys=True))
     return 0

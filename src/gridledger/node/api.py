@@ -354,7 +354,8 @@ def create_api(node: NodeService, settings: ApiSettings | None = None) -> FastAP
         else:
             subject = signed.pub_hex
         roles = tuple(sorted({r for r in readers.split(",") if r}))
-        h = await asyncio.to_thread(node.offchain.put, data, subject, roles)
+        regrant = member["role"] != "meter"  # a meter stores for its subject, never re-grants
+        h = await asyncio.to_thread(node.offchain.put, data, subject, roles, regrant)
         return {"hash": h.hex()}
 
     @api.get(

@@ -118,8 +118,12 @@ class OffchainStore:
             ).fetchone()
         return Usage(*row) if row else Usage(0, 0)
 
-    def put(self, data: bytes, owner: str, readers: tuple[str, ...] = ()) -> bytes:
-        """Store ``data`` for subject ``owner``, readable also by members of ``readers`` roles."""
+    def put(
+        self, data: bytes, owner: str, readers: tuple[str, ...] = (), regrant: bool = True
+    ) -> bytes:
+        """Store ``data`` for subject ``owner``, readable also by members of ``readers`` roles.
+        Storing bytes already stored changes who may read them only with ``regrant`` (the
+        subject itself); a meter writing for its subject stores, but cannot widen a grant."""
         if len(data) > MAX_BLOB_BYTES:
             raise BlobTooLarge(f"{len(data)} bytes exceeds the limit of {MAX_BLOB_BYTES}")
         h = hashlib.sha256(data).digest()
@@ -136,7 +140,9 @@ class OffchainStore:
                         "and may not be stored again",
                         row[0],
                     )
-                if row is not None:  # already stored: only the readers may change
+                if row is not None and not regrant:
+                    pass  # already stored, and only the subject changes who reads it
+                elif row is not None:  # already stored: only the readers may change
                     self._conn.execute(
                         "UPDATE records SET readers=? WHERE hash=? AND owner=?",
                         (",".join(readers), h, owner),
