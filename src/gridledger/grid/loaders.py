@@ -151,7 +151,7 @@ def to_matpower(net: Network) -> str:
     pos = net.bus_position()
     gen = net.gen
     roles = gen.role.to_numpy(str)
-    slack_bus = int(gen.bus[roles == GenRole.SLACK].iloc[0])
+    slack_buses = {int(b) for b in gen.bus[roles == GenRole.SLACK]}  # several: distributed
     held = {int(b) for b in gen.bus[roles != GenRole.PQ]}
     pd_, qd, gs, bs = (np.zeros(len(ids)) for _ in range(4))
     for row in net.load.itertuples():
@@ -168,7 +168,7 @@ def to_matpower(net: Network) -> str:
     lines.append("mpc.bus = [")
     for i, (bus_id, row) in enumerate(net.bus.iterrows()):
         b = int(bus_id)
-        kind = MP_REF if b == slack_bus else (MP_PV if b in held else MP_PQ)
+        kind = MP_REF if b in slack_buses else (MP_PV if b in held else MP_PQ)
         cells = [b + offset, kind, pd_[i], qd[i], gs[i], bs[i], 1, 1, 0, row.vn_kv, 1]
         lines.append(_row([*cells, row.vmax_pu, row.vmin_pu]))
     lines += ["];", "", "mpc.gen = ["]
@@ -417,6 +417,10 @@ def from_pandapower(
     With ``gen`` elements (transmission cases such as case300) those regulate by voltage and the
     static generators are fixed (``pq``) injections, as in pandapower.
 
+    Several in-service external grids are all ``slack`` generators: the first holds the angle
+    reference, the others hold their voltage magnitude, and they share the balance by their
+    ``slack_weight`` — pandapower's ``runpp(net, distributed_slack=True)``.
+
     ``trafo_model`` is passed to pandapower (``"t"``, its default, or ``"pi"``).  A transformer's
     T model becomes a pi branch whose shunt has a small conductance (its no-load losses); our
     branch model has no branch conductance, so it becomes a shunt at each end, listed in the
@@ -480,7 +484,6 @@ def from_pandapower(
             )
         return b
 
-    _refuse_several_ext_grids(net, title)
     branch_names, kinds, rates = _branch_names(net, ppc, ids, alive)
     if len(branch_names) == len(out.branch):
         out = out.with_tables(
@@ -612,19 +615,6 @@ def _finite_or(value: Any, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return x if math.isfinite(x) else default
-
-
-def _refuse_several_ext_grids(net: Any, title: str) -> None:
-    """pandapower holds every external grid's voltage angle; our power flow has one angle
-    reference per island (further slacks hold their voltage magnitude only), so the results
-    would differ: refuse rather than solve another network."""
-    live = net.ext_grid[net.ext_grid.in_service.to_numpy(bool)] if "ext_grid" in net else []
-    if len(live) > 1:
-        raise NetworkError(
-            f"{title}: {len(live)} in-service external grids (at buses "
-            f"{sorted(int(b) for b in live.bus)}); gridledger supports one per network — keep "
-            "one in service, or model the others as generators"
-        )
 
 
 def _branch_names(
