@@ -44,6 +44,7 @@ from .network import (
     table,
     validate,
 )
+from .taps import pandapower_tap_table
 
 # MATPOWER column indices (0-based), see MATPOWER's idx_bus / idx_gen / idx_brch.
 BUS_I, BUS_TYPE, PD, QD, GS, BS, VM, VA, BASE_KV, VMAX, VMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12
@@ -557,6 +558,7 @@ def from_pandapower(
         shunt=shunt,
         no_load_shunts=no_load,
         regulator_control="q" if sgen_regulates else "vm",
+        tap=pandapower_tap_table(net, ppc, ids, alive, [str(n) for n in out.branch["name"]]),
     )
 
 
