@@ -7,20 +7,22 @@ at each tap vector, the remaining reactive controls are optimized by the R-OPF o
 :func:`~gridledger.grid.ropf.solve_ropf` (``exact``: SLSQP, or IPOPT from 35 buses on; or a
 population method) on the network with those taps (:func:`gridledger.grid.taps.at_positions`).
 
-* ``search="local"``: a pattern search from the current positions.  With step ``s`` (a power
-  of two, from a quarter of the widest range down to 1) it evaluates the ``±s`` move of every
-  tap and takes the best improvement, until none improves; then halves ``s``.  It ends at a
-  point no single one-step move improves (a discrete local optimum), after far fewer R-OPFs
-  than the lattice has points.
+* ``search="local"``: relaxed, rounded, then a pattern search.  Below 35 buses, with every
+  changer on its branch's ``from`` side, the R-OPF is first solved with the positions as
+  continuous variables (:mod:`.tap_relax`, SLSQP) and its optimum rounded to the nearest
+  steps; the pattern search starts there with single steps (else at the current positions
+  with a step ``s``, a power of two from a quarter of the widest range down to 1).  It
+  evaluates the ``±s`` move of every tap and takes the best improvement until none improves,
+  then halves ``s``; it ends at a point no single one-step move improves (a discrete local
+  optimum), after far fewer R-OPFs than the lattice has points.
 * ``search="exhaustive"``: every tap vector (refused above :data:`MAX_EXHAUSTIVE` vectors) —
   the reference the tests hold the local search to.
 
-Points are ranked feasible first, then by the summed limit breach, then by losses, so the
-answer is never worse than the R-OPF with the taps left where they are (the start).
-Why not a continuous relaxation inside the NLP: the tap enters every admittance term of its
-branch, so the exact solvers' analytic Jacobians and the sparse solver's hand-written Hessian
-would all grow a new variable kind, and its result would still have to be rounded and
-re-solved; the lattice search reuses the solvers unchanged and its answer is a position.
+Points are ranked feasible first, then by the summed limit breach, then by losses, and the
+current positions are always evaluated, so the answer is never worse than the R-OPF with the
+taps left where they are.  The relaxation only picks the start: rounding a continuous optimum
+can land on a worse or infeasible vector, and on large grids (IPOPT, whose hand-written
+Hessian has no tap terms) there is none, so the discrete search has the last word.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def solve_ropf_with_taps(
     rng: int = 0,
     search: str = "local",
     prepare: Callable[[Network], Network] | None = None,
+    relax: bool = True,
 ) -> TapRopfResult:
     """R-OPF with the named tap changers (``"all"``: every one of ``net.tap``) as controls.
 
@@ -115,7 +118,11 @@ def solve_ropf_with_taps(
             evaluate(pos)
         best = min(solved, key=lambda p: solved[p][0])
     else:
-        best = _pattern_search(start, ranges, evaluate)
+        relaxed = _rounded_relaxation(solved[start][2], net, names, ranges) if relax else None
+        # from the rounded relaxation the optimum is near: single steps only
+        best = _pattern_search(relaxed or start, ranges, evaluate, near=relaxed is not None)
+        if solved[start][0] < solved[best][0]:
+            best = start
     rank, res, problem, tapped = solved[best]
     del rank
     return TapRopfResult(
@@ -131,11 +138,28 @@ def solve_ropf_with_taps(
     )
 
 
+def _rounded_relaxation(
+    problem: RopfProblem, net: Network, names: list[str], ranges: list[range]
+) -> tuple[int, ...] | None:
+    """The relaxed optimum's positions rounded to the nearest step, or None without one."""
+    from .tap_relax import relaxed_positions
+
+    relaxed = relaxed_positions(problem, net, names)
+    if relaxed is None:
+        return None
+    return tuple(
+        min(max(round(relaxed[n]), r.start), r.stop - 1) for n, r in zip(names, ranges, strict=True)
+    )
+
+
 def _pattern_search(
-    start: tuple[int, ...], ranges: list[range], evaluate: Callable[[tuple[int, ...]], tuple]
+    start: tuple[int, ...],
+    ranges: list[range],
+    evaluate: Callable[[tuple[int, ...]], tuple],
+    near: bool = False,
 ) -> tuple[int, ...]:
     widest = max(len(r) for r in ranges)
-    step = 1 << max(0, int(np.floor(np.log2(max(widest // 4, 1)))))
+    step = 1 if near else 1 << max(0, int(np.floor(np.log2(max(widest // 4, 1)))))
     best, best_rank = start, evaluate(start)
     while step >= 1:
         improved = True
