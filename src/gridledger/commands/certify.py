@@ -69,7 +69,8 @@ def register(sub: Any) -> None:
         default=None,
         metavar="all|BRANCH,...",
         help="move these transformers' on-load tap changers too (discrete positions; 'all': "
-        "every transformer with tap data); prints the losses with the taps fixed beside",
+        "every transformer with tap data); prints the losses with the taps fixed beside (with "
+        "--svc the SVC is a control, not priced)",
     )
     ropf.add_argument(
         "--tap-search",

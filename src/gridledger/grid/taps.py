@@ -106,8 +106,9 @@ def select_taps(net: Network, taps: str | Sequence[str]) -> list[str]:
             )
         raise NetworkError(
             f"{net.name}: tap control {name!r}: the transformer has no tap-changer data "
-            "(pandapower: tap_changer_type 'Ratio' with tap_pos, tap_min, tap_max, "
-            "tap_neutral, tap_step_percent and tap_side set)"
+            "(pandapower: tap_changer_type 'Ratio'; integer tap_pos within tap_min..tap_max; "
+            "tap_neutral, tap_step_percent and tap_side set; no tap_dependency_table, no "
+            "second changer)"
         )
     if not chosen:
         raise NetworkError(f"{net.name}: no tap control named")
