@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gridledger.agents.meter_profile import ProfileError, ProfileMeter, read_profile
@@ -251,3 +252,28 @@ def test_grid_profiles_refuse_a_meter_that_is_no_element(meters, message) -> Non
         meter_profile("microgrid9", load_case("microgrid9"), meters, T, 4, SLOT)
     with pytest.raises(ProfileError, match="is not the start of a 900 s slot"):
         meter_profile("microgrid9", load_case("microgrid9"), ["L5"], T + 1000, 4, SLOT)
+
+
+@pytest.mark.slow
+def test_simbench_grid_profiles_are_simbenchs_absolute_values() -> None:
+    """On ``simbench:<code>`` a load's and a PV unit's readings are SimBench's own absolute
+    profile values (``get_absolute_values``) at the simulated day's steps, times 15 minutes."""
+    import simbench
+
+    from gridledger.demo.community_profiles import SIMBENCH_DAY, meter_profile
+    from gridledger.grid.cases import load_case
+
+    code = "1-LV-rural3--0-sw"
+    net = load_case(f"simbench:{code}")
+    sb = simbench.get_simbench_net(code)
+    absolute = simbench.get_absolute_values(sb, profiles_instead_of_study_cases=True)
+    load, pv = str(net.load["name"].iloc[3]), str(net.gen["name"].iloc[2])
+    profile = meter_profile(f"simbench:{code}", net, [load, pv], T, 3, SLOT)
+    step = SIMBENCH_DAY * 96 + T % 86_400_000 // SLOT  # 08:00 of the simulated day
+    li = sb.load.index[sb.load.name == load][0]
+    gi = sb.sgen.index[sb.sgen.name == pv][0]
+    want_load = absolute[("load", "p_mw")].loc[step : step + 2, li].to_numpy() * 250
+    want_pv = -absolute[("sgen", "p_mw")].loc[step : step + 2, gi].to_numpy() * 250
+    np.testing.assert_allclose(profile.kwh[load], want_load, rtol=1e-12)
+    np.testing.assert_allclose(profile.kwh[pv], want_pv, rtol=1e-12)
+    assert min(want_pv) < -0.05  # the PV unit exports in the morning
