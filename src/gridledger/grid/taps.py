@@ -65,7 +65,7 @@ def check_taps(net: Network) -> None:
         step = float(row.step_percent)
         if not (math.isfinite(step) and step != 0):
             raise NetworkError(f"{where}: step_percent must be a non-zero number, got {step}")
-        lowest = min(_factor(row, row.tap_min), _factor(row, row.tap_max))
+        lowest = min(turns_factor(row, row.tap_min), turns_factor(row, row.tap_max))
         if lowest <= 0:
             raise NetworkError(
                 f"{where}: {step} % per step reaches a turns ratio of {lowest:.3g} within "
@@ -73,7 +73,8 @@ def check_taps(net: Network) -> None:
             )
 
 
-def _factor(row: Any, pos: int) -> float:
+def turns_factor(row: Any, pos: int) -> float:
+    """f(pos): the tapped winding's turns at ``pos`` per rated turn (``row``: a tap row)."""
     return 1.0 + (int(pos) - int(row.tap_neutral)) * float(row.step_percent) / 100.0
 
 
@@ -116,7 +117,7 @@ def select_taps(net: Network, taps: str | Sequence[str]) -> list[str]:
 
 
 def tap_range(net: Network, branch: str) -> range:
-    row = _row(net, branch)
+    row = tap_row(net, branch)
     return range(int(row.tap_min), int(row.tap_max) + 1)
 
 
@@ -124,7 +125,8 @@ def tap_positions(net: Network) -> dict[str, int]:
     return {str(r.branch): int(r.tap_pos) for r in net.tap.itertuples()}
 
 
-def _row(net: Network, branch: str) -> Any:
+def tap_row(net: Network, branch: str) -> Any:
+    """The tap table's row of the changer on ``branch``."""
     hits = net.tap[net.tap.branch == branch]
     if hits.empty:
         raise NetworkError(f"{net.name}: no tap changer on branch {branch!r}")
@@ -141,12 +143,12 @@ def at_positions(net: Network, positions: Mapping[str, int]) -> Network:
     names = branch["name"].astype(str).to_numpy()
     shunt_names = shunt["name"].astype(str).to_numpy()
     for name, pos in positions.items():
-        row = _row(net, name)
+        row = tap_row(net, name)
         if int(pos) != pos or not row.tap_min <= pos <= row.tap_max:
             raise NetworkError(
                 f"{net.name}: tap position {pos} of {name!r} outside [{row.tap_min}, {row.tap_max}]"
             )
-        k = _factor(row, int(pos)) / _factor(row, int(row.tap_pos))
+        k = turns_factor(row, int(pos)) / turns_factor(row, int(row.tap_pos))
         i = branch.index[names == name][0]
         ratio = float(branch.at[i, "ratio"]) or 1.0
         from_shunt = shunt.index[shunt_names == f"no-load {name} from"]

@@ -20,7 +20,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ..network import Network
-from ..taps import _factor, _row
+from ..taps import tap_row, turns_factor
 from .exact import SPARSE_FROM_BUSES, _FullSpace
 from .problem import RopfProblem
 
@@ -33,7 +33,7 @@ class _TapSpace(_FullSpace):
         c = prob.compiled
         names_col = net.branch["name"].astype(str).to_numpy()
         self.k = np.array([int(np.flatnonzero(names_col == n)[0]) for n in names])
-        rows = [_row(net, n) for n in names]
+        rows = [tap_row(net, n) for n in names]
         br = net.branch.iloc[self.k]
         self.f = c.branch_from[self.k]
         self.t = c.branch_to[self.k]
@@ -46,7 +46,7 @@ class _TapSpace(_FullSpace):
         self.lo = np.array([float(r.tap_min) for r in rows])
         self.hi = np.array([float(r.tap_max) for r in rows])
         self.dtau_dp = np.array(
-            [t0 * float(r.step_percent) / 100 / _factor(r, int(r.tap_pos))
+            [t0 * float(r.step_percent) / 100 / turns_factor(r, int(r.tap_pos))
              for t0, r in zip(self.tau0, rows, strict=True)]
         )  # fmt: skip
         base = net.base_mva
@@ -159,7 +159,7 @@ def relaxed_positions(
     no relaxation here (a ``to``-side changer, a large grid) or SLSQP does not converge."""
     if prob.compiled.n_bus >= SPARSE_FROM_BUSES:
         return None
-    if any(_row(net, n).side != "from" for n in names):
+    if any(tap_row(net, n).side != "from" for n in names):
         return None
     fs = _TapSpace(prob, net, names)
     before = prob.solve_pf(prob.current_x())

@@ -79,13 +79,12 @@ def solve_ropf_with_taps(
     method: str = "exact",
     rng: int = 0,
     search: str = "local",
-    prepare: Callable[[Network], Network] | None = None,
     relax: bool = True,
 ) -> TapRopfResult:
     """R-OPF with the named tap changers (``"all"``: every one of ``net.tap``) as controls.
 
     ``rng`` seeds a population method the same way at every tap vector, so the search is
-    reproducible.  ``prepare`` (optional) adjusts each tapped network before it is compiled.
+    reproducible; ``relax=False`` starts the search at the current positions.
     Raises ``NetworkError`` naming a tap control the network cannot move.
     """
     if search not in ("local", "exhaustive"):
@@ -100,8 +99,6 @@ def solve_ropf_with_taps(
     def evaluate(pos: tuple[int, ...]) -> tuple:
         if pos not in solved:
             tapped = at_positions(net, dict(zip(names, pos, strict=True)))
-            if prepare is not None:
-                tapped = prepare(tapped)
             problem = RopfProblem(compile_network(tapped), control, options)
             res = solve_ropf(problem, method, rng=rng)
             solved[pos] = (_rank(problem, res), res, problem, tapped)
@@ -123,8 +120,7 @@ def solve_ropf_with_taps(
         best = _pattern_search(relaxed or start, ranges, evaluate, near=relaxed is not None)
         if solved[start][0] < solved[best][0]:
             best = start
-    rank, res, problem, tapped = solved[best]
-    del rank
+    _, res, problem, tapped = solved[best]
     return TapRopfResult(
         positions=dict(zip(names, best, strict=True)),
         start_positions=dict(zip(names, start, strict=True)),
