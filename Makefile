@@ -29,6 +29,7 @@ bench: install
 	$(PY) bench/ledger.py
 	$(PY) bench/ledger_bft.py --validators 4
 	$(PY) bench/admm.py
+	$(PY) bench/taps.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gridledger.agents.meter_profile import ProfileError, ProfileMeter, read_profile
@@ -150,10 +151,13 @@ def test_meter_serve_against_a_node_process(tmp_path, capsys) -> None:
     from gridledger.node.home import NodeConfig
 
     val, dso, pv, meter = KeyPair.generate(), KeyPair.generate(), key("pv"), key("m-pv")
+    house, load_meter = key("house"), key("m-house")
     home = tmp_path / "node"
     save_key(home / "keys" / "validator.json", val, "validator")
     members = [{"pub_key": dso.pub_hex, "role": "dso", "name": "DSO"},
-               {"pub_key": pv.pub_hex, "role": "prosumer", "name": "pv", "bus": 14}]  # fmt: skip
+               {"pub_key": pv.pub_hex, "role": "prosumer", "name": "pv", "bus": 14},
+               {"pub_key": house.pub_hex, "role": "prosumer", "name": "house",
+                "bus": 5}]  # fmt: skip
     genesis = make_genesis("meter-cli", time.time_ns() // 10**6, [(val.pub_hex, 1)], members,
                            [], CONTRACTS)  # fmt: skip
     (home / "genesis.json").write_bytes(genesis + b"\n")
@@ -175,6 +179,8 @@ def test_meter_serve_against_a_node_process(tmp_path, capsys) -> None:
             assert chain.submit(dso, "market.configure", {"slot_ms": 2000}).ok
             assert chain.submit(dso, "member.bind_meter",
                                 {"meter": meter.pub_hex, "prosumer": pv.pub_hex}).ok  # fmt: skip
+            bind = {"meter": load_meter.pub_hex, "prosumer": house.pub_hex}
+            assert chain.submit(dso, "member.bind_meter", bind).ok
             first = (chain.time_ms() // 2000 + 2) * 2000
 
             def stamp(ms: int) -> str:
@@ -192,8 +198,23 @@ def test_meter_serve_against_a_node_process(tmp_path, capsys) -> None:
             good.write_text("timestamp,pv14\n" + rows)
             assert main(["meter", "serve", "--node", url, "--profile", str(good), "--keys",
                          str(keys)]) == 0  # fmt: skip
+            # the grid's profiles: key files named like microgrid9's elements
+            grid_keys = tmp_path / "grid-keys"
+            save_key(grid_keys / "L5.json", load_meter, "meter")
+            assert main(["meter", "serve", "--node", url, "--profiles", "grid", "--keys",
+                         str(grid_keys)]) == 2  # fmt: skip
+            assert "--profiles grid needs --grid and --from" in capsys.readouterr().err
+            save_key(grid_keys / "house7.json", KeyPair.generate(), "meter")
+            grid_args = ["meter", "serve", "--node", url, "--profiles", "grid", "--grid",
+                         "microgrid9", "--from", stamp(first), "--slots", "3", "--keys",
+                         str(grid_keys)]  # fmt: skip
+            assert main(grid_args) == 2
+            assert "meter 'house7': microgrid9 has no load" in capsys.readouterr().err
+            (grid_keys / "house7.json").unlink()
+            assert main(grid_args) == 0
             time.sleep(0.3)  # the last reading's block
             on_chain = chain.state(f"meter/{meter.pub_hex}")
+            on_chain_load = chain.state(f"meter/{load_meter.pub_hex}")
         finally:
             chain.close()
     finally:
@@ -201,3 +222,97 @@ def test_meter_serve_against_a_node_process(tmp_path, capsys) -> None:
         node.wait(timeout=30)
     assert (on_chain["export_wh"], on_chain["import_wh"]) == (3000, 500)
     assert on_chain["end_ms"] == first + 6000
+    wh = sum(round(_expected_kwh(first + 2000 * i, 2000)[1] * 1000) for i in range(3))
+    assert (on_chain_load["import_wh"], on_chain_load["end_ms"]) == (wh, first + 6000)
+
+
+def _shipped(column_file: str, column: str) -> list[float]:
+    """The shipped SCE-56 day (24 hourly values), read here with the csv module."""
+    import csv
+    from importlib import resources
+
+    text = resources.files("gridledger.data.sce56").joinpath(column_file).read_text()
+    return [float(r[column]) for r in csv.DictReader(text.splitlines())]
+
+
+def _expected_kwh(start_ms: int, slot_ms: int) -> tuple[float, float]:
+    """(DG2, L5) of microgrid9 in the slot starting at ``start_ms``: DG2's 1.5 MVA rating times
+    the solar shape (exported, negative), L5's 0.6464 MW times the price shape, over the slot."""
+    hour = start_ms % 86_400_000 // 3_600_000
+    solar, price = (
+        _shipped("solar_profile_24h.csv", "solar_output"),
+        _shipped("energy_price_24h.csv", "energy_price"),
+    )
+    hours = slot_ms / 3_600_000
+    return (-1.5 * solar[hour] / max(solar) * 1000 * hours,
+            0.6464 * price[hour] / max(price) * 1000 * hours)  # fmt: skip
+
+
+def test_grid_profiles_give_each_element_meter_its_energy(chain) -> None:
+    from gridledger.demo.community_profiles import meter_profile
+    from gridledger.grid.cases import load_case
+
+    net = load_case("microgrid9")
+    profile = meter_profile("microgrid9", net, ["DG2", "L5"], T, 3, SLOT)
+    assert profile.starts_ms == [T, T + SLOT, T + 2 * SLOT]
+    dg, load = _expected_kwh(T, SLOT)  # 08:00-08:45 UTC: hour 8 of the shipped day
+    assert profile.kwh["DG2"] == pytest.approx([dg] * 3, rel=1e-12)
+    assert profile.kwh["L5"] == pytest.approx([load] * 3, rel=1e-12)
+    assert dg < -200 and load > 100  # a sunny morning: the DG exports, the load imports
+    # a chain with 2 s slots reads the same day: the power of the 15-minute step, for 2 s
+    short = meter_profile("microgrid9", net, ["DG2"], T + 14 * 60_000, 2, 2000)
+    assert short.kwh["DG2"] == pytest.approx([_expected_kwh(T, 2000)[0]] * 2, rel=1e-12)
+    # posted by the meters bound to the two prosumers
+    meters = [
+        ProfileMeter("DG2", key("m-pv14"), profile.starts_ms, profile.kwh["DG2"], SLOT),
+        ProfileMeter("L5", key("m-house12"), profile.starts_ms, profile.kwh["L5"], SLOT),
+    ]
+    chain.produce(T + 3 * SLOT)  # fmt: skip
+    assert [m.step(chain) for m in meters] == [3, 3]
+    chain.produce(T + 3 * SLOT + 1)
+    pv = chain.state(f"meter/{key('m-pv14').pub_hex}")
+    house = chain.state(f"meter/{key('m-house12').pub_hex}")
+    assert (pv["export_wh"], pv["import_wh"]) == (3 * round(-dg * 1000), 0)
+    assert (house["export_wh"], house["import_wh"]) == (0, 3 * round(load * 1000))
+
+
+@pytest.mark.parametrize(
+    ("meters", "message"),
+    [
+        (["L5", "house7"], "meter 'house7': microgrid9 has no load or generator of that name"),
+        (["GRID"], "meter 'GRID': that is the external grid of microgrid9, no meter"),
+    ],
+)
+def test_grid_profiles_refuse_a_meter_that_is_no_element(meters, message) -> None:
+    from gridledger.demo.community_profiles import meter_profile
+    from gridledger.grid.cases import load_case
+
+    with pytest.raises(ProfileError, match=message):
+        meter_profile("microgrid9", load_case("microgrid9"), meters, T, 4, SLOT)
+    with pytest.raises(ProfileError, match="is not the start of a 900 s slot"):
+        meter_profile("microgrid9", load_case("microgrid9"), ["L5"], T + 1000, 4, SLOT)
+
+
+@pytest.mark.slow
+def test_simbench_grid_profiles_are_simbenchs_absolute_values() -> None:
+    """On ``simbench:<code>`` a load's and a PV unit's readings are SimBench's own absolute
+    profile values (``get_absolute_values``) at the simulated day's steps, times 15 minutes."""
+    import simbench
+
+    from gridledger.demo.community_profiles import SIMBENCH_DAY, meter_profile
+    from gridledger.grid.cases import load_case
+
+    code = "1-LV-rural3--0-sw"
+    net = load_case(f"simbench:{code}")
+    sb = simbench.get_simbench_net(code)
+    absolute = simbench.get_absolute_values(sb, profiles_instead_of_study_cases=True)
+    load, pv = str(net.load["name"].iloc[3]), str(net.gen["name"].iloc[2])
+    profile = meter_profile(f"simbench:{code}", net, [load, pv], T, 3, SLOT)
+    step = SIMBENCH_DAY * 96 + T % 86_400_000 // SLOT  # 08:00 of the simulated day
+    li = sb.load.index[sb.load.name == load][0]
+    gi = sb.sgen.index[sb.sgen.name == pv][0]
+    want_load = absolute[("load", "p_mw")].loc[step : step + 2, li].to_numpy() * 250
+    want_pv = -absolute[("sgen", "p_mw")].loc[step : step + 2, gi].to_numpy() * 250
+    np.testing.assert_allclose(profile.kwh[load], want_load, rtol=1e-12)
+    np.testing.assert_allclose(profile.kwh[pv], want_pv, rtol=1e-12)
+    assert min(want_pv) < -0.05  # the PV unit exports in the morning

@@ -14,7 +14,16 @@ from gridledger.grid.loaders import CaseFormatError, from_pandapower
 from gridledger.grid.network import NetworkError
 from gridledger.grid.powerflow import run_pf
 
-SHIPPED = ["microgrid9", "microgrid9-islanded", "ieee9", "ieee9-q200", "case33bw", "sce56"]
+SHIPPED = [
+    "microgrid9",
+    "microgrid9-islanded",
+    "ieee9",
+    "ieee9-q200",
+    "ieee9-taps",
+    "ieee9-q200-taps",
+    "case33bw",
+    "sce56",
+]
 
 # seed 000 Table I (ohm) and Table II (kW, kVAr)
 TABLE_I = {

@@ -5,6 +5,7 @@ pandapower's own, losses (series + no-load) against ``res_line/res_trafo/res_tra
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import sys
 
@@ -15,7 +16,13 @@ import pytest
 import simbench
 
 from gridledger.grid.cases import load_case
-from gridledger.grid.loaders import CaseFormatError, from_pandapower
+from gridledger.grid.loaders import (
+    CaseFormatError,
+    from_pandapower,
+    network_from_ppc,
+    parse_matpower,
+    to_matpower,
+)
 from gridledger.grid.network import NetworkError
 from gridledger.grid.powerflow import run_pf
 
@@ -160,10 +167,6 @@ def test_networks_with_generators_keep_sgens_fixed() -> None:
 
 
 def test_bad_grids_are_refused_with_the_reason(rural3) -> None:
-    two = copy.deepcopy(rural3)
-    pp.create_ext_grid(two, int(two.load.bus.iloc[0]), vm_pu=1.0)
-    with pytest.raises(NetworkError, match="2 in-service external grids"):
-        from_pandapower(two)
     cut = copy.deepcopy(rural3)
     feeder_switch = cut.switch.index[(cut.switch.et == "l")][5]
     cut.switch.at[feeder_switch, "closed"] = False
@@ -213,3 +216,64 @@ def test_ropf_moves_the_pv_inverters_to_pandapowers_optimum() -> None:
     assert ours.pf_after.total_loss_mw == pytest.approx(reference, rel=1e-3)
     # the inverters do the work: ~19 % less loss than at unit power factor
     assert ours.pf_after.total_loss_mw < 0.85 * ours.pf_before.total_loss_mw
+
+
+def _two_substations():
+    """A 20 kV feeder fed from both ends by two 110 kV external grids (weights 1 and 3)."""
+    net = pp.create_empty_network(name="two substations")
+    hv1, hv2 = pp.create_bus(net, 110, name="HV1"), pp.create_bus(net, 110, name="HV2")
+    mv = [pp.create_bus(net, 20, name=f"MV{i}") for i in range(6)]
+    pp.create_ext_grid(net, hv1, vm_pu=1.02, name="grid A")
+    pp.create_ext_grid(net, hv2, vm_pu=1.01, name="grid B", slack_weight=3.0)
+    pp.create_transformer(net, hv1, mv[0], "25 MVA 110/20 kV", name="T1")
+    pp.create_transformer(net, hv2, mv[-1], "25 MVA 110/20 kV", name="T2")
+    for a, b in itertools.pairwise(mv):
+        pp.create_line(net, a, b, 2.0, "NA2XS2Y 1x185 RM/25 12/20 kV")
+    for i, b in enumerate(mv[1:-1]):
+        pp.create_load(net, b, p_mw=2.0 + i, q_mvar=0.5)
+    pp.create_sgen(net, mv[2], p_mw=1.5, q_mvar=0.2, sn_mva=2.0, name="PV")
+    return net
+
+
+def _pp_distributed(net):
+    net = copy.deepcopy(net)
+    pp.runpp(net, distributed_slack=True, calculate_voltage_angles=True, tolerance_mva=1e-11)
+    return net
+
+
+def test_several_external_grids_share_the_balance_as_pandapower_distributed_slack() -> None:
+    net = _two_substations()
+    ours_net = from_pandapower(net)
+    assert list(ours_net.gen.role[:2]) == ["slack", "slack"]
+    ours = run_pf(ours_net, tol=1e-11)
+    ref = _pp_distributed(net)
+    _assert_same_voltages(ref, ours)
+    assert ours.total_loss_mw == pytest.approx(_pp_total_loss(ref), abs=1e-6)
+    # each grid's P and Q is pandapower's; B supplies 3x A's share of the balance
+    np.testing.assert_allclose(ours.gen_p_mw[:2], ref.res_ext_grid.p_mw, atol=1e-6)
+    np.testing.assert_allclose(ours.gen_q_mvar[:2], ref.res_ext_grid.q_mvar, atol=1e-6)
+    assert ours.gen_p_mw[1] == pytest.approx(3 * ours.gen_p_mw[0], rel=1e-9)
+    # both stay slacks through MATPOWER text (both written as reference buses); MATPOWER has
+    # no field for the inverters' Q control, so it is named here
+    back = network_from_ppc(parse_matpower(to_matpower(ours_net)), "back")
+    assert list(back.gen.role[:2]) == ["slack", "slack"]
+    again = run_pf(back, regulator_control="q", tol=1e-11)
+    np.testing.assert_allclose(again.vm_pu, ours.vm_pu, atol=1e-12)
+
+
+def test_ropf_optimum_with_two_external_grids_is_pandapowers_power_flow() -> None:
+    """The PV inverter's Q is the control; pandapower's distributed-slack power flow at the
+    optimum's set-point gives the same losses and voltages."""
+    from gridledger.grid.compiled import compile_network
+    from gridledger.grid.ropf import RopfProblem, solve_ropf
+
+    net = _two_substations()
+    compiled = compile_network(from_pandapower(net))
+    ours = solve_ropf(RopfProblem(compiled, "q"), "exact")
+    assert ours.feasible
+    assert ours.pf_after.total_loss_mw < ours.pf_before.total_loss_mw - 1e-4
+    check = copy.deepcopy(net)
+    check.sgen.loc[check.sgen.index[0], "q_mvar"] = ours.x[0] * compiled.base_mva
+    ref = _pp_distributed(check)
+    assert ours.pf_after.total_loss_mw == pytest.approx(_pp_total_loss(ref), abs=1e-6)
+    _assert_same_voltages(ref, ours.pf_after)

@@ -119,6 +119,11 @@ def _slots_of_samples(
     return Profile(slot_ms, starts[::per_slot], slots, samples, sample_ms)
 
 
+def utc_ms(text: str, where: str) -> int:
+    """An ISO 8601 UTC timestamp (``...Z`` or ``+00:00``) in ms; ``where`` names it in errors."""
+    return _utc_ms(text, where)
+
+
 def _utc_ms(text: str, where: str) -> int:
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))

@@ -8,6 +8,7 @@ PV (static generators) and storage at the bus split over the bus's loads.  Their
 ships a year of 15-minute profiles per load and generator), otherwise from the shipped data: the
 SCE-56 solar profile (hourly, per unit of rating) scaled to each generator's power, and the
 loads at their rated power shaped by the SCE-56 day-ahead price curve (a proxy for demand).
+The meter service reads the same profiles per element (:func:`meter_profile`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from importlib import resources
 
 import numpy as np
 
+from gridledger.agents.meter_profile import Profile, ProfileError
 from gridledger.grid.network import Network
 
 SLOTS_PER_DAY = 96
@@ -123,3 +125,44 @@ def _simbench_profiles(
             row = sgens.loc[name]
             gen[g] = row.p_mw * rel_gen[row.profile].to_numpy()[steps]
     return load, gen, f"SimBench profiles of {code}, day {SIMBENCH_DAY + 1} of the year"
+
+
+DAY_MS = 86_400_000
+
+
+def meter_profile(
+    grid: str, net: Network, meters: list[str], start_ms: int, slots: int, slot_ms: int
+) -> Profile:
+    """Readings for ``gridledger meter serve --profiles grid``: each meter is named like a load
+    (it imports) or a generator (it exports) of ``net``, and reads the energy of that element
+    in each market slot, from the same profiles as :func:`community_profiles` — SimBench's for
+    ``simbench:<code>``, the shipped SCE-56 shapes otherwise.
+
+    Slot ``i`` starts at ``start_ms + i·slot_ms`` and takes the power of the 15-minute profile
+    step it starts in (counted from the UTC midnight before ``start_ms``), times its length, so
+    a chain with other slot lengths reads the same day.  Raises :class:`ProfileError` naming a
+    meter that is no load or generator, or the external grid.
+    """
+    if slots < 1:
+        raise ProfileError(f"need at least one slot, got {slots}")
+    if start_ms % slot_ms:
+        raise ProfileError(f"{start_ms} is not the start of a {slot_ms // 1000} s slot")
+    starts = [start_ms + i * slot_ms for i in range(slots)]
+    day0 = start_ms // DAY_MS * DAY_MS
+    steps = np.array([(s - day0) // SLOT_MS for s in starts])
+    load_mw, gen_mw, _ = _grid_profiles(grid, net, int(steps[0]), int(steps[-1] - steps[0]) + 1)
+    at = steps - steps[0]
+    kwh_per_mw = 1000 * slot_ms / 3_600_000
+    loads = {str(n): j for j, n in enumerate(net.load["name"])}
+    gens = {str(n): g for g, n in enumerate(net.gen["name"])}
+    kwh: dict[str, list[float]] = {}
+    for name in meters:
+        if name in loads:
+            kwh[name] = list(load_mw[loads[name], at] * kwh_per_mw)
+        elif name in gens and net.gen.role.iloc[gens[name]] == "slack":
+            raise ProfileError(f"meter {name!r}: that is the external grid of {grid}, no meter")
+        elif name in gens:
+            kwh[name] = list(-gen_mw[gens[name], at] * kwh_per_mw)
+        else:
+            raise ProfileError(f"meter {name!r}: {grid} has no load or generator of that name")
+    return Profile(slot_ms, starts, kwh)

@@ -288,6 +288,25 @@ def _ieee9_q200() -> Network:
     )
 
 
+# Seed 002 §6: "the bus voltage magnitude and transformer tap should lie between the limits of
+# 0.9–1.1 pu". case9's three generator step-up transformers (MATPOWER lists them as branches
+# 1-4, 8-2, 3-6 with no tap) get on-load tap changers of ±8 steps of 1.25 %: 0.9–1.1, at the
+# generator end (MATPOWER's from end, bus 8 for 8-2), neutral (ratio 1) as in the data.
+IEEE9_TAP_BRANCHES = ("1-4", "8-2", "3-6")
+
+
+def _ieee9_taps(base: Callable[[], Network], name: str) -> Callable[[], Network]:
+    def build() -> Network:
+        from .taps import with_tap_changers
+
+        net = with_tap_changers(
+            base(), IEEE9_TAP_BRANCHES, tap_min=-8, tap_max=8, step_percent=1.25
+        )
+        return _renamed(net, name, net.notes + "; OLTCs on 1-4, 8-2, 3-6: ±8 × 1.25 %")
+
+    return build
+
+
 def _renamed(net: Network, name: str, notes: str) -> Network:
     return replace(net, name=name, notes=notes)
 
@@ -410,6 +429,14 @@ _CASES: dict[str, tuple[str, Callable[[], Network]]] = {
     "ieee9-q200": (
         "ieee9 with the reactive load at bus 9 raised to 200 MVAr (seed 002)",
         _ieee9_q200,
+    ),
+    "ieee9-taps": (
+        "ieee9 with on-load tap changers on its three transformers, 0.9-1.1 (seed 002)",
+        _ieee9_taps(_ieee9, "ieee9-taps"),
+    ),
+    "ieee9-q200-taps": (
+        "ieee9-q200 with the same three tap changers (seed 002's seven controls with an SVC)",
+        _ieee9_taps(_ieee9_q200, "ieee9-q200-taps"),
     ),
     "case33bw": ("Baran-Wu 33-bus 12.66 kV radial feeder (from pandapower)", _case33bw),
     "sce56": ("SCE 56-bus 12 kV feeder (seed 001) at peak load, 4 capacitors, no DERs", _sce56),

@@ -44,6 +44,7 @@ from .network import (
     table,
     validate,
 )
+from .taps import pandapower_tap_table
 
 # MATPOWER column indices (0-based), see MATPOWER's idx_bus / idx_gen / idx_brch.
 BUS_I, BUS_TYPE, PD, QD, GS, BS, VM, VA, BASE_KV, VMAX, VMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12
@@ -151,7 +152,7 @@ def to_matpower(net: Network) -> str:
     pos = net.bus_position()
     gen = net.gen
     roles = gen.role.to_numpy(str)
-    slack_bus = int(gen.bus[roles == GenRole.SLACK].iloc[0])
+    slack_buses = {int(b) for b in gen.bus[roles == GenRole.SLACK]}  # several: distributed
     held = {int(b) for b in gen.bus[roles != GenRole.PQ]}
     pd_, qd, gs, bs = (np.zeros(len(ids)) for _ in range(4))
     for row in net.load.itertuples():
@@ -168,7 +169,7 @@ def to_matpower(net: Network) -> str:
     lines.append("mpc.bus = [")
     for i, (bus_id, row) in enumerate(net.bus.iterrows()):
         b = int(bus_id)
-        kind = MP_REF if b == slack_bus else (MP_PV if b in held else MP_PQ)
+        kind = MP_REF if b in slack_buses else (MP_PV if b in held else MP_PQ)
         cells = [b + offset, kind, pd_[i], qd[i], gs[i], bs[i], 1, 1, 0, row.vn_kv, 1]
         lines.append(_row([*cells, row.vmax_pu, row.vmin_pu]))
     lines += ["];", "", "mpc.gen = ["]
@@ -473,6 +474,10 @@ def from_pandapower(
     With ``gen`` elements (transmission cases such as case300) those regulate by voltage and the
     static generators are fixed (``pq``) injections, as in pandapower.
 
+    Several in-service external grids are all ``slack`` generators: the first holds the angle
+    reference, the others hold their voltage magnitude, and they share the balance by their
+    ``slack_weight`` — pandapower's ``runpp(net, distributed_slack=True)``.
+
     ``trafo_model`` is passed to pandapower (``"t"``, its default, or ``"pi"``).  A transformer's
     T model becomes a pi branch whose shunt has a small conductance (its no-load losses); our
     branch model has no branch conductance, so it becomes a shunt at each end, listed in the
@@ -536,7 +541,6 @@ def from_pandapower(
             )
         return b
 
-    _refuse_several_ext_grids(net, title)
     branch_names, kinds, rates = _branch_names(net, ppc, ids, alive)
     if len(branch_names) == len(out.branch):
         out = out.with_tables(
@@ -610,6 +614,7 @@ def from_pandapower(
         shunt=shunt,
         no_load_shunts=no_load,
         regulator_control="q" if sgen_regulates else "vm",
+        tap=pandapower_tap_table(net, ppc, ids, alive, [str(n) for n in out.branch["name"]]),
     )
 
 
@@ -668,19 +673,6 @@ def _finite_or(value: Any, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return x if math.isfinite(x) else default
-
-
-def _refuse_several_ext_grids(net: Any, title: str) -> None:
-    """pandapower holds every external grid's voltage angle; our power flow has one angle
-    reference per island (further slacks hold their voltage magnitude only), so the results
-    would differ: refuse rather than solve another network."""
-    live = net.ext_grid[net.ext_grid.in_service.to_numpy(bool)] if "ext_grid" in net else []
-    if len(live) > 1:
-        raise NetworkError(
-            f"{title}: {len(live)} in-service external grids (at buses "
-            f"{sorted(int(b) for b in live.bus)}); gridledger supports one per network — keep "
-            "one in service, or model the others as generators"
-        )
 
 
 def _branch_names(

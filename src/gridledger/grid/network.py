@@ -21,6 +21,8 @@ Conventions
 * ``no_load_shunts`` names the shunt rows that stand for the shunt conductance of branches
   (a transformer's magnetizing branch, a line's dielectric losses): their consumption is a
   network loss, reported apart from the series losses (``PowerFlowResult.no_load_loss_mw``).
+* ``tap`` lists on-load tap changers (:mod:`gridledger.grid.taps`): a transformer branch, its
+  position and range, step and side; the R-OPF can move them (``ropf.tap_search``).
 * ``regulator_control`` says how the case's regulators are meant to run: ``"vm"`` (synchronous
   generators holding a voltage) or ``"q"`` (inverters injecting a reactive set-point, e.g. the
   static generators of a pandapower grid, which pandapower's own power flow treats as PQ).
@@ -81,6 +83,16 @@ GEN_COLUMNS = {
 LOAD_COLUMNS = {"name": str, "bus": int, "p_mw": float, "q_mvar": float}
 SHUNT_COLUMNS = {"name": str, "bus": int, "g_mw": float, "b_mvar": float}
 SVC_COLUMNS = {"name": str, "bus": int, "qmin_mvar": float, "qmax_mvar": float, "q_mvar": float}
+# On-load tap changers (gridledger.grid.taps): the transformer branch they sit on, by name.
+TAP_COLUMNS = {
+    "branch": str,
+    "tap_pos": int,
+    "tap_min": int,
+    "tap_max": int,
+    "tap_neutral": int,
+    "step_percent": float,
+    "side": str,
+}
 
 DEFAULT_VMIN_PU = 0.9
 DEFAULT_VMAX_PU = 1.1
@@ -130,6 +142,8 @@ class Network:
     notes: str = ""
     no_load_shunts: tuple[str, ...] = ()
     regulator_control: RegulatorControl = "vm"
+    # On-load tap changers; the branch table holds each transformer at its current tap_pos.
+    tap: pd.DataFrame = field(default_factory=lambda: _empty(TAP_COLUMNS))
 
     def with_tables(self, **tables: pd.DataFrame) -> Network:
         """A copy with some tables replaced (networks are values; never mutate one in place)."""
@@ -144,6 +158,7 @@ class Network:
             load=self.load.copy(),
             shunt=self.shunt.copy(),
             svc=self.svc.copy(),
+            tap=self.tap.copy(),
         )
 
     @property
@@ -304,6 +319,9 @@ def validate(net: Network) -> Network:
             i, j = np.argwhere(bad)[0]
             raise NetworkError(f"{net.name}: {kind} {i} has non-finite {cols[j]}")
     _check_islands(net)
+    from .taps import check_taps  # the tap changers' rules live with their model
+
+    check_taps(net)
     return net
 
 

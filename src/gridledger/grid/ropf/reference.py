@@ -36,6 +36,9 @@ def to_pandapower(net: Network, control: str) -> pp.pandapowerNet:
         )
     for _, br in net.branch.iterrows():
         vn = float(net.bus.loc[br.from_bus, "vn_kv"])
+        if br.ratio not in (0.0, 1.0) or br.shift_deg != 0:
+            _add_transformer(pn, net, br, idx)
+            continue
         z_base = vn**2 / net.base_mva
         # case9's transformers have no tap and no resistance: as lines they are the same
         # series reactance (pandapower's own case9 does the same); r = 1e-9 pu keeps the
@@ -74,6 +77,24 @@ def to_pandapower(net: Network, control: str) -> pp.pandapowerNet:
     return pn
 
 
+def _add_transformer(pn: pp.pandapowerNet, net: Network, br, idx: dict[int, int]) -> None:
+    """An off-nominal branch as a pandapower transformer rated at the system base, its ratio
+    a tap on the from (``hv``) side: pandapower's ppc ratio is then ``br.ratio`` and its
+    impedance ``r_pu + j x_pu`` on the to side (MATPOWER's convention), no magnetizing branch."""
+    if br.b_pu != 0:
+        raise ValueError(f"branch {br['name']}: a transformer with charging b_pu is not modelled")
+    z = math.hypot(br.r_pu, br.x_pu)
+    pp.create_transformer_from_parameters(
+        pn, idx[int(br.from_bus)], idx[int(br.to_bus)], sn_mva=net.base_mva,
+        vn_hv_kv=float(net.bus.loc[br.from_bus, "vn_kv"]),
+        vn_lv_kv=float(net.bus.loc[br.to_bus, "vn_kv"]),
+        vkr_percent=br.r_pu * 100, vk_percent=z * 100, pfe_kw=0.0, i0_percent=0.0,
+        shift_degree=br.shift_deg, tap_side="hv", tap_neutral=0, tap_min=0, tap_max=1,
+        tap_pos=1, tap_step_percent=(br.ratio - 1.0) * 100, tap_changer_type="Ratio",
+        max_loading_percent=br.rate_mva / net.base_mva * 100 if br.rate_mva > 0 else 1e9,
+    )  # fmt: skip
+
+
 def pandapower_min_loss(net: Network, control: str) -> tuple[float, np.ndarray]:
     """Run pandapower's OPF; (losses MW, the variables: regulator vm pu or Q Mvar, net order)."""
     pn = to_pandapower(net, control)
@@ -81,4 +102,4 @@ def pandapower_min_loss(net: Network, control: str) -> tuple[float, np.ndarray]:
     if not pn.OPF_converged:
         raise RuntimeError(f"{net.name}: pandapower OPF did not converge")
     x = pn.res_gen.vm_pu.to_numpy() if control == "vm" else pn.res_sgen.q_mvar.to_numpy()
-    return float(pn.res_line.pl_mw.sum()), x
+    return float(pn.res_line.pl_mw.sum() + pn.res_trafo.pl_mw.sum()), x
