@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "gridledger.commands.members",  # members import
     "gridledger.commands.dr",  # dr
     "gridledger.commands.community",  # community (prosumers of a real grid, a day of trading)
+    "gridledger.commands.vpp",  # vpp (seed 003: P2P trading by ADMM, off or on chain)
 )
 
 
