@@ -120,7 +120,10 @@ def _two_prosumer_round(tmp_path, eps_kwh, max_price_usd=0.50, extra_members=0):
     from gridledger.grid.vpp import VppPrices
 
     chain, keys = _chain(tmp_path, 2, extra_members)
-    prices = VppPrices(grid_usd_per_kwh=max_price_usd, p2p_usd_per_kwh=0.12)
+    # the cap is α + β: here α alone
+    prices = VppPrices(
+        grid_usd_per_kwh=max_price_usd, peak_usd_per_kw_day=0.0, p2p_usd_per_kwh=0.12
+    )
     _open(chain, keys, 2, rho=1.0, eps_kwh=eps_kwh, horizon=1, prices=prices)
     assert _submit(chain, keys[0], 0, 1, [[KWH]]).ok
     assert _submit(chain, keys[1], 1, 1, [[-KWH // 2]]).ok

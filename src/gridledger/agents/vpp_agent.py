@@ -29,6 +29,13 @@ from gridledger.grid.vpp import Prosumer, ProsumerProfile, VppPrices, ancillary_
 from gridledger.market.vpp_rules import SCALE, UTOKEN_PER_USD, pair_bills
 
 
+def price_cap_utoken_per_kwh(prices: VppPrices) -> int:
+    """α + β: one more kWh from the grid in an hour costs at most that (it raises the day's peak
+    by at most 1 kW), so no prosumer values a kWh above it and the cap binds only on a price the
+    ADMM has not settled."""
+    return round((prices.grid_usd_per_kwh + prices.peak_usd_per_kw_day) * UTOKEN_PER_USD)
+
+
 def round_payload(
     round_id: str,
     prosumers: list[str],
@@ -40,14 +47,14 @@ def round_payload(
     timeout_ms: int = 60_000,
     prices: VppPrices | None = None,
 ) -> dict[str, Any]:
-    """The ``vpp.open`` payload (ρ, ε, bounds and prices in the contract's integer units).  The
-    price cap is the grid's energy rate α: no buyer would pay more than the grid asks."""
+    """The ``vpp.open`` payload (ρ, ε, bounds and prices in the contract's integer units; the
+    price cap is :func:`price_cap_utoken_per_kwh`)."""
     prices = prices or VppPrices()
     return {
         "eps": round(eps_kwh * SCALE),
         "horizon": horizon,
         "max_iter": max_iter,
-        "max_price_utoken_per_kwh": round(prices.grid_usd_per_kwh * UTOKEN_PER_USD),
+        "max_price_utoken_per_kwh": price_cap_utoken_per_kwh(prices),
         "p_max": [round(c * SCALE) for c in connection_kw],
         "price_utoken_per_kwh": round(prices.p2p_usd_per_kwh * UTOKEN_PER_USD),
         "prosumers": prosumers,

@@ -79,6 +79,7 @@ def _positions(profiles: list[Any], result: Any) -> dict[str, Any]:
 
 
 def _off_chain(args: argparse.Namespace, profiles: list[Any]) -> tuple[dict[str, Any], Any]:
+    from gridledger.agents.vpp_agent import price_cap_utoken_per_kwh
     from gridledger.grid.vpp import VppPrices, solve_vpp_admm
     from gridledger.market.vpp_rules import UTOKEN_PER_USD, pair_bills, to_fixed
 
@@ -92,7 +93,7 @@ def _off_chain(args: argparse.Namespace, profiles: list[Any]) -> tuple[dict[str,
         bills = pair_bills(
             to_fixed(d.trades_kwh).tolist(), to_fixed(d.duals_usd_per_kwh).tolist(), own,
             round(prices.p2p_usd_per_kwh * UTOKEN_PER_USD),
-            round(prices.grid_usd_per_kwh * UTOKEN_PER_USD),
+            price_cap_utoken_per_kwh(prices),
         )  # fmt: skip
         paid += sum(map(sum, bills))
     out = {
