@@ -147,11 +147,15 @@ def plot_trading(profiles: list[Any], result: Any, path: str) -> None:
     net = result.net_p2p_kwh()
     n = len(profiles)
     hours = np.arange(net.shape[1])
+    # the seed's two "typical prosumers": the one that sells most, the one that buys most
+    total = net.sum(axis=1)
+    typical = {int(np.argmin(total)): "\nsells most", int(np.argmax(total)): "\nbuys most"}
     fig, axes = plt.subplots(n, 1, figsize=(10, 1.3 * n + 1), sharex=True)
     for u, ax in enumerate(np.atleast_1d(axes)):
         ax.bar(hours, np.clip(net[u], 0, None), width=1.0, color="tab:red", label="bought")
         ax.bar(hours, np.clip(net[u], None, 0), width=1.0, color="tab:green", label="sold")
-        ax.set_ylabel(profiles[u].name.replace("prosumer-", "P"), rotation=0, labelpad=14)
+        label = profiles[u].name.replace("prosumer-", "P") + typical.get(u, "")
+        ax.set_ylabel(label, rotation=0, labelpad=24, fontsize=8)
         ax.axhline(0, color="k", lw=0.5)
     np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=7, ncol=2)
     np.atleast_1d(axes)[-1].set_xlabel("hour from the start of the period")
