@@ -75,6 +75,13 @@ def _positions(profiles: list[Any], result: Any) -> dict[str, Any]:
                        for u, p in enumerate(profiles)},
         "sold_kwh": {p.name: round(float(np.clip(-net[u], 0, None).sum()), 3)
                      for u, p in enumerate(profiles)},
+        # what Fig. 5's reading needs: who has the renewables, who buys how often
+        "hours_buying": {p.name: int((net[u] > 1e-3).sum()) for u, p in enumerate(profiles)},
+        "hours_selling": {p.name: int((net[u] < -1e-3).sum()) for u, p in enumerate(profiles)},
+        "renewable_kwh": {p.name: round(float((p.solar_kw + p.wind_kw).sum()), 1)
+                          for p in profiles},
+        "load_kwh": {p.name: round(float((p.inflexible_kw + p.flexible_ref_kw).sum()), 1)
+                     for p in profiles},
     }  # fmt: skip
 
 
