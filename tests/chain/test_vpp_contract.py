@@ -15,7 +15,7 @@ from gridledger.chain.encoding import EncodingError
 from gridledger.chain.keys import KeyPair
 from gridledger.demo.localchain import LocalChain
 from gridledger.grid.vpp import generate_profiles, solve_vpp_admm, solve_vpp_central_day
-from gridledger.market.vpp_rules import SCALE, dual_step_fixed
+from gridledger.market.vpp_rules import SCALE, contract_step
 
 T0 = 1_700_000_000_000
 DSO = KeyPair.from_seed(b"o" * 32)
@@ -24,16 +24,6 @@ OUTSIDER = KeyPair.from_seed(b"x" * 32)  # not a member of the chain
 RHO, EPS, MAX_ITER = 0.5, 1e-6, 1000
 START_UTOKEN = 10**9
 KWH = SCALE  # 1 kWh in the contract's units
-
-
-def fixed_step(p, aux, lam, rho):
-    """The contract's integer step, seen from floats (for the off-chain reference)."""
-
-    def fx(a):
-        return np.vectorize(lambda v: round(v * SCALE), otypes=[object])(a)
-
-    a, lm, r = dual_step_fixed(fx(p), fx(aux), fx(lam), round(rho * SCALE))
-    return a.astype(float) / SCALE, lm.astype(float) / SCALE, r / SCALE
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +73,7 @@ def test_on_chain_round_equals_the_off_chain_admm_and_the_central_optimum(tmp_pa
     st = chain.state(vpp_key("d1", "state"))
     assert st["status"] == "converged" and st["history"][-1][1] <= EPS * SCALE
     # the same iterations as the off-chain ADMM with the contract's integer step
-    off = solve_vpp_admm(profiles, rho=RHO, eps_kwh=EPS, max_iter=MAX_ITER, step=fixed_step)
+    off = solve_vpp_admm(profiles, rho=RHO, eps_kwh=EPS, max_iter=MAX_ITER, step=contract_step)
     assert off.days[0].iterations == st["k"] == len(st["history"])
     aux_int = np.array(chain.state(vpp_key("d1", "aux")), dtype=object)
     aux = aux_int.astype(float) / SCALE

@@ -118,6 +118,15 @@ def settle_bills(
     return paid, refund
 
 
+def contract_step(
+    p: np.ndarray, aux: np.ndarray, lam: np.ndarray, rho: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`dual_step_fixed` seen from floats (kWh, $/kWh): pass it to
+    :func:`gridledger.grid.vpp.solve_vpp_admm` to run off chain exactly what the contract runs."""
+    a, m, r = dual_step_fixed(to_fixed(p), to_fixed(aux), to_fixed(lam), round(rho * SCALE))
+    return a.astype(float) / SCALE, m.astype(float) / SCALE, r / SCALE
+
+
 def to_fixed(a: np.ndarray) -> np.ndarray:
     return np.vectorize(lambda v: round(v * SCALE), otypes=[object])(a)
 
