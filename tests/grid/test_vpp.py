@@ -121,6 +121,7 @@ def test_vpp_command(tmp_path, capsys):
     assert out["prosumers"] == 3 and out["days"] == 1 and out["residual_kwh"] <= 1e-6
     assert out["eps_kwh"] == 1e-6 and out["iterations"] == sum(out["iterations_per_day"]) > 1
     assert out["paid_utoken"] > 0 and out["on_chain"] is False
+    assert out["traded_kwh"] >= sum(out["bought_kwh"].values()) - 1e-3  # gross ≥ net
     assert sum(out["bought_kwh"].values()) == pytest.approx(sum(out["sold_kwh"].values()), abs=0.01)
     assert plot.stat().st_size > 10_000
     assert main(["vpp", "--prosumers", "1"]) == 2

@@ -75,6 +75,9 @@ def _positions(profiles: list[Any], result: Any) -> dict[str, Any]:
                        for u, p in enumerate(profiles)},
         "sold_kwh": {p.name: round(float(np.clip(-net[u], 0, None).sum()), 3)
                      for u, p in enumerate(profiles)},
+        # energy bought over all pairs and hours (what the payments are for)
+        "traded_kwh": round(sum(float(np.clip(d.trades_kwh, 0, None).sum())
+                                for d in result.days), 3),
         # what Fig. 5's reading needs: who has the renewables, who buys how often
         "hours_buying": {p.name: int((net[u] > 1e-3).sum()) for u, p in enumerate(profiles)},
         "hours_selling": {p.name: int((net[u] < -1e-3).sum()) for u, p in enumerate(profiles)},
