@@ -136,17 +136,19 @@ def test_payments_by_hand_two_prosumers(tmp_path):
     assert chain.state(vpp_key("d1", "state"))["status"] == "converged"
     # 0.75 kWh × 370 000 utoken/kWh = 277 500 utoken owed by 0 to 1
     assert chain.state(vpp_key("d1", "bills")) == [[0, 277_500], [0, 0]]
+    stingy = chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 277_499, "round": "d1", "u": 0})
+    assert stingy.code == codes.INVALID_PAYLOAD and "owes 277500 utoken" in stingy.log
     assert chain.submit(
         keys[0], "vpp.accept", {"max_pay_utoken": 300_000, "round": "d1", "u": 0}
     ).ok
     assert chain.submit(keys[1], "vpp.accept", {"max_pay_utoken": 0, "round": "d1", "u": 1}).ok
     chain.produce()
-    assert chain.balance("utoken", ESCROW) == 300_000
+    assert chain.balance("utoken", ESCROW) == 277_500  # the bill, not the most it would pay
     assert chain.submit(keys[1], "vpp.settle", {"round": "d1"}).ok
     chain.produce()
     assert _bal(chain, keys[0]) == START_UTOKEN - 277_500
     assert _bal(chain, keys[1]) == START_UTOKEN + 277_500
-    assert chain.state(vpp_key("d1", "settlement"))["refund"] == [22_500, 0]
+    assert chain.state(vpp_key("d1", "settlement"))["refund"] == [0, 0]
     assert chain.balance("utoken", ESCROW) == 0 and _supply_ok(chain)
     # settlement runs once: a second one would pay the bill again
     again = chain.submit(keys[1], "vpp.settle", {"round": "d1"})
@@ -160,21 +162,28 @@ def test_nobody_pays_for_more_than_both_sides_agreed(tmp_path):
     chain, keys = _two_prosumer_round(tmp_path, eps_kwh=1.0, max_price_usd=0.20)
     assert chain.state(vpp_key("d1", "state"))["status"] == "converged"
     assert chain.state(vpp_key("d1", "bills")) == [[0, 100_000], [0, 0]]
-    # the buyer escrows less than its bill: it pays what it escrowed, not a utoken more
-    assert chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 60_000, "round": "d1", "u": 0}).ok
+    # a buyer that will not pay its whole bill cannot accept (and so is not paid for either)
+    short = chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 60_000, "round": "d1", "u": 0})
+    assert short.code == codes.INVALID_PAYLOAD and "more than max_pay_utoken 60000" in short.log
+    assert chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 10**6, "round": "d1", "u": 0}).ok
     assert chain.submit(keys[1], "vpp.accept", {"max_pay_utoken": 0, "round": "d1", "u": 1}).ok
     chain.produce()
     assert chain.submit(DSO, "vpp.settle", {"round": "d1"}).ok
     chain.produce()
-    assert _bal(chain, keys[0]) == START_UTOKEN - 60_000
-    assert _bal(chain, keys[1]) == START_UTOKEN + 60_000
+    # it named 1 000 000 as its most; it paid its bill, 100 000
+    assert _bal(chain, keys[0]) == START_UTOKEN - 100_000
+    assert _bal(chain, keys[1]) == START_UTOKEN + 100_000
     assert chain.balance("utoken", ESCROW) == 0 and _supply_ok(chain)
 
 
 def test_a_seller_who_never_accepts_is_not_paid_and_the_buyer_gets_its_escrow_back(tmp_path):
     chain, keys = _two_prosumer_round(tmp_path, eps_kwh=1.0)
-    assert chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 90_000, "round": "d1", "u": 0}).ok
+    # 0.5 kWh at 0.37 $/kWh (the cap is 0.50 here) = 185 000 utoken, escrowed
+    assert chain.submit(
+        keys[0], "vpp.accept", {"max_pay_utoken": 200_000, "round": "d1", "u": 0}
+    ).ok
     chain.produce()
+    assert chain.balance("utoken", ESCROW) == 185_000
     early = chain.submit(DSO, "vpp.settle", {"round": "d1"})
     assert early.code == codes.INVALID_PAYLOAD and "prosumers [1] have not accepted" in early.log
     deadline = chain.state(vpp_key("d1", "state"))["accept_deadline_ms"]
@@ -191,15 +200,17 @@ def test_acceptance_abuse(tmp_path):
     chain, keys = _two_prosumer_round(tmp_path, eps_kwh=1.0)
     other = chain.submit(keys[1], "vpp.accept", {"max_pay_utoken": 0, "round": "d1", "u": 0})
     assert other.code == codes.UNAUTHORIZED and "acceptance of prosumer 0" in other.log
-    rich = chain.submit(
-        keys[0], "vpp.accept", {"max_pay_utoken": START_UTOKEN + 1, "round": "d1", "u": 0}
-    )
-    assert rich.code == codes.INSUFFICIENT_FUNDS
-    assert chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 5, "round": "d1", "u": 0}).ok
+    # a buyer whose balance cannot cover its bill (185 000) cannot accept
+    gone = {"amount": START_UTOKEN - 1000, "denom": "utoken", "to": DSO.pub_hex}
+    assert chain.submit(keys[0], "token.transfer", gone).ok
+    poor = chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 10**6, "round": "d1", "u": 0})
+    assert poor.code == codes.INSUFFICIENT_FUNDS
+    assert chain.submit(keys[1], "vpp.accept", {"max_pay_utoken": 5, "round": "d1", "u": 1}).ok
     chain.produce()
-    twice = chain.submit(keys[0], "vpp.accept", {"max_pay_utoken": 5, "round": "d1", "u": 0})
+    twice = chain.submit(keys[1], "vpp.accept", {"max_pay_utoken": 5, "round": "d1", "u": 1})
     assert twice.code == codes.ALREADY_EXISTS
-    assert chain.balance("utoken", ESCROW) == 5
+    assert chain.balance("utoken", ESCROW) == 0  # the seller owes nothing: nothing escrowed
+    assert chain.state(vpp_key("d1", "accept/0")) is None
 
 
 def test_submission_abuse(tmp_path):

@@ -3,8 +3,9 @@
 Each :class:`VppAgent` holds one prosumer's private data and model.  While an iteration is open
 it reads the auxiliary trades ``p'`` and duals ``λ`` (Func C, a state read), solves its primal
 problem and submits its trades (Func B); the contract does the dual step (Func A).  When the
-round converges it accepts the round's bills, escrowing the most it can owe by its own reckoning
-(its own last trades at the round's clearing prices).  Days run as one round each; the battery's
+round converges it accepts the round's bills, naming as the most it will pay what it owes by
+its own reckoning (its own last trades at the round's clearing prices); the contract escrows the
+bills, which are never above that.  Days run as one round each; the battery's
 end energy of one day starts the next.
 
 As a process (``python -m gridledger.agents.vpp_agent --node URL ...``) one agent process holds
@@ -142,8 +143,9 @@ class VppAgent:
         return {"k": st["k"], "p": rows, "round": self.round_id, "u": self.u}
 
     def acceptance(self, cfg: dict[str, Any], aux: list, lam: list) -> dict[str, Any]:
-        """Accept the round, escrowing the most this prosumer owes by its own word: its own last
-        trades, at the round's prices (the contract also caps by the seller's word)."""
+        """Accept the round, naming as the most this prosumer will pay what it owes by its own
+        word: its own last trades at the round's prices (the contract also caps each trade by the
+        seller's word, so its bills are never above this)."""
         if self.last_rows is None:
             raise AgentError(f"prosumer {self.u} has no trades of its own in round {self.round_id}")
         own: list[Any] = [None] * self.n

@@ -6,8 +6,9 @@ payment of the trades it agrees.
 * ``vpp.submit`` (prosumer u of the round, signed by its key; Func B): u's trades ``p_uv`` with
   every other prosumer for the open iteration k; the last one in runs the dual step (Func A);
 * ``vpp.timeout`` (any member): closes an iteration whose deadline (block time) passed;
-* ``vpp.accept`` (prosumer u of a converged round): u accepts the round's bills and escrows
-  ``max_pay_utoken`` from its balance, the most it will pay;
+* ``vpp.accept`` (prosumer u of a converged round): u accepts the round's bills, naming the most
+  it will pay (``max_pay_utoken``); refused if its bills come to more, else they are escrowed
+  from its balance;
 * ``vpp.settle`` (any member; once, after every prosumer accepted or the acceptance deadline
   passed): pays the bills from escrow and refunds the rest.
 
@@ -21,7 +22,9 @@ included), from a key that is not prosumer u's, a second one in the same iterati
 deadline, of the wrong shape, or with any trade or hourly net trade beyond u's power bound.
 Money: a bill is at most the agreed quantity (the smallest of ``p'_uv``, the buyer's own
 ``p_uv`` and the seller's own ``−p_vu``) times the clearing price clipped to the operator's cap,
-and a buyer pays at most what it escrowed; settlement runs once; tokens only move between
+a buyer's bills are escrowed in full when it accepts (it names the most it will pay, and is
+refused if they come to more), so a seller who accepted is paid in full by every buyer who
+did; settlement runs once; tokens only move between
 balances and the contract's escrow account, so the supply never changes.
 """
 
@@ -274,11 +277,17 @@ def _x_accept(ctx: Context, p: dict[str, Any]) -> None:
         )
     if ctx.state.get(vpp_key(rid, f"accept/{u}")) is not None:
         raise ContractError(codes.ALREADY_EXISTS, f"prosumer {u} already accepted round {rid}")
-    if amount:
-        tokens.debit(ctx, "utoken", ctx.sender, amount)
-        tokens.credit(ctx, "utoken", ESCROW, amount)
-    ctx.state.set(vpp_key(rid, f"accept/{u}"), {"escrow_utoken": amount})
-    ctx.emit("vpp.accepted", round=rid, u=u, escrow=amount)
+    owed = sum(ctx.state.get(vpp_key(rid, "bills"))[u])
+    if owed > amount:
+        raise ContractError(
+            codes.INVALID_PAYLOAD,
+            f"prosumer {u} owes {owed} utoken in round {rid}, more than max_pay_utoken {amount}",
+        )
+    if owed:
+        tokens.debit(ctx, "utoken", ctx.sender, owed)
+        tokens.credit(ctx, "utoken", ESCROW, owed)
+    ctx.state.set(vpp_key(rid, f"accept/{u}"), {"escrow_utoken": owed, "max_pay_utoken": amount})
+    ctx.emit("vpp.accepted", round=rid, u=u, escrow=owed)
 
 
 def _v_settle(p: dict[str, Any]) -> None:
