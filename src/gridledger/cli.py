@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "gridledger.commands.dr",  # dr
     "gridledger.commands.ev",  # ev (charging sessions)
     "gridledger.commands.community",  # community (prosumers of a real grid, a day of trading)
+    "gridledger.commands.vpp",  # vpp (seed 003: P2P trading by ADMM, off or on chain)
 )
 
 

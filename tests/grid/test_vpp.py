@@ -50,7 +50,8 @@ def test_dual_step_by_hand():
     aux, lam, res = dual_step(p, np.zeros_like(p), np.zeros_like(p), rho=1.0)
     assert aux[0, 1, 0] == pytest.approx(0.25) and aux[1, 0, 0] == pytest.approx(-0.25)
     assert lam[0, 1, 0] == pytest.approx(-0.75) and lam[1, 0, 0] == pytest.approx(-0.75)
-    assert res == pytest.approx(np.hypot(0.75, 0.75))
+    # the seed's error: the sum over ordered pairs of ‖p'_uv − p_uv‖
+    assert res == pytest.approx(0.75 + 0.75)
 
 
 def test_integer_dual_step_mirrors_the_float_one():
@@ -117,10 +118,17 @@ def test_vpp_command(tmp_path, capsys):
     plot = tmp_path / "trading.png"
     assert main(["vpp", "--prosumers", "3", "--days", "1", "--json", "--plot", str(plot)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["prosumers"] == 3 and out["days"] == 1 and out["residual_kwh"] <= 1e-3
+    assert out["prosumers"] == 3 and out["days"] == 1 and out["residual_kwh"] <= 1e-6
+    assert out["eps_kwh"] == 1e-6 and out["iterations"] == sum(out["iterations_per_day"]) > 1
+    assert out["paid_utoken"] > 0 and out["on_chain"] is False
+    assert out["traded_kwh"] >= sum(out["bought_kwh"].values()) - 1e-3  # gross ≥ net
     assert sum(out["bought_kwh"].values()) == pytest.approx(sum(out["sold_kwh"].values()), abs=0.01)
     assert plot.stat().st_size > 10_000
     assert main(["vpp", "--prosumers", "1"]) == 2
     assert "--prosumers must be ≥ 2" in capsys.readouterr().err
     assert main(["vpp", "--profiles", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+    assert main(["vpp", "--eps", "0"]) == 2
+    assert "--eps must be in (0, 1000] kWh" in capsys.readouterr().err
+    assert main(["vpp", "--on-chain", "--agent-processes", "0"]) == 2
+    assert "--agent-processes must be ≥ 1" in capsys.readouterr().err

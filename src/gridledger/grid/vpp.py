@@ -47,11 +47,12 @@ def dual_step(
 
     Minimizing ``ρ/2 (p'_uv − p_uv)² + ρ/2 (p'_vu − p_vu)² + λ_uv p'_uv + λ_vu p'_vu`` subject to
     ``p'_vu = −p'_uv`` gives ``p'_uv = (p_uv − p_vu)/2 − (λ_uv − λ_vu)/(2ρ)``; then
-    ``λ ← λ + ρ (p' − p)``.  Returns (p', λ, ‖p' − p‖)."""
+    ``λ ← λ + ρ (p' − p)``.  Returns (p', λ, the seed's convergence error
+    ``Σ_u Σ_v ‖p'_uv − p_uv‖``, norms over the hours)."""
     p_t, lam_t = p.transpose(1, 0, 2), lam.transpose(1, 0, 2)
     aux_new = (p - p_t) / 2 - (lam - lam_t) / (2 * rho)
     lam_new = lam + rho * (aux_new - p)
-    return aux_new, lam_new, float(np.linalg.norm(aux_new - p))
+    return aux_new, lam_new, float(np.linalg.norm(aux_new - p, axis=2).sum())
 
 
 class VppError(ValueError):
@@ -82,6 +83,9 @@ class ProsumerProfile:
     battery_kw: float = 5.0
     battery_eta: float = 0.95
     battery_initial_kwh: float = 5.0
+    # the most its connection carries in an hour, and so the most it may trade with one peer
+    # or in all (the VPP contract refuses trades beyond it)
+    connection_kw: float = 20.0
 
     def validate(self, hours: int) -> ProsumerProfile:
         for name in ("solar_kw", "wind_kw", "inflexible_kw", "flexible_ref_kw"):
@@ -96,6 +100,8 @@ class ProsumerProfile:
             raise VppError(f"prosumer {self.name}: battery initial energy outside [0, capacity]")
         if not 0 < self.battery_eta <= 1:
             raise VppError(f"prosumer {self.name}: battery efficiency not in (0, 1]")
+        if not 0 < self.connection_kw <= 1e6:
+            raise VppError(f"prosumer {self.name}: connection_kw not in (0, 1e6]")
         if self.flexible_ref_kw.max(initial=0) > self.flexible_max_kw:
             raise VppError(f"prosumer {self.name}: preferred flexible load above its maximum")
         return self
@@ -222,6 +228,7 @@ class Prosumer:
         self.p = cp.Variable((others, h))  # p_uv, v over the others in index order
         self.peak = cp.Variable(nonneg=True)
         self.eta = cp.Parameter(nonneg=True)
+        self.connection = cp.Parameter(nonneg=True)
         self.cost = (
             prices.grid_usd_per_kwh * cp.sum(self.g)
             + prices.peak_usd_per_kw_day * self.peak
@@ -244,6 +251,8 @@ class Prosumer:
             self.e_as <= self.b,
             self.flex <= self.flex_max,
             cp.sum(self.flex) == cp.sum(self.flex_ref),
+            cp.abs(self.p) <= self.connection,
+            cp.abs(cp.sum(self.p, axis=0)) <= self.connection,
         ]
         self.constraints = cons
         # ρ/2‖p' − p‖² − λ·p up to a constant, written DPP-style: ρ/2‖p‖² − (ρ p' + λ)·p
@@ -261,6 +270,8 @@ class Prosumer:
         self.flex_max.value = profile.flexible_max_kw
         self.eta.value = profile.battery_eta
         self.as_price.value = as_price[s]
+        # a hair inside the contract's bound, so a solution rounded to 1e-9 kWh stays within it
+        self.connection.value = profile.connection_kw * (1 - 1e-6)
 
     def solve(self, p_aux: np.ndarray, lam: np.ndarray, rho: float) -> np.ndarray:
         self.lin.value, self.rho.value = rho * p_aux + lam, rho
@@ -293,6 +304,8 @@ class VppDayResult:
     grid_kwh: np.ndarray  # n × T
     battery_end_kwh: np.ndarray  # n
     seconds: float
+    duals_usd_per_kwh: np.ndarray | None = None  # n × n × T: λ at the end
+    submitted_kwh: np.ndarray | None = None  # n × n × T: every prosumer's last p_uv
 
 
 @dataclass
@@ -312,8 +325,8 @@ def solve_vpp_admm(
     profiles: list[ProsumerProfile],
     prices: VppPrices | None = None,
     rho: float = 0.5,
-    eps_kwh: float = 1e-3,
-    max_iter: int = 300,
+    eps_kwh: float = 1e-6,
+    max_iter: int = 1000,
     step: DualStep = dual_step,
 ) -> VppResult:
     """Day by day (battery energy carried over): the prosumers' primal steps (eq. 4) and the
@@ -350,7 +363,7 @@ def solve_vpp_admm(
             aux, lam, residual = step(p, aux, lam, rho)
             if residual <= eps_kwh:
                 break
-        trades = aux
+        trades, last_p = aux, p
         cost = sum(float(a.cost.value) for a in agents)
         result.days.append(
             VppDayResult(
@@ -362,6 +375,8 @@ def solve_vpp_admm(
                 grid_kwh=np.array([a.g.value for a in agents]),
                 battery_end_kwh=np.array([a.b.value[-1] for a in agents]),
                 seconds=time.perf_counter() - started,
+                duals_usd_per_kwh=lam,
+                submitted_kwh=last_p,
             )
         )
         b0 = np.clip(result.days[-1].battery_end_kwh, 0, [p.battery_kwh for p in profiles])
