@@ -445,10 +445,11 @@ def solve_sparse(prob: RopfProblem, *, max_iter: int = 500, tol: float = IPOPT_T
         if not after.converged or watched.size == limited.size:
             break
         loading = _loading(after, limited)
-        unwatched = ~np.isin(limited, watched)
-        if not np.any(unwatched & (loading > 1.0 + FEASIBILITY_TOL_PU)):
+        broken = loading > 1.0 + FEASIBILITY_TOL_PU
+        if not np.any(broken & ~np.isin(limited, watched)):
             break
-        watched = np.union1d(watched, limited[loading >= WATCH_LOADING])
+        # Each round adds at least one limit, so the loop ends (at worst with all of them).
+        watched = np.union1d(watched, limited[broken | (loading >= WATCH_LOADING)])
         start = after
     if prob.breach(before) < prob.breach(after) or (
         prob.breach(before) == prob.breach(after) and before.loss_mw < after.loss_mw
