@@ -42,8 +42,10 @@ IPOPT_TOL = 1e-10
 # The start is a converged power flow (balance satisfied), so the barrier can start small:
 # measured mu_init 1e-4 against IPOPT's 0.1: case300 132 → 92 iterations (0.9 → 0.46 s CPU),
 # the 5,483-bus SimBench grid 31 → 27. ("mu_strategy adaptive" cut SimBench to 19 but took
-# case300 to 220.)
-IPOPT_OPTIONS: dict[str, object] = {"mu_init": 1e-4}
+# case300 to 220.) With the branch limits screened (WATCH_LOADING), 1e-5 against 1e-4: SimBench
+# 27 → 23 iterations, ieee9 10 → 8, case39 18 → 16, case118 23 → 24, case300 (infeasible as
+# shipped) 82 → 91; 1e-6 was no better.
+IPOPT_OPTIONS: dict[str, object] = {"mu_init": 1e-5}
 # Branch limits IPOPT sees at first: those loaded at least this much at the start. Real feeders
 # run far below their ratings (SimBench 1-MVLV-rural-all-0-sw: 107 of 5,483 rated branches above
 # 50 %, none above 67 %; case300 none above 13 %), and each limit is two rows of the KKT system
