@@ -25,8 +25,11 @@ circles as inequalities; the same bounds and the same start.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import casadi as ca
 import numpy as np
@@ -46,6 +49,24 @@ IPOPT_TOL = 1e-10
 # 27 → 23 iterations, ieee9 10 → 8, case39 18 → 16, case118 23 → 24, case300 (infeasible as
 # shipped) 82 → 91; 1e-6 was no better.
 IPOPT_OPTIONS: dict[str, object] = {"mu_init": 1e-5}
+
+
+def _one_blas_thread() -> None:
+    """Run the OpenBLAS bundled with CasADi (MUMPS's dense kernels) on one thread.
+
+    Its worker threads do not pay on these KKT systems (a grid's graph is nearly a tree, so the
+    frontal matrices are small) and compete for the DSO's shared cores: on SimBench
+    1-MVLV-rural-all-0-sw, 3 runs each, CPU 0.83–0.92 s with one thread against 0.89–1.11 s with
+    its default. ``solve_ropf``'s threadpool limit does not reach it (threadpoolctl does not know
+    the library's name).
+    """
+    library = Path(ca.__file__).parent / "libcasadi-tp-openblas.so.0"
+    with contextlib.suppress(OSError, AttributeError):  # another CasADi build: leave it alone
+        ctypes.CDLL(str(library)).openblas_set_num_threads(1)
+
+
+_one_blas_thread()
+
 # Branch limits IPOPT sees at first: those loaded at least this much at the start. Real feeders
 # run far below their ratings (SimBench 1-MVLV-rural-all-0-sw: 107 of 5,483 rated branches above
 # 50 %, none above 67 %; case300 none above 13 %), and each limit is two rows of the KKT system
