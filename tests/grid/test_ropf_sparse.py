@@ -233,3 +233,32 @@ def test_simbench_optimum_is_a_pandapower_power_flow():
     slack = int(np.flatnonzero(prob.compiled.gen_role == "slack")[0])
     grid_mw = float(pnet.res_ext_grid.p_mw.sum())
     assert res.pf_after.gen_p_mw[slack] == pytest.approx(grid_mw, abs=1e-6)
+
+
+def test_a_branch_limit_left_out_at_first_joins_when_the_answer_breaks_it(monkeypatch):
+    # ieee9's branch 2 carries 42 % of its 150 MVA at the start and 44 % at the unconstrained
+    # optimum: rated 64.5 MVA it starts inside its limit (98 %) and binds at the optimum. With
+    # no limit watched at first, the first answer breaks it; it must join and the second answer
+    # must be SLSQP's (which sees every limit from the start).
+    net = load_case("ieee9")
+    branch = net.branch.copy()
+    branch.loc[branch.index[2], "rate_mva"] = 64.5
+    prob = RopfProblem(compile_network(net.with_tables(branch=branch)), "vm")
+    assert 0.9 < prob.solve_pf(prob.current_x()).loading_pct[2] / 100 < 1.0
+    dense = solve_ropf(prob, "exact", sparse=False)
+    assert dense.pf_after.loading_pct[2] == pytest.approx(100.0, abs=1e-4)
+    rounds = []
+    real = sparse_module._ipopt
+    monkeypatch.setattr(
+        sparse_module, "_ipopt", lambda fs, *a: rounds.append(fs.rated.tolist()) or real(fs, *a)
+    )
+    monkeypatch.setattr(sparse_module, "WATCH_LOADING", 1.5)
+    late = solve_sparse(prob)
+    assert rounds[0] == [] and 2 in rounds[-1] and len(rounds) >= 2
+    assert late.feasible
+    assert late.loss_after_pu == pytest.approx(dense.loss_after_pu, rel=1e-6)
+    monkeypatch.setattr(sparse_module, "WATCH_LOADING", 0.5)
+    rounds.clear()
+    early = solve_sparse(prob)
+    assert len(rounds) == 1 and 2 in rounds[0]
+    assert early.loss_after_pu == pytest.approx(dense.loss_after_pu, rel=1e-6)

@@ -88,15 +88,21 @@ def start_angles(c: CompiledNetwork) -> np.ndarray:
     f, t = c.branch_from, c.branch_to
     graph = sp.coo_matrix((np.ones(f.size), (f, t)), shape=(nb, nb)).tocsr()
     order, pred = breadth_first_order(graph, c.ref, directed=False, return_predecessors=True)
-    step = {}
-    for k in range(f.size):
-        rad = np.deg2rad(shift[k])
-        step.setdefault((int(f[k]), int(t[k])), -rad)  # V_to ≈ V_from · e^{-j shift}
-        step.setdefault((int(t[k]), int(f[k])), rad)
-    angle = np.zeros(nb)
-    for b in order[1:]:
-        angle[b] = angle[pred[b]] + step[(int(pred[b]), int(b))]
-    return angle
+    # The angle step along each directed bus pair, V_to ≈ V_from · e^{-j shift}; where parallel
+    # branches disagree the first branch's counts. Arrays, not a dict filled branch by branch:
+    # that loop took 110 ms on a 5,483-bus grid, and every compiled network pays it once.
+    rad = np.deg2rad(shift)
+    src = np.column_stack([f, t]).ravel()  # branch k: (f, t) then (t, f)
+    dst = np.column_stack([t, f]).ravel()
+    value = np.column_stack([-rad, rad]).ravel()
+    keys, first = np.unique(src.astype(np.int64) * nb + dst, return_index=True)
+    walk = order[1:]
+    step = value[first[np.searchsorted(keys, pred[walk].astype(np.int64) * nb + walk)]]
+    angle = [0.0] * nb
+    parent, steps = pred[walk].tolist(), step.tolist()
+    for b, a, d in zip(walk.tolist(), parent, steps, strict=True):  # in BFS order: parent first
+        angle[b] = angle[a] + d
+    return np.array(angle)
 
 
 def as_compiled(net: Network | CompiledNetwork) -> CompiledNetwork:

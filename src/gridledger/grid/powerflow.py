@@ -312,17 +312,35 @@ def _newton_sparse(
 _ANGLE_CACHE: dict[int, tuple[CompiledNetwork, np.ndarray]] = {}
 
 
-def _start_angles(c: CompiledNetwork) -> np.ndarray:
-    """:func:`start_angles`, once per network (its graph walk is a Python loop over branches:
-    110 ms on a 5,483-bus SimBench grid, more than the solve)."""
+def _start_phasors(c: CompiledNetwork) -> np.ndarray:
+    """``exp(j·start_angles)``, once per network (the graph walk of :func:`start_angles` is a
+    Python loop over branches: 110 ms on a 5,483-bus SimBench grid, more than the solve)."""
     hit = _ANGLE_CACHE.get(id(c))
     if hit is not None and hit[0] is c:
         return hit[1]
-    angles = start_angles(c)
+    # Wrapped into (-π, π] as a caller's v0 is, so both starts are the same numbers.
+    phasors = np.exp(1j * np.angle(np.exp(1j * start_angles(c))))
+    phasors.flags.writeable = False
     if len(_ANGLE_CACHE) > 64:
         _ANGLE_CACHE.clear()
-    _ANGLE_CACHE[id(c)] = (c, angles)
-    return angles
+    _ANGLE_CACHE[id(c)] = (c, phasors)
+    return phasors
+
+
+_SETUP_CACHE: dict[tuple[int, str], tuple[CompiledNetwork, Setup]] = {}
+
+
+def _setup(c: CompiledNetwork, control: RegulatorControl) -> Setup:
+    """:func:`make_setup`, once per network and control mode (the DSO solves many power flows
+    on one compiled network; the setup walks the generators in Python)."""
+    hit = _SETUP_CACHE.get((id(c), control))
+    if hit is not None and hit[0] is c:
+        return hit[1]
+    st = make_setup(c, control)
+    if len(_SETUP_CACHE) > 64:
+        _SETUP_CACHE.clear()
+    _SETUP_CACHE[(id(c), control)] = (c, st)
+    return st
 
 
 def run_pf(
@@ -361,7 +379,7 @@ def run_pf(
         raise ValueError("gen_vm must be positive")
     if not (tol > 0 and max_iter >= 1):
         raise ValueError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
-    st = make_setup(c, regulator_control)
+    st = _setup(c, regulator_control)
     if v0 is not None:
         v0 = np.asarray(v0, dtype=complex)
         if v0.shape != (c.n_bus,):
@@ -395,12 +413,12 @@ def _solve_one(
     held = st.vm_gen >= 0
     if v0 is None:
         vm0 = np.ones(nb)
-        v0 = np.exp(1j * _start_angles(c))
+        vm0[held] = vm_set[st.vm_gen[held]]
+        v0 = vm0 * _start_phasors(c)
     else:
         vm0 = np.abs(v0)
-    vm0 = vm0.copy()
-    vm0[held] = vm_set[st.vm_gen[held]]
-    v0 = vm0 * np.exp(1j * np.angle(v0))
+        vm0[held] = vm_set[st.vm_gen[held]]
+        v0 = vm0 * np.exp(1j * np.angle(v0))
     sbus = specified_injection(c, st, p_set, q_set, s_set)
     v, slack, converged, it, norm = _newton_sparse(c, st, v0, sbus, tol, max_iter)
     return _result(c, st, v, slack, converged, it, norm, p_set, q_set, s_set, control)

@@ -278,11 +278,14 @@ def check_limits(
     out: list[Violation] = []
     if not res.converged:
         return [Violation("convergence", f"mismatch {res.max_mismatch_mva:.3g} MVA", 0, 0, "")]
-    for i, bus in enumerate(c.bus_ids):
-        vm = float(res.vm_pu[i])
+    # Loops run over the breaches only (a Python loop over every bus of a 5,483-bus grid took
+    # 17 ms per check, several checks per R-OPF).
+    vm_all = res.vm_pu
+    for i in np.flatnonzero((vm_all > vmax + tol_pu) | (vm_all < vmin - tol_pu)):
+        vm, bus = float(vm_all[i]), c.bus_ids[i]
         if vm > vmax[i] + tol_pu:
             out.append(Violation("voltage", f"bus {bus}", vm, float(vmax[i]), "pu"))
-        elif vm < vmin[i] - tol_pu:
+        else:
             out.append(Violation("voltage", f"bus {bus}", vm, float(vmin[i]), "pu"))
     if options.line_limits:
         for k in np.flatnonzero(res.rated & (res.loading_pct > 100.0 * (1 + tol_pu))):
@@ -290,8 +293,14 @@ def check_limits(
             out.append(Violation("line", name, float(res.loading_pct[k]), 100.0, "%"))
     if options.capability_limits:
         base = c.base_mva
-        for g in range(c.gen_bus.size):
-            p, q = res.gen_p_mw[g] / base, res.gen_q_mvar[g] / base
+        p_all, q_all = res.gen_p_mw / base, res.gen_q_mvar / base
+        breach = (
+            (np.hypot(p_all, q_all) > c.gen_sn + tol_pu)
+            | (q_all > c.gen_qmax + tol_pu)
+            | (q_all < c.gen_qmin - tol_pu)
+        )
+        for g in np.flatnonzero(breach):
+            p, q = p_all[g], q_all[g]
             where = f"generator {g} at bus {c.bus_ids[c.gen_bus[g]]}"
             s = float(np.hypot(p, q))
             if s > c.gen_sn[g] + tol_pu:
