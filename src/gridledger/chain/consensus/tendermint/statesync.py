@@ -64,6 +64,10 @@ class StateSyncError(ValueError):
     """A state-sync frame that does not decode, or a sync that cannot complete (says why)."""
 
 
+class SnapshotTooLarge(StateSyncError):
+    """A snapshot whose chunks exceed the syncing node's ``max_snapshot_bytes``."""
+
+
 def frame_limits(commit_bytes: int) -> dict[int, int]:
     """Largest payload per state-sync frame kind (the reactor adds these to its table)."""
     return {
@@ -253,8 +257,14 @@ class StateSyncConfig:
     request_timeout_s: float = 3.0
     timeout_s: float = 120.0  # give up (the node exits; an operator looks)
     max_in_flight: int = 4  # chunk requests outstanding at once
+    # The most snapshot bytes the node holds while it fetches one snapshot. The root can only be
+    # checked once every chunk is in, and a manifest's chunk hashes are the offering peer's word,
+    # so without this a peer could make the node hold MAX_CHUNKS x MAX_CHUNK_BYTES (16 GiB).
+    max_snapshot_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
+        if self.max_snapshot_bytes < 1:
+            raise StateSyncError("state_sync.max_snapshot_bytes must be >= 1")
         if self.trust_height < 1:
             raise StateSyncError("state_sync.trust_height must be >= 1")
         if len(self.trust_hash) != 32:
@@ -280,6 +290,7 @@ class SyncStats:
     refused_manifests: int = 0
     chunks_fetched: int = 0
     chunks_refetched: int = 0
+    bytes_held: int = 0  # verified chunk bytes of the last snapshot fetched
 
 
 class StateSyncer:
@@ -450,8 +461,10 @@ class StateSyncer:
         chunks: list[bytes | None] = [None] * len(m.chunk_hashes)
         gate = asyncio.Semaphore(self.config.max_in_flight)
         keeping = list(peers)  # peers that still keep the snapshot
+        held = 0  # bytes of verified chunks held (bounded by max_snapshot_bytes)
 
         async def one(i: int) -> None:
+            nonlocal held
             async with gate:
                 for attempt in range(3 * len(peers)):
                     live = [p for p in keeping if p not in self.banned]
@@ -477,6 +490,13 @@ class StateSyncer:
                     except SnapshotError as exc:
                         self._ban(p, str(exc))
                         continue
+                    if held + len(data) > self.config.max_snapshot_bytes:
+                        raise SnapshotTooLarge(
+                            f"snapshot {m.height} holds more than max_snapshot_bytes "
+                            f"({self.config.max_snapshot_bytes})"
+                        )
+                    held += len(data)
+                    self.stats.bytes_held = held
                     chunks[i] = data
                     self.stats.chunks_fetched += 1
                     return
@@ -487,7 +507,7 @@ class StateSyncer:
                 for i in range(len(chunks)):
                     tasks.create_task(one(i))
         except* StateSyncError as failed:
-            raise StateSyncError(str(failed.exceptions[0])) from None
+            raise failed.exceptions[0] from None  # its own type (SnapshotTooLarge says more)
         return [c for c in chunks if c is not None]
 
     async def run(self) -> Restored:
@@ -521,8 +541,24 @@ class StateSyncer:
                 for p in peers:
                     self._ban(p, f"snapshot {m.height}: {why}")
                 raise StateSyncError(why)
-        chunks = await self.fetch_chunks(m, peers)
-        state = rebuild(m, chunks)
+        try:
+            chunks = await self.fetch_chunks(m, peers)
+        except SnapshotTooLarge:
+            # Not tried again in this run. Its peers are not dropped: an honest snapshot larger
+            # than this node's budget looks the same (the operator raises the budget).
+            self.bad_manifests.add(m.hash())
+            self.stats.refused_manifests += 1
+            raise
+        try:
+            state = rebuild(m, chunks)
+        except SnapshotError as exc:
+            # Every chunk matched the manifest's hashes, so the manifest itself is false (chunk
+            # hashes made up under the chain's real app hash): no honest node serves one.
+            self.bad_manifests.add(m.hash())
+            self.stats.refused_manifests += 1
+            for p in peers:
+                self._ban(p, f"snapshot {m.height} does not rebuild: {exc}")
+            raise
         return Restored(m, chunks, state, header, nxt, vals)
 
 
@@ -537,6 +573,7 @@ __all__ = [
     "RequestLimits",
     "Restored",
     "SnapshotServer",
+    "SnapshotTooLarge",
     "StateSyncConfig",
     "StateSyncError",
     "StateSyncer",

@@ -1,0 +1,115 @@
+"""Attacks on a syncing node by a peer that serves a false snapshot under the chain's real app
+hash (its manifest's chunk hashes are its own), over real authenticated links.
+
+The light client cannot catch this one: the manifest's app hash is the verified header's, and
+every chunk matches its hash in the manifest. Only the rebuilt root (after every chunk is in)
+shows the lie, so what such a peer can cost is the bytes the node fetches and holds first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gridledger.chain.snapshot import SnapshotStore, encode_chunks
+
+from .test_state_sync import CHAIN_ID, _snapshot, _sync, _transfer, make_chain
+from .test_state_sync import ss as statesync
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """The solo chain of test_state_sync.py: three blocks with a transfer each."""
+    (tmp_path / "chain").mkdir()
+    c = make_chain(tmp_path / "chain")
+    for amount in (1, 2, 3):
+        assert c.submit(_transfer(c, amount)).ok
+        c.block()
+    yield c
+    c.store.close()
+
+
+def _forged(chain, directory, extra_items: int, chunk_bytes: int = 256):
+    """A snapshot store offering the real height and app hash over made-up state: the real
+    items plus ``extra_items`` keys that are not in the chain's state."""
+    real = list(chain.app.snapshot_items())
+    extra = [(b"zz/forged/%06d" % i, b"x" * 200) for i in range(extra_items)]
+    forged = SnapshotStore(directory)
+    m = forged.take(chain.app.height, CHAIN_ID, chain.app.app_hash, iter(real + extra), {}, 256)
+    assert len(encode_chunks(iter(real + extra), chunk_bytes)) == len(m.chunk_hashes)
+    return forged, m
+
+
+def test_a_forged_manifest_under_the_real_app_hash_is_refused_once_and_its_peer_dropped(
+    chain, tmp_path
+):
+    honest, m = _snapshot(chain, tmp_path / "honest")
+    expected = dict(chain.app.snapshot_items())
+    forged, fm = _forged(chain, tmp_path / "forged", extra_items=3)
+    assert fm.app_hash == m.app_hash and fm.hash() != m.hash()
+    chain.block()  # the header after the snapshot, which carries its app hash
+    result, syncer, (liar, good) = asyncio.run(_sync(chain, [forged, honest]))
+    assert isinstance(result, statesync.Restored), result
+    assert result.manifest == m and result.state == expected
+    # whichever was tried first, the forged manifest is never restored, and if it was fetched
+    # its peer is dropped and the manifest refused (not fetched again in a later round)
+    assert good not in syncer.banned
+    if liar in syncer.banned:
+        assert "does not rebuild" in syncer.stats.banned[liar.hex()]
+        assert fm.hash() in syncer.bad_manifests
+    # alone, the liar is fetched once, refused, dropped: the sync fails instead of looping
+    result, syncer, _ = asyncio.run(_sync(chain, [forged], timeout_s=3.0))
+    assert isinstance(result, statesync.StateSyncError)
+    assert "state sync timed out" in str(result)
+    assert liar in syncer.banned
+    why = syncer.stats.banned[liar.hex()]
+    assert "the rebuilt state root is not the manifest's app hash" in why
+    assert syncer.stats.refused_manifests == 1
+    assert syncer.stats.chunks_fetched == len(fm.chunk_hashes)  # once, not once per round
+
+
+def test_a_snapshot_bomb_stops_at_the_byte_budget(chain, tmp_path):
+    honest, m = _snapshot(chain, tmp_path / "honest")
+    honest_bytes = sum(map(len, honest.chunks(m.height)))
+    forged, fm = _forged(chain, tmp_path / "forged", extra_items=400)  # ~90 KB, 4x the budget
+    forged_bytes = sum(map(len, forged.chunks(fm.height)))
+    budget = max(honest_bytes, 20_000)
+    assert forged_bytes > 4 * budget
+    chain.block()
+
+    async def run(stores, timeout_s=20.0):
+        real_init = statesync.StateSyncConfig.__post_init__
+
+        def small_budget(cfg):
+            cfg.max_snapshot_bytes = budget
+            real_init(cfg)
+
+        statesync.StateSyncConfig.__post_init__ = small_budget
+        try:
+            return await _sync(chain, stores, timeout_s)
+        finally:
+            statesync.StateSyncConfig.__post_init__ = real_init
+
+    # alone, the bomb is cut at the budget: at most budget + the chunks in flight are fetched
+    result, syncer, (bomber,) = asyncio.run(run([forged], timeout_s=3.0))
+    assert isinstance(result, statesync.StateSyncError)
+    assert syncer.stats.refused_manifests == 1
+    assert fm.hash() in syncer.bad_manifests
+    assert bomber not in syncer.banned  # an honest state over the budget looks the same
+    biggest = max(map(len, forged.chunks(fm.height)))
+    assert budget - biggest < syncer.stats.bytes_held <= budget
+    assert syncer.stats.chunks_fetched < len(fm.chunk_hashes)
+    # with an honest peer, the node restores the real snapshot within the same budget
+    result, syncer, _ = asyncio.run(run([forged, honest]))
+    assert isinstance(result, statesync.Restored), result
+    assert result.manifest == m
+
+
+def test_the_byte_budget_is_a_positive_setting():
+    try:
+        statesync.StateSyncConfig(1, b"\0" * 32, max_snapshot_bytes=0)
+    except statesync.StateSyncError as exc:
+        assert "max_snapshot_bytes" in str(exc)
+    else:
+        raise AssertionError("a zero byte budget was accepted")
