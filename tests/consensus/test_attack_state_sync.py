@@ -12,7 +12,13 @@ import asyncio
 
 import pytest
 
-from gridledger.chain.snapshot import SnapshotStore, encode_chunks
+from gridledger.chain.snapshot import (
+    MAX_HEIGHT,
+    Manifest,
+    SnapshotError,
+    SnapshotStore,
+    encode_chunks,
+)
 
 from .test_state_sync import CHAIN_ID, _snapshot, _sync, _transfer, make_chain
 from .test_state_sync import ss as statesync
@@ -113,3 +119,44 @@ def test_the_byte_budget_is_a_positive_setting():
         assert "max_snapshot_bytes" in str(exc)
     else:
         raise AssertionError("a zero byte budget was accepted")
+
+
+def test_offers_far_in_the_future_only_delay_the_sync_and_go_last_after_one_try(chain, tmp_path):
+    honest, m = _snapshot(chain, tmp_path / "honest")
+    expected = dict(chain.app.snapshot_items())
+    future = SnapshotStore(tmp_path / "future", keep=4)
+    for ahead in (10**3, 10**6, 10**9, 2**62):  # no header h + 1 exists for any of them
+        future.take(m.height + ahead, CHAIN_ID, m.app_hash, iter(expected.items()), {}, 256)
+    chain.block()
+    result, syncer, _ = asyncio.run(_sync(chain, [future, honest]))
+    assert isinstance(result, statesync.Restored), result
+    assert result.manifest == m and result.state == expected
+    assert syncer.unverified_heights == {m.height + a for a in (10**3, 10**6, 10**9, 2**62)}
+    # a silent peer is no offence; but its offers now go after every verifiable one
+    assert syncer.banned == set()
+    assert syncer._candidates()[0][0] == m
+
+
+def test_an_offer_beyond_the_largest_height_is_refused_and_its_peer_dropped(chain, tmp_path):
+    """A manifest at height 2^64 made the syncing node crash with a struct.error when it asked
+    for header h + 1 (a u64 field), before the manifest bounded its height."""
+    honest, m = _snapshot(chain, tmp_path / "honest")
+    for height in (MAX_HEIGHT + 1, 2**64, 10**39):
+        bad = Manifest(height, m.format, CHAIN_ID, m.app_hash, m.chunk_hashes, {})
+        with pytest.raises(SnapshotError, match="manifest height"):
+            Manifest.decode(bad.encode())
+        with pytest.raises(statesync.StateSyncError, match="manifest height"):
+            statesync.decode_offer(statesync.encode_offer([m, bad]))
+    top = Manifest(MAX_HEIGHT, m.format, CHAIN_ID, m.app_hash, m.chunk_hashes, {})
+    assert Manifest.decode(top.encode()) == top
+    beyond = SnapshotStore(tmp_path / "beyond")
+    beyond.save(
+        Manifest(2**64, m.format, CHAIN_ID, m.app_hash, m.chunk_hashes, {}),
+        [b""] * len(m.chunk_hashes),
+    )
+    chain.block()
+    result, syncer, (liar, good) = asyncio.run(_sync(chain, [beyond, honest]))
+    assert isinstance(result, statesync.Restored), result
+    assert result.manifest == m
+    assert liar in syncer.banned and good not in syncer.banned
+    assert "manifest height" in syncer.stats.banned[liar.hex()]

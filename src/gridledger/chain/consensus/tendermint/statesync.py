@@ -308,6 +308,10 @@ class StateSyncer:
         self.offers: dict[bytes, list[Manifest]] = {}
         self.banned: set[bytes] = set()
         self.bad_manifests: set[bytes] = set()
+        # heights whose header h + 1 no peer served verified: tried after all other offers (an
+        # honest snapshot at the chain's tip verifies a block later; a height far in the future
+        # never does, and each try waits out every peer's request timeout)
+        self.unverified_heights: set[int] = set()
         self.stats = SyncStats()
         self._waiting: dict[tuple, asyncio.Future] = {}
 
@@ -446,7 +450,8 @@ class StateSyncer:
 
     # --- snapshots -------------------------------------------------------------------------
     def _candidates(self) -> list[tuple[Manifest, list[bytes]]]:
-        """Offered snapshots, newest first, the most widely offered first at one height."""
+        """Offered snapshots, newest first, the most widely offered first at one height; those
+        at a height whose header did not verify last."""
         by_hash: dict[bytes, tuple[Manifest, list[bytes]]] = {}
         for peer, manifests in self.offers.items():
             if peer in self.banned:
@@ -455,7 +460,10 @@ class StateSyncer:
                 mh = m.hash()
                 if mh not in self.bad_manifests:
                     by_hash.setdefault(mh, (m, []))[1].append(peer)
-        return sorted(by_hash.values(), key=lambda e: (-e[0].height, -len(e[1])))
+        return sorted(
+            by_hash.values(),
+            key=lambda e: (e[0].height in self.unverified_heights, -e[0].height, -len(e[1])),
+        )
 
     async def fetch_chunks(self, m: Manifest, peers: list[bytes]) -> list[bytes]:
         chunks: list[bytes | None] = [None] * len(m.chunk_hashes)
@@ -526,7 +534,11 @@ class StateSyncer:
         raise StateSyncError(f"state sync timed out: {last_problem}")
 
     async def _try(self, m: Manifest, peers: list[bytes]) -> Restored:
-        header, nxt, vals = await self.verify_headers(m.height)
+        try:
+            header, nxt, vals = await self.verify_headers(m.height)
+        except StateSyncError:
+            self.unverified_heights.add(m.height)
+            raise
         if m.app_hash != nxt.app_hash:
             self.bad_manifests.add(m.hash())
             self.stats.refused_manifests += 1
