@@ -9,9 +9,14 @@ shows the lie, so what such a peer can cost is the bytes the node fetches and ho
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gridledger.chain.abci import Validator
+from gridledger.chain.consensus.tendermint.validators import ValidatorSet
 from gridledger.chain.snapshot import (
     MAX_HEIGHT,
     Manifest,
@@ -19,6 +24,7 @@ from gridledger.chain.snapshot import (
     SnapshotStore,
     encode_chunks,
 )
+from gridledger.node.statesync import check_schedule
 
 from .test_state_sync import CHAIN_ID, _snapshot, _sync, _transfer, make_chain
 from .test_state_sync import ss as statesync
@@ -160,3 +166,56 @@ def test_an_offer_beyond_the_largest_height_is_refused_and_its_peer_dropped(chai
     assert result.manifest == m
     assert liar in syncer.banned and good not in syncer.banned
     assert "manifest height" in syncer.stats.banned[liar.hex()]
+
+
+# --- the engine schedule a manifest carries (no hash covers it) ------------------------------
+_PUB = bytes(range(32))
+_SET = ValidatorSet([Validator(_PUB, 10)], [0], _PUB).to_json()
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["5", "6", "7", "validators", "proposer"]), inner)
+    ),
+    max_leaves=12,
+)
+
+
+def _schedule_manifest(consensus: dict) -> Manifest:
+    return Manifest(5, 1, CHAIN_ID, b"\0" * 32, (b"\0" * 32,), consensus)
+
+
+_HEADERS = SimpleNamespace(validators_hash=b"\0" * 32, next_validators_hash=b"\0" * 32)
+
+
+def test_a_schedule_that_is_not_objects_is_refused_not_a_crash():
+    """``"pending": []`` under the real app hash made the syncing node's start raise an
+    AttributeError (a peer could stop every node that state-syncs from it)."""
+    for pending in ([], None, "x", 7, True):
+        why = check_schedule(
+            _schedule_manifest({"valsets": {"5": _SET, "6": _SET}, "pending": pending}),
+            _HEADERS,
+            _HEADERS,
+        )
+        assert why is not None and "malformed" in why
+    for valsets in ([], None, "x", [_SET, _SET]):
+        why = check_schedule(
+            _schedule_manifest({"valsets": valsets, "pending": {}}), _HEADERS, _HEADERS
+        )
+        assert why is not None and "malformed" in why
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "valsets": _JSON
+            | st.fixed_dictionaries({"5": _JSON | st.just(_SET), "6": _JSON | st.just(_SET)}),
+            "pending": _JSON,
+        }
+    )
+    | st.dictionaries(st.sampled_from(["valsets", "pending", "x"]), _JSON)
+)
+def test_any_schedule_json_gets_a_reason_never_an_exception(consensus):
+    why = check_schedule(_schedule_manifest(consensus), _HEADERS, _HEADERS)
+    assert isinstance(why, str)  # the headers' zero hashes match no set
