@@ -16,12 +16,30 @@ from test_ev_contract import HALF_HOUR_S, KEYS, TOKEN, V2G, Ev, H, T
 from gridledger.chain import codes
 from gridledger.chain.contracts import ev
 from gridledger.chain.contracts.certificates import rec_key
+from gridledger.chain.tx import decode_tx
 from gridledger.market.orders import MAX_PRICE_UTOKEN_PER_KWH
 
 
 @pytest.fixture
 def chain_ev(tmp_path: Path) -> Ev:
-    return Ev(tmp_path)
+    """The EV network, with a guard on the admission cache: the decoded transaction the mempool
+    check caches is the very object the block executes again, so a contract that changed its
+    payload in place would make the block's result depend on whether this node had admitted
+    the transaction. After every execution its payload must still be its bytes' payload."""
+    net = Ev(tmp_path)
+    app = net.chain.app
+    real = app._execute
+    executed: list[str] = []
+
+    def guarded(tx, *args, **kwargs):
+        out = real(tx, *args, **kwargs)
+        assert tx.payload == decode_tx(tx.raw).payload, f"{tx.type} changed its payload"
+        executed.append(tx.type)
+        return out
+
+    app._execute = guarded
+    yield net
+    assert "ev.authorise" in executed  # the guard saw the contract run
 
 
 def test_expiry_at_the_exact_block_time(chain_ev: Ev) -> None:
