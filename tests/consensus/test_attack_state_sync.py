@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridledger.chain.abci import Validator
+from gridledger.chain.block import Commit, make_header
 from gridledger.chain.consensus.tendermint.validators import ValidatorSet
+from gridledger.chain.keys import KeyPair
 from gridledger.chain.snapshot import (
     MAX_HEIGHT,
     Manifest,
@@ -26,7 +28,7 @@ from gridledger.chain.snapshot import (
 )
 from gridledger.node.statesync import check_schedule
 
-from .test_state_sync import CHAIN_ID, _snapshot, _sync, _transfer, make_chain
+from .test_state_sync import CHAIN_ID, _LightPeers, _snapshot, _sync, _transfer, make_chain
 from .test_state_sync import ss as statesync
 
 
@@ -219,3 +221,54 @@ def test_a_schedule_that_is_not_objects_is_refused_not_a_crash():
 def test_any_schedule_json_gets_a_reason_never_an_exception(consensus):
     why = check_schedule(_schedule_manifest(consensus), _HEADERS, _HEADERS)
     assert isinstance(why, str)  # the headers' zero hashes match no set
+
+
+# --- one forged header must not make the node walk every height ------------------------------
+class _CountingLightPeers(_LightPeers):
+    def __init__(self, tables):
+        super().__init__(tables)
+        self.asked: dict[bytes, int] = dict.fromkeys(tables, 0)
+
+    def send(self, peer: bytes, kind: int, payload: bytes) -> bool:
+        self.asked[peer] += 1
+        return super().send(peer, kind, payload)
+
+
+def _long_chain(keys, heights: int, forged_at: int | None = None):
+    """Light blocks 1..heights signed by ``keys`` (one set throughout); from ``forged_at`` on,
+    a fork signed by strangers under headers naming their own set."""
+    strangers = [KeyPair.from_seed(bytes([200 + i]) * 32) for i in range(3)]
+    out, prev = {}, bytes(32)
+    for h in range(1, heights + 1):
+        signers = strangers if forged_at is not None and h >= forged_at else keys
+        vals = [Validator(k.pub_key, 1) for k in signers]
+        header = make_header(
+            CHAIN_ID, h, 1000 * h, prev, signers[0].pub_key, [], lambda raw: "other",
+            bytes(32), bytes(32), vals, vals,
+        )  # fmt: skip
+        commit = Commit.sign(CHAIN_ID, h, 0, header.hash(), signers)
+        out[h] = statesync.LightBlock(header, commit, tuple(vals))
+        prev = header.hash()
+    return out
+
+
+def test_a_forged_header_costs_the_node_log_n_headers_not_every_height():
+    keys = [KeyPair.from_seed(bytes([10 + i]) * 32) for i in range(3)]
+    n = 1024
+    good, forged = _long_chain(keys, n), _long_chain(keys, n, forged_at=n)
+    liar, honest = b"L" * 32, b"H" * 32
+
+    async def run(tables):
+        peers = _CountingLightPeers(tables)
+        cfg = statesync.StateSyncConfig(1, good[1].header.hash(), request_timeout_s=0.5)
+        syncer = statesync.StateSyncer(CHAIN_ID, peers, cfg)
+        peers.syncer = syncer
+        return await syncer.verify_headers(n - 1), syncer, peers.asked
+
+    (header, nxt, _), syncer, asked = asyncio.run(run({liar: forged, honest: good}))
+    assert (header, nxt) == (good[n - 1].header, good[n].header)
+    assert liar in syncer.banned and f"header {n}" in syncer.stats.banned[liar.hex()]
+    # the liar's one forged header cost the trusted header, its target and a bisection down to
+    # the height before it: log2(1024) = 10 halvings, not 1,023 headers
+    assert asked[liar] <= 2 + 10 + 1
+    assert asked[honest] <= 3  # the trusted header, the skip to n, header n - 1
