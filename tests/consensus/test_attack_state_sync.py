@@ -155,6 +155,12 @@ def test_an_offer_beyond_the_largest_height_is_refused_and_its_peer_dropped(chai
             Manifest.decode(bad.encode())
         with pytest.raises(statesync.StateSyncError, match="manifest height"):
             statesync.decode_offer(statesync.encode_offer([m, bad]))
+    # JSON true equals 1 in Python: a second encoding of height 1 and of format 1, refused
+    as_bool = Manifest(True, m.format, CHAIN_ID, m.app_hash, m.chunk_hashes, {})
+    with pytest.raises(SnapshotError, match="manifest height"):
+        Manifest.decode(as_bool.encode())
+    with pytest.raises(SnapshotError, match="format"):
+        Manifest.decode(Manifest(1, True, CHAIN_ID, m.app_hash, m.chunk_hashes, {}).encode())
     top = Manifest(MAX_HEIGHT, m.format, CHAIN_ID, m.app_hash, m.chunk_hashes, {})
     assert Manifest.decode(top.encode()) == top
     beyond = SnapshotStore(tmp_path / "beyond")

@@ -105,9 +105,10 @@ class Manifest:
             )
         except encoding.EncodingError as exc:
             raise SnapshotError(f"manifest does not decode: {exc}") from exc
-        if not isinstance(m.height, int) or not 1 <= m.height <= MAX_HEIGHT:
+        # type(), not isinstance: JSON true is a bool, and a bool is an int equal to 1 in Python
+        if type(m.height) is not int or not 1 <= m.height <= MAX_HEIGHT:
             raise SnapshotError(f"manifest height must be an integer in 1..{MAX_HEIGHT}")
-        if m.format != FORMAT:
+        if type(m.format) is not int or m.format != FORMAT:
             raise SnapshotError(f"unknown snapshot format {m.format!r}")
         if not isinstance(m.chain_id, str) or not isinstance(m.consensus, dict):
             raise SnapshotError("manifest chain_id or consensus has the wrong type")
