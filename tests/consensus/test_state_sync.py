@@ -405,7 +405,8 @@ class _LightPeers:
 
 def _headers(old: list, new: list, forged_at: int | None = None) -> dict[int, ss.LightBlock]:
     """Heights 1..6: ``old`` signs 1-2, header 2 announces ``new``, which signs 3-6. With
-    ``forged_at``, that height is signed by strangers under a header naming their own set."""
+    ``forged_at``, that height and those after it are signed by strangers under headers naming
+    their own set."""
     from gridledger.chain.abci import Validator
     from gridledger.chain.block import Commit, make_header
     from gridledger.chain.keys import KeyPair
@@ -418,7 +419,7 @@ def _headers(old: list, new: list, forged_at: int | None = None) -> dict[int, ss
     for h in range(1, 7):
         signers = old if h <= 2 else new
         nxt = old if h < 2 else new
-        if h == forged_at:
+        if forged_at is not None and h >= forged_at:  # a fork: the real sets sign none of it
             signers = nxt = strangers
         header = make_header(
             CHAIN_ID,

@@ -42,6 +42,9 @@ MAX_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_CHUNKS = 4096  # 16 GiB of state at the largest chunks: the manifest's bound
 MAX_MANIFEST_BYTES = 64 * 1024 + MAX_CHUNKS * 70  # json fields + a hex hash per chunk
 MAX_VALIDATORS = 1000
+# A snapshot's height h must leave h + 1 (the header a syncing node verifies) a block height:
+# heights are at most 2^63 - 1 everywhere (the API, the u64 wire fields).
+MAX_HEIGHT = 2**63 - 2
 
 
 class SnapshotError(ValueError):
@@ -102,9 +105,10 @@ class Manifest:
             )
         except encoding.EncodingError as exc:
             raise SnapshotError(f"manifest does not decode: {exc}") from exc
-        if not isinstance(m.height, int) or m.height < 1:
-            raise SnapshotError("manifest height must be a positive integer")
-        if m.format != FORMAT:
+        # type(), not isinstance: JSON true is a bool, and a bool is an int equal to 1 in Python
+        if type(m.height) is not int or not 1 <= m.height <= MAX_HEIGHT:
+            raise SnapshotError(f"manifest height must be an integer in 1..{MAX_HEIGHT}")
+        if type(m.format) is not int or m.format != FORMAT:
             raise SnapshotError(f"unknown snapshot format {m.format!r}")
         if not isinstance(m.chain_id, str) or not isinstance(m.consensus, dict):
             raise SnapshotError("manifest chain_id or consensus has the wrong type")
@@ -288,6 +292,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "FORMAT",
     "MAX_CHUNK_BYTES",
+    "MAX_HEIGHT",
     "MAX_MANIFEST_BYTES",
     "Manifest",
     "SnapshotError",

@@ -11,19 +11,27 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException, Inexact, localcontext
 from pathlib import Path
 from typing import Any
 
 from gridledger.commands.errors import CliError
 
+MAX_DIGITS = 40  # the chain's own bound on an integer (chain/encoding.py MAX_INT_DIGITS)
+
 
 def exact_int(text: str, scale: int, what: str) -> int:
     """``text`` (a decimal number) × ``scale`` as an integer, or a CliError naming ``what``."""
     try:
-        value = Decimal(text) * scale
-    except InvalidOperation as exc:
+        with localcontext() as ctx:  # exact or refused: never rounded to 28 digits silently
+            ctx.prec, ctx.traps[Inexact] = 2 * MAX_DIGITS + 20, True
+            value = Decimal(text) * scale
+    except DecimalException as exc:  # also Overflow (1e999999999) and Inexact
         raise CliError(f"{what}: {text!r} is not a number") from exc
+    # Infinity raised OverflowError in int(); a huge exponent (1e999999999) would build an
+    # integer of gigabytes before the chain's 40-digit bound could refuse it
+    if not value.is_finite() or value.adjusted() >= MAX_DIGITS:
+        raise CliError(f"{what}: {text} is not a finite number below 10^{MAX_DIGITS}")
     if value != value.to_integral_value() or value < 0:
         raise CliError(f"{what}: {text} is not a whole non-negative number of 1/{scale} units")
     return int(value)

@@ -167,6 +167,7 @@ def _state_sync_config(d: Any) -> StateSyncConfig | None:
             trust_height=int(d["trust_height"]),
             trust_hash=bytes.fromhex(d["trust_hash"]),
             **{k: float(d[k]) for k in ("discovery_s", "request_timeout_s", "timeout_s") if k in d},
+            **{k: int(d[k]) for k in ("max_snapshot_bytes",) if k in d},
         )
     except StateSyncError as exc:
         raise ValueError(str(exc)) from exc

@@ -76,12 +76,15 @@ def check_schedule(m: Manifest, header: Header, nxt: Header) -> str | None:
     """Why the manifest's engine schedule disagrees with the verified headers (None: agrees)."""
     h = m.height
     try:
-        sets = m.consensus["valsets"]
+        sets, pending_raw = m.consensus["valsets"], m.consensus["pending"]
+        if not isinstance(sets, dict) or not isinstance(pending_raw, dict):
+            # a peer's JSON: anything but objects here raised AttributeError past the caller
+            raise TypeError("valsets and pending must be objects")
         at_h = ValidatorSet.from_json(sets[str(h)])
         at_next = ValidatorSet.from_json(sets[str(h + 1)])
         pending = {
             int(k): [Validator(bytes.fromhex(a), int(p)) for a, p in u]
-            for k, u in m.consensus["pending"].items()
+            for k, u in pending_raw.items()
         }
         after = at_next.with_updates(pending[h + 2]) if pending.get(h + 2) else at_next
     except (KeyError, TypeError, ValueError, ValidatorSetError) as exc:

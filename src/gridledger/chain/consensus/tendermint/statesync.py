@@ -65,6 +65,10 @@ class StateSyncError(ValueError):
     """A state-sync frame that does not decode, or a sync that cannot complete (says why)."""
 
 
+class SnapshotTooLarge(StateSyncError):
+    """A snapshot whose chunks exceed the syncing node's ``max_snapshot_bytes``."""
+
+
 def frame_limits(commit_bytes: int) -> dict[int, int]:
     """Largest payload per state-sync frame kind (the reactor adds these to its table)."""
     return {
@@ -255,8 +259,14 @@ class StateSyncConfig:
     request_timeout_s: float = 3.0
     timeout_s: float = 120.0  # give up (the node exits; an operator looks)
     max_in_flight: int = 4  # chunk requests outstanding at once
+    # The most snapshot bytes the node holds while it fetches one snapshot. The root can only be
+    # checked once every chunk is in, and a manifest's chunk hashes are the offering peer's word,
+    # so without this a peer could make the node hold MAX_CHUNKS x MAX_CHUNK_BYTES (16 GiB).
+    max_snapshot_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
+        if self.max_snapshot_bytes < 1:
+            raise StateSyncError("state_sync.max_snapshot_bytes must be >= 1")
         if self.trust_height < 1:
             raise StateSyncError("state_sync.trust_height must be >= 1")
         if len(self.trust_hash) != 32:
@@ -282,6 +292,7 @@ class SyncStats:
     refused_manifests: int = 0
     chunks_fetched: int = 0
     chunks_refetched: int = 0
+    bytes_held: int = 0  # verified chunk bytes of the last snapshot fetched
 
 
 class PeerLinks(Protocol):
@@ -307,6 +318,10 @@ class StateSyncer:
         self.offers: dict[bytes, list[Manifest]] = {}
         self.banned: set[bytes] = set()
         self.bad_manifests: set[bytes] = set()
+        # heights whose header h + 1 no peer served verified: tried after all other offers (an
+        # honest snapshot at the chain's tip verifies a block later; a height far in the future
+        # never does, and each try waits out every peer's request timeout)
+        self.unverified_heights: set[int] = set()
         self.stats = SyncStats()
         self._waiting: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
@@ -376,7 +391,7 @@ class StateSyncer:
 
     async def verify_headers(self, height: int) -> tuple[Header, Header, tuple[Validator, ...]]:
         """Headers ``height`` and ``height + 1``, the latter verified from the trusted header
-        by the light client (a skip, or header by header when the set changed too much)."""
+        by the light client (a skip, or bisection when the set changed too much)."""
         cfg = self.config
         while True:
             peers = self._peers()
@@ -415,7 +430,7 @@ class StateSyncer:
             raise StateSyncError(f"no peer served the header {height} that {height + 1} links")
 
     async def _verified(self, lc: LightClient, height: int) -> LightBlock:
-        """A light block of ``height`` accepted by ``lc``: a skip first, then adjacent steps."""
+        """A light block of ``height`` accepted by ``lc``: a skip first, then bisection."""
         for p in self._peers():
             try:
                 _, lb = await self._light(height, [p])
@@ -428,24 +443,44 @@ class StateSyncer:
                 if "cannot skip" not in str(exc):
                     self._ban(p, f"header {height}: {exc}")
                     continue
-            # The set changed too much to skip: header by header, on a copy of the trusted state
-            # (a peer that fails half-way must not leave its headers trusted).
-            step_lc = LightClient(self.chain_id, lc.trusted.validators, lc.trusted.height)
-            step_lc.trusted = lc.trusted
+            # The set changed too much to skip: bisect, on a copy of the trusted state (a peer
+            # that fails half-way must not leave its headers trusted).
             try:
-                for h in range(lc.trusted.height + 1, height + 1):
-                    _, step = await self._light(h, [p])
-                    step_lc.verify_header(step.header, step.commit, step.validators)
-                return step
+                return await self._bisect(lc, p, lb)
             except LightClientError as exc:
-                self._ban(p, f"header {h}: {exc}")
+                self._ban(p, str(exc))
             except StateSyncError:
                 continue
         raise LightClientError(f"no peer served a header {height} that verifies")
 
+    async def _bisect(self, lc: LightClient, p: bytes, target: LightBlock) -> LightBlock:
+        """CometBFT's bisection: when the trusted set cannot vouch for a header, verify the
+        header half-way to it first, then try again from there. An honest chain needs
+        O(log n) headers; a header no honest set signed fails at most O(log n) headers later,
+        adjacent to the last trusted one. (Walking every height instead let one peer with one
+        forged header make the node verify every header since the trusted height.)"""
+        step_lc = LightClient(self.chain_id, lc.trusted.validators, lc.trusted.height)
+        step_lc.trusted = lc.trusted
+        pending = [target]
+        while pending:
+            lb = pending[-1]
+            h = lb.header.height
+            try:
+                step_lc.verify_header(lb.header, lb.commit, lb.validators)
+            except LightClientError as exc:
+                mid = (step_lc.trusted.height + h) // 2
+                if "cannot skip" not in str(exc) or mid == step_lc.trusted.height:
+                    raise LightClientError(f"header {h}: {exc}") from exc
+                _, mid_lb = await self._light(mid, [p])
+                pending.append(mid_lb)
+                continue
+            pending.pop()
+        return target
+
     # --- snapshots -------------------------------------------------------------------------
     def _candidates(self) -> list[tuple[Manifest, list[bytes]]]:
-        """Offered snapshots, newest first, the most widely offered first at one height."""
+        """Offered snapshots, newest first, the most widely offered first at one height; those
+        at a height whose header did not verify last."""
         by_hash: dict[bytes, tuple[Manifest, list[bytes]]] = {}
         for peer, manifests in self.offers.items():
             if peer in self.banned:
@@ -454,14 +489,19 @@ class StateSyncer:
                 mh = m.hash()
                 if mh not in self.bad_manifests:
                     by_hash.setdefault(mh, (m, []))[1].append(peer)
-        return sorted(by_hash.values(), key=lambda e: (-e[0].height, -len(e[1])))
+        return sorted(
+            by_hash.values(),
+            key=lambda e: (e[0].height in self.unverified_heights, -e[0].height, -len(e[1])),
+        )
 
     async def fetch_chunks(self, m: Manifest, peers: list[bytes]) -> list[bytes]:
         chunks: list[bytes | None] = [None] * len(m.chunk_hashes)
         gate = asyncio.Semaphore(self.config.max_in_flight)
         keeping = list(peers)  # peers that still keep the snapshot
+        held = 0  # bytes of verified chunks held (bounded by max_snapshot_bytes)
 
         async def one(i: int) -> None:
+            nonlocal held
             async with gate:
                 for attempt in range(3 * len(peers)):
                     live = [p for p in keeping if p not in self.banned]
@@ -487,6 +527,13 @@ class StateSyncer:
                     except SnapshotError as exc:
                         self._ban(p, str(exc))
                         continue
+                    if held + len(data) > self.config.max_snapshot_bytes:
+                        raise SnapshotTooLarge(
+                            f"snapshot {m.height} holds more than max_snapshot_bytes "
+                            f"({self.config.max_snapshot_bytes})"
+                        )
+                    held += len(data)
+                    self.stats.bytes_held = held
                     chunks[i] = data
                     self.stats.chunks_fetched += 1
                     return
@@ -497,7 +544,7 @@ class StateSyncer:
                 for i in range(len(chunks)):
                     tasks.create_task(one(i))
         except* StateSyncError as failed:
-            raise StateSyncError(str(failed.exceptions[0])) from None
+            raise failed.exceptions[0] from None  # its own type (SnapshotTooLarge says more)
         return [c for c in chunks if c is not None]
 
     async def run(self) -> Restored:
@@ -516,7 +563,11 @@ class StateSyncer:
         raise StateSyncError(f"state sync timed out: {last_problem}")
 
     async def _try(self, m: Manifest, peers: list[bytes]) -> Restored:
-        header, nxt, vals = await self.verify_headers(m.height)
+        try:
+            header, nxt, vals = await self.verify_headers(m.height)
+        except StateSyncError:
+            self.unverified_heights.add(m.height)
+            raise
         if m.app_hash != nxt.app_hash:
             self.bad_manifests.add(m.hash())
             self.stats.refused_manifests += 1
@@ -531,8 +582,24 @@ class StateSyncer:
                 for p in peers:
                     self._ban(p, f"snapshot {m.height}: {why}")
                 raise StateSyncError(why)
-        chunks = await self.fetch_chunks(m, peers)
-        state = rebuild(m, chunks)
+        try:
+            chunks = await self.fetch_chunks(m, peers)
+        except SnapshotTooLarge:
+            # Not tried again in this run. Its peers are not dropped: an honest snapshot larger
+            # than this node's budget looks the same (the operator raises the budget).
+            self.bad_manifests.add(m.hash())
+            self.stats.refused_manifests += 1
+            raise
+        try:
+            state = rebuild(m, chunks)
+        except SnapshotError as exc:
+            # Every chunk matched the manifest's hashes, so the manifest itself is false (chunk
+            # hashes made up under the chain's real app hash): no honest node serves one.
+            self.bad_manifests.add(m.hash())
+            self.stats.refused_manifests += 1
+            for p in peers:
+                self._ban(p, f"snapshot {m.height} does not rebuild: {exc}")
+            raise
         return Restored(m, chunks, state, header, nxt, vals)
 
 
@@ -547,6 +614,7 @@ __all__ = [
     "RequestLimits",
     "Restored",
     "SnapshotServer",
+    "SnapshotTooLarge",
     "StateSyncConfig",
     "StateSyncError",
     "StateSyncer",
