@@ -149,7 +149,8 @@ def overshoots(
     for v, bus in gens:
         contribution = {t.trade_id: t.power_kw / 1000 for t in trades if t.seller_bus == bus}
         excess = abs(v.value - v.limit)  # MVA beyond the rating, met by MW of sales
-        out.append(Overshoot(v.kind, v.element, v.value, v.limit, v.unit, excess, contribution))
+        named = _named(v.element, net)
+        out.append(Overshoot(v.kind, named, v.value, v.limit, v.unit, excess, contribution))
     return out
 
 

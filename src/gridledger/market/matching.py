@@ -46,7 +46,7 @@ PAY_AS_CLEAR = "pay_as_clear"
 PRICING_RULES = (PAY_AS_BID, PAY_AS_CLEAR)
 # matches one incoming order may make (the rest of it rests in the book): bounds the work and
 # the state writes of one market transaction (docs/ledger.md, bounds table)
-MAX_MATCHES_PER_ORDER = 64
+MAX_MATCHES_PER_ORDER = 1024
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ MAX_EXPIRE_PER_TX = 64  # expired orders swept by one market transaction (the re
 # a pair refused before) would each be read by every later order.  The reference book has no
 # such cap (it filters before it sorts); a book holding more unservable crossing orders than
 # this is beyond what the tests compare.
-MAX_ORDERS_READ_PER_ORDER = 1024
+MAX_ORDERS_READ_PER_ORDER = 4096
 
 SEQ = "market/seq"
 NEXT_MATCH = "market/next_match"
