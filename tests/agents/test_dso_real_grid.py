@@ -216,3 +216,31 @@ def _spec_of(chain, mid: str):
     from gridledger.agents.dso_agent import _spec
 
     return _spec(chain.state(match_key(mid))["match"])
+
+
+def test_an_interval_buyer_who_cannot_escrow_its_extras_is_refused_by_name(
+    world, grid, tmp_path
+) -> None:
+    """The interval's other match is approved; only the buyer short of its extras (reactive pay
+    and losses at the cap) is refused, with that reason."""
+    from gridledger.agents.dso_service import IntervalDsoAgent
+    from gridledger.chain.contracts.tokens import balance_key
+
+    chain, keys, dso = world
+    regs = {"PV14": keys["PV14"].pub_hex, "PV40": keys["PV40"].pub_hex}
+    evaluator, accounts = load_dso_config(_config(tmp_path, {"regulators": regs}), grid)
+    agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT, tmp_path / "docs")
+    _trade(chain, keys, "PV14", "R11", 5_000)
+    _trade(chain, keys, "PV40", "C14", 4_000)
+    chain.produce(T - 6 * SLOT)
+    first, second = chain.state(PENDING)
+    left = int(chain.state(balance_key("utoken", keys["C14"].pub_hex)))
+    payload = {"to": dso.pub_hex, "denom": "utoken", "amount": left}
+    assert chain.submit(keys["C14"], "token.transfer", payload).ok
+    chain.produce(T - 6 * SLOT + 1)
+    agent.step(chain)
+    chain.produce(T - 6 * SLOT + 2)
+    assert chain.state(match_key(first))["status"] == "approved"
+    rejected = chain.state(match_key(second))
+    assert rejected["status"] == "rejected"
+    assert rejected["reasons"][0].startswith("the buyer cannot escrow ")
