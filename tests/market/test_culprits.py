@@ -93,7 +93,7 @@ def test_refusals_restore_the_limits_with_few_refusals(net, seed: int) -> None:
     for why in refused.values():
         assert re.match(
             r"refused: (voltage limit at bus \d+: [\d.]+ pu above 1 pu|"
-            r"capability limit at generator \d+ at bus \d+: [\d.]+ MVA above)",
+            r"capability limit at generator \d+ at bus \d+ \(PV\d+-m\d\): [\d.]+ MVA above)",
             why,
         )
         assert "this trade adds" in why
