@@ -178,27 +178,69 @@ def test_matches_of_one_interval_are_evaluated_and_paid_together(world, grid, tm
     assert sum(expected.values()) > 0
 
 
-def test_an_interval_that_breaks_a_limit_is_certified_match_by_match(world, grid, tmp_path) -> None:
+def test_an_interval_that_breaks_a_limit_refuses_the_match_that_breaks_it(
+    world, grid, tmp_path
+) -> None:
+    """The culprit is found from the broken limit (market/culprits.py), not by certifying the
+    interval's matches one by one: one evaluation of the interval, one re-check without it."""
     from gridledger.agents.dso_service import IntervalDsoAgent
 
     chain, keys, dso = world
     regs = {"PV14": keys["PV14"].pub_hex, "PV40": keys["PV40"].pub_hex}
     evaluator, accounts = load_dso_config(_config(tmp_path, {"regulators": regs}), grid)
+    calls = []
+    solo = evaluator.certify
+
+    def counted(trades, *args, **kwargs):
+        calls.append(sorted(t.trade_id for t in trades))
+        return solo(trades, *args, **kwargs)
+
+    evaluator.certify = counted
     agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT, tmp_path / "docs")
     _trade(chain, keys, "PV40", "C14", 4_000)
     _trade(chain, keys, "PV14", "R11", 40_000)  # far beyond PV14's 15 kVA
     chain.produce(T - 6 * SLOT)
     small, big = chain.state(PENDING)
-    for h in (1, 2):
-        agent.step(chain)
-        chain.produce(T - 6 * SLOT + h)
+    agent.step(chain)
+    chain.produce(T - 6 * SLOT + 1)
+    assert calls == [sorted([small, big]), [small]]
     assert chain.state(match_key(small))["status"] == "approved"
     assert chain.state(match_key(big))["status"] == "rejected"
     (refusal,) = [e for e in agent.log if e.get("match") == big]
-    assert any("(PV14)" in r and "capability limit" in r for r in refusal["reasons"])
+    (why,) = refusal["reasons"]
+    assert why.startswith("refused: capability limit at generator") and "(PV14)" in why
+    assert chain.state(match_key(big))["reasons"] == [why]
 
 
 def _spec_of(chain, mid: str):
     from gridledger.agents.dso_agent import _spec
 
     return _spec(chain.state(match_key(mid))["match"])
+
+
+def test_an_interval_buyer_who_cannot_escrow_its_extras_is_refused_by_name(
+    world, grid, tmp_path
+) -> None:
+    """The interval's other match is approved; only the buyer short of its extras (reactive pay
+    and losses at the cap) is refused, with that reason."""
+    from gridledger.agents.dso_service import IntervalDsoAgent
+    from gridledger.chain.contracts.tokens import balance_key
+
+    chain, keys, dso = world
+    regs = {"PV14": keys["PV14"].pub_hex, "PV40": keys["PV40"].pub_hex}
+    evaluator, accounts = load_dso_config(_config(tmp_path, {"regulators": regs}), grid)
+    agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT, tmp_path / "docs")
+    _trade(chain, keys, "PV14", "R11", 5_000)
+    _trade(chain, keys, "PV40", "C14", 4_000)
+    chain.produce(T - 6 * SLOT)
+    first, second = chain.state(PENDING)
+    left = int(chain.state(balance_key("utoken", keys["C14"].pub_hex)))
+    payload = {"to": dso.pub_hex, "denom": "utoken", "amount": left}
+    assert chain.submit(keys["C14"], "token.transfer", payload).ok
+    chain.produce(T - 6 * SLOT + 1)
+    agent.step(chain)
+    chain.produce(T - 6 * SLOT + 2)
+    assert chain.state(match_key(first))["status"] == "approved"
+    rejected = chain.state(match_key(second))
+    assert rejected["status"] == "rejected"
+    assert rejected["reasons"][0].startswith("the buyer cannot escrow ")

@@ -167,6 +167,19 @@ def test_superpose_keeps_the_buyers_power_factor_and_adds_prosumers():
         superpose(net, [Trade("d", "DG3", 42, 1.0, 0, 1)])
 
 
+def test_superpose_keeps_the_power_factor_of_a_load_taken_below_zero():
+    """A base with purchases taken out (P < 0 at the load's power factor), then purchases put
+    back one by one: every step stays at the load's Q/P (hand-computed: pf 0.4)."""
+    net = load_case("microgrid9-islanded")
+    load = net.load.copy()
+    i = load.index[load.bus == 5][0]
+    load.at[i, "p_mw"], load.at[i, "q_mvar"] = -0.001, -0.0004
+    base = net.with_tables(load=load)
+    out = superpose(base, [Trade("a", "DG3", 5, 2.0, 0, 1), Trade("b", "DG3", 5, 3.0, 0, 1)])
+    l5 = out.load.loc[i]
+    assert l5.p_mw == pytest.approx(0.004) and l5.q_mvar == pytest.approx(0.0016)
+
+
 def test_chain_form_is_integers_in_base_units(case1):
     _, certs = case1
     c = certs[0]

@@ -106,6 +106,11 @@ class Evaluator(Protocol):
         optimized set-points (the next interval's "previous")."""
         ...
 
+    def overshoots(self, trades: Sequence[TradeSpec], start_ms: int, state: Any) -> list[Any]:
+        """The limits the trades break at the optimized ``state``, each with every trade's
+        contribution (``market.culprits.Overshoot``), for the DSO's refusal rule."""
+        ...
+
     def dump_state(self, state: Any) -> Any:
         """The state as JSON-able data (the agent keeps it on disk across restarts)."""
         ...

@@ -29,25 +29,30 @@ from typing import Any
 
 import httpx
 
-from gridledger.agents.client import AgentError, ChainClient, must
+from gridledger.agents.client import ChainClient, must
 from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _specs, power_changes
 from gridledger.agents.dso_config import load_dso_config
 from gridledger.agents.runner import HttpChain
 from gridledger.chain.contracts.market import (
+    MAX_LOSS_SHARE_PPM,
     PARAMS,
     PENDING,
     buyer_extras_utoken,
     default_params,
     document_digest,
+    loss_cap_w,
     match_key,
     reactive_digest,
     trade_record,
 )
 from gridledger.chain.contracts.tokens import balance_key
 from gridledger.chain.keys import KeyPair
+from gridledger.market.culprits import choose_refusals
 from gridledger.market.settlement import allocate_pro_rata
 
 STATUS_FILE = "status.json"
+# evaluations of one interval while refusing culprits: each is one R-OPF per instant
+MAX_CULPRIT_ROUNDS = 8
 RECONNECT_S = 0.5
 
 
@@ -56,8 +61,14 @@ class IntervalDsoAgent(DsoAgent):
     evaluated together — one power flow and one R-OPF per instant with all of them and the
     approved trades superposed — and approved together.  The regulators' pay for that interval
     (the ΔQ all of them cause) is split over them pro rata to their power, so it is paid once.
-    If the interval breaks a limit, the matches are certified one by one in order (each on top
-    of those approved before it), so the refusals name the trades that break it.
+
+    If the interval breaks a limit, the fewest, largest contributors are refused by the rule of
+    ``market/culprits.py`` (sensitivities of the broken voltage, line loading or capability to
+    each trade, from one Jacobian; largest first until the excess is covered; ties by match id)
+    and the rest is re-evaluated, at most ``MAX_CULPRIT_ROUNDS`` times: a few R-OPFs per
+    interval, not two per match.  Each refusal names the element and the limit.  A buyer who
+    cannot escrow its extras is refused by name the same way.  An interval found after its
+    delivery started is refused whole (late), without evaluating it match by match.
     """
 
     def step(self, client: ChainClient) -> int:
@@ -71,15 +82,15 @@ class IntervalDsoAgent(DsoAgent):
             return self.certify(client, group[0])
         return self.certify_interval(client, group, records)
 
-    def certify_interval(
-        self, client: ChainClient, group: list[str], records: dict[str, dict[str, Any]]
-    ) -> int:
-        matches = [records[g]["match"] for g in group]
+    def _evaluate(
+        self, client: ChainClient, kept: list[str], records: dict[str, dict[str, Any]]
+    ) -> tuple[dict[int, tuple[list[dict[str, Any]], Evaluation]], dict[int, Any]]:
+        matches = [records[g]["match"] for g in kept]
         start = matches[0]["start_ms"]
         end = max(m["end_ms"] for m in matches)
         phase = self.phase_at(start)
         window = {**matches[0], "start_ms": start, "end_ms": end}
-        others = [x for x in self._running(client, window) if x["match_id"] not in group]
+        others = [x for x in self._running(client, window) if x["match_id"] not in kept]
         everyone = [*others, *matches]
         instants = {start}
         for x in everyone:
@@ -94,14 +105,136 @@ class IntervalDsoAgent(DsoAgent):
             prev = new_states[max(new_states)] if new_states else phase.previous(t)
             evaluation, state = phase.evaluator.certify(
                 _specs(running, t, self.slot_ms), t, self.slot_ms, prev,
-                matches[0]["price_utoken_per_kwh"], ",".join(group) if t == start else None,
+                matches[0]["price_utoken_per_kwh"], ",".join(kept) if t == start else None,
             )  # fmt: skip
             evaluations[t] = (running, evaluation)
             new_states[t] = state
-        feasible = all(e.feasible for _, e in evaluations.values())
-        if not feasible or client.time_ms() >= start:
-            # find the culprits: one by one, each on top of those approved before it
-            return self.certify(client, group[0])
+        return evaluations, new_states
+
+    def _culprits(
+        self,
+        kept: list[str],
+        start: int,
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
+        new_states: dict[int, Any],
+    ) -> dict[str, str]:
+        """The rule of ``market/culprits.py`` at every infeasible instant of the interval."""
+        phase = self.phase_at(start)
+        found: dict[str, str] = {}
+        for t, (run, e) in sorted(evaluations.items()):
+            if e.feasible:
+                continue
+            for g in kept:  # a reason that names the trade itself (e.g. no generation there)
+                named = [r for r in e.reasons if r.startswith(f"trade {g}:")]
+                if named:
+                    found.setdefault(g, named[0][:200])
+            if found:
+                continue
+            over = phase.evaluator.overshoots(_specs(run, t, self.slot_ms), t, new_states[t])
+            for g, why in choose_refusals(over, [g for g in kept if g not in found]).items():
+                found.setdefault(g, why)
+        return found
+
+    def certify_interval(
+        self, client: ChainClient, group: list[str], records: dict[str, dict[str, Any]]
+    ) -> int:
+        start = records[group[0]]["match"]["start_ms"]
+        if client.time_ms() >= start:
+            late = "the DSO could not certify the trade before its delivery started"
+            return self._refuse(client, {g: late for g in group}, records, group)
+        kept, refused = list(group), {}
+        evaluations, new_states = self._evaluate(client, kept, records)
+        for _ in range(MAX_CULPRIT_ROUNDS):
+            if all(e.feasible for _, e in evaluations.values()):
+                broke = self._unaffordable(client, kept, records, evaluations)
+            else:
+                broke = self._culprits(kept, start, evaluations, new_states)
+                if not broke:  # no trade of the interval pushes the limit: none can be approved
+                    why = "; ".join(r for _, e in evaluations.values() for r in e.reasons)
+                    broke = {g: f"refused: the interval breaks a limit whatever is approved: "
+                                f"{why}"[:200] for g in kept}  # fmt: skip
+            if not broke:
+                break
+            refused.update(broke)
+            kept = [g for g in kept if g not in broke]
+            if not kept:
+                break
+            evaluations, new_states = self._evaluate(client, kept, records)
+        else:
+            why = "; ".join(r for _, e in evaluations.values() for r in e.reasons)
+            refused.update({g: f"refused after {MAX_CULPRIT_ROUNDS} rounds: {why}"[:200]
+                            for g in kept})  # fmt: skip
+            kept = []
+        n = self._refuse(client, refused, records, group) if refused else 0
+        if kept:
+            n += self._approve(client, kept, records, evaluations, new_states)
+        return n
+
+    def _unaffordable(
+        self,
+        client: ChainClient,
+        kept: list[str],
+        records: dict[str, dict[str, Any]],
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
+    ) -> dict[str, str]:
+        """Matches whose buyer cannot escrow its extras or whose loss share is beyond the cap:
+        what the contract would refuse, refused here by name before anything is posted."""
+        phase = self.phase_at(records[kept[0]]["match"]["start_ms"])
+        setpoints_of = self._setpoints(kept, records, phase, evaluations)
+        prm = client.state(PARAMS) or default_params()
+        out = {}
+        for g in kept:
+            m = records[g]["match"]
+            for _, (_run, e) in sorted(evaluations.items()):
+                if round(1000 * e.share_kw.get(g, 0.0)) > loss_cap_w(m):
+                    out[g] = (f"the loss share of {g} would exceed "
+                              f"{MAX_LOSS_SHARE_PPM // 10_000} % of its power")  # fmt: skip
+            extras = buyer_extras_utoken(m, setpoints_of[g], prm)
+            if int(client.state(balance_key("utoken", m["buyer"])) or 0) < extras:
+                out.setdefault(
+                    g, f"the buyer cannot escrow {extras} utoken for reactive pay and losses"
+                )
+        return out
+
+    def _refuse(
+        self,
+        client: ChainClient,
+        refused: dict[str, str],
+        records: dict[str, dict[str, Any]],
+        group: list[str],
+    ) -> int:
+        for g, why in sorted(refused.items()):
+            doc = {"match": records[g]["match"], "match_digest": records[g]["digest"],
+                   "feasible": False, "reasons": [why], "interval": group}  # fmt: skip
+            must(
+                client.submit(
+                    self.key,
+                    "market.certificate",
+                    {
+                        "match_id": g,
+                        "match_digest": records[g]["digest"],
+                        "document_digest": document_digest(doc),
+                        "verdict": "rejected",
+                        "reasons": [why[:200]],
+                    },
+                ),
+                f"certificate for {g}",
+            )
+            self.handled[g] = "rejected"
+            entry = {"match": g, "verdict": "rejected", "reasons": [why], "interval": group}
+            self.log.append({**entry, "document_digest": document_digest(doc)})
+        return len(refused)
+
+    def _approve(
+        self,
+        client: ChainClient,
+        group: list[str],
+        records: dict[str, dict[str, Any]],
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
+        new_states: dict[int, Any],
+    ) -> int:
+        matches = [records[g]["match"] for g in group]
+        phase = self.phase_at(matches[0]["start_ms"])
         document = {
             "matches": matches,
             "match_digests": {g: records[g]["digest"] for g in group},
@@ -117,10 +250,7 @@ class IntervalDsoAgent(DsoAgent):
             self.documents_dir.mkdir(parents=True, exist_ok=True)
             for g in group:
                 (self.documents_dir / f"{g}.json").write_text(json.dumps(document, indent=1))
-        try:
-            n = self._post_interval(client, group, records, phase, evaluations, digest)
-        except AgentError:
-            return self.certify(client, group[0])  # e.g. late: one by one, with reasons
+        n = self._post_interval(client, group, records, phase, evaluations, digest)
         phase.states.update(new_states)
         self._save_states()
         for g in group:
@@ -129,20 +259,18 @@ class IntervalDsoAgent(DsoAgent):
                              "document_digest": digest, "interval": group})  # fmt: skip
         return n
 
-    def _post_interval(
+    def _setpoints(
         self,
-        client: ChainClient,
         group: list[str],
         records: dict[str, dict[str, Any]],
         phase: GridPhase,
         evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
-        digest: str,
-    ) -> int:
+    ) -> dict[str, list[dict[str, Any]]]:
         start_eval = evaluations[min(evaluations)][1]
         powers = [records[g]["match"]["power_w"] for g in group]
         regulators = [r for r in start_eval.regulators if r.bus in phase.regulator_accounts]
         pay = {r.bus: allocate_pro_rata(r.utoken_per_slot, powers) for r in regulators}
-        setpoints_of = {
+        return {
             g: [
                 {
                     "account": phase.regulator_accounts[r.bus],
@@ -156,14 +284,17 @@ class IntervalDsoAgent(DsoAgent):
             ]
             for k, g in enumerate(group)
         }
-        # each approval escrows its buyer's extras (reactive pay, losses at the cap): if one
-        # buyer cannot cover them, nothing is posted and the matches are certified one by one
-        prm = client.state(PARAMS) or default_params()
-        for g in group:
-            m = records[g]["match"]
-            extras = buyer_extras_utoken(m, setpoints_of[g], prm)
-            if int(client.state(balance_key("utoken", m["buyer"])) or 0) < extras:
-                raise AgentError(f"the buyer of {g} cannot escrow {extras} utoken for its extras")
+
+    def _post_interval(
+        self,
+        client: ChainClient,
+        group: list[str],
+        records: dict[str, dict[str, Any]],
+        phase: GridPhase,
+        evaluations: dict[int, tuple[list[dict[str, Any]], Evaluation]],
+        digest: str,
+    ) -> int:
+        setpoints_of = self._setpoints(group, records, phase, evaluations)
         n = self.post_loss_shares(client, evaluations)
         for g in group:
             setpoints = setpoints_of[g]

@@ -17,16 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gridledger.agents.dso_agent import Evaluation, RegulatorOut, TradeSpec
+from gridledger.grid.compiled import compile_network
 from gridledger.grid.network import Network
 from gridledger.grid.powerflow import run_pf
+from gridledger.grid.ropf.problem import RopfProblem
 from gridledger.market.certificate import (
     DsoSettings,
     certify_interval,
     initial_setpoints,
     scenario_network,
     scenario_settings,
+    superpose,
+    with_regulators,
     with_setpoints,
 )
+from gridledger.market.culprits import Overshoot, overshoots
 from gridledger.market.scenario import Interval, Scenario, SetPoint, Trade, load_scenario
 from gridledger.market.seller_ranking import rank_sellers
 
@@ -129,6 +134,21 @@ class ScenarioEvaluator:
             document=doc,
         )
         return evaluation, {**previous, **out.setpoints}
+
+    def overshoots(
+        self, trades: Sequence[TradeSpec], start_ms: int, state: dict[str, SetPoint]
+    ) -> list[Overshoot]:
+        """The limits the trades break at the set-points ``state`` (the R-OPF's), each with every
+        trade's contribution: one AC power flow and one Jacobian (``market/culprits.py``)."""
+        net = with_regulators(
+            superpose(self.net, self._trades(trades, 0, 1)), self.settings.regulators
+        )
+        net = with_setpoints(net, {g: sp for g, sp in state.items() if g in set(net.gen["name"])})
+        problem = RopfProblem(compile_network(net), self.settings.control, self.settings.options())
+        pf = problem.solve_pf(problem.current_x())
+        return overshoots(
+            problem.compiled, pf, problem.violations(pf), trades, net, self.settings.control
+        )
 
     def rank(
         self,

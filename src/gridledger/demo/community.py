@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gridledger.agents.dso_agent import Evaluation, GridPhase
+from gridledger.agents.dso_agent import Evaluation, GridPhase, _spec
 from gridledger.agents.dso_config import DsoConfigError, GridEvaluator, dso_config_from_dict
 from gridledger.agents.dso_service import IntervalDsoAgent
 from gridledger.agents.meter_profile import ProfileMeter
@@ -123,6 +123,10 @@ class SlotEvaluator:
     def rank(self, *args: Any) -> list[dict[str, Any]]:
         return self.inner.rank(*args)
 
+    def overshoots(self, trades: list[Any], start_ms: int, state: Any) -> list[Any]:
+        self.inner.net = self.operating_point(start_ms, list(trades))
+        return self.inner.overshoots(trades, start_ms, state)
+
     def certify(self, trades, start_ms, slot_ms, previous, price, new_trade):  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
         self.inner.net = self.operating_point(start_ms, list(trades))
@@ -205,7 +209,12 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
         )
     except DsoConfigError as exc:
         raise CommunityError(str(exc)) from exc
-    op = _OperatingPoints(base, prof, start_ms)
+    op = _OperatingPoints(
+        base,
+        prof,
+        start_ms,
+        lambda s: [_spec(chain.state(match_key(m))["match"]) for m in _slot_match_ids(chain, s)],
+    )
     evaluator = SlotEvaluator(inner, op.at)
     agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT_MS, None)
     agent.warm_up()
@@ -289,12 +298,21 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
 
 
 class _OperatingPoints:
-    """The network at a slot's profile values, minus the power of the trades to be superposed
-    on it (on the element the DSO's workflow adds them to: the first generator at the seller's
-    bus, the first load at the buyer's)."""
+    """The network at a slot's profile values, minus the power of every trade matched in the
+    slot (on the element the DSO's workflow adds them to: the first generator at the seller's
+    bus, the first load at the buyer's).  With the approved trades superposed by the workflow
+    the grid is at its profile; a refused trade is not delivered (its seller does not inject
+    it, its buyer does not draw it), so refusing a trade changes the physics the DSO checks."""
 
-    def __init__(self, base: Network, prof: Any, start_ms: int) -> None:
+    def __init__(
+        self,
+        base: Network,
+        prof: Any,
+        start_ms: int,
+        matched: Callable[[int], list[Any]] = lambda _s: [],
+    ) -> None:
         self.base, self.prof, self.start_ms = base, prof, start_ms
+        self.matched = matched  # slot start -> every match made for it (TradeSpec)
         self.p0 = base.load.p_mw.to_numpy()
         self.pf = np.where(self.p0 > 0, base.load.q_mvar.to_numpy() / np.maximum(self.p0, 1e-12), 0)
         self.gen_bus = base.gen.bus.to_numpy().astype(int)
@@ -307,7 +325,9 @@ class _OperatingPoints:
         gen_p = self.prof.grid_gen_mw[:, k].copy()
         slack = self.base.gen.role.to_numpy() == "slack"
         gen_p[slack] = self.base.gen.p_mw.to_numpy()[slack]
-        for tr in trades:
+        s = self.start_ms + k * SLOT_MS
+        every = {tr.trade_id: tr for tr in [*self.matched(s), *trades]}
+        for tr in every.values():
             mw = tr.power_kw / 1000
             g = np.flatnonzero(self.gen_bus == tr.seller_bus)
             if g.size:

@@ -243,7 +243,11 @@ def superpose(net: Network, trades: Sequence[Trade]) -> Network:
             i = load.index[at[0]]
             p0, q0 = float(load["p_mw"].to_numpy()[at[0]]), float(load["q_mvar"].to_numpy()[at[0]])
             load.at[i, "p_mw"] = p0 + p_mw
-            load.at[i, "q_mvar"] = q0 + (p_mw * q0 / p0 if p0 > 0 else 0.0)
+            # the load's own power factor, also when its P is negative (a base from which
+            # purchases were taken out, as the community's operating point does): with a
+            # `p0 > 0` guard, the first purchase onto such a load added no Q and left a stale
+            # negative Q whose ratio to the next, tiny P scaled every later purchase's Q by ~50
+            load.at[i, "q_mvar"] = q0 + (p_mw * q0 / p0 if p0 != 0 else 0.0)
         else:
             row = {
                 "name": f"L{t.buyer_bus}-{t.id}",

@@ -25,6 +25,9 @@ Rules (deterministic; every tie broken by arrival order):
   clearing price = the highest offer price matched in that slot.  To keep that price acceptable
   to every buyer of the slot, a pair is only matched while the slot's highest matched offer
   price stays at or below its lowest matched bid price (the band below).
+* Work per order: one incoming order makes at most ``MAX_MATCHES_PER_ORDER`` matches; what is
+  left of it rests in the book for later orders to match.  So an order that crosses thousands
+  of tiny resting orders does bounded work and writes bounded state in its transaction.
 
 All quantities are integers (W, utoken/kWh, ms).
 """
@@ -49,6 +52,9 @@ from gridledger.market.orders import (
 PAY_AS_BID = "pay_as_bid"
 PAY_AS_CLEAR = "pay_as_clear"
 PRICING_RULES = (PAY_AS_BID, PAY_AS_CLEAR)
+# matches one incoming order may make (the rest of it rests in the book): bounds the work and
+# the state writes of one market transaction (docs/ledger.md, bounds table)
+MAX_MATCHES_PER_ORDER = 1024
 
 
 @dataclass(frozen=True)
@@ -188,8 +194,10 @@ class OrderBook:
             and not overloads(ranking, b.node, offer.node)
         ]
         candidates.sort(key=lambda b: (-b.max_price_utoken_per_kwh, self.arrival[b.bid_id]))
-        matches = []
+        matches: list[Match] = []
         for bid in candidates:
+            if len(matches) >= MAX_MATCHES_PER_ORDER:
+                break
             m = self._fill(offer, bid, resting_price=bid.max_price_utoken_per_kwh)
             if m is not None:
                 matches.append(m)
@@ -220,9 +228,9 @@ class OrderBook:
             return (*rank, o.price_utoken_per_kwh, self.arrival[o.offer_id])
 
         candidates.sort(key=key)
-        matches = []
+        matches: list[Match] = []
         for offer in candidates:
-            if self.bid_left_w[bid_id] == 0:
+            if self.bid_left_w[bid_id] == 0 or len(matches) >= MAX_MATCHES_PER_ORDER:
                 break
             m = self._fill(offer, bid, resting_price=offer.price_utoken_per_kwh)
             if m is not None:

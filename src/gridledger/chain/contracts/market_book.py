@@ -36,11 +36,19 @@ each other).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 from gridledger.chain.contracts.base import State
-from gridledger.market.matching import PAY_AS_CLEAR, MarketParams, Match, Ranking, overloads
+from gridledger.market.matching import (
+    MAX_MATCHES_PER_ORDER,
+    PAY_AS_CLEAR,
+    MarketParams,
+    Match,
+    Ranking,
+    overloads,
+)
 from gridledger.market.orders import (
     MAX_PRICE_UTOKEN_PER_KWH,
     Bid,
@@ -60,6 +68,12 @@ DEFAULT_MAX_WINDOW_SLOTS = 16  # 4 h of 15-minute slots
 MAX_WINDOW_SLOTS = 96  # 24 h of 15-minute slots
 DEFAULT_MAX_OPEN_ORDERS = 256  # per member: 48 h of 15-minute offers and bids, with room
 MAX_EXPIRE_PER_TX = 64  # expired orders swept by one market transaction (the rest by the next)
+# Resting orders one incoming order reads while matching (with MAX_MATCHES_PER_ORDER, the
+# matches it makes): without it, orders that cross on price but cannot serve (a shorter window,
+# a pair refused before) would each be read by every later order.  The reference book has no
+# such cap (it filters before it sorts); a book holding more unservable crossing orders than
+# this is beyond what the tests compare.
+MAX_ORDERS_READ_PER_ORDER = 4096
 
 SEQ = "market/seq"
 NEXT_MATCH = "market/next_match"
@@ -134,9 +148,12 @@ class ChainBook:
         seq = self._admit(offer.offer_id, offer.start_ms, now_ms)
         orec = {"offer": offer.to_dict(), "seq": seq, "left": [], "indexed": False}
         self._track(offer.offer_id, offer.seller, offer.end_ms, seq)
-        matches = []
+        matches: list[Match] = []
         lo = max(offer.start_ms, now_ms + 1)  # a bid whose delivery has started is not matched
-        for _inv, _seq, bid_id in self._merged(BID_STARTS, BID_IX, lo, offer.end_ms - 1):
+        found = self._merged(BID_STARTS, BID_IX, lo, offer.end_ms - 1)
+        for _inv, _seq, bid_id in itertools.islice(found, MAX_ORDERS_READ_PER_ORDER):
+            if len(matches) >= MAX_MATCHES_PER_ORDER:
+                break
             brec = self._indexed(bid_id)
             bid = bid_from_dict(brec["bid"])
             if bid.max_price_utoken_per_kwh < offer.price_utoken_per_kwh:
@@ -179,13 +196,18 @@ class ChainBook:
         if bid.start_ms <= now_ms or brec["left_w"] == 0:
             return []
         ranks = {r.seller_node: r for r in (ranking or {}).get(bid.node, ())}
-        found = self._merged(
-            OFFER_STARTS, OFFER_IX, bid.end_ms - self.max_window_ms, bid.start_ms, bid.end_ms
+        found = itertools.islice(
+            self._merged(
+                OFFER_STARTS, OFFER_IX, bid.end_ms - self.max_window_ms, bid.start_ms, bid.end_ms
+            ),
+            MAX_ORDERS_READ_PER_ORDER,
         )
         matches: list[Match] = []
         if not ranks:
             for price, _seq, offer_id in found:
                 if price > bid.max_price_utoken_per_kwh or brec["left_w"] == 0:
+                    break
+                if len(matches) >= MAX_MATCHES_PER_ORDER:
                     break
                 orec = self._indexed(offer_id)
                 offer = offer_from_dict(orec["offer"])
@@ -207,7 +229,7 @@ class ChainBook:
                 candidates.append(((*rank, price, seq), offer, orec))
         candidates.sort(key=lambda c: c[0])
         for _key, offer, orec in candidates:
-            if brec["left_w"] == 0:
+            if brec["left_w"] == 0 or len(matches) >= MAX_MATCHES_PER_ORDER:
                 break
             self._take(offer, orec, bid, brec, matches)
         self._save_bid(bid, brec)
