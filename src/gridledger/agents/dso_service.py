@@ -30,7 +30,14 @@ from typing import Any
 import httpx
 
 from gridledger.agents.client import AgentError, ChainClient, must
-from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _specs, power_changes
+from gridledger.agents.dso_agent import (
+    DsoAgent,
+    Evaluation,
+    GridPhase,
+    _specs,
+    power_changes,
+    reactive_payload,
+)
 from gridledger.agents.dso_config import load_dso_config
 from gridledger.agents.runner import HttpChain
 from gridledger.chain.contracts.market import (
@@ -41,6 +48,7 @@ from gridledger.chain.contracts.market import (
     document_digest,
     match_key,
     reactive_digest,
+    taps_record,
     trade_record,
 )
 from gridledger.chain.contracts.tokens import balance_key
@@ -126,7 +134,8 @@ class IntervalDsoAgent(DsoAgent):
         for g in group:
             self.handled[g] = "approved"
             self.log.append({"match": g, "verdict": "approved", "reasons": [],
-                             "document_digest": digest, "interval": group})  # fmt: skip
+                             "document_digest": digest, "interval": group,
+                             "taps": dict(evaluations[start][1].taps)})  # fmt: skip
         return n
 
     def _post_interval(
@@ -165,10 +174,11 @@ class IntervalDsoAgent(DsoAgent):
             if int(client.state(balance_key("utoken", m["buyer"])) or 0) < extras:
                 raise AgentError(f"the buyer of {g} cannot escrow {extras} utoken for its extras")
         n = self.post_loss_shares(client, evaluations)
+        taps = taps_record(start_eval.taps) if start_eval.taps else None
         for g in group:
             setpoints = setpoints_of[g]
             must(
-                client.submit(self.key, "market.reactive", {"match_id": g, "setpoints": setpoints}),
+                client.submit(self.key, "market.reactive", reactive_payload(g, setpoints, taps)),
                 f"reactive set-points for {g}",
             )
             cert = {
@@ -178,7 +188,7 @@ class IntervalDsoAgent(DsoAgent):
                 "verdict": "approved",
                 "reasons": [],
                 "trade": trade_record(records[g]["match"], self.slot_ms),
-                "reactive_digest": reactive_digest(setpoints),
+                "reactive_digest": reactive_digest(setpoints, taps),
             }
             must(client.submit(self.key, "market.certificate", cert), f"certificate for {g}")
             n += 2
@@ -216,6 +226,8 @@ class DsoService:
                     "seconds": round(seconds, 3),
                     "height": client.height(),
                 }
+                if entry.get("taps"):
+                    self.certified[entry["match"]]["taps"] = entry["taps"]
         if posted or len(self.agent.log) > before:
             self.write_status(client)
         return posted
