@@ -11,7 +11,8 @@ Restart safety comes from where the state lives:
 * which matches still need a certificate is the chain's own pending list — a match leaves it
   when its certificate commits, so a restarted service neither misses one nor certifies one
   twice (a certificate posted twice is refused by the market contract);
-* the optimized set-points of every interval, which ΔQ is measured against, are in
+* the optimized set-points of every interval, which ΔQ is measured against (and the tap
+  positions, when ``dso.yaml`` lets the DSO move taps), are in
   ``HOME/documents/setpoints.json`` (written atomically), the certificate documents beside them;
 * ``HOME/status.json`` (written atomically after each block with work) is what
   ``gridledger dso status`` shows: certified and refused matches with reasons, the matches
