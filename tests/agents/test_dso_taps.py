@@ -253,3 +253,27 @@ def test_a_history_without_taps_or_with_a_position_out_of_range_starts_at_the_gr
     edited = evaluator.load_state({"setpoints": setpoints, "taps": {TAP: 7}})  # range is -2..2
     assert edited.taps == {TAP: 0}
     assert evaluator.load_state(evaluator.dump_state(kept)) == kept
+
+
+def test_matches_of_one_interval_share_the_tap_position(world, grid, tmp_path) -> None:
+    """Two matches delivering in the same slot: one search, one position, in both reactive
+    records, each approval bound to it."""
+    chain, keys, dso = world
+    evaluator, accounts = load_dso_config(_config(tmp_path, keys, taps=[TAP]), grid)
+    agent = IntervalDsoAgent(dso, [GridPhase(0, evaluator, accounts)], SLOT)
+    _trade(chain, keys, "PV14", "R11", 5_000, T)
+    _trade(chain, keys, "PV40", "C14", 4_000, T)
+    chain.produce(T - 6 * SLOT)
+    pending = chain.state(PENDING)
+    assert len(pending) == 2
+    assert agent.step(chain) == 5  # one loss record, then reactive + approval per match
+    chain.produce(T - 6 * SLOT + 1)
+    taps = [chain.state(reactive_key(m))["taps"] for m in pending]
+    assert taps[0] == taps[1] and taps[0][0]["branch"] == TAP and taps[0][0]["pos"] < 0
+    for m in pending:
+        record, reactive = chain.state(match_key(m)), chain.state(reactive_key(m))
+        assert record["status"] == "approved"
+        assert record["reactive_digest"] == reactive_digest(reactive["setpoints"], taps[0])
+    assert {e["match"]: e["taps"] for e in agent.log} == {
+        m: {TAP: taps[0][0]["pos"]} for m in pending
+    }
