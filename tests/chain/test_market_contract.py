@@ -15,9 +15,12 @@ from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.market import (
     DEFAULT_MAX_WINDOW_SLOTS,
     ESCROW,
+    MAX_TAP_POSITION,
+    MAX_TAPS,
     open_count_key,
     order_key,
     reactive_digest,
+    reactive_key,
     trade_record,
 )
 from gridledger.chain.contracts.settlement import done_key, rec_id
@@ -684,3 +687,52 @@ def test_the_book_survives_a_restart(kit: Kit) -> None:
     kit.bid("load5", 100_000, 120_000, T, T + SLOT)
     kit.block(T - 7 * SLOT)
     assert kit.match("m0")["match"]["offer_id"] == o.txid
+
+
+def test_tap_positions_are_bound_into_the_approval_and_bounded(kit: Kit) -> None:
+    """A reactive record with tap positions: the approval must name it by the digest over the
+    set-points and the taps (the v1 digest of the set-points alone is refused), and the taps
+    are integers, at most MAX_TAPS, each branch once in ascending order."""
+    kit.offer("dg2", 300_000, 100_000, T, T + 2 * SLOT)
+    kit.bid("load5", 300_000, 120_000, T, T + 2 * SLOT)
+    kit.block(T - 8 * SLOT)
+    kit.ok(
+        DSO,
+        "market.losses",
+        {"from_ms": T, "total_loss_w": 1, "shares": [{"match_id": "m0", "loss_w": 1}]},
+    )
+    bad = [
+        [],
+        [{"branch": "t1", "pos": "1"}],  # (a float cannot even be encoded on chain)
+        [{"branch": "t1", "pos": True}],
+        [{"branch": "t1", "pos": MAX_TAP_POSITION + 1}],
+        [{"branch": "", "pos": 1}],
+        [{"branch": "t1", "pos": 1, "side": "hv"}],
+        [{"branch": "t2", "pos": 1}, {"branch": "t1", "pos": 1}],
+        [{"branch": "t1", "pos": 1}, {"branch": "t1", "pos": 2}],
+        [{"branch": f"t{i:02d}", "pos": 0} for i in range(MAX_TAPS + 1)],
+    ]
+    for taps in bad:
+        out = kit.send(DSO, "market.reactive", {"match_id": "m0", "setpoints": [], "taps": taps})
+        assert out.code == codes.INVALID_PAYLOAD, taps
+    assert kit.match("m0")["status"] == "pending"
+    taps = [{"branch": f"t{i:02d}", "pos": i - 8} for i in range(MAX_TAPS)]  # the cap is allowed
+    kit.ok(DSO, "market.reactive", {"match_id": "m0", "setpoints": [], "taps": taps})
+    kit.block(T - 7 * SLOT)
+    assert kit.chain.state(reactive_key("m0"))["taps"] == taps
+    base = {
+        "match_id": "m0",
+        "match_digest": kit.match("m0")["digest"],
+        "verdict": "approved",
+        "reasons": [],
+        "trade": trade_record(kit.match("m0")["match"]),
+    }
+    assert reactive_digest([], taps) != reactive_digest([])
+    moved = [{**t, "pos": t["pos"] + 1} if t["branch"] == "t00" else t for t in taps]
+    for digest in (reactive_digest([]), reactive_digest([], moved)):
+        out = kit.send(DSO, "market.certificate", {**base, "reactive_digest": digest})
+        assert out.code == codes.INVALID_PAYLOAD and "reactive record" in out.log
+    kit.ok(DSO, "market.certificate", {**base, "reactive_digest": reactive_digest([], taps)})
+    kit.block(T - 6 * SLOT)
+    assert kit.match("m0")["status"] == "approved"
+    assert kit.match("m0")["reactive_digest"] == reactive_digest([], taps)

@@ -13,7 +13,7 @@ change of total losses, reactive set-points).  Then it posts, in one block:
    re-issued because the new trade changes them;
 2. ``market.reactive`` (reactive tree): the regulator nodes' set-points at the match's start,
    their ΔQ against the previous interval, ΔPQ (seed 000 eq. 7) and remuneration per slot
-   (eq. 8);
+   (eq. 8), and the tap changers' positions when the DSO moves taps;
 3. ``market.certificate`` (active tree): approved, or rejected with the violated limits as
    reasons, bound to the match's digest and to the digest of the full off-chain document.
 
@@ -43,6 +43,7 @@ from gridledger.chain.contracts.market import (
     match_key,
     reactive_digest,
     slot_matches_key,
+    taps_record,
     trade_record,
 )
 from gridledger.chain.contracts.tokens import balance_key
@@ -84,6 +85,7 @@ class Evaluation:
     share_kw_without_ropf: dict[str, float]
     regulators: list[RegulatorOut]
     document: dict[str, Any] = field(default_factory=dict)
+    taps: dict[str, int] = field(default_factory=dict)  # moved tap changers: branch -> position
 
 
 class Evaluator(Protocol):
@@ -341,6 +343,7 @@ class DsoAgent:
                 "verdict": self.handled[mid],
                 "reasons": reasons,
                 "document_digest": digest,
+                "taps": dict(start_eval.taps) if feasible else {},
             }
         )
         return n
@@ -384,8 +387,9 @@ class DsoAgent:
         if int(client.state(balance_key("utoken", m["buyer"])) or 0) < extras:
             raise AgentError(f"the buyer cannot escrow {extras} utoken for reactive pay and losses")
         n = self.post_loss_shares(client, evaluations)
+        taps = taps_record(start_eval.taps) if start_eval.taps else None
         must(
-            client.submit(self.key, "market.reactive", {"match_id": mid, "setpoints": setpoints}),
+            client.submit(self.key, "market.reactive", reactive_payload(mid, setpoints, taps)),
             f"reactive set-points for {mid}",
         )
         cert = {
@@ -395,7 +399,7 @@ class DsoAgent:
             "verdict": "approved",
             "reasons": [],
             "trade": trade_record(rec["match"], self.slot_ms),
-            "reactive_digest": reactive_digest(setpoints),
+            "reactive_digest": reactive_digest(setpoints, taps),
         }
         must(client.submit(self.key, "market.certificate", cert), f"certificate for {mid}")
         return n + 2
@@ -438,6 +442,17 @@ class DsoAgent:
                 must(client.submit(self.key, "market.losses", payload), f"loss shares from {t}")
                 n += 1
         return n
+
+
+def reactive_payload(
+    match_id: str, setpoints: list[dict[str, Any]], taps: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """A ``market.reactive`` payload: the regulators' set-points and, when the DSO moves tap
+    changers, their positions (left out, not empty, without: the record encodes as before)."""
+    payload: dict[str, Any] = {"match_id": match_id, "setpoints": setpoints}
+    if taps:
+        payload["taps"] = taps
+    return payload
 
 
 def _spec(m: dict[str, Any], at_ms: int | None = None, slot_ms: int = 900_000) -> TradeSpec:

@@ -11,19 +11,31 @@ The demo builds its DSO from a shipped scenario; a DSO operating a real grid giv
     k_per_kw: 0.1                 # k of seed 000 eq. 8
     regulators:                   # the nodes paid for reactive support: generator -> account
       "LV3.101 SGen 1": 5f1e...   # (32-byte public key, hex)
+    taps: all                     # optional: on-load tap changers the R-OPF moves, by branch
+                                  # name, or all; default none (taps stay where the grid has them)
 
 The DSO moves exactly the listed regulators; a regulator named here must be a generator of the
 grid whose bus is not shared with another listed one (set-points go on chain per bus).  Trades
 come from the chain with seller and buyer buses; a seller must have generation at its bus (a
 static generator, storage, a generator): a trade from a bus with none is refused with that
 reason instead of being invented as a new injection.
+
+With ``taps``, every interval's R-OPF also searches the named tap changers' positions: a
+pattern search on their integer lattice (``grid/ropf/tap_search.py``) that starts at the
+previous interval's positions and runs the whole certificate workflow at each tap vector,
+keeping the feasible one with the least losses (the previous positions are always evaluated,
+so moving a tap never makes the certificate worse).  The chosen positions are part of the
+set-point history (``HOME/documents/setpoints.json``) and of the reactive record on chain.
+A tap name that is not a branch, a line, or a transformer without usable tap data (pandapower:
+a ``Ratio`` tap changer with integer positions) is an error at start naming it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +43,21 @@ import yaml
 
 from gridledger.agents.dso_agent import Evaluation, TradeSpec
 from gridledger.agents.evaluator import ScenarioEvaluator
+from gridledger.chain.contracts.market import MAX_TAPS
+from gridledger.grid.taps import at_positions, tap_positions, tap_range
 from gridledger.market.scenario import ScenarioError, SetPoint, parse_scenario
 
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
-_KNOWN = {"method", "seed", "control", "voltage_limits_pu", "k_per_kw", "regulators"}
+_KNOWN = {"method", "seed", "control", "voltage_limits_pu", "k_per_kw", "regulators", "taps"}
+
+
+@dataclass
+class TapState:
+    """A tap-moving DSO's state after an interval: the regulators' set-points (ΔQ is measured
+    against them) and the tap positions (the next interval's search starts there)."""
+
+    setpoints: dict[str, SetPoint]
+    taps: dict[str, int]
 
 
 class DsoConfigError(ValueError):
@@ -43,17 +66,59 @@ class DsoConfigError(ValueError):
 
 @dataclass
 class GridEvaluator(ScenarioEvaluator):
-    """:class:`ScenarioEvaluator` on an operator's grid: sellers must have generation."""
+    """:class:`ScenarioEvaluator` on an operator's grid: sellers must have generation; with
+    ``taps``, the named tap changers are R-OPF controls and the state is a :class:`TapState`."""
+
+    taps: list[str] = field(default_factory=list)
+
+    def initial_state(self) -> Any:
+        if not self.taps:
+            return super().initial_state()
+        start = tap_positions(self.net)
+        return TapState(super().initial_state(), {n: start[n] for n in self.taps})
+
+    def dump_state(self, state: Any) -> Any:
+        if not isinstance(state, TapState):
+            return super().dump_state(state)
+        return {"setpoints": super().dump_state(state.setpoints), "taps": dict(state.taps)}
+
+    def load_state(self, data: Any) -> Any:
+        if not self.taps:
+            return super().load_state(data)
+        grid_taps = self.initial_state().taps
+        if set(data) != {"setpoints", "taps"}:  # written before taps were controls
+            return TapState(super().load_state(data), grid_taps)
+        # a position the grid file no longer allows (its range was edited) restarts from the
+        # grid's own position rather than certify a tap the transformer cannot take
+        taps = {
+            n: int(p)
+            for n, p in data["taps"].items()
+            if n in self.taps and int(p) in tap_range(self.net, n)
+        }
+        return TapState(super().load_state(data["setpoints"]), {**grid_taps, **taps})
+
+    def rank(
+        self,
+        buyer_bus: int,
+        power_kw: float,
+        sellers: Sequence[int],
+        running: Sequence[TradeSpec],
+        previous: Any,
+    ) -> list[dict[str, Any]]:
+        if isinstance(previous, TapState):  # ranked on the grid with the taps where they are
+            net = at_positions(self.net, previous.taps)
+            return self.rank_on(net, buyer_bus, power_kw, sellers, running, previous.setpoints)
+        return super().rank(buyer_bus, power_kw, sellers, running, previous)
 
     def certify(
         self,
         trades: Sequence[TradeSpec],
         start_ms: int,
         slot_ms: int,
-        previous: dict[str, SetPoint],
+        previous: Any,
         price_utoken_per_kwh: int,
         new_trade: str | None,
-    ) -> tuple[Evaluation, dict[str, SetPoint]]:
+    ) -> tuple[Evaluation, Any]:
         generating = {int(b) for b in self.net.gen.bus}
         missing = [t for t in trades if t.seller_bus not in generating]
         if missing:
@@ -72,8 +137,60 @@ class GridEvaluator(ScenarioEvaluator):
                 regulators=[],
                 document={"reasons": reasons},
             )
-            return evaluation, dict(previous)
-        return super().certify(trades, start_ms, slot_ms, previous, price_utoken_per_kwh, new_trade)
+            same = (
+                TapState(dict(previous.setpoints), dict(previous.taps))
+                if isinstance(previous, TapState)
+                else dict(previous)
+            )
+            return evaluation, same
+        if not isinstance(previous, TapState):
+            return super().certify(
+                trades, start_ms, slot_ms, previous, price_utoken_per_kwh, new_trade
+            )
+        return self._certify_with_taps(
+            trades, start_ms, slot_ms, previous, price_utoken_per_kwh, new_trade
+        )
+
+    def _certify_with_taps(
+        self,
+        trades: Sequence[TradeSpec],
+        start_ms: int,
+        slot_ms: int,
+        previous: TapState,
+        price_utoken_per_kwh: int,
+        new_trade: str | None,
+    ) -> tuple[Evaluation, TapState]:
+        """The whole workflow at each tap vector the pattern search visits; the best one (a
+        feasible certificate first, then the least losses with R-OPF) is the answer."""
+        from gridledger.grid.ropf.tap_search import _pattern_search
+
+        names = self.taps
+        ranges = [tap_range(self.net, n) for n in names]
+        start = tuple(previous.taps[n] for n in names)
+        solved: dict[tuple[int, ...], tuple[Evaluation, dict[str, SetPoint]]] = {}
+
+        def evaluate(pos: tuple[int, ...]) -> tuple[int, float]:
+            if pos not in solved:
+                net = at_positions(self.net, dict(zip(names, pos, strict=True)))
+                solved[pos] = self.certify_on(
+                    net, trades, start_ms, slot_ms, previous.setpoints,
+                    price_utoken_per_kwh, new_trade,
+                )  # fmt: skip
+            e = solved[pos][0]
+            loss = e.loss_kw if math.isfinite(e.loss_kw) else math.inf
+            return (0 if e.feasible else 1, loss)
+
+        best = _pattern_search(start, ranges, evaluate)
+        if evaluate(start) <= evaluate(best):
+            best = start  # a tap moves only for a strictly better certificate
+        evaluation, setpoints = solved[best]
+        positions = dict(zip(names, best, strict=True))
+        evaluation.taps = positions
+        evaluation.document["taps"] = dict(positions)
+        evaluation.document["taps_before"] = dict(previous.taps)
+        evaluation.document["loss_with_ropf_kw_at_taps_before"] = solved[start][0].loss_kw
+        evaluation.document["tap_vectors_evaluated"] = len(solved)
+        return evaluation, TapState(setpoints, positions)
 
 
 def load_dso_config(path: str | Path, grid: str) -> tuple[GridEvaluator, dict[int, str]]:
@@ -125,8 +242,29 @@ def dso_config_from_dict(
         scenario = parse_scenario(scenario_doc, source=source, network=network)
     except ScenarioError as exc:
         raise DsoConfigError(str(exc)) from exc
-    evaluator = GridEvaluator(scenario)
+    taps = _tap_names(data.get("taps"), network, fail)
+    evaluator = GridEvaluator(scenario, taps=taps)
     accounts = {bus: regulators[name] for bus, name in evaluator.regulator_buses.items()}
     if len(accounts) != len(regulators):
         raise fail("regulators: two listed generators share a bus; list one per bus")
     return evaluator, accounts
+
+
+def _tap_names(value: Any, network: Any, fail: Any) -> list[str]:
+    """The tap changers a ``taps`` field names (none when absent), checked against the grid."""
+    from gridledger.grid.network import NetworkError
+    from gridledger.grid.taps import select_taps
+
+    if value is None:
+        return []
+    if value != "all" and not (
+        isinstance(value, list) and value and all(isinstance(n, str) and n for n in value)
+    ):
+        raise fail("taps must be 'all' or a non-empty list of transformer (branch) names")
+    try:
+        names = select_taps(network, value)
+    except NetworkError as exc:
+        raise fail(f"taps: {exc}") from exc
+    if len(names) > MAX_TAPS:
+        raise fail(f"taps: {len(names)} tap changers; a reactive record holds at most {MAX_TAPS}")
+    return names

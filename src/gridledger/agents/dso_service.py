@@ -11,7 +11,8 @@ Restart safety comes from where the state lives:
 * which matches still need a certificate is the chain's own pending list — a match leaves it
   when its certificate commits, so a restarted service neither misses one nor certifies one
   twice (a certificate posted twice is refused by the market contract);
-* the optimized set-points of every interval, which ΔQ is measured against, are in
+* the optimized set-points of every interval, which ΔQ is measured against (and the tap
+  positions, when ``dso.yaml`` lets the DSO move taps), are in
   ``HOME/documents/setpoints.json`` (written atomically), the certificate documents beside them;
 * ``HOME/status.json`` (written atomically after each block with work) is what
   ``gridledger dso status`` shows: certified and refused matches with reasons, the matches
@@ -30,7 +31,14 @@ from typing import Any
 import httpx
 
 from gridledger.agents.client import ChainClient, must
-from gridledger.agents.dso_agent import DsoAgent, Evaluation, GridPhase, _specs, power_changes
+from gridledger.agents.dso_agent import (
+    DsoAgent,
+    Evaluation,
+    GridPhase,
+    _specs,
+    power_changes,
+    reactive_payload,
+)
 from gridledger.agents.dso_config import load_dso_config
 from gridledger.agents.runner import HttpChain
 from gridledger.chain.contracts.market import (
@@ -43,6 +51,7 @@ from gridledger.chain.contracts.market import (
     loss_cap_w,
     match_key,
     reactive_digest,
+    taps_record,
     trade_record,
 )
 from gridledger.chain.contracts.tokens import balance_key
@@ -256,7 +265,8 @@ class IntervalDsoAgent(DsoAgent):
         for g in group:
             self.handled[g] = "approved"
             self.log.append({"match": g, "verdict": "approved", "reasons": [],
-                             "document_digest": digest, "interval": group})  # fmt: skip
+                             "document_digest": digest, "interval": group,
+                             "taps": dict(evaluations[min(evaluations)][1].taps)})  # fmt: skip
         return n
 
     def _setpoints(
@@ -296,10 +306,12 @@ class IntervalDsoAgent(DsoAgent):
     ) -> int:
         setpoints_of = self._setpoints(group, records, phase, evaluations)
         n = self.post_loss_shares(client, evaluations)
+        start_eval = evaluations[min(evaluations)][1]
+        taps = taps_record(start_eval.taps) if start_eval.taps else None
         for g in group:
             setpoints = setpoints_of[g]
             must(
-                client.submit(self.key, "market.reactive", {"match_id": g, "setpoints": setpoints}),
+                client.submit(self.key, "market.reactive", reactive_payload(g, setpoints, taps)),
                 f"reactive set-points for {g}",
             )
             cert = {
@@ -309,7 +321,7 @@ class IntervalDsoAgent(DsoAgent):
                 "verdict": "approved",
                 "reasons": [],
                 "trade": trade_record(records[g]["match"], self.slot_ms),
-                "reactive_digest": reactive_digest(setpoints),
+                "reactive_digest": reactive_digest(setpoints, taps),
             }
             must(client.submit(self.key, "market.certificate", cert), f"certificate for {g}")
             n += 2
@@ -347,6 +359,8 @@ class DsoService:
                     "seconds": round(seconds, 3),
                     "height": client.height(),
                 }
+                if entry.get("taps"):
+                    self.certified[entry["match"]]["taps"] = entry["taps"]
         if posted or len(self.agent.log) > before:
             self.write_status(client)
         return posted

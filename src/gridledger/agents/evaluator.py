@@ -85,10 +85,25 @@ class ScenarioEvaluator:
         price_utoken_per_kwh: int,
         new_trade: str | None,
     ) -> tuple[Evaluation, dict[str, SetPoint]]:
+        return self.certify_on(
+            self.net, trades, start_ms, slot_ms, previous, price_utoken_per_kwh, new_trade
+        )
+
+    def certify_on(
+        self,
+        net: Network,
+        trades: Sequence[TradeSpec],
+        start_ms: int,
+        slot_ms: int,
+        previous: dict[str, SetPoint],
+        price_utoken_per_kwh: int,
+        new_trade: str | None,
+    ) -> tuple[Evaluation, dict[str, SetPoint]]:
+        """:meth:`certify` on ``net`` (the scenario's grid, or it with taps moved)."""
         interval = Interval(f"from {start_ms}", start_ms, start_ms + slot_ms)
         settings = dataclasses.replace(self.settings, price_utoken_per_kwh=price_utoken_per_kwh)
         out = certify_interval(
-            self.net,
+            net,
             self._trades(trades, start_ms, start_ms + slot_ms),
             interval,
             previous,
@@ -158,8 +173,20 @@ class ScenarioEvaluator:
         running: Sequence[TradeSpec],
         previous: dict[str, SetPoint],
     ) -> list[dict[str, Any]]:
+        return self.rank_on(self.net, buyer_bus, power_kw, sellers, running, previous)
+
+    def rank_on(
+        self,
+        net: Network,
+        buyer_bus: int,
+        power_kw: float,
+        sellers: Sequence[int],
+        running: Sequence[TradeSpec],
+        previous: dict[str, SetPoint],
+    ) -> list[dict[str, Any]]:
+        """:meth:`rank` on ``net`` (the scenario's grid, or it with taps moved)."""
         options = rank_sellers(
-            self.net,
+            net,
             self._trades(running, 0, 1),
             buyer_bus,
             power_kw,

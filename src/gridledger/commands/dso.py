@@ -80,6 +80,9 @@ def _status(args: argparse.Namespace) -> int:
         },
         "height": doc.get("height"),
     }
+    taps = {m: c["taps"] for m, c in sorted(certs.items()) if c.get("taps")}
+    if taps:  # a DSO that moves tap changers: the positions each approval set
+        summary["taps"] = taps
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -88,6 +91,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  refused   {len(summary['refused'])}")
     for m, reasons in summary["refused"].items():
         print(f"    {m}: {'; '.join(reasons)}")
+    for m, positions in taps.items():
+        print(f"    {m} taps: " + ", ".join(f"{b} at {p}" for b, p in sorted(positions.items())))
     print(f"  waiting   {len(summary['waiting'])}: {', '.join(summary['waiting']) or '-'}")
     s = summary["seconds_per_certificate"]
     if s["mean"] is not None:

@@ -305,6 +305,8 @@ def _certificate(args: argparse.Namespace) -> int:
            "setpoints": [{"bus": s["node"], "q_kvar": s["q_var"] / 1000,
                           "pay_token_per_slot": s["utoken_per_slot"] / UTOKEN_PER_TOKEN}
                          for s in reactive["setpoints"]]}  # fmt: skip
+    if reactive.get("taps"):  # the tap changers' positions the DSO set for this trade
+        doc["taps"] = {t["branch"]: t["pos"] for t in reactive["taps"]}
     power = f"{doc['kw']:g} kW"
     if m.get("profile_w") is not None:  # a profiled trade: kW per slot, its peak as "kw"
         doc["profile_kw"] = [w / 1000 for w in m["profile_w"]]
@@ -315,5 +317,6 @@ def _certificate(args: argparse.Namespace) -> int:
     lines += [f"  loss share from {x['from']}: {x['kw']:.3f} kW" for x in doc["loss_kw"]]
     lines += [f"  regulator bus {s['bus']}: Q {s['q_kvar']:.3f} kvar, "
               f"{s['pay_token_per_slot']:.6f} token/slot" for s in doc["setpoints"]]  # fmt: skip
+    lines += [f"  tap changer {b}: position {p}" for b, p in doc.get("taps", {}).items()]
     _emit(doc, args.json, lines)
     return 0

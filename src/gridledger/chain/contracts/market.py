@@ -17,7 +17,8 @@ Transaction types (payload fields in integers; see docs/market.md):
   ``MAX_LOSS_SHARE_PPM`` of its trade's power, and once a match is approved only the DSO
   member that certified it may change its share.
 * ``market.reactive`` (dso, reactive tree): set-points of the regulator nodes for a pending
-  match and their remuneration per slot (seed 000 eqs. 7–8); fixed once the match is certified.
+  match and their remuneration per slot (seed 000 eqs. 7–8), and the positions of the on-load
+  tap changers the DSO moves, if any (``taps``); fixed once the match is certified.
 * ``market.certificate`` (dso, active tree): approves or rejects one pending match, bound to
   its exact content by ``match_digest``; approval needs the match's loss share and reactive
   record first, names the reactive record by ``reactive_digest`` and must arrive before
@@ -37,6 +38,7 @@ slots, and each member's open orders are capped (``horizon_ms``, ``max_window_sl
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any, NotRequired, TypedDict
 
 from gridledger.chain import codes, encoding
@@ -567,8 +569,37 @@ def _x_losses(ctx: Context, p: dict[str, Any]) -> None:
 
 
 # --- market.reactive ------------------------------------------------------------------------------
+# Tap positions the DSO chose for a match's interval (its R-OPF moves on-load tap changers).
+# The contract does not know the grid: it checks the shape (integers, at most MAX_TAPS
+# changers, each named once, names in ascending order so the record has one encoding) and a
+# generous position bound; that a branch is a tap changer and its position lies within its
+# [tap_min, tap_max] is the DSO's check against its grid file (agents/dso_config.py), and
+# anyone holding the grid can re-check it with one power flow at the certified set-points.
+MAX_TAPS = 16
+MAX_TAP_POSITION = 1_000
+MAX_TAP_NAME = 64
+
+
+def _v_taps(taps: Any) -> None:
+    if not isinstance(taps, list) or not 1 <= len(taps) <= MAX_TAPS:
+        raise PayloadError(f"taps must be a list of 1..{MAX_TAPS} entries")
+    names = []
+    for tap in taps:
+        if not isinstance(tap, dict):
+            raise PayloadError("each tap must be an object")
+        require_fields(tap, ["branch", "pos"])
+        if not req_str(tap, "branch", MAX_TAP_NAME):
+            raise PayloadError("a tap's branch name must not be empty")
+        req_int(tap, "pos", -MAX_TAP_POSITION, MAX_TAP_POSITION)
+        names.append(tap["branch"])
+    if any(a >= b for a, b in itertools.pairwise(names)):
+        raise PayloadError("taps must name each branch once, in ascending order")
+
+
 def _v_reactive(p: dict[str, Any]) -> None:
-    require_fields(p, ["match_id", "setpoints"])
+    require_fields(p, ["match_id", "setpoints"], ["taps"])
+    if "taps" in p:
+        _v_taps(p["taps"])
     req_str(p, "match_id", 32)
     sps = p["setpoints"]
     if not isinstance(sps, list) or len(sps) > MAX_ROWS:
@@ -594,9 +625,22 @@ def reactive_key(match_id: str) -> str:
     return f"market/reactive/{match_id}"
 
 
-def reactive_digest(setpoints: list[dict[str, Any]]) -> str:
-    """What an approval names the match's reactive record by: the hash of its set-points."""
-    return hashlib.sha256(b"gridledger/reactive/v1\x00" + encoding.encode(setpoints)).hexdigest()
+def reactive_digest(
+    setpoints: list[dict[str, Any]], taps: list[dict[str, Any]] | None = None
+) -> str:
+    """What an approval names the match's reactive record by: the hash of its set-points, and
+    of its tap positions when it has some (a record without taps hashes as it always did)."""
+    if not taps:
+        return hashlib.sha256(
+            b"gridledger/reactive/v1\x00" + encoding.encode(setpoints)
+        ).hexdigest()
+    body = encoding.encode({"setpoints": setpoints, "taps": taps})
+    return hashlib.sha256(b"gridledger/reactive/v2\x00" + body).hexdigest()
+
+
+def taps_record(positions: dict[str, int]) -> list[dict[str, Any]]:
+    """Tap positions as a reactive record lists them: one entry per branch, names ascending."""
+    return [{"branch": b, "pos": int(positions[b])} for b in sorted(positions)]
 
 
 def document_digest(document: Any) -> str:
@@ -649,7 +693,12 @@ def _x_reactive(ctx: Context, p: dict[str, Any]) -> None:
     for sp in p["setpoints"]:
         if ctx.state.get_raw(f"member/{sp['account']}".encode()) is None:
             raise ContractError(codes.NOT_FOUND, f"regulator {sp['account'][:16]}… is not a member")
-    ctx.state.set(reactive_key(p["match_id"]), {"setpoints": p["setpoints"], "tx": ctx.txid})
+    record: dict[str, Any] = {"setpoints": p["setpoints"], "tx": ctx.txid}
+    if "taps" in p:  # absent, not empty, without taps: such a record encodes as before
+        record["taps"] = p["taps"]
+    ctx.state.set(reactive_key(p["match_id"]), record)
+    for tap in p.get("taps", []):
+        ctx.emit("market.tap", match=p["match_id"], branch=tap["branch"], pos=tap["pos"])
     for sp in p["setpoints"]:
         ctx.emit(
             "market.setpoint",
@@ -756,11 +805,12 @@ def _x_certificate(ctx: Context, p: dict[str, Any]) -> None:
         reactive = ctx.state.get(reactive_key(mid))
         if reactive is None:
             raise ContractError(codes.INVALID_PAYLOAD, f"no reactive record for match {mid}")
-        if p.get("reactive_digest") != reactive_digest(reactive["setpoints"]):
+        expected = reactive_digest(reactive["setpoints"], reactive.get("taps"))
+        if p.get("reactive_digest") != expected:
             raise ContractError(
                 codes.INVALID_PAYLOAD,
                 f"an approval must name the reactive record of match {mid} by its digest "
-                f"(reactive_digest {reactive_digest(reactive['setpoints'])})",
+                f"(reactive_digest {expected})",
             )
         # the approval is the trade's record in the active-power tree: it must state the trade
         if p.get("trade") != trade_record(rec["match"], book.params.slot_ms):
