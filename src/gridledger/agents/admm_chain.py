@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gridledger.agents.agent_procs import wait_ready
 from gridledger.agents.der_agent import (
     TERMINAL,
     W_PER_PU,
@@ -187,13 +188,8 @@ def run_on_chain(
                 )
             )
         # agents build their models first, so the timing below is the round alone
-        ready_by = time.monotonic() + 300
-        while not all(
-            (home / f"agents-{p}.log").read_text().startswith("ready") for p in range(n_proc)
-        ):
-            if time.monotonic() > ready_by or any(p.poll() is not None for p in procs):
-                raise OnChainError(f"agent processes did not start; logs in {home}")
-            time.sleep(0.05)
+        if not wait_ready(home, procs):
+            raise OnChainError(f"agent processes did not start; logs in {home}")
         started = time.monotonic()
         open_round(client, dso, feeder, round_id, [k.pub_hex for k in keys], options, timeout_ms)
         deadline = time.monotonic() + deadline_s

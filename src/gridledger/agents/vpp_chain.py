@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gridledger.agents.agent_procs import wait_ready
 from gridledger.agents.der_agent import AgentHttp, admm_genesis
 from gridledger.agents.vpp_agent import load_profiles, open_vpp_round, prosumer_key_path
 from gridledger.chain.contracts.tokens import DENOMS, balance_prefix, supply_key
@@ -158,13 +159,8 @@ def run_vpp_on_chain(
                     stdout=log, stderr=subprocess.STDOUT, env=env,
                 )
             )  # fmt: skip
-        ready_by = time.monotonic() + 300
-        while not all(
-            (home / f"agents-{p}.log").read_text().startswith("ready") for p in range(n_proc)
-        ):
-            if time.monotonic() > ready_by or any(p.poll() is not None for p in procs):
-                raise VppChainError(f"agent processes did not start; logs in {home}")
-            time.sleep(0.05)
+        if not wait_ready(home, procs):
+            raise VppChainError(f"agent processes did not start; logs in {home}")
         deadline = time.monotonic() + deadline_s
         for rid in rounds:
             started = time.monotonic()
