@@ -155,30 +155,34 @@ def to_matpower(net: Network) -> str:
     slack_buses = {int(b) for b in gen.bus[roles == GenRole.SLACK]}  # several: distributed
     held = {int(b) for b in gen.bus[roles != GenRole.PQ]}
     pd_, qd, gs, bs = (np.zeros(len(ids)) for _ in range(4))
-    for row in net.load.itertuples():
-        pd_[pos[int(row.bus)]] += row.p_mw
-        qd[pos[int(row.bus)]] += row.q_mvar
-    for row in net.shunt.itertuples():
-        gs[pos[int(row.bus)]] += row.g_mw
-        bs[pos[int(row.bus)]] += row.b_mvar
+    load, shunt = net.load, net.shunt
+    for bus, p, q in zip(load.bus.tolist(), load.p_mw.tolist(), load.q_mvar.tolist(), strict=True):
+        pd_[pos[int(bus)]] += p
+        qd[pos[int(bus)]] += q
+    shunts = zip(shunt.bus.tolist(), shunt.g_mw.tolist(), shunt.b_mvar.tolist(), strict=True)
+    for bus, g_mw, b_mvar in shunts:
+        gs[pos[int(bus)]] += g_mw
+        bs[pos[int(bus)]] += b_mvar
     name = re.sub(r"[^A-Za-z0-9_]", "_", net.name) or "case"
     lines = [f"function mpc = {name}", f"%   written by gridledger from network {net.name!r}"]
     if offset:
         lines.append(f"%   bus numbers shifted by +{offset} (MATPOWER needs numbers >= 1)")
     lines += ["", "mpc.version = '2';", f"mpc.baseMVA = {_num(net.base_mva)};", ""]
     lines.append("mpc.bus = [")
-    for i, (bus_id, row) in enumerate(net.bus.iterrows()):
-        b = int(bus_id)
+    for i, (_, bus_row) in enumerate(net.bus.iterrows()):
+        b = int(ids[i])
         kind = MP_REF if b in slack_buses else (MP_PV if b in held else MP_PQ)
-        cells = [b + offset, kind, pd_[i], qd[i], gs[i], bs[i], 1, 1, 0, row.vn_kv, 1]
-        lines.append(_row([*cells, row.vmax_pu, row.vmin_pu]))
+        cells = [b + offset, kind, pd_[i], qd[i], gs[i], bs[i], 1, 1, 0, bus_row.vn_kv, 1]
+        lines.append(_row([*cells, bus_row.vmax_pu, bus_row.vmin_pu]))
     lines += ["];", "", "mpc.gen = ["]
-    for row in gen.itertuples():
-        cells = [int(row.bus) + offset, row.p_mw, row.q_mvar, row.qmax_mvar, row.qmin_mvar]
+    for bus, row in zip(gen.bus.tolist(), gen.itertuples(), strict=True):
+        cells = [int(bus) + offset, row.p_mw, row.q_mvar, row.qmax_mvar, row.qmin_mvar]
         lines.append(_row([*cells, row.vm_pu, net.base_mva, 1, row.pmax_mw, row.pmin_mw]))
     lines += ["];", "", "mpc.branch = ["]
-    for row in net.branch.itertuples():
-        cells = [int(row.from_bus) + offset, int(row.to_bus) + offset, row.r_pu, row.x_pu]
+    branch = net.branch
+    ends = zip(branch.from_bus.tolist(), branch.to_bus.tolist(), strict=True)
+    for (f, t), row in zip(ends, branch.itertuples(), strict=True):
+        cells = [int(f) + offset, int(t) + offset, row.r_pu, row.x_pu]
         cells += [row.b_pu, row.rate_mva, 0, 0, row.ratio, row.shift_deg, 1, -360, 360]
         lines.append(_row(cells))
     lines += ["];", "", "%% gridledger extras (ignored by MATPOWER)", "mpc.gen_sn_mva = ["]
@@ -186,8 +190,8 @@ def to_matpower(net: Network) -> str:
     lines += [_row([v]) for v in gen.slack_weight] + ["];"]
     if len(net.svc):
         lines.append("mpc.svc = [")
-        for row in net.svc.itertuples():
-            lines.append(_row([int(row.bus) + offset, row.qmin_mvar, row.qmax_mvar, row.q_mvar]))
+        for bus, row in zip(net.svc.bus.tolist(), net.svc.itertuples(), strict=True):
+            lines.append(_row([int(bus) + offset, row.qmin_mvar, row.qmax_mvar, row.q_mvar]))
         lines.append("];")
     return "\n".join([*lines, ""])
 
@@ -623,7 +627,8 @@ def _in_service(net: Any, kind: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["name", "bus", "p_mw", "q_mvar", "scaling", "in_service"])
     frame = net[kind]
     live_bus = net.bus.in_service.reindex(frame.bus).fillna(False).to_numpy(bool)
-    return frame[frame.in_service.to_numpy(bool) & live_bus]
+    result: pd.DataFrame = frame[frame.in_service.to_numpy(bool) & live_bus]
+    return result
 
 
 def _refuse_voltage_dependent_loads(net: Any, title: str) -> None:
@@ -676,7 +681,7 @@ def _finite_or(value: Any, default: float) -> float:
 
 
 def _branch_names(
-    net: Any, ppc: dict, ids: np.ndarray, alive: set[int]
+    net: Any, ppc: dict[str, Any], ids: np.ndarray, alive: set[int]
 ) -> tuple[list[str], list[str], list[float]]:
     """Names, kinds and ratings of the branches :func:`network_from_ppc` keeps, in its order.
 
@@ -753,7 +758,7 @@ def _name_ppc_generators(out: Network, net: Any) -> Network:
 
 
 def _no_load_shunts(
-    out: Network, ppc: dict, ids: np.ndarray, alive: set[int]
+    out: Network, ppc: dict[str, Any], ids: np.ndarray, alive: set[int]
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The pi model's shunt conductance g/2 at each end of a branch (the from end behind the
     tap, 1/tap²) as shunts named after the branch; returns the shunt table and their names."""
@@ -762,7 +767,7 @@ def _no_load_shunts(
         return out.shunt, ()
     branch = np.real(ppc["branch"])
     base = float(ppc["baseMVA"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     kept = iter(out.branch["name"].tolist())
     for k, row in enumerate(branch):
         f, t = int(ids[int(row[F_BUS])]), int(ids[int(row[T_BUS])])

@@ -88,7 +88,7 @@ def start_angles(c: CompiledNetwork) -> np.ndarray:
     f, t = c.branch_from, c.branch_to
     graph = sp.coo_matrix((np.ones(f.size), (f, t)), shape=(nb, nb)).tocsr()
     order, pred = breadth_first_order(graph, c.ref, directed=False, return_predecessors=True)
-    step = {}
+    step: dict[tuple[int, int], float] = {}
     for k in range(f.size):
         rad = np.deg2rad(shift[k])
         step.setdefault((int(f[k]), int(t[k])), -rad)  # V_to ≈ V_from · e^{-j shift}
@@ -140,7 +140,8 @@ def specified_injection(
     q = np.bincount(c.gen_bus, weights=qg, minlength=nb) - c.load_q
     if c.svc_bus.size:
         q = q + np.bincount(c.svc_bus, weights=s_set, minlength=nb)
-    return p + 1j * q
+    result: np.ndarray = p + 1j * q
+    return result
 
 
 def generator_q(

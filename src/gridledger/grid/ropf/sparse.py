@@ -26,7 +26,9 @@ circles as inequalities; the same bounds and the same start.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import casadi as ca
 import numpy as np
@@ -41,7 +43,7 @@ IPOPT_TOL = 1e-10
 # measured mu_init 1e-4 against IPOPT's 0.1: case300 132 → 92 iterations (0.9 → 0.46 s CPU),
 # the 5,483-bus SimBench grid 31 → 27. ("mu_strategy adaptive" cut SimBench to 19 but took
 # case300 to 220.)
-IPOPT_OPTIONS: dict[str, object] = {"mu_init": 1e-4}
+IPOPT_OPTIONS: dict[str, float] = {"mu_init": 1e-4}
 
 
 class _SparseSpace(_FullSpace):
@@ -152,7 +154,8 @@ class _Derivatives:
         )
         self.lin_vals = np.concatenate([-fs.bus_w[w_rows], -np.ones(q + s_rows.size)])
         self.const = np.concatenate([-fs.p_sched, -fs.q_sched, np.zeros(self.n_g - self.n_balance)])
-        self._last: tuple | None = None
+        # (x, (vm, T, D) at x)
+        self._last: tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._build_patterns()
 
     # -- structure -------------------------------------------------------------------------
@@ -212,7 +215,7 @@ class _Derivatives:
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         _, t, _ = self._terms(x)
-        g = np.bincount(self.pairs.row, weights=t, minlength=self.n_g) + self.const
+        g: np.ndarray = np.bincount(self.pairs.row, weights=t, minlength=self.n_g) + self.const
         g += np.bincount(
             self.lin_rows, weights=self.lin_vals * x[self.lin_cols], minlength=self.n_g
         )
@@ -253,7 +256,14 @@ class _Callback(ca.Callback):
     """A CasADi function evaluated by numpy: ``outputs(*inputs)`` returns one array per output
     (the nonzeros, in CSC order, for a sparse output)."""
 
-    def __init__(self, name: str, inputs: list, outputs: list, fn, jacobian=None) -> None:
+    def __init__(
+        self,
+        name: str,
+        inputs: list[ca.Sparsity],
+        outputs: list[ca.Sparsity],
+        fn: Callable[..., list[np.ndarray]],
+        jacobian: tuple[ca.Sparsity, Callable[[np.ndarray], np.ndarray]] | None = None,
+    ) -> None:
         ca.Callback.__init__(self)
         self._in, self._out, self._fn = inputs, outputs, fn
         # (sparsity, fn) of d(output 0)/d(input 0): CasADi asks for it to recover multipliers.
@@ -263,7 +273,10 @@ class _Callback(ca.Callback):
     def has_jacobian(self) -> bool:
         return self._jacobian is not None
 
-    def get_jacobian(self, name: str, inames: list, onames: list, opts: dict) -> ca.Function:
+    def get_jacobian(
+        self, name: str, inames: Sequence[str], onames: Sequence[str], opts: Mapping[str, Any]
+    ) -> ca.Function:
+        assert self._jacobian is not None  # CasADi asks only when has_jacobian() said yes
         sparsity, fn = self._jacobian
         n_out = sparsity.shape[0]
         outputs = [sparsity, ca.Sparsity(n_out, self._in[1].numel())]
@@ -289,7 +302,9 @@ class _Callback(ca.Callback):
     def has_eval_buffer(self) -> bool:
         return True
 
-    def eval_buffer(self, args: list, results: list) -> int:
+    def eval_buffer(
+        self, args: Sequence[memoryview | None], results: Sequence[memoryview | None]
+    ) -> int:
         # An empty input (the parameter vector p) arrives as None.
         arrays = [np.zeros(0) if a is None else np.frombuffer(a, dtype=float) for a in args]
         for out, value in zip(results, self._fn(*arrays), strict=True):
@@ -306,7 +321,7 @@ class _Ipopt:
     solver: ca.Function
     lbg: np.ndarray
     ubg: np.ndarray
-    callbacks: list
+    callbacks: list[_Callback]
 
 
 def _ipopt(fs: _SparseSpace, tol: float, max_iter: int) -> _Ipopt:
