@@ -271,8 +271,8 @@ class LedgerApp(BaseApplication):
             state.commit_tx()
             values = {k: v for k, v in overlay.items() if v is not None}
             tree = StateTree()
-            for k, v in values.items():
-                tree.set(k, v)
+            for key, value in values.items():
+                tree.set(key, value)
             root = tree.root()
             self.store.init_genesis(
                 {

@@ -6,7 +6,7 @@ Canonical JSON (docs/ledger.md). Checked at the boundary: every error names the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from gridledger.chain import encoding
 from gridledger.chain.keys import ROLES
@@ -19,6 +19,37 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+class GenesisValidator(TypedDict):
+    power: int
+    pub_key: str  # hex, 32 bytes
+
+
+class GenesisMember(TypedDict):
+    pub_key: str  # hex, 32 bytes
+    role: str  # keys.ROLES
+    name: NotRequired[str]
+    bus: NotRequired[int]
+
+
+class GenesisBalance(TypedDict):
+    account: str  # a genesis member's pub_key
+    denom: str  # utoken | ewh
+    amount: int
+
+
+class GenesisDoc(TypedDict):
+    """The genesis document as :func:`parse_genesis` checked it; read by the application
+    (``LedgerApp.init_chain``), the consensus engines and the contracts' ``genesis`` hooks."""
+
+    balances: list[GenesisBalance]
+    chain_id: str
+    contracts: list[str]
+    genesis_time_ms: int
+    members: list[GenesisMember]
+    params: dict[str, Any]  # DEFAULT_PARAMS' keys only
+    validators: list[GenesisValidator]
+
+
 class GenesisError(ValueError):
     """A genesis document that is malformed or inconsistent."""
 
@@ -26,7 +57,7 @@ class GenesisError(ValueError):
 @dataclass(frozen=True)
 class Genesis:
     raw: bytes
-    doc: dict[str, Any]
+    doc: GenesisDoc
 
     @property
     def chain_id(self) -> str:
@@ -47,13 +78,13 @@ def make_genesis(
     chain_id: str,
     time_ms: int,
     validators: list[tuple[str, int]],
-    members: list[dict[str, Any]],
-    balances: list[dict[str, Any]] | None = None,
+    members: list[GenesisMember],
+    balances: list[GenesisBalance] | None = None,
     contracts: list[str] | None = None,
     params: dict[str, Any] | None = None,
 ) -> bytes:
     """Build canonical genesis bytes; ``validators`` are (pubkey hex, power)."""
-    doc = {
+    doc: GenesisDoc = {
         "balances": balances or [],
         "chain_id": chain_id,
         "contracts": contracts or [],
@@ -127,4 +158,4 @@ def parse_genesis(raw: bytes) -> Genesis:
     unknown = set(doc["params"]) - set(DEFAULT_PARAMS)
     if unknown:
         raise GenesisError(f"unknown params {sorted(unknown)}")
-    return Genesis(raw, doc)
+    return Genesis(raw, cast(GenesisDoc, doc))  # checked field by field above

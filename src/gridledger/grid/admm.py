@@ -111,10 +111,12 @@ class Aggregator:
         self.rho_entry = np.full(z0.shape, float(rho))  # per global entry and hour
 
     def rho_copies(self) -> np.ndarray:
-        return self.rho_entry[self.z_rows]
+        result: np.ndarray = self.rho_entry[self.z_rows]
+        return result
 
     def z_tilde(self) -> np.ndarray:
-        return self.z[self.z_rows]
+        result: np.ndarray = self.z[self.z_rows]
+        return result
 
     def state(self) -> np.ndarray:
         """(z, ξ/ρ) flattened: the fixed point that acceleration works on."""
@@ -194,7 +196,8 @@ class AndersonAccelerator:
             return g
         df = np.column_stack(self.df)
         gamma, *_ = np.linalg.lstsq(df, f, rcond=None)
-        return g - np.column_stack(self.dg) @ gamma
+        result: np.ndarray = g - np.column_stack(self.dg) @ gamma
+        return result
 
 
 def root_price_estimate(feeder: Feeder, z0: np.ndarray, flat: bool = True) -> np.ndarray:
@@ -214,7 +217,8 @@ def root_price_estimate(feeder: Feeder, z0: np.ndarray, flat: bool = True) -> np
     lin = np.array(gen.cost_lin_usd_per_mwh)
     if flat:
         return np.full(feeder.horizon_h, lin.mean() + 2 * gen.cost_quad_usd_per_mw2h * g0.mean())
-    return 2 * gen.cost_quad_usd_per_mw2h * g0 + lin
+    result: np.ndarray = 2 * gen.cost_quad_usd_per_mw2h * g0 + lin
+    return result
 
 
 def initial_xi(
@@ -303,7 +307,26 @@ class LocalSolutions:
 # --- subproblem groups, in this process or in a pool -----------------------------------------
 
 _WORKER_MODELS: dict[int, LocalModel | ConicLocalModel] = {}
-_WORKER_SETUP: dict[str, object] = {}
+
+
+@dataclass(frozen=True)
+class _WorkerSetup:
+    """What a worker needs to build a subproblem that the load balancing moved to it."""
+
+    feeder: Feeder
+    groups: list[list[int]]
+    v_weight: float
+    merge: bool
+    conic: bool
+
+
+_WORKER_SETUP: list[_WorkerSetup] = []  # one entry once the worker is initialised
+
+# a subproblem's answer: (x, cost $, injections MW, DLMP $/MWh, generation MW)
+_Outputs = tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]
+# the same and the seconds the worker took
+_TimedOutputs = tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray, float]
+_Job = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # (group, z̃, ξ, ρ)
 
 
 def _subproblem(
@@ -322,17 +345,15 @@ def _worker_init(
     conic: bool,
 ) -> None:
     # the subproblems stay resident in the worker: each iteration only ships z̃, ξ, ρ and x̃
-    _WORKER_SETUP.update(feeder=feeder, groups=groups, v_weight=v_weight, merge=merge, conic=conic)
+    _WORKER_SETUP[:] = [_WorkerSetup(feeder, groups, v_weight, merge, conic)]
     for gi in indices:
         _WORKER_MODELS[gi] = _subproblem(feeder, groups[gi], v_weight, merge, conic)
 
 
-def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray) -> tuple:
+def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray) -> _TimedOutputs:
     if gi not in _WORKER_MODELS:  # moved here by the load balancing
-        w = _WORKER_SETUP
-        _WORKER_MODELS[gi] = _subproblem(
-            w["feeder"], w["groups"][gi], w["v_weight"], w["merge"], w["conic"]
-        )
+        (w,) = _WORKER_SETUP
+        _WORKER_MODELS[gi] = _subproblem(w.feeder, w.groups[gi], w.v_weight, w.merge, w.conic)
     model = _WORKER_MODELS[gi]
     started = time.perf_counter()
     x = model.solve_admm(z_tilde, xi, rho)
@@ -340,14 +361,14 @@ def _worker_solve(gi: int, z_tilde: np.ndarray, xi: np.ndarray, rho: np.ndarray)
     return (*_outputs(model, x), seconds)
 
 
-def _outputs(model: LocalModel | ConicLocalModel, x: np.ndarray) -> tuple:
+def _outputs(model: LocalModel | ConicLocalModel, x: np.ndarray) -> _Outputs:
     return (
         x, model.cost_usd(), model.injections_mw(), model.dlmp_usd_per_mwh(),
         model.generation_mw(),
     )  # fmt: skip
 
 
-def _worker_solve_many(jobs: list[tuple]) -> list[tuple]:
+def _worker_solve_many(jobs: list[_Job]) -> list[_TimedOutputs]:
     # one message per worker and iteration, not one per group: with a group per node (56 on
     # SCE-56) that cut the parent's CPU for 100 iterations from ≈ 2.0 s to ≈ 1.3 s (measured)
     return [_worker_solve(*job) for job in jobs]
@@ -456,16 +477,17 @@ class SubproblemRunner:
                 )
                 for pool, idx in zip(self.pools, self.assign, strict=True)
             ]
-            by_group = {}
+            by_group: dict[int, _TimedOutputs] = {}
             for future, idx in zip(futures, self.assign, strict=True):
                 by_group.update(zip(idx, future.result(), strict=True))
-            outputs = [by_group[gi] for gi in range(len(self.groups))]
+            timed = [by_group[gi] for gi in range(len(self.groups))]
+            outputs = [o[:5] for o in timed]
             self.calls += 1
-            self.last_seconds = [o[-1] for o in outputs]
+            self.last_seconds = [o[-1] for o in timed]
             if self.calls == self.rebalance_after:
                 # measured: on SCE-56 with 8 clusters one 15-node cluster takes half the time
-                self.assign = balance([o[-1] for o in outputs], len(self.pools))
-        for g, (xg, cg, pg, dg, gg, *_) in enumerate(outputs):
+                self.assign = balance([o[-1] for o in timed], len(self.pools))
+        for g, (xg, cg, pg, dg, gg) in enumerate(outputs):
             x[parts[g]] = xg
             cost += cg
             p_mw[self.groups[g]] = pg
@@ -516,7 +538,7 @@ def solve_admm(
                     ran = run_schedule(feeder, local, agg.z, subtree)
                 except DispatchError:
                     ran = None  # a schedule the feeder cannot carry: recorded as NaN, no stop
-            if accel is not None:
+            if accel is not None and u_prev is not None:
                 agg.set_state(accel.update(u_prev, agg.state()))
             record = IterationRecord(
                 k,

@@ -82,7 +82,8 @@ class CompiledNetwork:
         q = np.bincount(self.gen_bus, weights=gq, minlength=nb) - self.load_q
         if self.svc_bus.size:
             q = q + np.bincount(self.svc_bus, weights=sq, minlength=nb)
-        return p + 1j * q
+        result: np.ndarray = p + 1j * q
+        return result
 
 
 def build_admittance(net: Network) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:

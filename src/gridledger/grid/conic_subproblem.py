@@ -137,7 +137,11 @@ class ConicLocalModel:
             raise ValueError("ρ must be positive")
         q = self.q0.copy()
         q[self.columns.ravel()] += (xi - rho_copy * z_tilde).ravel()
-        if self.solver is None or not np.array_equal(rho_copy, self._rho_copy):
+        if (
+            self.solver is None
+            or self._rho_copy is None
+            or not np.array_equal(rho_copy, self._rho_copy)
+        ):
             # built on the model's own q and only ever solved after an update: Clarabel scales
             # the cost by the q it was built with, so building on this iteration's q would make
             # later solves depend on which iteration came first (and differ between an agent
@@ -153,7 +157,8 @@ class ConicLocalModel:
             raise ScheduleError(f"local problem of nodes {self.nodes}: {status}")
         x = np.asarray(solution.x)
         self.problem.unpack_results(solution, self.chain, self.inverse)
-        return x[self.columns]
+        result: np.ndarray = x[self.columns]
+        return result
 
     def dlmp_usd_per_mwh(self) -> np.ndarray:
         return self.model.dlmp_usd_per_mwh()

@@ -87,7 +87,8 @@ def reactive_injection_mvar(feeder: Feeder, v_pu2: np.ndarray) -> np.ndarray:
     """Fixed reactive loads plus shunt capacitors ``b·v`` (controllable loads run at unity power
     factor, as in the SOCP)."""
     cap, load = _reactive_parts(feeder, np.arange(feeder.horizon_h))
-    return cap * v_pu2 - load
+    result: np.ndarray = cap * v_pu2 - load
+    return result
 
 
 def radial_power_flow(
@@ -213,7 +214,10 @@ def _closest_root_voltage(
     low = root_v_pu2 + lo - v_pu2.min(axis=0)  # lifts the lowest bus to lo
     high = root_v_pu2 + hi - v_pu2.max(axis=0)  # brings the highest bus to hi
     fits = low <= high
-    return np.where(fits, np.clip(wanted_pu2, low, np.maximum(low, high)), (low + high) / 2)
+    result: np.ndarray = np.where(
+        fits, np.clip(wanted_pu2, low, np.maximum(low, high)), (low + high) / 2
+    )
+    return result
 
 
 def dispatch(

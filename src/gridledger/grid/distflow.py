@@ -31,7 +31,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from gridledger.grid.der import KW_PER_PU, deferrable_bounds, deferrable_matrix
+from gridledger.grid.der import KW_PER_PU, NodeDers, deferrable_bounds, deferrable_matrix
 from gridledger.grid.feeders import Feeder
 from gridledger.grid.zlayout import ZLayout
 
@@ -144,7 +144,7 @@ class LocalModel:
     # solver's problem matrix, and so the last bits of every schedule that goes on chain) ---
 
     def _add_generators(
-        self, ders: list, horizon: int, cons: list, p_inj: Any, q_inj: Any
+        self, ders: list[NodeDers], horizon: int, cons: list[cp.Constraint], p_inj: Any, q_inj: Any
     ) -> tuple[Any, Any]:
         """Dispatchable generators: P and Q within limits, quadratic cost (seed 001 eq. 5)."""
         ns = len(ders)
@@ -153,7 +153,7 @@ class LocalModel:
         self.g = None
         if not gen_nodes:
             return p_inj, q_inj
-        gens = [ders[i].generator for i in gen_nodes]
+        gens = [dev for i in gen_nodes if (dev := ders[i].generator) is not None]
         self.g = cp.Variable((len(gen_nodes), horizon), name="g")
         self.qg = cp.Variable((len(gen_nodes), horizon), name="qg")
         sel = _selector(gen_nodes, list(range(len(gen_nodes))), ns, len(gen_nodes))
@@ -169,14 +169,14 @@ class LocalModel:
         )
         return p_inj + sel @ self.g, q_inj + sel @ self.qg
 
-    def _add_batteries(self, ders: list, horizon: int, cons: list) -> Any:
+    def _add_batteries(self, ders: list[NodeDers], horizon: int, cons: list[cp.Constraint]) -> Any:
         """Batteries (eq. 7); returns their net injection per node."""
         ns = len(ders)
         bat_nodes = [i for i, d in enumerate(ders) if d.battery is not None]
         self.bat_nodes = [self.nodes[i] for i in bat_nodes]
         if not bat_nodes:
             return None
-        bats = [ders[i].battery for i in bat_nodes]
+        bats = [dev for i in bat_nodes if (dev := ders[i].battery) is not None]
         nb = len(bats)
         self.charge = cp.Variable((nb, horizon), nonneg=True, name="charge")
         self.discharge = cp.Variable((nb, horizon), nonneg=True, name="discharge")
@@ -205,14 +205,14 @@ class LocalModel:
         sel = _selector(bat_nodes, list(range(nb)), ns, nb)
         return sel @ (self.discharge - self.charge)
 
-    def _add_shapable(self, ders: list, horizon: int, cons: list) -> Any:
+    def _add_shapable(self, ders: list[NodeDers], horizon: int, cons: list[cp.Constraint]) -> Any:
         """Shapable loads (eq. 8); returns their consumption per node."""
         ns = len(ders)
         shp_nodes = [i for i, d in enumerate(ders) if d.shapable is not None]
         self.shp_nodes = [self.nodes[i] for i in shp_nodes]
         if not shp_nodes:
             return None
-        shps = [ders[i].shapable for i in shp_nodes]
+        shps = [dev for i in shp_nodes if (dev := ders[i].shapable) is not None]
         hours = np.arange(horizon)
         window = np.array([(hours >= s.start_hour) & (hours < s.end_hour) for s in shps])
         self.shapable = cp.Variable((len(shps), horizon), nonneg=True, name="shapable")
@@ -227,14 +227,14 @@ class LocalModel:
         sel = _selector(shp_nodes, list(range(len(shps))), ns, len(shps))
         return sel @ self.shapable
 
-    def _add_deferrable(self, ders: list, horizon: int, cons: list) -> Any:
+    def _add_deferrable(self, ders: list[NodeDers], horizon: int, cons: list[cp.Constraint]) -> Any:
         """Deferrable loads (eq. 9, LP relaxation); returns their consumption per node."""
         ns = len(ders)
         dfr_nodes = [i for i, d in enumerate(ders) if d.deferrable is not None]
         self.dfr_nodes = [self.nodes[i] for i in dfr_nodes]
         if not dfr_nodes:
             return None
-        dfrs = [ders[i].deferrable for i in dfr_nodes]
+        dfrs = [dev for i in dfr_nodes if (dev := ders[i].deferrable) is not None]
         nd = len(dfrs)
         self.departure = cp.Variable((nd, horizon), name="departure")
         bounds = [deferrable_bounds(d, horizon) for d in dfrs]
@@ -258,7 +258,7 @@ class LocalModel:
         pos: dict[int, int],
         p_inj: Any,
         q_inj: Any,
-        cons: list,
+        cons: list[cp.Constraint],
     ) -> None:
         """Branch flow (eqs. 1–3, 12b–e): nodal balances, voltage band and drop, the cone."""
         feeder = self.feeder
@@ -289,7 +289,7 @@ class LocalModel:
             )
         )
 
-    def _merge_internal(self, pos: dict[int, int], cons: list) -> None:
+    def _merge_internal(self, pos: dict[int, int], cons: list[cp.Constraint]) -> None:
         """One agent for a connected group of nodes (seed 001 §VII: "devices, feeders, or
         substations as nodes"): its copies of lines inside the group agree by construction, so
         only the lines leaving the group are negotiated through the aggregator."""

@@ -118,7 +118,8 @@ def sce56_price_usd_per_mwh() -> np.ndarray:
 
 def sce56_solar_shape() -> np.ndarray:
     raw = np.array([float(r["solar_output"]) for r in _read_csv("solar_profile_24h.csv")])
-    return raw / raw.max()
+    result: np.ndarray = raw / raw.max()
+    return result
 
 
 def _topology(
@@ -133,7 +134,7 @@ def _topology(
         adj[b].append((a, r, x))
     if len(edges) != len(bus_ids) - 1:
         raise FeederError(f"{len(edges)} lines for {len(bus_ids)} buses: not a radial tree")
-    order, par, rr, xx = [root_bus], {root_bus: (-1, 0.0, 0.0)}, [], []
+    order, par = [root_bus], {root_bus: (-1, 0.0, 0.0)}
     for bus in order:
         for nxt, r, x in adj[bus]:
             if nxt not in par:

@@ -155,30 +155,34 @@ def to_matpower(net: Network) -> str:
     slack_buses = {int(b) for b in gen.bus[roles == GenRole.SLACK]}  # several: distributed
     held = {int(b) for b in gen.bus[roles != GenRole.PQ]}
     pd_, qd, gs, bs = (np.zeros(len(ids)) for _ in range(4))
-    for row in net.load.itertuples():
-        pd_[pos[int(row.bus)]] += row.p_mw
-        qd[pos[int(row.bus)]] += row.q_mvar
-    for row in net.shunt.itertuples():
-        gs[pos[int(row.bus)]] += row.g_mw
-        bs[pos[int(row.bus)]] += row.b_mvar
+    load, shunt = net.load, net.shunt
+    for bus, p, q in zip(load.bus.tolist(), load.p_mw.tolist(), load.q_mvar.tolist(), strict=True):
+        pd_[pos[int(bus)]] += p
+        qd[pos[int(bus)]] += q
+    shunts = zip(shunt.bus.tolist(), shunt.g_mw.tolist(), shunt.b_mvar.tolist(), strict=True)
+    for bus, g_mw, b_mvar in shunts:
+        gs[pos[int(bus)]] += g_mw
+        bs[pos[int(bus)]] += b_mvar
     name = re.sub(r"[^A-Za-z0-9_]", "_", net.name) or "case"
     lines = [f"function mpc = {name}", f"%   written by gridledger from network {net.name!r}"]
     if offset:
         lines.append(f"%   bus numbers shifted by +{offset} (MATPOWER needs numbers >= 1)")
     lines += ["", "mpc.version = '2';", f"mpc.baseMVA = {_num(net.base_mva)};", ""]
     lines.append("mpc.bus = [")
-    for i, (bus_id, row) in enumerate(net.bus.iterrows()):
-        b = int(bus_id)
+    for i, (_, bus_row) in enumerate(net.bus.iterrows()):
+        b = int(ids[i])
         kind = MP_REF if b in slack_buses else (MP_PV if b in held else MP_PQ)
-        cells = [b + offset, kind, pd_[i], qd[i], gs[i], bs[i], 1, 1, 0, row.vn_kv, 1]
-        lines.append(_row([*cells, row.vmax_pu, row.vmin_pu]))
+        cells = [b + offset, kind, pd_[i], qd[i], gs[i], bs[i], 1, 1, 0, bus_row.vn_kv, 1]
+        lines.append(_row([*cells, bus_row.vmax_pu, bus_row.vmin_pu]))
     lines += ["];", "", "mpc.gen = ["]
-    for row in gen.itertuples():
-        cells = [int(row.bus) + offset, row.p_mw, row.q_mvar, row.qmax_mvar, row.qmin_mvar]
+    for bus, row in zip(gen.bus.tolist(), gen.itertuples(), strict=True):
+        cells = [int(bus) + offset, row.p_mw, row.q_mvar, row.qmax_mvar, row.qmin_mvar]
         lines.append(_row([*cells, row.vm_pu, net.base_mva, 1, row.pmax_mw, row.pmin_mw]))
     lines += ["];", "", "mpc.branch = ["]
-    for row in net.branch.itertuples():
-        cells = [int(row.from_bus) + offset, int(row.to_bus) + offset, row.r_pu, row.x_pu]
+    branch = net.branch
+    ends = zip(branch.from_bus.tolist(), branch.to_bus.tolist(), strict=True)
+    for (f, t), row in zip(ends, branch.itertuples(), strict=True):
+        cells = [int(f) + offset, int(t) + offset, row.r_pu, row.x_pu]
         cells += [row.b_pu, row.rate_mva, 0, 0, row.ratio, row.shift_deg, 1, -360, 360]
         lines.append(_row(cells))
     lines += ["];", "", "%% gridledger extras (ignored by MATPOWER)", "mpc.gen_sn_mva = ["]
@@ -186,8 +190,8 @@ def to_matpower(net: Network) -> str:
     lines += [_row([v]) for v in gen.slack_weight] + ["];"]
     if len(net.svc):
         lines.append("mpc.svc = [")
-        for row in net.svc.itertuples():
-            lines.append(_row([int(row.bus) + offset, row.qmin_mvar, row.qmax_mvar, row.q_mvar]))
+        for bus, row in zip(net.svc.bus.tolist(), net.svc.itertuples(), strict=True):
+            lines.append(_row([int(bus) + offset, row.qmin_mvar, row.qmax_mvar, row.q_mvar]))
         lines.append("];")
     return "\n".join([*lines, ""])
 
@@ -483,9 +487,40 @@ def from_pandapower(
     branch model has no branch conductance, so it becomes a shunt at each end, listed in the
     network's ``no_load_shunts`` so its losses are reported with the branch losses.
     """
+    _check_pandapower_options(net, sgen_power_factor, sgen_q_pu)
+    title = name or str(net.name or "pandapower")
+    net = copy.deepcopy(net)  # to_ppc writes lookups into the net: keep the caller's clean
+    _refuse_voltage_dependent_loads(net, title)
+    elements = {kind: _in_service(net, kind) for kind in _ELEMENT_KINDS}
+    ppc = _branch_model_ppc(net, trafo_model)
+    ids = _ppc_bus_ids(net, ppc)
+    out = _network_from_pandapower_ppc(ppc, ids, title)
+    alive = {int(b) for b in out.bus.index}
+    our_bus = _OurBus(net._pd2ppc_lookups["bus"], ids, alive, title)
+    out = _with_pandapower_names(out, net, ppc, ids, alive)
+    shunt, no_load = _no_load_shunts(out, ppc, ids, alive)
+    # Static generators regulate (by their reactive injection) unless voltage-holding
+    # generators are there to do it; then they stay fixed injections, as in pandapower.
+    sgen_regulates = not elements["sgen"].empty and not (out.gen.role == GenRole.REGULATOR).any()
+    sgen_role = GenRole.REGULATOR if sgen_regulates else GenRole.PQ
+    names = _ElementNames()  # one name space, taken in this order: loads, sgens, storage
+    load_rows = _load_rows(elements["load"], our_bus, names)
+    gen_rows = _sgen_rows(elements["sgen"], our_bus, names, sgen_role, sgen_power_factor, sgen_q_pu)
+    gen_rows += _storage_rows(elements["storage"], our_bus, names)
+    gen_all, load_all = _with_element_rows(out, gen_rows, load_rows, title)
+    return replace(
+        out,
+        gen=gen_all,
+        load=load_all,
+        shunt=shunt,
+        no_load_shunts=no_load,
+        regulator_control="q" if sgen_regulates else "vm",
+        tap=pandapower_tap_table(net, ppc, ids, alive, [str(n) for n in out.branch["name"]]),
+    )
+
+
+def _check_pandapower_options(net: Any, sgen_power_factor: float, sgen_q_pu: float | None) -> None:
     import pandapower as pp  # heavy: only here
-    from pandapower.converter.pypower.to_ppc import to_ppc
-    from pandapower.pypower.idx_gen import SL_FAC
 
     if not isinstance(net, pp.pandapowerNet):
         raise TypeError(f"expected a pandapowerNet, got {type(net).__name__}")
@@ -493,17 +528,29 @@ def from_pandapower(
         raise NetworkError(f"sgen_power_factor must be in (0, 1], got {sgen_power_factor}")
     if sgen_q_pu is not None and not 0 <= sgen_q_pu <= 1:
         raise NetworkError(f"sgen_q_pu must be in [0, 1], got {sgen_q_pu}")
-    title = name or str(net.name or "pandapower")
-    net = copy.deepcopy(net)  # to_ppc writes lookups into the net: keep the caller's clean
-    _refuse_voltage_dependent_loads(net, title)
-    elements = {kind: _in_service(net, kind) for kind in _ELEMENT_KINDS}
+
+
+def _branch_model_ppc(net: Any, trafo_model: str) -> dict[str, Any]:
+    """pandapower's ``to_ppc`` of ``net`` (a copy: it is changed) without its loads, static
+    generators and storage, which the loader adds back as named elements."""
+    from pandapower.converter.pypower.to_ppc import to_ppc
+
     for kind in _ELEMENT_KINDS:
         if kind in net and len(net[kind]):
-            net[kind]["in_service"] = False  # added back below as named elements
+            net[kind]["in_service"] = False  # added back as named elements
     try:
-        ppc = to_ppc(net, init="flat", calculate_voltage_angles=True, trafo_model=trafo_model)
+        ppc: dict[str, Any] = to_ppc(
+            net, init="flat", calculate_voltage_angles=True, trafo_model=trafo_model
+        )
     except Exception as exc:  # pandapower raises bare exceptions for unsolvable nets
         raise NetworkError(f"pandapower cannot convert this network: {exc}") from exc
+    return ppc
+
+
+def _ppc_bus_ids(net: Any, ppc: dict[str, Any]) -> np.ndarray:
+    """Our bus id of each ppc bus: the pandapower bus index (the smallest of buses fused by
+    closed switches); pandapower's internal buses (open line ends, 3-winding star points,
+    impedance switches) get ids after the largest pandapower bus index."""
     lookup = net._pd2ppc_lookups["bus"]
     n_ppc = ppc["bus"].shape[0]
     ids = np.full(n_ppc, -1, dtype=np.int64)
@@ -511,10 +558,15 @@ def from_pandapower(
         k = int(lookup[pd_bus])
         if 0 <= k < n_ppc:
             ids[k] = pd_bus  # buses fused by closed switches keep the smallest id
-    # pandapower adds internal buses (open line ends, 3-winding star points, impedance
-    # switches); they get ids after the largest pandapower bus index.
     aux = np.flatnonzero(ids < 0)
     ids[aux] = int(net.bus.index.max()) + 1 + np.arange(aux.size)
+    return ids
+
+
+def _network_from_pandapower_ppc(ppc: dict[str, Any], ids: np.ndarray, title: str) -> Network:
+    """The network of pandapower's ppc (symmetric branches only), its distributed slack kept."""
+    from pandapower.pypower.idx_gen import SL_FAC
+
     bus = np.real(ppc["bus"]).copy()
     branch = np.real(ppc["branch"]).copy()
     gen = np.real(ppc["gen"])
@@ -522,55 +574,79 @@ def from_pandapower(
         if key in ppc and np.any(ppc[key] != 0):
             raise NetworkError(f"pandapower network has asymmetric branches ({key}); unsupported")
     weight = gen[:, SL_FAC] if gen.shape[1] > SL_FAC else None
-    out = network_from_ppc(
+    return network_from_ppc(
         {"baseMVA": ppc["baseMVA"], "bus": bus, "gen": gen, "branch": branch},
         name=title,
         bus_ids=ids,
         slack_weight=weight,
         notes="converted from pandapower",
     )
-    alive = {int(b) for b in out.bus.index}
 
-    def our_bus(pd_bus: int, what: str) -> int:
-        k = int(lookup[pd_bus]) if 0 <= pd_bus < lookup.size else -1
-        b = int(ids[k]) if 0 <= k < n_ppc else -1
-        if b not in alive:
+
+class _OurBus:
+    """Our bus id of a pandapower bus that an element sits on; an error names the element
+    when no slack supplies that bus."""
+
+    def __init__(self, lookup: np.ndarray, ids: np.ndarray, alive: set[int], title: str) -> None:
+        self.lookup, self.ids, self.alive, self.title = lookup, ids, alive, title
+
+    def __call__(self, pd_bus: int, what: str) -> int:
+        k = int(self.lookup[pd_bus]) if 0 <= pd_bus < self.lookup.size else -1
+        b = int(self.ids[k]) if 0 <= k < self.ids.size else -1
+        if b not in self.alive:
             raise NetworkError(
-                f"{title}: {what} is at bus {pd_bus}, which no slack supplies (an island cut "
-                "off by open switches or out-of-service branches?)"
+                f"{self.title}: {what} is at bus {pd_bus}, which no slack supplies (an island "
+                "cut off by open switches or out-of-service branches?)"
             )
         return b
 
+
+def _with_pandapower_names(
+    out: Network, net: Any, ppc: dict[str, Any], ids: np.ndarray, alive: set[int]
+) -> Network:
+    """``out`` with its branches and ppc generators named, typed and rated after pandapower's
+    elements (where the rows can be matched one to one)."""
     branch_names, kinds, rates = _branch_names(net, ppc, ids, alive)
     if len(branch_names) == len(out.branch):
         out = out.with_tables(
             branch=out.branch.assign(name=branch_names, kind=kinds, rate_mva=rates)
         )
-    if len(out.gen) == gen.shape[0]:  # row k of out.gen is row k of ppc's gen matrix
+    if len(out.gen) == ppc["gen"].shape[0]:  # row k of out.gen is row k of ppc's gen matrix
         out = _name_ppc_generators(out, net)
-    shunt, no_load = _no_load_shunts(out, ppc, ids, alive)
-    # Static generators regulate (by their reactive injection) unless voltage-holding
-    # generators are there to do it; then they stay fixed injections, as in pandapower.
-    sgen_regulates = not elements["sgen"].empty and not (out.gen.role == GenRole.REGULATOR).any()
-    sgen_role = GenRole.REGULATOR if sgen_regulates else GenRole.PQ
-    gen_table = out.gen
-    gen_rows, load_rows = [], []
-    names = _ElementNames()
-    for idx, row in elements["load"].iterrows():
+    return out
+
+
+def _load_rows(loads: pd.DataFrame, our_bus: _OurBus, names: _ElementNames) -> list[dict[str, Any]]:
+    """Each pandapower load as our load, ``p_mw·scaling, q_mvar·scaling``."""
+    rows = []
+    for idx, row in loads.iterrows():
         p, q = row.p_mw * row.scaling, row.q_mvar * row.scaling
         b = our_bus(int(row.bus), f"load {idx}")
-        load_rows.append({"name": names.pick("load", idx, row), "bus": b, "p_mw": p, "q_mvar": q})
-    for idx, row in elements["sgen"].iterrows():
+        rows.append({"name": names.pick("load", idx, row), "bus": b, "p_mw": p, "q_mvar": q})
+    return rows
+
+
+def _sgen_rows(
+    sgens: pd.DataFrame,
+    our_bus: _OurBus,
+    names: _ElementNames,
+    role: GenRole,
+    sgen_power_factor: float,
+    sgen_q_pu: float | None,
+) -> list[dict[str, Any]]:
+    """Each static generator as a generator (a seller) with its rating and reactive range."""
+    rows = []
+    for idx, row in sgens.iterrows():
         p, q = row.p_mw * row.scaling, row.q_mvar * row.scaling
         sn = _rating(row.get("sn_mva", math.nan), p, q)
         q_lim = sn * (sgen_q_pu if sgen_q_pu is not None else _sin_acos(sgen_power_factor))
         qmin = _finite_or(row.get("min_q_mvar", math.nan), -q_lim)
         qmax = _finite_or(row.get("max_q_mvar", math.nan), q_lim)
-        gen_rows.append(
+        rows.append(
             {
                 "name": names.pick("sgen", idx, row),
                 "bus": our_bus(int(row.bus), f"sgen {idx}"),
-                "role": sgen_role.value,
+                "role": role.value,
                 "p_mw": p,
                 "q_mvar": q,
                 "vm_pu": 1.0,
@@ -582,10 +658,19 @@ def from_pandapower(
                 "slack_weight": 0.0,
             }
         )
-    for idx, row in elements["storage"].iterrows():
+    return rows
+
+
+def _storage_rows(
+    storage: pd.DataFrame, our_bus: _OurBus, names: _ElementNames
+) -> list[dict[str, Any]]:
+    """Each storage unit as a ``pq`` generator injecting ``-p_mw, -q_mvar`` (pandapower counts
+    charging as positive)."""
+    rows = []
+    for idx, row in storage.iterrows():
         p, q = -row.p_mw * row.scaling, -row.q_mvar * row.scaling
         sn = _rating(row.get("sn_mva", math.nan), p, q)
-        gen_rows.append(
+        rows.append(
             {
                 "name": names.pick("storage", idx, row),
                 "bus": our_bus(int(row.bus), f"storage {idx}"),
@@ -601,20 +686,27 @@ def from_pandapower(
                 "slack_weight": 0.0,
             }
         )
+    return rows
+
+
+def _with_element_rows(
+    out: Network,
+    gen_rows: list[dict[str, Any]],
+    load_rows: list[dict[str, Any]],
+    title: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``out``'s generator and load tables with the element rows appended (column types kept);
+    a name used twice fails."""
+    gen_table = out.gen
     taken = set(gen_table["name"]) | set(out.load["name"])
     clash = sorted(taken & {r["name"] for r in gen_rows + load_rows})
     if clash:
         raise NetworkError(f"{title}: element name(s) {clash} used twice; rename them")
     gen_all = pd.concat([gen_table, table(gen_rows, GEN_COLUMNS)], ignore_index=True)
     load_all = pd.concat([out.load, table(load_rows, LOAD_COLUMNS)], ignore_index=True)
-    return replace(
-        out,
-        gen=gen_all.astype(gen_table.dtypes.to_dict()) if len(gen_table) else gen_all,
-        load=load_all.astype(out.load.dtypes.to_dict()) if len(out.load) else load_all,
-        shunt=shunt,
-        no_load_shunts=no_load,
-        regulator_control="q" if sgen_regulates else "vm",
-        tap=pandapower_tap_table(net, ppc, ids, alive, [str(n) for n in out.branch["name"]]),
+    return (
+        gen_all.astype(gen_table.dtypes.to_dict()) if len(gen_table) else gen_all,
+        load_all.astype(out.load.dtypes.to_dict()) if len(out.load) else load_all,
     )
 
 
@@ -623,7 +715,8 @@ def _in_service(net: Any, kind: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["name", "bus", "p_mw", "q_mvar", "scaling", "in_service"])
     frame = net[kind]
     live_bus = net.bus.in_service.reindex(frame.bus).fillna(False).to_numpy(bool)
-    return frame[frame.in_service.to_numpy(bool) & live_bus]
+    result: pd.DataFrame = frame[frame.in_service.to_numpy(bool) & live_bus]
+    return result
 
 
 def _refuse_voltage_dependent_loads(net: Any, title: str) -> None:
@@ -676,7 +769,7 @@ def _finite_or(value: Any, default: float) -> float:
 
 
 def _branch_names(
-    net: Any, ppc: dict, ids: np.ndarray, alive: set[int]
+    net: Any, ppc: dict[str, Any], ids: np.ndarray, alive: set[int]
 ) -> tuple[list[str], list[str], list[float]]:
     """Names, kinds and ratings of the branches :func:`network_from_ppc` keeps, in its order.
 
@@ -753,7 +846,7 @@ def _name_ppc_generators(out: Network, net: Any) -> Network:
 
 
 def _no_load_shunts(
-    out: Network, ppc: dict, ids: np.ndarray, alive: set[int]
+    out: Network, ppc: dict[str, Any], ids: np.ndarray, alive: set[int]
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The pi model's shunt conductance g/2 at each end of a branch (the from end behind the
     tap, 1/tap²) as shunts named after the branch; returns the shunt table and their names."""
@@ -762,7 +855,7 @@ def _no_load_shunts(
         return out.shunt, ()
     branch = np.real(ppc["branch"])
     base = float(ppc["baseMVA"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     kept = iter(out.branch["name"].tolist())
     for k, row in enumerate(branch):
         f, t = int(ids[int(row[F_BUS])]), int(ids[int(row[T_BUS])])

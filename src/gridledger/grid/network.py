@@ -102,7 +102,9 @@ def _empty(columns: dict[str, type]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object if t is str else t) for c, t in columns.items()})
 
 
-def table(rows: list[dict], columns: dict[str, type], defaults: dict | None = None) -> pd.DataFrame:
+def table(
+    rows: list[dict[str, Any]], columns: dict[str, type], defaults: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """A table with the given columns from row dicts, ``defaults`` filled in; unknown keys fail."""
     defaults = defaults or {}
     if not rows:
@@ -147,7 +149,8 @@ class Network:
 
     def with_tables(self, **tables: pd.DataFrame) -> Network:
         """A copy with some tables replaced (networks are values; never mutate one in place)."""
-        return replace(self, **tables)
+        # mypy matches **tables against every field; the names given are the tables'
+        return replace(self, **tables)  # type: ignore[arg-type]
 
     def copy(self) -> Network:
         return replace(

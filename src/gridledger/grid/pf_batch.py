@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from .compiled import CompiledNetwork
-from .network import Network
+from .network import Network, RegulatorControl
 from .pf_setup import (
     DIVERGED_MISMATCH_PU,
-    RegulatorControl,
     Setup,
     as_compiled,
     bincount_last,
@@ -151,16 +150,12 @@ def run_pf_batch(
 
 def _joined(chunks: list[BatchPowerFlowResult], base_mva: float) -> BatchPowerFlowResult:
     """One result from the chunks' results, member order kept."""
-    return BatchPowerFlowResult(
-        **{
-            f.name: (
-                base_mva
-                if f.name == "base_mva"
-                else np.concatenate([getattr(ch, f.name) for ch in chunks])
-            )
-            for f in dataclasses.fields(BatchPowerFlowResult)
-        }
-    )
+    arrays = {
+        f.name: np.concatenate([getattr(ch, f.name) for ch in chunks])
+        for f in dataclasses.fields(BatchPowerFlowResult)
+        if f.name != "base_mva"
+    }
+    return BatchPowerFlowResult(base_mva=base_mva, **arrays)
 
 
 def _batch_size(arrays: tuple[Any, ...], batch_size: int | None) -> int:
@@ -383,7 +378,8 @@ def _solve_chunk(
 
 def _dense_jacobian(m: _DenseModel, v: np.ndarray) -> np.ndarray:
     """The Newton Jacobian of one operating point (nb,) -> (n_eq, n_eq); see ``_newton_dense``."""
-    return _jacobian_stack(m, v[None, :], (v * np.conj(m.ybus @ v))[None, :])[0]
+    result: np.ndarray = _jacobian_stack(m, v[None, :], (v * np.conj(m.ybus @ v))[None, :])[0]
+    return result
 
 
 def _jacobian_stack(m: _DenseModel, v: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -408,6 +404,30 @@ def _jacobian_stack(m: _DenseModel, v: np.ndarray, s: np.ndarray) -> np.ndarray:
     jac[:, :nb, -1] = -st.bus_weight
     jac[:, nb:, -1] = 0.0
     return jac
+
+
+@overload
+def _residual(
+    m: _DenseModel,
+    vm: np.ndarray,
+    va: np.ndarray,
+    slack: np.ndarray,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
+    with_s: Literal[True] = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+@overload
+def _residual(
+    m: _DenseModel,
+    vm: np.ndarray,
+    va: np.ndarray,
+    slack: np.ndarray,
+    p_spec: np.ndarray,
+    q_spec_pq: np.ndarray,
+    with_s: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]: ...
 
 
 def _residual(
@@ -453,7 +473,7 @@ def _complex(parts: np.ndarray) -> np.ndarray:
 
 
 def _max_abs(f: np.ndarray) -> np.ndarray:
-    nrm = np.max(np.abs(f), axis=1)
+    nrm: np.ndarray = np.max(np.abs(f), axis=1)
     nrm[~np.isfinite(nrm)] = np.inf
     return nrm
 

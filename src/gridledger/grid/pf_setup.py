@@ -146,7 +146,8 @@ def specified_injection(
     q = np.bincount(c.gen_bus, weights=qg, minlength=nb) - c.load_q
     if c.svc_bus.size:
         q = q + np.bincount(c.svc_bus, weights=s_set, minlength=nb)
-    return p + 1j * q
+    result: np.ndarray = p + 1j * q
+    return result
 
 
 def generator_q(

@@ -37,11 +37,10 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .compiled import CompiledNetwork
-from .network import GenRole, Network
+from .network import GenRole, Network, RegulatorControl
 from .pf_batch import run_pf_batch
 from .pf_setup import (
     DIVERGED_MISMATCH_PU,
-    RegulatorControl,
     Setup,
     as_compiled,
     check_vector,

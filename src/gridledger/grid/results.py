@@ -41,8 +41,8 @@ class PowerFlowResult:
     loading_pct: np.ndarray  # 0 for unrated branches
     rated: np.ndarray  # bool: branch has a rating
     loss_mw: float  # series losses: the sum of the branch losses
+    v_complex: np.ndarray = field(repr=False)  # the bus voltage phasors (pu)
     regulator_control: str = "vm"
-    v_complex: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     # Consumption of the shunts that model branches' no-load losses (transformer magnetizing
     # branches, line dielectric losses): g·|V|² at their buses.
     no_load_loss_mw: float = 0.0
@@ -62,7 +62,8 @@ class PowerFlowResult:
 
     @property
     def branch_loss_mw(self) -> np.ndarray:
-        return self.p_from_mw + self.p_to_mw
+        result: np.ndarray = self.p_from_mw + self.p_to_mw
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``gridledger pf --json`` (plain Python types)."""

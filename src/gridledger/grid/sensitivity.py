@@ -22,7 +22,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .compiled import CompiledNetwork
-from .pf_setup import RegulatorControl, make_setup
+from .network import RegulatorControl
+from .pf_setup import make_setup
 from .results import PowerFlowResult
 
 
@@ -36,7 +37,9 @@ class Sensitivities:
     dq: np.ndarray
 
 
-def _jacobian(c: CompiledNetwork, v: np.ndarray, nonref: np.ndarray, pq: np.ndarray):
+def _jacobian(
+    c: CompiledNetwork, v: np.ndarray, nonref: np.ndarray, pq: np.ndarray
+) -> sp.csc_matrix:
     ybus = c.ybus.tocsr()
     ibus = ybus @ v
     dv = sp.diags(v)

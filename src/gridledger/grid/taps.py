@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, SupportsFloat, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -122,7 +122,8 @@ def tap_range(net: Network, branch: str) -> range:
 
 
 def tap_positions(net: Network) -> dict[str, int]:
-    return {str(r.branch): int(r.tap_pos) for r in net.tap.itertuples()}
+    tap = net.tap
+    return dict(zip(tap["branch"].astype(str), tap["tap_pos"].astype(int).tolist(), strict=True))
 
 
 def tap_row(net: Network, branch: str) -> Any:
@@ -150,7 +151,7 @@ def at_positions(net: Network, positions: Mapping[str, int]) -> Network:
             )
         k = turns_factor(row, int(pos)) / turns_factor(row, int(row.tap_pos))
         i = branch.index[names == name][0]
-        ratio = float(branch.at[i, "ratio"]) or 1.0
+        ratio = float(branch["ratio"][i]) or 1.0
         from_shunt = shunt.index[shunt_names == f"no-load {name} from"]
         to_shunt = shunt.index[shunt_names == f"no-load {name} to"]
         if row.side == "from":
@@ -158,9 +159,9 @@ def at_positions(net: Network, positions: Mapping[str, int]) -> Network:
             shunt.loc[from_shunt, "g_mw"] /= k * k  # g/2/ratio²
         else:
             branch.at[i, "ratio"] = ratio / k
-            branch.at[i, "r_pu"] *= k * k
-            branch.at[i, "x_pu"] *= k * k
-            branch.at[i, "b_pu"] /= k * k
+            branch.at[i, "r_pu"] = branch["r_pu"][i] * (k * k)
+            branch.at[i, "x_pu"] = branch["x_pu"][i] * (k * k)
+            branch.at[i, "b_pu"] = branch["b_pu"][i] / (k * k)
             shunt.loc[to_shunt, "g_mw"] /= k * k  # g/2, g ∝ 1/k²; g/2/ratio² is unchanged
         tap.loc[tap.branch == name, "tap_pos"] = int(pos)
     return replace(net, branch=branch, shunt=shunt, tap=tap)
@@ -195,7 +196,7 @@ def with_tap_changers(
 
 
 def pandapower_tap_table(
-    pp_net: Any, ppc: dict, ids: np.ndarray, alive: set[int], branch_names: list[str]
+    pp_net: Any, ppc: dict[str, Any], ids: np.ndarray, alive: set[int], branch_names: list[str]
 ) -> pd.DataFrame:
     """Tap changers of a pandapower network's two-winding transformers, on our branch names.
 
@@ -229,12 +230,12 @@ def pandapower_tap_table(
     counts = pd.Series(branch_names).value_counts()
     rows = []
     for j, (_, tr) in enumerate(trafo.iterrows()):
-        k = kept.get(start + j)
-        if k is None or counts[branch_names[k]] != 1 or not _plain_ratio_tap(tr):
+        kept_row = kept.get(start + j)
+        if kept_row is None or counts[branch_names[kept_row]] != 1 or not _plain_ratio_tap(tr):
             continue
         rows.append(
             {
-                "branch": branch_names[k],
+                "branch": branch_names[kept_row],
                 "tap_pos": int(tr.tap_pos),
                 "tap_min": int(tr.tap_min),
                 "tap_max": int(tr.tap_max),
@@ -270,7 +271,8 @@ def _plain_ratio_tap(tr: pd.Series) -> bool:
     return worst * abs(float(step)) < 100.0
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[str | SupportsFloat]:
+    """Whether ``float(x)`` is a finite number."""
     try:
         return math.isfinite(float(x))
     except (TypeError, ValueError):

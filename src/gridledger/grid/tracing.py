@@ -113,7 +113,8 @@ def proportional_sharing(
         raise TracingError("flow graph has a circulating flow with no sink") from exc
     # D[s, k] = source_s * a[k, s] * sink_k / T_k
     frac = np.where(through > 0, sink / safe, 0.0)
-    return (a * frac[:, None]).T * source[:, None]
+    result: np.ndarray = (a * frac[:, None]).T * source[:, None]
+    return result
 
 
 def trace(

@@ -37,7 +37,9 @@ import cvxpy as cp
 import numpy as np
 
 HOURS_PER_DAY = 24
-DualStep = Callable[[np.ndarray, np.ndarray, np.ndarray, float], tuple]
+DualStep = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, float]
+]
 
 
 def dual_step(
@@ -334,8 +336,8 @@ def solve_vpp_admm(
     prices = prices or VppPrices()
     n = len(profiles)
     hours = profiles[0].solar_kw.shape[0]
-    for p in profiles:
-        p.validate(hours)
+    for profile in profiles:
+        profile.validate(hours)
     as_price = (
         np.asarray(prices.ancillary_usd_per_kwh)
         if prices.ancillary_usd_per_kwh
@@ -373,7 +375,7 @@ def solve_vpp_admm(
                 cost_usd=cost,
                 trades_kwh=trades,
                 grid_kwh=np.array([a.g.value for a in agents]),
-                battery_end_kwh=np.array([a.b.value[-1] for a in agents]),
+                battery_end_kwh=np.array([np.asarray(a.b.value)[-1] for a in agents]),
                 seconds=time.perf_counter() - started,
                 duals_usd_per_kwh=lam,
                 submitted_kwh=last_p,

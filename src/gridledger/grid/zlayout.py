@@ -70,4 +70,5 @@ class ZLayout:
         )
 
     def root_v(self, z: np.ndarray) -> np.ndarray:
-        return z[self.v_row(0)]
+        result: np.ndarray = z[self.v_row(0)]
+        return result

@@ -23,6 +23,7 @@ from gridledger.chain.abci import Event, Validator
 
 if TYPE_CHECKING:
     from gridledger.chain.contracts.membership import Member
+    from gridledger.chain.genesis import GenesisDoc
 
 
 class ContractError(Exception):
@@ -62,7 +63,7 @@ class Contract:
     name: str
     tx_types: tuple[TxType, ...]
     # genesis(ctx, genesis_doc): seeds state from the genesis document (optional)
-    genesis: Callable[[Context, dict[str, Any]], None] | None = None
+    genesis: Callable[[Context, GenesisDoc], None] | None = None
 
 
 # Keys under these prefixes are also kept in sorted order (committed state, block overlay), so a

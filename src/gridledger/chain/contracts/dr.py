@@ -26,7 +26,7 @@ State keys are built by the functions below (one home for each key format).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, TypedDict
 
 from gridledger.chain import codes
 from gridledger.chain.contracts import metering, tokens
@@ -58,6 +58,37 @@ def event_key(event_id: str) -> str:
     return f"dr/event/{event_id}"
 
 
+class DrCertificate(TypedDict):
+    """The DSO's evidence that a line is overloaded without the event and within its rating
+    with it (``dr.open``'s ``certificate``)."""
+
+    digest: str
+    line: str
+    loading_before_ppm: int
+    loading_after_ppm: int
+
+
+class DrEvent(TypedDict):
+    """A DR event in state (``dr/event/<id>``): the ``dr.open`` payload with its defaults filled
+    in, written at opening, enrolled into, then settled (this contract); read by the demo and
+    ``gridledger dr``."""
+
+    budget_utoken: int
+    certificate: DrCertificate
+    eligible: list[str]  # member keys, sorted
+    incentive_utoken_per_kwh: int
+    method: str  # rules.METHODS
+    n_slots: int
+    requested_w: int
+    start_ms: int
+    adjustment_cap_ppm: int
+    baseline_days: int
+    announced_ms: int  # block time of the opening: readings before it make the baseline
+    enrolled: list[str]
+    opener: str
+    status: str  # open | settled
+
+
 def trace_key(event_id: str) -> str:
     return f"dr/trace/{event_id}"
 
@@ -70,8 +101,8 @@ def slot_events_key(slot_ms: int) -> str:
     return f"dr/slot/{slot_ms}"
 
 
-def _get_event(ctx: Context, event_id: str) -> dict[str, Any]:
-    ev: dict[str, Any] | None = ctx.state.get(event_key(event_id))
+def _get_event(ctx: Context, event_id: str) -> DrEvent:
+    ev: DrEvent | None = ctx.state.get(event_key(event_id))
     if ev is None:
         raise ContractError(codes.NOT_FOUND, f"no DR event {event_id[:16]}…")
     return ev
@@ -153,18 +184,25 @@ def _x_open(ctx: Context, p: dict[str, Any]) -> None:
         ctx.state.set(slot_events_key(slot), [*ids, event_id])
     tokens.debit(ctx, "utoken", ctx.sender, p["budget_utoken"])
     tokens.credit(ctx, "utoken", ESCROW, p["budget_utoken"])
-    ctx.state.set(
-        event_key(event_id),
-        {
-            **p,
-            "adjustment_cap_ppm": p.get("adjustment_cap_ppm", 0),
-            "baseline_days": p.get("baseline_days", rules.CAISO_DAYS),
-            "announced_ms": ctx.time_ms,
-            "enrolled": [],
-            "opener": ctx.sender,
-            "status": "open",
-        },
-    )
+    # the payload's fields (the validator allows no others) and the defaults: stored with
+    # sorted keys, so listing them here writes the same bytes as spreading the payload
+    event: DrEvent = {
+        "budget_utoken": p["budget_utoken"],
+        "certificate": p["certificate"],
+        "eligible": p["eligible"],
+        "incentive_utoken_per_kwh": p["incentive_utoken_per_kwh"],
+        "method": p["method"],
+        "n_slots": p["n_slots"],
+        "requested_w": p["requested_w"],
+        "start_ms": p["start_ms"],
+        "adjustment_cap_ppm": p.get("adjustment_cap_ppm", 0),
+        "baseline_days": p.get("baseline_days", rules.CAISO_DAYS),
+        "announced_ms": ctx.time_ms,
+        "enrolled": [],
+        "opener": ctx.sender,
+        "status": "open",
+    }
+    ctx.state.set(event_key(event_id), event)
     ctx.emit(
         "dr.opened",
         event=event_id,
@@ -250,7 +288,7 @@ def _x_reading(ctx: Context, p: dict[str, Any]) -> None:
 
 
 # --- dr.settle ----------------------------------------------------------------------------------
-def member_trace(ctx_state_get: Any, ev: dict[str, Any], member: str) -> dict[str, Any]:
+def member_trace(ctx_state_get: Any, ev: DrEvent, member: str) -> dict[str, Any]:
     """One member's baseline, metered energy and verified reduction for an event, from state
     (``ctx_state_get(key)``): the contract's computation, usable by anyone holding the state."""
 

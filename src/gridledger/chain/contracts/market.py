@@ -72,6 +72,7 @@ from gridledger.chain.contracts.market_book import match_id as match_id
 from gridledger.chain.contracts.market_book import open_count_key as open_count_key
 from gridledger.chain.contracts.market_book import order_key as order_key
 from gridledger.chain.contracts.membership import METERED_ROLES
+from gridledger.chain.genesis import GenesisDoc
 from gridledger.market.matching import (
     PRICING_RULES,
     MarketParams,
@@ -209,6 +210,15 @@ def bid_key(bid_id: str) -> str:
     return f"market/bid/{bid_id}"
 
 
+class BidEscrow(TypedDict):
+    """A bid's escrow in state (``market/bid/<id>``): written when the bid is posted (market
+    contract), drawn on by settlement, released once nothing more can be charged."""
+
+    buyer: str
+    escrow_utoken: int  # what is left of the bid's maximum cost, held by ESCROW
+    matches: list[str]  # ids of the bid's matches, in the order they were made
+
+
 def ranking(ctx: Context) -> dict[int, Any]:
     return ranking_from_rows(ctx.state.get(RANKING) or [])
 
@@ -226,7 +236,7 @@ def _record_matches(ctx: Context, book: ChainBook, matches: list[Match]) -> None
             "matched_ms": ctx.time_ms,
         }
         ctx.state.set(match_key(m.match_id), record)
-        bid = ctx.state.get(bid_key(m.bid_id))
+        bid: BidEscrow = ctx.state.get(bid_key(m.bid_id))
         bid["matches"].append(m.match_id)
         ctx.state.set(bid_key(m.bid_id), bid)
         pending.append(m.match_id)
@@ -249,7 +259,7 @@ def _drop_pending(ctx: Context, match_id: str) -> None:
 def release_escrow_if_done(ctx: Context, book: ChainBook, bid_id: str) -> None:
     """Give the buyer back what is left of a bid's escrow once nothing more can be charged:
     the bid cannot be matched any more and each of its matches is rejected or fully settled."""
-    bid = ctx.state.get(bid_key(bid_id))
+    bid: BidEscrow | None = ctx.state.get(bid_key(bid_id))
     if bid is None or bid["escrow_utoken"] == 0:
         return
     order = book.get_order(bid_id)
@@ -318,7 +328,7 @@ def _order(fn: Execute) -> Execute:
 
 
 # --- genesis and market.configure ---------------------------------------------------------------
-def _genesis(ctx: Context, doc: dict[str, Any]) -> None:
+def _genesis(ctx: Context, doc: GenesisDoc) -> None:
     ctx.state.set(PARAMS, default_params())
 
 
@@ -415,9 +425,8 @@ def _x_bid(ctx: Context, p: dict[str, Any]) -> None:
         )
     tokens.debit(ctx, "utoken", ctx.sender, escrow)
     tokens.credit(ctx, "utoken", ESCROW, escrow)
-    ctx.state.set(
-        bid_key(bid.bid_id), {"buyer": ctx.sender, "escrow_utoken": escrow, "matches": []}
-    )
+    record: BidEscrow = {"buyer": ctx.sender, "escrow_utoken": escrow, "matches": []}
+    ctx.state.set(bid_key(bid.bid_id), record)
     matches = book.add_bid(bid, ctx.time_ms, ranking(ctx))
     ctx.emit(
         "market.bid",

@@ -40,6 +40,7 @@ from gridledger.chain.contracts.base import (
 from gridledger.chain.contracts.certificates import rec_key
 from gridledger.chain.contracts.market import (
     ESCROW,
+    BidEscrow,
     MatchRecord,
     bid_key,
     get_match,
@@ -251,7 +252,7 @@ def _settle(ctx: Context, book: Any, mid: str, slot_start: int) -> None:
             prm["loss_buyer_share_ppm"], prm["penalty_ppm"], prm["tolerance_ppm"]
         ),
     )
-    bid = ctx.state.get(bid_key(m["bid_id"]))
+    bid: BidEscrow = ctx.state.get(bid_key(m["bid_id"]))
     paid_rows = []
     for t in result.transfers:
         payer, payee = accounts[t.payer], accounts[t.payee]
@@ -319,7 +320,7 @@ def _settle(ctx: Context, book: Any, mid: str, slot_start: int) -> None:
         release_escrow_if_done(ctx, book, m["bid_id"])
 
 
-def _from_buyer_escrow(bid: dict[str, Any], rec: MatchRecord, kind: str, amount: int) -> int:
+def _from_buyer_escrow(bid: BidEscrow, rec: MatchRecord, kind: str, amount: int) -> int:
     """Take up to ``amount`` from what the buyer escrowed (the bid's escrow, made when it was
     posted, and the match's extras, made at approval) and return what was taken; the rest is
     a shortfall.  The buyer's free balance is never touched, so no record can charge a buyer

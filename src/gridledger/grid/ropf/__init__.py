@@ -16,10 +16,13 @@ for a given seed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ._search import SearchResult
 from .de import minimize_de
 from .exact import RopfResult, solve_exact
 from .gso import minimize_gso
@@ -27,7 +30,11 @@ from .problem import Control, RopfOptions, RopfProblem, Violation, check_limits
 from .sbde import minimize_sbde
 
 METHODS = ("exact", "gso", "sbde", "de")
-_SEARCH = {"gso": minimize_gso, "sbde": minimize_sbde, "de": minimize_de}
+_SEARCH: dict[str, Callable[..., SearchResult]] = {
+    "gso": minimize_gso,
+    "sbde": minimize_sbde,
+    "de": minimize_de,
+}
 
 __all__ = [
     "METHODS",
@@ -57,12 +64,13 @@ def solve_ropf(
     # computing (measured 10x slower SLSQP on a busy 2-core machine).
     with threadpool_limits(limits=1, user_api="blas"):
         if method == "exact":
+            # the options are typed for the searches (floats); solve_exact checks its own names
             return solve_exact(problem, **solver_options)  # type: ignore[arg-type]
         return _solve_search(problem, method, np.random.default_rng(rng), solver_options)
 
 
 def _solve_search(
-    problem: RopfProblem, method: str, rng: np.random.Generator, options: dict
+    problem: RopfProblem, method: str, rng: np.random.Generator, options: dict[str, Any]
 ) -> RopfResult:
     t0 = time.perf_counter()
     x0 = problem.current_x()

@@ -34,7 +34,8 @@ def reflect_into_box(z: np.ndarray) -> np.ndarray:
     """Fold points that left [0, 1] back inside (keeps diversity better than clipping)."""
     z = np.where(z < 0, -z, z)
     z = np.where(z > 1, 2 - z, z)
-    return np.clip(z, 0.0, 1.0)
+    result: np.ndarray = np.clip(z, 0.0, 1.0)
+    return result
 
 
 def minimize_de(

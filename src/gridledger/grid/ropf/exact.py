@@ -202,7 +202,8 @@ class _FullSpace:
     def _capability(self, qg: np.ndarray, slack: float) -> np.ndarray:
         p, q = self._gen_pq(qg, slack)
         g = self.cap_gens
-        return self.c.gen_sn[g] ** 2 - p[g] ** 2 - q[g] ** 2
+        result: np.ndarray = self.c.gen_sn[g] ** 2 - p[g] ** 2 - q[g] ** 2
+        return result
 
     def limits_jac(self, x: np.ndarray) -> np.ndarray:
         va, vm, qg, _, slack = self.split(x)
@@ -283,7 +284,8 @@ class _FullSpace:
         )
         lo = np.array([-np.inf if b[0] is None else b[0] for b in self.bounds()])
         hi = np.array([np.inf if b[1] is None else b[1] for b in self.bounds()])
-        return np.clip(x, lo, hi)
+        result: np.ndarray = np.clip(x, lo, hi)
+        return result
 
     def to_problem_x(self, x: np.ndarray) -> np.ndarray:
         prob, c = self.prob, self.c
@@ -294,7 +296,8 @@ class _FullSpace:
             _, q = self._gen_pq(qg, slack)
             reg = q[prob.reg]
         slack_vm = vm[c.gen_bus[prob.slk]]
-        return np.clip(np.concatenate([reg, slack_vm, qs]), prob.lower, prob.upper)
+        result: np.ndarray = np.clip(np.concatenate([reg, slack_vm, qs]), prob.lower, prob.upper)
+        return result
 
 
 def _fin(x: float) -> float | None:

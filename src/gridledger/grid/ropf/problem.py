@@ -147,7 +147,8 @@ class RopfProblem:
         c = self.compiled
         p = c.gen_p[self.reg]
         sn = c.gen_sn[self.reg]
-        return np.sqrt(np.maximum(sn**2 - p**2, 0.0))
+        result: np.ndarray = np.sqrt(np.maximum(sn**2 - p**2, 0.0))
+        return result
 
     def variable_names(self) -> list[str]:
         c = self.compiled
@@ -159,7 +160,8 @@ class RopfProblem:
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Unit box -> physical variables (pu), row-wise."""
-        return self.lower + np.clip(z, 0.0, 1.0) * (self.upper - self.lower)
+        result: np.ndarray = self.lower + np.clip(z, 0.0, 1.0) * (self.upper - self.lower)
+        return result
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         span = self.upper - self.lower
@@ -169,7 +171,10 @@ class RopfProblem:
         """The network's own set-points (the "before R-OPF" point), clipped into the bounds."""
         c = self.compiled
         x = c.gen_vm[self.reg] if self.control == "vm" else c.gen_q[self.reg]
-        return np.clip(np.concatenate([x, c.gen_vm[self.slk], c.svc_q]), self.lower, self.upper)
+        result: np.ndarray = np.clip(
+            np.concatenate([x, c.gen_vm[self.slk], c.svc_q]), self.lower, self.upper
+        )
+        return result
 
     def setpoints(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Variables -> (gen_vm, gen_q, svc_q) full vectors for the power flow; batched if 2-D."""
@@ -203,7 +208,9 @@ class RopfProblem:
     ) -> np.ndarray:
         """Summed limit breach per row (pu), the penalty's argument."""
         c = self.compiled
-        v = np.maximum(vm_pu - self.vmax, 0).sum(1) + np.maximum(self.vmin - vm_pu, 0).sum(1)
+        v: np.ndarray = np.maximum(vm_pu - self.vmax, 0).sum(1) + np.maximum(
+            self.vmin - vm_pu, 0
+        ).sum(1)
         if self.options.line_limits:
             v = v + np.maximum(loading - 1.0, 0).sum(1)
         if self.options.capability_limits:

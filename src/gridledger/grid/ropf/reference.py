@@ -17,6 +17,7 @@ islanded microgrid it would solve a different problem.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandapower as pp
@@ -30,8 +31,8 @@ def to_pandapower(net: Network, control: str) -> pp.pandapowerNet:
     """The same network as a pandapower OPF: cost = slack P, only the R-OPF variables move."""
     pn = pp.create_empty_network(sn_mva=net.base_mva, f_hz=net.f_hz)
     idx = {}
-    for b, row in net.bus.iterrows():
-        idx[int(b)] = pp.create_bus(
+    for b, row in zip(net.bus.index.to_numpy(int).tolist(), net.bus.itertuples(), strict=True):
+        idx[b] = pp.create_bus(
             pn, vn_kv=row.vn_kv, min_vm_pu=row.vmin_pu, max_vm_pu=row.vmax_pu, name=str(b)
         )
     for _, br in net.branch.iterrows():
@@ -77,7 +78,7 @@ def to_pandapower(net: Network, control: str) -> pp.pandapowerNet:
     return pn
 
 
-def _add_transformer(pn: pp.pandapowerNet, net: Network, br, idx: dict[int, int]) -> None:
+def _add_transformer(pn: pp.pandapowerNet, net: Network, br: Any, idx: dict[int, int]) -> None:
     """An off-nominal branch as a pandapower transformer rated at the system base, its ratio
     a tap on the from (``hv``) side: pandapower's ppc ratio is then ``br.ratio`` and its
     impedance ``r_pu + j x_pu`` on the to side (MATPOWER's convention), no magnetizing branch."""

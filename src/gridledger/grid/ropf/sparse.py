@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import casadi as ca
 import numpy as np
@@ -47,7 +49,7 @@ IPOPT_TOL = 1e-10
 # case300 to 220.) With the branch limits screened (WATCH_LOADING), 1e-5 against 1e-4: SimBench
 # 27 → 23 iterations, ieee9 10 → 8, case39 18 → 16, case118 23 → 24, case300 (infeasible as
 # shipped) 82 → 91; 1e-6 was no better.
-IPOPT_OPTIONS: dict[str, object] = {"mu_init": 1e-5}
+IPOPT_OPTIONS: dict[str, float] = {"mu_init": 1e-5}
 
 
 def _one_blas_thread() -> None:
@@ -200,7 +202,8 @@ class _Derivatives:
         )
         self.lin_vals = np.concatenate([-fs.bus_w[w_rows], -np.ones(q + s_rows.size)])
         self.const = np.concatenate([-fs.p_sched, -fs.q_sched, np.zeros(self.n_g - self.n_balance)])
-        self._last: tuple | None = None
+        # (x, (vm, T, D) at x)
+        self._last: tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._build_patterns()
 
     # -- structure -------------------------------------------------------------------------
@@ -260,7 +263,7 @@ class _Derivatives:
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         _, t, _ = self._terms(x)
-        g = np.bincount(self.pairs.row, weights=t, minlength=self.n_g) + self.const
+        g: np.ndarray = np.bincount(self.pairs.row, weights=t, minlength=self.n_g) + self.const
         g += np.bincount(
             self.lin_rows, weights=self.lin_vals * x[self.lin_cols], minlength=self.n_g
         )
@@ -301,7 +304,14 @@ class _Callback(ca.Callback):
     """A CasADi function evaluated by numpy: ``outputs(*inputs)`` returns one array per output
     (the nonzeros, in CSC order, for a sparse output)."""
 
-    def __init__(self, name: str, inputs: list, outputs: list, fn, jacobian=None) -> None:
+    def __init__(
+        self,
+        name: str,
+        inputs: list[ca.Sparsity],
+        outputs: list[ca.Sparsity],
+        fn: Callable[..., list[np.ndarray]],
+        jacobian: tuple[ca.Sparsity, Callable[[np.ndarray], np.ndarray]] | None = None,
+    ) -> None:
         ca.Callback.__init__(self)
         self._in, self._out, self._fn = inputs, outputs, fn
         # (sparsity, fn) of d(output 0)/d(input 0): CasADi asks for it to recover multipliers.
@@ -311,7 +321,10 @@ class _Callback(ca.Callback):
     def has_jacobian(self) -> bool:
         return self._jacobian is not None
 
-    def get_jacobian(self, name: str, inames: list, onames: list, opts: dict) -> ca.Function:
+    def get_jacobian(
+        self, name: str, inames: Sequence[str], onames: Sequence[str], opts: Mapping[str, Any]
+    ) -> ca.Function:
+        assert self._jacobian is not None  # CasADi asks only when has_jacobian() said yes
         sparsity, fn = self._jacobian
         n_out = sparsity.shape[0]
         outputs = [sparsity, ca.Sparsity(n_out, self._in[1].numel())]
@@ -337,7 +350,9 @@ class _Callback(ca.Callback):
     def has_eval_buffer(self) -> bool:
         return True
 
-    def eval_buffer(self, args: list, results: list) -> int:
+    def eval_buffer(
+        self, args: Sequence[memoryview | None], results: Sequence[memoryview | None]
+    ) -> int:
         # An empty input (the parameter vector p) arrives as None.
         arrays = [np.zeros(0) if a is None else np.frombuffer(a, dtype=float) for a in args]
         for out, value in zip(results, self._fn(*arrays), strict=True):
@@ -354,7 +369,7 @@ class _Ipopt:
     solver: ca.Function
     lbg: np.ndarray
     ubg: np.ndarray
-    callbacks: list
+    callbacks: list[_Callback]
 
 
 def _ipopt(fs: _SparseSpace, tol: float, max_iter: int) -> _Ipopt:
@@ -476,4 +491,5 @@ def solve_sparse(prob: RopfProblem, *, max_iter: int = 500, tol: float = IPOPT_T
 
 def _loading(pf: PowerFlowResult, branches: np.ndarray) -> np.ndarray:
     """Current loading (fraction of rating) of ``branches`` in a solved power flow."""
-    return pf.loading_pct[branches] / 100.0
+    loading: np.ndarray = pf.loading_pct[branches] / 100.0
+    return loading

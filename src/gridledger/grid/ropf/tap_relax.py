@@ -75,7 +75,7 @@ class _TapSpace(_FullSpace):
 
     def _set_taps(self, p: np.ndarray) -> np.ndarray:
         """Put the admittances at positions ``p`` into the dense matrices; return τ."""
-        tau = self.tau0 + (p - self.p0) * self.dtau_dp
+        tau: np.ndarray = self.tau0 + (p - self.p0) * self.dtau_dp
         now = self._entries(tau)
         was = self._entries(self.tau0)
         self.y = self.y0.copy()

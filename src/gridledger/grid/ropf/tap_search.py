@@ -65,7 +65,11 @@ class TapRopfResult:
         return self.fixed.loss_before_pu
 
 
-def _rank(problem: RopfProblem, res: RopfResult) -> tuple[int, float, float]:
+# (infeasible?, breach, losses): feasible first, then the smaller breach, then the lower losses
+_Rank = tuple[int, float, float]
+
+
+def _rank(problem: RopfProblem, res: RopfResult) -> _Rank:
     breach = problem.breach(res.pf_after)
     return (0 if res.feasible else 1, 0.0 if res.feasible else breach, res.loss_after_pu)
 
@@ -94,9 +98,9 @@ def solve_ropf_with_taps(
     ranges = [tap_range(net, n) for n in names]
     start = tuple(tap_positions(net)[n] for n in names)
     options = options or RopfOptions()
-    solved: dict[tuple[int, ...], tuple[tuple, RopfResult, RopfProblem, Network]] = {}
+    solved: dict[tuple[int, ...], tuple[_Rank, RopfResult, RopfProblem, Network]] = {}
 
-    def evaluate(pos: tuple[int, ...]) -> tuple:
+    def evaluate(pos: tuple[int, ...]) -> _Rank:
         if pos not in solved:
             tapped = at_positions(net, dict(zip(names, pos, strict=True)))
             problem = RopfProblem(compile_network(tapped), control, options)
@@ -151,7 +155,7 @@ def _rounded_relaxation(
 def _pattern_search(
     start: tuple[int, ...],
     ranges: list[range],
-    evaluate: Callable[[tuple[int, ...]], tuple],
+    evaluate: Callable[[tuple[int, ...]], _Rank],
     near: bool = False,
 ) -> tuple[int, ...]:
     widest = max(len(r) for r in ranges)
@@ -164,10 +168,10 @@ def _pattern_search(
             candidates = []
             for i, r in enumerate(ranges):
                 for d in (step, -step):
-                    pos = list(best)
-                    pos[i] += d
-                    if r.start <= pos[i] < r.stop:
-                        candidates.append(tuple(pos))
+                    moved = list(best)
+                    moved[i] += d
+                    if r.start <= moved[i] < r.stop:
+                        candidates.append(tuple(moved))
             for pos in candidates:
                 rank = evaluate(pos)
                 if rank < best_rank:
