@@ -284,8 +284,18 @@ def test_a_day_on_a_real_grid_end_to_end(world, tmp_path, capsys) -> None:
         payload = {"meter": meter.pub_hex, "prosumer": keys[name].pub_hex}
         assert chain.submit(dso, "member.bind_meter", payload).ok
         save_key(tmp_path / f"{name}.json", keys[name], "prosumer")
-    s1 = (chain.time_ms() // slot + 3) * slot
+    spawned = time.monotonic()
     first = _service(url, dso_home, grid, config)
+    ready = lambda: "dso: following" in first.log_path.read_text()  # noqa: E731
+    _wait("the DSO service to follow the node", ready, proc=first)
+    cold_start_ms = int(1000 * (time.monotonic() - spawned))
+    # the day is scheduled from when the service is ready, not from when the test started: m0
+    # is certified by the running service, then the service is killed and a cold one must
+    # certify m1 before it starts one slot later; give that restart twice the cold start just
+    # measured (seconds alone, tens of seconds on a loaded 2-core machine)
+    lead_ms = max(slot, 2 * cold_start_ms + 5_000 - slot)
+    s1 = ((chain.time_ms() + lead_ms) // slot + 1) * slot
+    print(f"DSO service cold start {cold_start_ms} ms; first delivery in {s1 - chain.time_ms()} ms")
 
     def order(kind: str, name: str, kw: str, price: str, a: int, b: int) -> None:
         argv = [kind, "--key", str(tmp_path / f"{name}.json"), "--node", url, "--kw", kw,
@@ -296,30 +306,41 @@ def test_a_day_on_a_real_grid_end_to_end(world, tmp_path, capsys) -> None:
     order("bid", "R11", "5", "0.12", s1, s1 + 2 * slot)
     order("offer", "PV40", "4", "0.10", s1 + slot, s1 + 3 * slot)
     order("bid", "C14", "4", "0.12", s1 + slot, s1 + 3 * slot)
-    try:
-        _wait("a first certificate", lambda: _status(dso_home).get("certificates"), proc=first)
-    finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-    second = _service(url, dso_home, grid, config)
     kwh = {"PV14": (-5, -5, 0), "R11": (5, 5, 0), "PV40": (0, -4, -4), "C14": (0, 4, 4)}
     rows = [f"{_stamp(s1 + i * slot)}," + ",".join(f"{kwh[n][i] * slot / 3.6e6:.6f}" for n in BUSES)
             for i in range(3)]  # fmt: skip
     profile = tmp_path / "profile.csv"
     profile.write_text("timestamp," + ",".join(BUSES) + "\n" + "\n".join(rows) + "\n")
+    # the meter service starts now, so that its own cold start does not compete for the CPU
+    # with the DSO service's restart below (it posts nothing before the deliveries)
     meters = subprocess.Popen(
         [sys.executable, "-m", "gridledger.cli", "meter", "serve", "--node", url, "--profile",
          str(profile), "--keys", str(meter_keys)], stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        assert meters.wait(timeout=180) == 0, meters.stderr.read()
+        try:
+            _wait("a first certificate", lambda: _status(dso_home).get("certificates"), proc=first)
+        finally:
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+        second = _service(url, dso_home, grid, config)
+        try:
+            # the meters run until the last delivery slot is over, then some
+            last_s = (s1 + 3 * slot - chain.time_ms()) // 1000
+            assert meters.wait(timeout=last_s + 180) == 0, meters.stderr.read()
 
-        def settled() -> bool:
-            return all(chain.state(match_key(f"m{i}"))["status"] == "settled" for i in range(2))
+            def settled() -> bool:
+                return all(chain.state(match_key(f"m{i}"))["status"] == "settled" for i in range(2))
 
-        _wait("every delivery settled", settled)
+            # on a timeout the message shows what the DSO certified or refused, and why
+            second.log_path = dso_home / "status.json"  # type: ignore[attr-defined]
+            _wait("every delivery settled", settled, proc=second)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=60)
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(timeout=60)
+        if meters.poll() is None:
+            meters.kill()
+            meters.wait(timeout=30)
         chain.close()
     assert main(["verify", "--home", str(node_home)]) == 0
     store = Store(node_home / "data" / "chain.db")

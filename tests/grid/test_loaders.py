@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,30 @@ def test_matpower_extra_fields_must_match_the_generators(tmp_path: Path) -> None
     path.write_text(text)
     with pytest.raises(CaseFormatError, match=r"mpc\.gen_sn_mva has 4 values for 3 generators"):
         load_matpower(path)
+
+
+def test_a_pandapower_json_file_is_parsed_once_per_version(tmp_path: Path, monkeypatch) -> None:
+    """A DSO service builds several objects from one grid file: the file is parsed once, each
+    caller gets its own copy, and an edited file is parsed again."""
+    import gridledger.grid.cases as cases
+
+    parsed: list[Path] = []
+    real = cases.load_pandapower_json
+
+    def counting(path: Path, *args: Any) -> Any:
+        parsed.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(cases, "load_pandapower_json", counting)
+    path = tmp_path / "lv.json"
+    pp.to_json(pn.create_cigre_network_lv(), str(path))
+    first, second = load_case(str(path)), load_case(path)
+    assert len(parsed) == 1
+    first.load.loc[first.load.index[0], "p_mw"] = 99.0  # one caller's change stays its own
+    assert second.load.p_mw.iloc[0] != 99.0 and load_case(path).load.p_mw.iloc[0] != 99.0
+    net = pn.create_cigre_network_lv()
+    net.load.loc[net.load.index[0], "p_mw"] = 0.123
+    pp.to_json(net, str(path))  # a new version of the file: its mtime (and here size) changes
+    stat = path.stat()  # a file system with coarse timestamps could keep the mtime: move it
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert math.isclose(load_case(path).load.p_mw.iloc[0], 0.123) and len(parsed) == 2

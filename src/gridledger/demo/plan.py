@@ -138,9 +138,43 @@ def make_plan(
         from gridledger.demo.day_ahead import FEEDER_NODES, plan_day_ahead
 
         plan["day_ahead"] = plan_day_ahead(home, end_ms, FEEDER_NODES)
-    (home / "demo").mkdir(parents=True, exist_ok=True)
-    (home / "demo" / "plan.json").write_text(json.dumps(plan, indent=1))
+    save_plan(plan)
     return plan
+
+
+def shift_plan(plan: dict[str, Any], delta_ms: int) -> dict[str, Any]:
+    """The same plan ``delta_ms`` later: every block time in it moves, nothing else (keys,
+    parties, powers, prices).  The demo with processes schedules its day once every agent
+    process is ready, so that the DSO's cold start (imports, grid loading, first solves) is
+    not taken from the time it has to certify before delivery."""
+    if delta_ms < 0 or delta_ms % plan["slot_ms"]:
+        raise ValueError(f"a plan moves by whole market slots forward, not {delta_ms} ms")
+    if "day_ahead" in plan:
+        raise ValueError("a plan with a day-ahead schedule cannot be moved")
+
+    def moved(rec: dict[str, Any], *fields: str) -> dict[str, Any]:
+        return {**rec, **{f: rec[f] + delta_ms for f in fields}}
+
+    return {
+        **moved(plan, "start_ms", "end_ms"),
+        # the first phase is in force from 0 (always), the later ones from a block time
+        "phases": [
+            {**moved(ph, "t1_ms"), "from_ms": ph["from_ms"] + delta_ms if ph["from_ms"] else 0}
+            for ph in plan["phases"]
+        ],
+        "orders": [moved(o, "start_ms", "end_ms", "post_at_ms") for o in plan["orders"]],
+        "rankings": [moved(r, "post_at_ms", "at_ms") for r in plan["rankings"]],
+    }
+
+
+def save_plan(plan: dict[str, Any]) -> Path:
+    """Write ``HOME/demo/plan.json`` atomically (agent processes read it)."""
+    path = Path(plan["home"]) / "demo" / "plan.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan, indent=1))
+    tmp.replace(path)
+    return path
 
 
 def load_plan(path: Path | str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from gridledger.chain.contracts.market import NEXT_MATCH, match_count, match_id,
 from gridledger.chain.contracts.membership import member_key
 from gridledger.chain.genesis import make_genesis
 from gridledger.demo.localchain import LocalChain
-from gridledger.demo.plan import agents_for_role, key_of, make_plan
+from gridledger.demo.plan import agents_for_role, key_of, make_plan, save_plan, shift_plan
 from gridledger.market.orders import DEFAULT_SLOT_MS
 
 Progress = Callable[[str], None]
@@ -336,6 +336,36 @@ def _start_bft(home: Path, plan: dict[str, Any], validators: int) -> tuple[Any, 
     return net, list(net.api_urls), Path(net.nodes[0].home) / "data" / "chain.db"
 
 
+READY_TIMEOUT_S = 300.0
+
+
+def _start_when_ready(
+    plan: dict[str, Any], procs: dict[str, subprocess.Popen], client: Any, logs: Path
+) -> dict[str, Any]:
+    """Wait until every agent process is ready (``ROLE.ready``), then move the plan so that its
+    first slot starts as it would have from a warm start: the time the processes took to start
+    is not taken from the DSO's time to certify before delivery.  Returns the moved plan, also
+    written to ``plan.json`` for the processes to read."""
+    demo_dir = Path(plan["home"]) / "demo"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    waiting = list(procs)
+    while waiting:
+        for role in list(waiting):
+            if (demo_dir / f"{role}.ready").exists():
+                waiting.remove(role)
+            elif procs[role].poll() is not None:
+                raise RuntimeError(f"agent process {role} exited before it was ready; see {logs}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"agent process(es) {waiting} not ready after {READY_TIMEOUT_S} s")
+        time.sleep(0.05)
+    slot_ms = plan["slot_ms"]
+    now = client.time_ms() + 2000
+    start_ms = max(plan["start_ms"], now - now % slot_ms + slot_ms)
+    moved = shift_plan(plan, start_ms - plan["start_ms"])
+    save_plan(moved)
+    return moved
+
+
 def run_processes(
     home: Path,
     progress: Progress,
@@ -373,6 +403,12 @@ def run_processes(
         client = HttpChain(urls[0])
         setup(client, plan, lambda: time.sleep(0.1), progress)
         plan_file = home / "demo" / "plan.json"
+        go_file = home / "demo" / "go"
+        for stale in (
+            go_file,
+            *(home / "demo" / f"{r}.ready" for r in ("dso", "meters", "prosumers")),
+        ):
+            stale.unlink(missing_ok=True)  # a home used before must not start this run early
         for i, role in enumerate(("dso", "meters", "prosumers")):
             url = urls[i % len(urls)]  # on a testnet each role talks to its own validator
             deadline = (plan["end_ms"] - client.time_ms()) // 1000 + 120
@@ -389,10 +425,14 @@ def run_processes(
                     url,
                     "--deadline-s",
                     str(deadline),
+                    "--go",
+                    str(go_file),
                 ],
                 logs / f"{role}.log",
             )
             progress(f"agent process {procs[role].pid}: {role} -> {url}")
+        plan = _start_when_ready(plan, procs, client, logs)
+        go_file.write_text("go\n")
         shown = -1
         while any(p.poll() is None for p in procs.values()):
             t = client.time_ms()

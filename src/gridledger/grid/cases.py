@@ -459,6 +459,15 @@ def _load_cached(name: str) -> Network:
     raise AssertionError(name)
 
 
+@functools.lru_cache(maxsize=8)
+def _load_json_cached(path: str, mtime_ns: int, size: int) -> Network:
+    """A pandapower JSON file parsed once per process and version of the file (its path, mtime
+    and size are the key): parsing one takes seconds on a busy machine, and a DSO service
+    would otherwise parse its grid again for every object built from the same case."""
+    del mtime_ns, size  # part of the cache key only: an edited file is parsed again
+    return validate(load_pandapower_json(Path(path)))
+
+
 def load_case(name: str | Path) -> Network:
     """A network by case name, ``pandapower:<function>``, or path to a ``.json``/``.m`` file."""
     if isinstance(name, str) and (name in _CASES or name.startswith(("pandapower:", "simbench:"))):
@@ -467,7 +476,8 @@ def load_case(name: str | Path) -> Network:
     if path.suffix.lower() == ".m" and path.is_file():
         return validate(load_matpower(path))
     if path.suffix.lower() == ".json" and path.is_file():
-        return validate(load_pandapower_json(path))
+        stat = path.stat()
+        return _load_json_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size).copy()
     if path.suffix.lower() in (".m", ".json"):
         raise CaseFormatError(f"no such case file: {path}")
     raise UnknownCaseError(
