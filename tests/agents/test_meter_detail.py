@@ -140,10 +140,13 @@ def test_meter_detail_off_chain_owned_by_the_prosumer(tmp_path, capsys) -> None:
 
 def _run(tmp_path: Path, capsys, url, chain, api, meters, keyfiles, pv, house) -> None:
     dso = _key("dso")
-    assert chain.submit(dso, "market.configure", {"slot_ms": SLOT_MS}).ok
+    # committed before `meter serve` reads the slot length and the bindings (submit only
+    # admits: under load the block may come later than the next command)
+    sent = [chain.submit(dso, "market.configure", {"slot_ms": SLOT_MS})]
     for name, prosumer in (("pv14", pv), ("house12", house), ("wind3", _key("wind"))):
         bind = {"meter": meters[name].pub_hex, "prosumer": prosumer.pub_hex}
-        assert chain.submit(dso, "member.bind_meter", bind).ok
+        sent.append(chain.submit(dso, "member.bind_meter", bind))
+    assert all(out.ok and chain.wait_committed(out.txid).ok for out in sent)
     first = (chain.time_ms() // SLOT_MS + 2) * SLOT_MS
 
     def serve(name: str, values: list[float], *flags: str, row_ms: int = SLOT_MS) -> None:

@@ -29,6 +29,10 @@ ALICE = KeyPair.from_seed(hashlib.sha256(b"statesync-alice").digest())
 BOB = KeyPair.from_seed(hashlib.sha256(b"statesync-bob").digest())
 JOINER, FOLLOWER = 3, 4
 INTERVAL = 4
+# Snapshots kept per node: with a block every ~0.2 s, 2 kept lived ~1.6 s, shorter than a
+# loaded CI machine takes to verify the headers and fetch the chunks ("no peer keeps snapshot
+# N any more", chased forever). 32 keep ~25 s of chain; pruning is still checked below.
+KEEP = 32
 
 
 def _get(url: str) -> dict:
@@ -62,7 +66,7 @@ def test_a_validator_and_a_follower_join_from_a_snapshot(tmp_path):
     )
     net = Testnet(tmp_path)
     for i in range(3):  # small chunks: the snapshot is cut into several
-        _config(net, i, snapshot_interval=INTERVAL, snapshot_chunk_bytes=512, snapshot_keep=2)
+        _config(net, i, snapshot_interval=INTERVAL, snapshot_chunk_bytes=512, snapshot_keep=KEEP)
     try:
         net.start([0, 1, 2])  # 3 of 4 equal powers: > 2/3, the chain runs without node3
         net.wait_height(1, [0, 1, 2], timeout_s=60)
@@ -85,7 +89,7 @@ def test_a_validator_and_a_follower_join_from_a_snapshot(tmp_path):
         top = max(net.heights([0, 1, 2]).values())
         net.wait_height(max(top, 2 * INTERVAL) + 1, [0, 1, 2], timeout_s=60)
         offered = _get(net.api_urls[0] + "/status")["snapshots"]
-        assert offered and all(h % INTERVAL == 0 for h in offered) and len(offered) <= 2
+        assert offered and all(h % INTERVAL == 0 for h in offered) and len(offered) <= KEEP
 
         state_sync = {"trust_height": 1, "trust_hash": trust["hash"], "timeout_s": 60}
         for i in (JOINER, FOLLOWER):
