@@ -90,3 +90,16 @@ def test_bad_validator_options_are_refused_and_change_nothing(
     err = capsys.readouterr().err
     assert "gridledger: error:" in err and message in err
     assert not home.exists()
+
+
+def test_sim_clock_config_is_read_and_a_bad_speedup_refused(tmp_path: Path) -> None:
+    from gridledger.node.bft import BftNodeConfig, ConfigError
+    from gridledger.node.bft_testnet import init_testnet
+
+    sim = {"start_ms": 1_813_536_000_000, "anchor_wall_ms": 1_700_000_000_000, "speedup": 60}
+    init_testnet(tmp_path / "ok", 1, genesis_time_ms=1_813_535_999_000, sim_clock=sim)
+    cfg = BftNodeConfig.load(tmp_path / "ok" / "node0")
+    assert cfg.sim_clock == {**sim, "speedup": 60.0}
+    init_testnet(tmp_path / "bad", 1, sim_clock={**sim, "speedup": 0.5})
+    with pytest.raises(ConfigError, match=r"sim_clock\.speedup"):
+        BftNodeConfig.load(tmp_path / "bad" / "node0")
