@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         r = run_community(cfg, Path(tmp) / "community", lambda m: print(m, flush=True))
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     peak_mb = cpu.ru_maxrss / 1024
-    children_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # the validators' own peak (VmHWM, read before they stop): the children's rusage would
+    # count the memory each inherited at fork
+    children_peak_mb = r.get("validators", {}).get("peak_rss_mb", 0.0)
     intervals = r["dso_interval_s"]
     p95 = float(np.percentile(intervals, 95)) if intervals else None
     txs = r["invariant_details"]["verify"]["txs"]

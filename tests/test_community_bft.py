@@ -41,6 +41,7 @@ def test_four_validators_agree_and_every_invariant_holds(run: tuple[dict, Path])
     assert "validators_same_app_hash" in r["invariants"]
     v = r["validators"]
     assert v["count"] == 4 and len(set(v["app_hashes"])) == 1 and len(v["app_hashes"]) == 4
+    assert v["peak_rss_mb"] > 0
     assert sum(s["trades"] for s in r["per_slot"]) > 0  # at 10:00 in June the PV sells
 
     nodes = sorted((home / "testnet").glob("node*"))

@@ -108,6 +108,7 @@ class BftCommunityChain:
         """The app hash of every node read at one height (retried until all stand at the same
         height between two blocks), and the common height of equal block hashes."""
         common = self.net.check_agreement()
+        peak_mb = max(_peak_rss_mb(n.proc.pid) for n in self.net.nodes if n.proc is not None)
         for _ in range(tries):
             sts = [n.status() for n in self.nodes]
             heights = {int(s["height"]) for s in sts}
@@ -115,7 +116,8 @@ class BftCommunityChain:
                 hashes = [s["app_hash"] for s in sts]
                 return {"height": heights.pop(), "app_hashes": hashes,
                         "same_app_hash": len(set(hashes)) == 1,
-                        "same_block_hashes_to_height": common}  # fmt: skip
+                        "same_block_hashes_to_height": common,
+                        "peak_rss_mb": peak_mb}  # fmt: skip
             time.sleep(0.05)
         raise TestnetError(f"the nodes never stood at one height in {tries} reads")
 
@@ -131,3 +133,14 @@ class BftCommunityChain:
         for n in self.nodes:
             n.close()
         self.net.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (Linux ``VmHWM``); 0 where /proc cannot tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
