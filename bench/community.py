@@ -9,6 +9,12 @@ the same run is the ledger's raw speed: plain token transfers through the same e
 
     python bench/community.py --prosumers 100 --hours 2          # a quick check
     python bench/community.py --prosumers 1000 --hours 24        # the budget run
+    python bench/community.py --prosumers 1000 --hours 2 --start-hour 10 --validators 4 \
+        --speedup 15                                             # on 4 BFT validator processes
+
+With ``--validators N`` (> 1) the chain is N validator processes on a simulated clock running
+``--speedup`` times real time (docs/community.md), so the wall time cannot be shorter than the
+simulated timeline divided by the speedup; peak RSS then also reports the largest validator.
 
 Ends with ONE JSON line: prosumers, slots, wall_s, realtime_factor, dso_interval_p95_s,
 peak_rss_mb and the rest.
@@ -63,16 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=float, default=24)
     p.add_argument("--start-hour", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validators", type=int, default=1)
+    p.add_argument("--speedup", type=float, default=20.0)
     args = p.parse_args(argv)
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-community-") as tmp:
         ref_tps = ledger_reference(Path(tmp) / "ref")
         cfg = CommunityConfig(
-            args.grid, args.prosumers, args.hours, seed=args.seed, start_hour=args.start_hour
+            args.grid,
+            args.prosumers,
+            args.hours,
+            validators=args.validators,
+            seed=args.seed,
+            start_hour=args.start_hour,
+            speedup=args.speedup,
         )
         r = run_community(cfg, Path(tmp) / "community", lambda m: print(m, flush=True))
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     peak_mb = cpu.ru_maxrss / 1024
+    # the validators' own peak (VmHWM, read before they stop): the children's rusage would
+    # count the memory each inherited at fork
+    children_peak_mb = r.get("validators", {}).get("peak_rss_mb", 0.0)
     intervals = r["dso_interval_s"]
     p95 = float(np.percentile(intervals, 95)) if intervals else None
     txs = r["invariant_details"]["verify"]["txs"]
@@ -112,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         f"chain {r['chain_bytes'] / 1e6:.1f} MB = {r['chain_bytes_per_prosumer_day'] / 1e3:.1f} "
         f"kB per prosumer-day; peak RSS {peak_mb:.0f} MB (budget 4096)"
     )
+    if "validators" in r:
+        v = r["validators"]
+        print(
+            f"{v['count']} BFT validators at {v['speedup']:g}x simulated time: height "
+            f"{v['height']}, same app hash on all: {v['same_app_hash']}; largest validator "
+            f"process {children_peak_mb:.0f} MB"
+        )
     print("invariants: " + ", ".join(f"{k}={v}" for k, v in r["invariants"].items()))
     out = {
         "prosumers": r["prosumers"],
@@ -131,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s": round(cpu.ru_utime + cpu.ru_stime, 1),
         "load_avg_start": round(load0, 1),
         "invariants_ok": all(r["invariants"].values()),
+        "validators": r.get("validators", {}).get("count", 1),
+        "speedup": r.get("validators", {}).get("speedup"),
+        "tx_per_s": round(txs / r["wall_s"], 1),
+        "validator_peak_rss_mb": round(children_peak_mb) if "validators" in r else None,
+        "orders_refused": sum(sum(s["orders_refused"].values()) for s in r["per_slot"]),
+        "trades": sum(s["trades"] for s in r["per_slot"]),
     }
     print(json.dumps(out))
     return 0

@@ -28,6 +28,9 @@ def register(sub: Any) -> None:
     p.add_argument("--prosumers", type=int, required=True, help="how many prosumers (>= 1)")
     p.add_argument("--hours", type=float, required=True, help="market hours (0.25 .. 48)")
     p.add_argument("--validators", type=int, default=1, help="validators (1: embedded chain)")
+    p.add_argument("--speedup", type=float, default=20.0,
+                   help="with --validators > 1: simulated time per wall time of the validators' "
+                   "clock")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the strategy and forecasts")
     p.add_argument("--start-hour", type=int, default=10, help="hour of day the run starts (UTC)")
     p.add_argument("--home", type=Path, help="chain home (default: a temporary directory)")
@@ -41,7 +44,13 @@ def _run(args: argparse.Namespace) -> int:
     from gridledger.demo.community_report import text_report, write_html
 
     cfg = CommunityConfig(
-        args.grid, args.prosumers, args.hours, args.validators, args.seed, args.start_hour
+        args.grid,
+        args.prosumers,
+        args.hours,
+        args.validators,
+        args.seed,
+        args.start_hour,
+        speedup=args.speedup,
     )
     try:
         cfg.check()

@@ -57,6 +57,9 @@ MAX_PROSUMERS = 100_000
 MAX_HOURS = 48
 POST_BEFORE_MS = 600_000  # orders 10 minutes before their slot
 MAX_DSO_ROUNDS = 64
+MAX_VALIDATORS = 7
+# on BFT validators the chain starts this long before the first orders are due: setup time
+BFT_SETUP_MS = 1_200_000
 
 
 class CommunityError(ValueError):
@@ -75,6 +78,7 @@ class CommunityConfig:
     retail_utoken_per_kwh: int = 300_000  # 0.30 token/kWh
     forecast_error: float = 0.10
     regulators: int = 8
+    speedup: float = 20.0  # simulated time per wall time on BFT validators (validators > 1)
 
     @property
     def slots(self) -> int:
@@ -90,11 +94,13 @@ class CommunityConfig:
             raise CommunityError(f"--hours must be from 0.25 to {MAX_HOURS}, got {self.hours}")
         if abs(self.hours * 4 - round(self.hours * 4)) > 1e-9:
             raise CommunityError(f"--hours must be whole 15-minute slots, got {self.hours}")
-        if self.validators != 1:
+        if not isinstance(self.validators, int) or not 1 <= self.validators <= MAX_VALIDATORS:
             raise CommunityError(
-                "--validators: the community runs on the embedded single-validator chain; "
-                f"{self.validators} BFT validators are not supported by this command yet"
+                f"--validators must be a whole number from 1 to {MAX_VALIDATORS} "
+                f"(1: the embedded chain; more: BFT validator processes), got {self.validators}"
             )
+        if not (math.isfinite(self.speedup) and 1 <= self.speedup <= 1000):
+            raise CommunityError(f"--speedup must be from 1 to 1000, got {self.speedup}")
         if not 0 <= self.start_hour < 24:
             raise CommunityError(f"--start-hour must be 0..23, got {self.start_hour}")
 
@@ -175,17 +181,37 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
         for i, k in enumerate(keys)
     ]
     balances = [{"account": k.pub_hex, "denom": "utoken", "amount": FUNDS_UTOKEN} for k in keys]
-    genesis = make_genesis(
-        CHAIN_ID, start_ms - 3_600_000, [(validator.pub_hex, 1)], members, balances, CONTRACTS
-    )
     home.mkdir(parents=True, exist_ok=True)
-    chain = LocalChain(home, genesis, validator, start_ms - 3_600_000)
+    chain: Any
+    if cfg.validators == 1:
+        genesis = make_genesis(
+            CHAIN_ID, start_ms - 3_600_000, [(validator.pub_hex, 1)], members, balances, CONTRACTS
+        )
+        chain = LocalChain(home, genesis, validator, start_ms - 3_600_000)
+    else:
+        from gridledger.demo.community_bft import BftCommunityChain
 
+        genesis_ms = start_ms - POST_BEFORE_MS - BFT_SETUP_MS
+        chain = BftCommunityChain(home, cfg.validators, CHAIN_ID, genesis_ms, cfg.speedup,
+                                  members, balances, CONTRACTS)  # fmt: skip
+    try:
+        return _run(cfg, home, progress, wall0, timing, base, prof, rng, chain, dso, keys,
+                    meter_keys, start_ms)  # fmt: skip
+    finally:
+        if cfg.validators > 1:
+            chain.close()
+
+
+def _run(cfg, home, progress, wall0, timing, base, prof, rng, chain, dso, keys, meter_keys,  # type: ignore[no-untyped-def]
+         start_ms):  # fmt: skip
     def drain() -> None:
         t = time.perf_counter()
-        chain.produce(chain.now_ms + 1000)
-        while len(chain.mempool):
+        if isinstance(chain, LocalChain):
             chain.produce(chain.now_ms + 1000)
+            while len(chain.mempool):
+                chain.produce(chain.now_ms + 1000)
+        else:
+            chain.drain()
         timing["blocks"] += time.perf_counter() - t
 
     for k, mk in zip(keys, meter_keys, strict=True):
@@ -266,11 +292,21 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
                 f"refused {sum(r['refusals'].values())}"
             )
     t = time.perf_counter()
+    chain_home = home
+    extra: dict[str, Any] = {}
+    if not isinstance(chain, LocalChain):  # the validators agree, then node 0's copy is checked
+        agreement = chain.agreement()
+        extra["validators"] = {"count": cfg.validators, "speedup": cfg.speedup, **agreement}
+        chain_home = chain.node0_home
+        chain = chain.stop_and_open_node0()
     invariants, details = check_invariants(chain, [p.key.pub_hex for p in prosumers], dso)
+    if extra:
+        invariants["validators_same_app_hash"] = extra["validators"]["same_app_hash"]
     timing["report"] = time.perf_counter() - t
     wall = time.perf_counter() - wall0
-    chain_bytes = sum(f.stat().st_size for f in (home / "data").glob("chain.db*"))
+    chain_bytes = sum(f.stat().st_size for f in (chain_home / "data").glob("chain.db*"))
     return {
+        **extra,
         "grid": cfg.grid,
         "prosumers": cfg.prosumers,
         "buses": len(base.bus),
@@ -293,7 +329,7 @@ def run_community(cfg: CommunityConfig, home: Path, progress: Progress = lambda 
             f"token/kWh; forecast error ±{100 * cfg.forecast_error:g} %"
         ),
         "profiles": prof.source,
-        "home": str(home),
+        "home": str(chain_home),
     }
 
 

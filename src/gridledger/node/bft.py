@@ -95,6 +95,10 @@ class BftNodeConfig:
     empty_block_interval_s: float
     # Test-only clock skew: this node's wall clock reads this much ahead (negative: behind).
     clock_offset_ms: int = 0
+    # Test networks only: a simulated clock shared by every validator, reading
+    # ``start_ms + (wall_ms - anchor_wall_ms) * speedup`` ({"start_ms", "anchor_wall_ms",
+    # "speedup"}), so a market's 15-minute slots pass in seconds of wall time (docs/community.md).
+    sim_clock: dict[str, Any] | None = None
     # "validator" (signs when its key holds power) or "follower" (never signs).
     role: str = "validator"
     # Keys let in whatever the validator set is (followers): ({"name", "pub_key"}, ...).
@@ -132,6 +136,7 @@ class BftNodeConfig:
                 max_block_txs=int(d.get("max_block_txs", 5000)),
                 empty_block_interval_s=float(d.get("empty_block_interval_s", 1.0)),
                 clock_offset_ms=int(d.get("clock_offset_ms", 0)),
+                sim_clock=_sim_clock_config(d.get("sim_clock")),
                 role=str(d.get("role", "validator")),
                 allow=tuple(d.get("allow", [])),
                 snapshot_interval=int(d.get("snapshot_interval", 0)),
@@ -155,6 +160,16 @@ class BftNodeConfig:
                 why = f"{path}: peer/allow entry {entry!r}: bad pub_key ({exc})"
                 raise ConfigError(why) from exc
         return cfg
+
+
+def _sim_clock_config(d: Any) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    sim = {"start_ms": int(d["start_ms"]), "anchor_wall_ms": int(d["anchor_wall_ms"]),
+           "speedup": float(d["speedup"])}  # fmt: skip
+    if not (1.0 <= sim["speedup"] <= 10_000.0):
+        raise ConfigError(f"sim_clock.speedup must be from 1 to 10000, got {sim['speedup']}")
+    return sim
 
 
 def _state_sync_config(d: Any) -> StateSyncConfig | None:
@@ -283,7 +298,11 @@ class BftNode(LedgerReads):
         self.chain.on_applied.append(self._on_applied)
 
     def _clock_ms(self) -> int:
-        return int(time.time() * 1000) + self.config.clock_offset_ms
+        wall_ms = int(time.time() * 1000)
+        sim = self.config.sim_clock
+        if sim is not None:  # anchored on the shared wall clock, so every validator agrees
+            wall_ms = sim["start_ms"] + int((wall_ms - sim["anchor_wall_ms"]) * sim["speedup"])
+        return wall_ms + self.config.clock_offset_ms
 
     def allowed_keys(self) -> set[bytes]:
         """Who may hold a link now: the set that signs the next height, plus the allow-list.

@@ -115,6 +115,8 @@ def init_testnet(
     host: str = "127.0.0.1",
     followers: int = 0,
     candidates: int = 0,
+    genesis_time_ms: int | None = None,
+    sim_clock: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write an N-validator network under ``home``; return its description (also testnet.json).
 
@@ -125,6 +127,8 @@ def init_testnet(
     ``candidates`` adds validator nodes without power (after the followers): members with role
     ``validator`` that the committee can vote in (``validator.propose``); every node knows their
     address, but they are let in only while their key holds power.
+    ``genesis_time_ms`` (default: now) with ``sim_clock`` ({"start_ms", "anchor_wall_ms",
+    "speedup"}, the same in every node's config) runs the network on simulated time.
     """
     if not 1 <= n <= 100:
         raise TestnetError(f"--validators must be between 1 and 100, got {n}")
@@ -156,7 +160,7 @@ def init_testnet(
         contracts.append(EVIDENCE_CONTRACT)
     genesis = make_genesis(
         chain_id,
-        int(time.time() * 1000) - 1000,
+        int(time.time() * 1000) - 1000 if genesis_time_ms is None else genesis_time_ms,
         [(k.pub_hex, p) for k, p in zip(keys, powers, strict=True)],
         members,
         balances,
@@ -214,6 +218,8 @@ def init_testnet(
             "max_block_txs": max_block_txs,
             "empty_block_interval_s": empty_block_interval_s,
         }
+        if sim_clock is not None:
+            cfg["sim_clock"] = sim_clock
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
     desc = {"chain_id": chain_id, "nodes": nodes}
     (home / "testnet.json").write_text(json.dumps(desc, indent=2))
