@@ -85,7 +85,10 @@ def world(tmp_path: Path):
 
 def _trade(chain: HttpChain, keys, seller: str, buyer: str, power_w: int, slot: int) -> None:
     now = chain.time_ms()
-    start = (now // SLOT + 1 + slot) * SLOT
+    first = now // SLOT + 1
+    if first * SLOT - now < 120_000:  # the DSO must certify before delivery: not seconds away
+        first += 1
+    start = (first + slot) * SLOT
     for name, kind, price in ((seller, "offer", 100_000), (buyer, "bid", 120_000)):
         spec = OrderSpec(kind, power_w, price, start, start + SLOT)
         agent = ProsumerAgent(name, keys[name], BUSES[name], [spec])
