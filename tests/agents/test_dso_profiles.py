@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 
 import pandapower as pp
-from test_dso_real_grid import BUSES, SLOT, T, _config, grid, key, world  # noqa: F401 (fixtures)
 
 from gridledger.agents.dso_agent import DsoAgent, GridPhase
 from gridledger.agents.dso_config import load_dso_config
 from gridledger.agents.meter_sim import MeterSim
 from gridledger.chain.contracts.market import PENDING, loss_steps_key, match_key
 from gridledger.chain.contracts.settlement import done_key
+
+from .localworld import SLOT, T, key
+from .test_dso_real_grid import BUSES, _config, grid, world  # noqa: F401 (fixtures)
 
 PV_PROFILE_W = [2_000, 5_000, 3_000]  # PV14's offer, W per slot
 BID_W = 4_000  # R11's constant bid

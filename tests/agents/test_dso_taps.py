@@ -25,20 +25,12 @@ from gridledger.chain.contracts.market import (
     reactive_digest,
     reactive_key,
 )
-from gridledger.chain.genesis import make_genesis
-from gridledger.chain.keys import KeyPair
 from gridledger.cli import main
-from gridledger.demo.localchain import LocalChain
 
-SLOT = 900_000
-T = 1_800_000_000_000 // SLOT * SLOT
-CONTRACTS = ["gridledger.chain.contracts.market", "gridledger.chain.contracts.settlement"]
+from .localworld import SLOT, T, prosumer_chain
+
 BUSES = {"PV14": 14, "PV40": 40, "R11": 12, "C14": 37}
 TAP = "Trafo R0-R1"  # the residential feeder's 0.5 MVA transformer
-
-
-def key(name: str) -> KeyPair:
-    return KeyPair.from_seed(name.encode().ljust(32, b"\0"))
 
 
 def _pp_grid() -> pp.pandapowerNet:
@@ -64,20 +56,7 @@ def grid(tmp_path_factory) -> str:
 
 @pytest.fixture
 def world(tmp_path: Path):
-    keys = {n: key(n) for n in BUSES}
-    val, dso = key("val"), key("dso")
-    members = [{"pub_key": dso.pub_hex, "role": "dso", "name": "dso"}] + [
-        {"pub_key": k.pub_hex, "role": "prosumer", "name": n, "bus": BUSES[n]}
-        for n, k in keys.items()
-    ]
-    balances = [{"account": k.pub_hex, "denom": "utoken", "amount": 10**11} for k in keys.values()]
-    chain = LocalChain(
-        tmp_path / "home",
-        make_genesis("dso-taps", T - 8 * SLOT, [(val.pub_hex, 1)], members, balances, CONTRACTS),
-        val,
-        T - 8 * SLOT,
-    )
-    chain.produce(T - 7 * SLOT)
+    chain, keys, dso = prosumer_chain(tmp_path / "home", "dso-taps", BUSES)
     yield chain, keys, dso
     chain.close()
 

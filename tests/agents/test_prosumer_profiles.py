@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_dso_service import SLOT, _stamp, world  # noqa: F401 (fixture)
 
 from gridledger.agents.runner import HttpChain
 from gridledger.chain.contracts.market import match_key
@@ -16,6 +15,8 @@ from gridledger.chain.keys import save_key
 from gridledger.cli import main
 from gridledger.commands.errors import CliError
 from gridledger.commands.prosumer import parse_profile_kw, read_profile_csv
+
+from .test_dso_service import SLOT, _stamp, world  # noqa: F401 (fixture)
 
 
 def test_profile_values_become_whole_watts() -> None:
