@@ -284,7 +284,8 @@ def test_a_day_on_a_real_grid_end_to_end(world, tmp_path, capsys) -> None:
     slot = 10_000
     chain = HttpChain(url)
     dso, _ = load_key(dso_home / "keys" / "dso.json")
-    assert chain.submit(dso, "market.configure", {"slot_ms": slot}).ok
+    configured = chain.submit(dso, "market.configure", {"slot_ms": slot})
+    assert configured.ok and chain.wait_committed(configured.txid).ok  # before anyone reads it
     meter_keys = tmp_path / "meters"
     for name in BUSES:
         meter = KeyPair.generate()

@@ -176,11 +176,13 @@ def test_meter_serve_against_a_node_process(tmp_path, capsys) -> None:
         url = (home / "node.addr").read_text().strip()
         chain = HttpChain(url)
         try:
-            assert chain.submit(dso, "market.configure", {"slot_ms": 2000}).ok
-            assert chain.submit(dso, "member.bind_meter",
-                                {"meter": meter.pub_hex, "prosumer": pv.pub_hex}).ok  # fmt: skip
+            # committed before `meter serve` reads the slot length (submit only admits)
+            sent = [chain.submit(dso, "market.configure", {"slot_ms": 2000})]
+            sent.append(chain.submit(dso, "member.bind_meter",
+                                     {"meter": meter.pub_hex, "prosumer": pv.pub_hex}))  # fmt: skip
             bind = {"meter": load_meter.pub_hex, "prosumer": house.pub_hex}
-            assert chain.submit(dso, "member.bind_meter", bind).ok
+            sent.append(chain.submit(dso, "member.bind_meter", bind))
+            assert all(out.ok and chain.wait_committed(out.txid).ok for out in sent)
             first = (chain.time_ms() // 2000 + 2) * 2000
 
             def stamp(ms: int) -> str:
